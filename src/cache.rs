@@ -1,0 +1,75 @@
+//! The page cache: decompressed pages keyed by where their frame lives.
+//!
+//! A frame in an LTX file never changes, so `(file, offset)` names the same
+//! bytes forever: every snapshot, every connection and every point in time
+//! shares entries, and nothing is ever invalidated. Entries are weighed in
+//! bytes against the budget.
+
+use std::sync::Arc;
+
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+
+use crate::storage::FileId;
+
+/// A decompressed page, shared without copying.
+pub type Page = Arc<[u8]>;
+
+/// Where a frame lives: its file and its byte offset there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrameKey {
+    pub file: FileId,
+    pub offset: u64,
+}
+
+/// Per-entry bookkeeping the cache spends besides the page itself.
+const ENTRY_OVERHEAD: u64 = 64;
+
+#[derive(Clone)]
+struct PageWeighter;
+
+impl Weighter<FrameKey, Page> for PageWeighter {
+    fn weight(&self, _key: &FrameKey, page: &Page) -> u64 {
+        page.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+/// A byte-bounded page cache, safe to share between threads.
+pub struct PageCache {
+    inner: Cache<FrameKey, Page, PageWeighter>,
+    budget: u64,
+}
+
+impl PageCache {
+    /// A cache that holds at most `budget` bytes of pages.
+    pub fn new(budget: u64) -> PageCache {
+        let estimated_items = usize::try_from(budget / 4096).unwrap_or(usize::MAX).max(16);
+        PageCache {
+            inner: Cache::with_weighter(estimated_items, budget, PageWeighter),
+            budget,
+        }
+    }
+
+    pub fn get(&self, key: &FrameKey) -> Option<Page> {
+        self.inner.get(key)
+    }
+
+    pub fn insert(&self, key: FrameKey, page: Page) {
+        self.inner.insert(key, page);
+    }
+
+    /// Bytes currently held.
+    pub fn weight(&self) -> u64 {
+        self.inner.weight()
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+}
+
+impl std::fmt::Debug for PageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PageCache({} of {} bytes)", self.weight(), self.budget)
+    }
+}

@@ -1,0 +1,348 @@
+//! Configuration of one open: URI parameters first, then environment
+//! variables read at open time, then defaults. Parsed once into [`Config`];
+//! anything unknown or malformed fails the open with a message naming it.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::storage::ReplicaUrl;
+
+/// How often to look for new LTX files when nothing says otherwise: the
+/// official extension's default, and Litestream's own sync cadence.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Page cache budget per replica. Large enough to hold the hot part of a
+/// database of a few hundred MB, small enough for a web worker.
+pub const DEFAULT_CACHE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// How long an open waits for a replica that has no LTX files yet (Litestream
+/// was just started) before failing.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a replica (its poller, index and cache) outlives its last
+/// connection, so that a pool that closes and reopens connections does not
+/// re-plan from scratch each time.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Smallest cache we accept: a few 64 KiB pages.
+const MIN_CACHE_SIZE: u64 = 1024 * 1024;
+
+/// SQLite's own URI parameters, which keep their SQLite meaning.
+const SQLITE_PARAMS: &[&str] = &[
+    "vfs",
+    "mode",
+    "cache",
+    "psow",
+    "nolock",
+    "immutable",
+    "modeof",
+];
+
+/// Settings of one replica open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub replica_url: ReplicaUrl,
+    pub poll_interval: Duration,
+    pub cache_size: u64,
+    pub open_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// One parameter we know: its URI name, its environment variable.
+struct Param {
+    uri: &'static str,
+    env: &'static str,
+}
+
+const REPLICA_URL: Param = Param {
+    uri: "replica_url",
+    env: "LITESTREAM_REPLICA_URL",
+};
+const POLL_INTERVAL: Param = Param {
+    uri: "poll_interval",
+    env: "LITESTREAM_POLL_INTERVAL",
+};
+const CACHE_SIZE: Param = Param {
+    uri: "cache_size",
+    env: "LITESTREAM_CACHE_SIZE",
+};
+const OPEN_TIMEOUT: Param = Param {
+    uri: "open_timeout",
+    env: "LITESTREAM_OPEN_TIMEOUT",
+};
+const IDLE_TIMEOUT: Param = Param {
+    uri: "idle_timeout",
+    env: "LITESTREAM_IDLE_TIMEOUT",
+};
+const HYDRATION_ENABLED: Param = Param {
+    uri: "hydration_enabled",
+    env: "LITESTREAM_HYDRATION_ENABLED",
+};
+const HYDRATION_PATH: Param = Param {
+    uri: "hydration_path",
+    env: "LITESTREAM_HYDRATION_PATH",
+};
+const WRITE_ENABLED: Param = Param {
+    uri: "write_enabled",
+    env: "LITESTREAM_WRITE_ENABLED",
+};
+const SYNC_INTERVAL: Param = Param {
+    uri: "sync_interval",
+    env: "LITESTREAM_SYNC_INTERVAL",
+};
+const BUFFER_PATH: Param = Param {
+    uri: "buffer_path",
+    env: "LITESTREAM_BUFFER_PATH",
+};
+
+const ALL: &[&Param] = &[
+    &REPLICA_URL,
+    &POLL_INTERVAL,
+    &CACHE_SIZE,
+    &OPEN_TIMEOUT,
+    &IDLE_TIMEOUT,
+    &HYDRATION_ENABLED,
+    &HYDRATION_PATH,
+    &WRITE_ENABLED,
+    &SYNC_INTERVAL,
+    &BUFFER_PATH,
+];
+
+/// Where values come from: the open's URI parameters and an environment.
+pub struct Sources<'a> {
+    pub uri: &'a [(String, String)],
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Sources<'_> {
+    /// The value and where it came from, for messages.
+    fn get(&self, p: &Param) -> Option<(String, String)> {
+        if let Some((_, v)) = self.uri.iter().rev().find(|(k, _)| k == p.uri) {
+            return Some((v.clone(), format!("URI parameter {}", p.uri)));
+        }
+        (self.env)(p.env)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (v, format!("environment variable {}", p.env)))
+    }
+}
+
+impl Config {
+    /// Parses the configuration of one open.
+    pub fn parse(src: &Sources<'_>) -> Result<Config> {
+        for (k, _) in src.uri {
+            if !SQLITE_PARAMS.contains(&k.as_str()) && !ALL.iter().any(|p| p.uri == k) {
+                let known: Vec<&str> = ALL.iter().map(|p| p.uri).collect();
+                return Err(Error::Config(format!(
+                    "unknown URI parameter {k:?} for the litestream VFS; known: {}",
+                    known.join(", ")
+                )));
+            }
+        }
+        let (raw_url, _) = src.get(&REPLICA_URL).ok_or_else(|| {
+            Error::Config(
+                "no replica URL: set the URI parameter replica_url or the environment variable \
+                 LITESTREAM_REPLICA_URL"
+                    .into(),
+            )
+        })?;
+        let replica_url = ReplicaUrl::parse(&raw_url).map_err(|e| Error::Config(e.message))?;
+        reject_enabled(
+            src,
+            &WRITE_ENABLED,
+            "write mode is not supported: this VFS only reads replicas",
+        )?;
+        reject_enabled(
+            src,
+            &HYDRATION_ENABLED,
+            "hydration is not supported: pages are fetched on demand and cached instead",
+        )?;
+        // hydration_path, sync_interval and buffer_path are accepted for
+        // compatibility with the official extension; with their modes off they
+        // mean nothing.
+        let poll_interval =
+            parse_with(src, &POLL_INTERVAL, parse_duration)?.unwrap_or(DEFAULT_POLL_INTERVAL);
+        if poll_interval < Duration::from_millis(10) {
+            return Err(Error::Config(format!(
+                "poll_interval {poll_interval:?} is below 10ms"
+            )));
+        }
+        let cache_size = parse_with(src, &CACHE_SIZE, parse_size)?.unwrap_or(DEFAULT_CACHE_SIZE);
+        if cache_size < MIN_CACHE_SIZE {
+            return Err(Error::Config(format!(
+                "cache_size {cache_size} is below the minimum of 1MiB"
+            )));
+        }
+        let open_timeout =
+            parse_with(src, &OPEN_TIMEOUT, parse_duration)?.unwrap_or(DEFAULT_OPEN_TIMEOUT);
+        let idle_timeout =
+            parse_with(src, &IDLE_TIMEOUT, parse_duration)?.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        Ok(Config {
+            replica_url,
+            poll_interval,
+            cache_size,
+            open_timeout,
+            idle_timeout,
+        })
+    }
+}
+
+fn parse_with<T>(src: &Sources<'_>, p: &Param, f: fn(&str) -> Option<T>) -> Result<Option<T>> {
+    match src.get(p) {
+        None => Ok(None),
+        Some((v, from)) => f(v.trim())
+            .map(Some)
+            .ok_or_else(|| Error::Config(format!("bad value {v:?} for {from}"))),
+    }
+}
+
+fn reject_enabled(src: &Sources<'_>, p: &Param, why: &str) -> Result<()> {
+    match parse_with(src, p, parse_bool)? {
+        Some(true) => Err(Error::Config(format!("{}: {why}", p.uri))),
+        _ => Ok(()),
+    }
+}
+
+/// `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Go-style durations (`1s`, `500ms`, `1m30s`, `1.5s`) or bare seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (num, tail) = rest.split_at(num_len);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += Duration::try_from_secs_f64(num.parse::<f64>().ok()? * scale).ok()?;
+        rest = next;
+    }
+    (!s.is_empty()).then_some(total)
+}
+
+/// Byte sizes: `1048576`, `64KB`/`64MB`/`1GB` (powers of 1000),
+/// `64KiB`/`64MiB`/`1GiB` (powers of 1024); case and a space are ignored.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.replace(' ', "").to_ascii_lowercase();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(uri: &[(&str, &str)], env: &[(&str, &str)]) -> Result<Config> {
+        let uri: Vec<(String, String)> = uri
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Config::parse(&Sources {
+            uri: &uri,
+            env: &lookup,
+        })
+    }
+
+    #[test]
+    fn uri_wins_over_environment() {
+        let c = parse(
+            &[("replica_url", "file:///a")],
+            &[("LITESTREAM_REPLICA_URL", "file:///b")],
+        )
+        .unwrap();
+        assert_eq!(c.replica_url.redacted(), "file:///a");
+        let c = parse(
+            &[("mode", "ro")],
+            &[("LITESTREAM_REPLICA_URL", "file:///b")],
+        )
+        .unwrap();
+        assert_eq!(c.replica_url.redacted(), "file:///b");
+        assert_eq!(c.poll_interval, DEFAULT_POLL_INTERVAL);
+        assert_eq!(c.cache_size, DEFAULT_CACHE_SIZE);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = parse(&[], &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("replica_url") && e.contains("LITESTREAM_REPLICA_URL"),
+            "{e}"
+        );
+        let e = parse(&[("replica_url", "file:///a"), ("pol_interval", "1s")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"pol_interval\""), "{e}");
+        let e = parse(
+            &[("replica_url", "file:///a"), ("poll_interval", "soon")],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("poll_interval") && e.contains("soon"), "{e}");
+        let e = parse(
+            &[("replica_url", "file:///a")],
+            &[("LITESTREAM_CACHE_SIZE", "lots")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("LITESTREAM_CACHE_SIZE"), "{e}");
+        let e = parse(
+            &[("replica_url", "file:///a"), ("write_enabled", "true")],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("write_enabled"), "{e}");
+    }
+
+    #[test]
+    fn parses_durations_and_sizes() {
+        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1x"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_size("64MB"), Some(64_000_000));
+        assert_eq!(parse_size("64 MiB"), Some(64 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1TB"), None);
+    }
+}

@@ -1,0 +1,75 @@
+//! The crate's error type and its one mapping to SQLite result codes.
+
+use std::fmt;
+
+use crate::ltx::LtxError;
+use crate::storage::{StorageError, StorageErrorKind};
+
+/// Everything that can go wrong between SQLite and the replica.
+#[derive(Clone, Debug)]
+pub enum Error {
+    /// A bad URL, parameter or environment variable.
+    Config(String),
+    /// Storage failed (after the backend's retries).
+    Storage(StorageError),
+    /// An LTX file is not what Litestream writes.
+    Corrupt { file: String, source: LtxError },
+    /// A page the database needs is in no file, or some other inconsistency.
+    Missing(String),
+    /// The replica cannot be opened (empty, gap at the start, no such folder).
+    Unavailable(String),
+    /// A write was attempted: the replica is read-only.
+    ReadOnly,
+    /// An SQL function or pragma was used wrongly.
+    Usage(String),
+    /// A bug: a panic was caught at the boundary.
+    Internal(String),
+}
+
+impl Error {
+    /// The SQLite primary result code for this error.
+    pub fn sqlite_code(&self) -> i32 {
+        use crate::sqlite::ffi::*;
+        match self {
+            Error::Config(_) | Error::Usage(_) => SQLITE_ERROR,
+            Error::Storage(e) if e.kind == StorageErrorKind::Transient => SQLITE_BUSY,
+            Error::Storage(_) | Error::Internal(_) => SQLITE_IOERR,
+            Error::Corrupt { .. } | Error::Missing(_) => SQLITE_CORRUPT,
+            Error::Unavailable(_) => SQLITE_CANTOPEN,
+            Error::ReadOnly => SQLITE_READONLY,
+        }
+    }
+
+    pub fn corrupt(file: impl fmt::Display, source: LtxError) -> Error {
+        Error::Corrupt {
+            file: file.to_string(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(m) | Error::Missing(m) | Error::Unavailable(m) | Error::Usage(m) => {
+                f.write_str(m)
+            }
+            Error::Storage(e) => write!(f, "{e}"),
+            Error::Corrupt { file, source } => write!(f, "corrupt LTX file {file}: {source}"),
+            Error::ReadOnly => f.write_str(
+                "attempt to write a readonly database: a Litestream replica is read-only",
+            ),
+            Error::Internal(m) => write!(f, "internal error in litestream-vfs: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Error {
+        Error::Storage(e)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

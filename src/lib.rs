@@ -1,0 +1,74 @@
+//! # litestream-vfs
+//!
+//! A loadable SQLite extension that reads a [Litestream] replica in place:
+//! open `file:NAME?vfs=litestream&replica_url=…` and query the replica in a
+//! local folder, S3, GCS, Azure Blob Storage or SFTP, without restoring it.
+//!
+//! ```text
+//! sqlite/   C trampolines, the only unsafe code   (SQLite ⇄ Rust)
+//! vfs/      one open database: locks, pinned snapshot, page-1 patch, pragmas
+//! replica/  one per URL per process: snapshot, restore plan, poller, registry
+//! cache     page cache keyed by frame location
+//! storage/  where replicas live (the Storage trait and its backends)
+//! ltx/      pure decoding of LTX files
+//! ```
+//!
+//! [Litestream]: https://litestream.io
+
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod ltx;
+pub mod replica;
+pub mod runtime;
+pub mod sqlite;
+pub mod storage;
+pub mod vfs;
+
+use std::ffi::{c_char, c_int};
+
+use sqlite::ApiRoutines;
+use sqlite::ffi::sqlite3;
+
+/// Entry point for `litestream-vfs.so` and `liblitestream_vfs.so`.
+///
+/// # Safety
+/// Called by SQLite's extension loader with its own arguments.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sqlite3_litestreamvfs_init(
+    db: *mut sqlite3,
+    err: *mut *mut c_char,
+    api: *const ApiRoutines,
+) -> c_int {
+    // SAFETY: forwarding SQLite's entry-point arguments unchanged.
+    unsafe { sqlite::ext::init(db, err, api) }
+}
+
+/// Entry point for `litestream.so`.
+///
+/// # Safety
+/// Called by SQLite's extension loader with its own arguments.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sqlite3_litestream_init(
+    db: *mut sqlite3,
+    err: *mut *mut c_char,
+    api: *const ApiRoutines,
+) -> c_int {
+    // SAFETY: forwarding SQLite's entry-point arguments unchanged.
+    unsafe { sqlite::ext::init(db, err, api) }
+}
+
+/// The generic entry point, for hosts that name it explicitly.
+///
+/// # Safety
+/// Called by SQLite's extension loader with its own arguments.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sqlite3_extension_init(
+    db: *mut sqlite3,
+    err: *mut *mut c_char,
+    api: *const ApiRoutines,
+) -> c_int {
+    // SAFETY: forwarding SQLite's entry-point arguments unchanged.
+    unsafe { sqlite::ext::init(db, err, api) }
+}

@@ -1,0 +1,110 @@
+//! The 100-byte file header.
+
+use super::error::{LtxError, be_bytes, be_u32, be_u64};
+use super::types::{PageSize, Txid};
+
+/// Size of the header in bytes.
+pub const HEADER_SIZE: usize = 100;
+
+/// Header flag: the file carries no database checksums.
+pub const FLAG_NO_CHECKSUM: u32 = 0x2;
+
+const MAGIC: &[u8; 4] = b"LTX1";
+
+/// A decoded and validated LTX header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub flags: u32,
+    pub page_size: PageSize,
+    /// Database size in pages after this file is applied.
+    pub commit: u32,
+    pub min_txid: Txid,
+    pub max_txid: Txid,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    pub pre_apply_checksum: u64,
+    pub wal_offset: u64,
+    pub wal_size: u64,
+    pub wal_salt1: u32,
+    pub wal_salt2: u32,
+    pub node_id: u64,
+}
+
+impl Header {
+    /// Decodes the header from the first [`HEADER_SIZE`] bytes of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Header, LtxError> {
+        let what = "header";
+        if buf.len() < HEADER_SIZE {
+            return Err(LtxError::truncated(what, HEADER_SIZE, buf.len()));
+        }
+        if &be_bytes::<4>(buf, 0, what)? != MAGIC {
+            return Err(LtxError::invalid(
+                what,
+                "magic is not LTX1: not an LTX file",
+            ));
+        }
+        let flags = be_u32(buf, 4, what)?;
+        if flags & !FLAG_NO_CHECKSUM != 0 {
+            return Err(LtxError::invalid(what, format!("unknown flags {flags:#x}")));
+        }
+        let raw_page_size = be_u32(buf, 8, what)?;
+        let page_size = PageSize::new(raw_page_size)
+            .ok_or_else(|| LtxError::invalid(what, format!("page size {raw_page_size}")))?;
+        let commit = be_u32(buf, 12, what)?;
+        let min_txid = Txid(be_u64(buf, 16, what)?);
+        let max_txid = Txid(be_u64(buf, 24, what)?);
+        if commit == 0 {
+            return Err(LtxError::invalid(what, "commit is 0"));
+        }
+        if min_txid.0 == 0 || max_txid < min_txid {
+            return Err(LtxError::invalid(
+                what,
+                format!("TXID range {min_txid}-{max_txid}"),
+            ));
+        }
+        let timestamp = be_u64(buf, 32, what)?;
+        Ok(Header {
+            flags,
+            page_size,
+            commit,
+            min_txid,
+            max_txid,
+            timestamp_ms: i64::try_from(timestamp)
+                .map_err(|_| LtxError::invalid(what, "timestamp out of range"))?,
+            pre_apply_checksum: be_u64(buf, 40, what)?,
+            wal_offset: be_u64(buf, 48, what)?,
+            wal_size: be_u64(buf, 56, what)?,
+            wal_salt1: be_u32(buf, 64, what)?,
+            wal_salt2: be_u32(buf, 68, what)?,
+            node_id: be_u64(buf, 72, what)?,
+        })
+    }
+
+    /// Encodes the header (used by the test builder).
+    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut out = [0u8; HEADER_SIZE];
+        let mut w = Vec::with_capacity(HEADER_SIZE);
+        w.extend_from_slice(MAGIC);
+        w.extend_from_slice(&self.flags.to_be_bytes());
+        w.extend_from_slice(&self.page_size.get().to_be_bytes());
+        w.extend_from_slice(&self.commit.to_be_bytes());
+        w.extend_from_slice(&self.min_txid.0.to_be_bytes());
+        w.extend_from_slice(&self.max_txid.0.to_be_bytes());
+        w.extend_from_slice(&(self.timestamp_ms.max(0) as u64).to_be_bytes());
+        w.extend_from_slice(&self.pre_apply_checksum.to_be_bytes());
+        w.extend_from_slice(&self.wal_offset.to_be_bytes());
+        w.extend_from_slice(&self.wal_size.to_be_bytes());
+        w.extend_from_slice(&self.wal_salt1.to_be_bytes());
+        w.extend_from_slice(&self.wal_salt2.to_be_bytes());
+        w.extend_from_slice(&self.node_id.to_be_bytes());
+        for (dst, src) in out.iter_mut().zip(w) {
+            *dst = src;
+        }
+        out
+    }
+
+    /// Whether this file is a full snapshot (its first transaction is 1).
+    pub fn is_snapshot(&self) -> bool {
+        self.min_txid.0 == 1
+    }
+}

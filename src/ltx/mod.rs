@@ -1,0 +1,36 @@
+//! Pure decoding of LTX files: header, frames, page index, trailer,
+//! checksums and file names. No I/O and no `unsafe`; every function
+//! accepts arbitrary bytes and answers with a value or an [`LtxError`],
+//! never a panic.
+//!
+//! The format is described byte by byte in `docs/ltx-format.md`.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+mod builder;
+mod checksum;
+mod error;
+mod file;
+mod frame;
+mod header;
+mod index;
+mod name;
+mod trailer;
+mod types;
+
+pub use builder::LtxBuilder;
+pub use checksum::{Crc64, file_checksum_of};
+pub use error::LtxError;
+pub use file::{DecodedFile, decode_file};
+pub use frame::{FRAME_HEADER_SIZE, FrameHeader, decode_frame};
+pub use header::{FLAG_NO_CHECKSUM, HEADER_SIZE, Header};
+pub use index::{IndexEntry, PageIndex, index_region};
+pub use name::{FileName, parse_name};
+pub use trailer::{TRAILER_SIZE, Trailer};
+pub use types::{PageNo, PageSize, Txid, lock_page};

@@ -1,0 +1,105 @@
+//! Fetching what a snapshot needs from a file: its header and page index,
+//! and for a small file the whole file with its pages.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::ltx::{self, HEADER_SIZE, Header, PageIndex, PageNo};
+use crate::storage::{FileInfo, Storage};
+
+use super::snapshot::FileRef;
+
+/// Files up to this size are fetched whole in one request, checksum
+/// verified, and their pages go straight into the cache: a follower of a busy
+/// primary stays warm, and one round trip replaces three.
+pub const WHOLE_FILE_MAX: u64 = 1024 * 1024;
+
+/// Bytes of a large file's tail fetched together with its header, as a share
+/// of the file size. The page index takes about 10 bytes per page and a
+/// compressed page a few hundred to a few thousand, so 1/128 of the file
+/// usually holds the whole index.
+const TAIL_SHARE: u64 = 128;
+const TAIL_MIN: u64 = 64 * 1024;
+const TAIL_MAX: u64 = 8 * 1024 * 1024;
+
+/// A file's header and index, and its pages when it was read whole.
+pub struct Loaded {
+    pub file: Arc<FileRef>,
+    pub index: PageIndex,
+    pub pages: Vec<(PageNo, Vec<u8>)>,
+}
+
+/// Loads one file's metadata (and, if small, its pages).
+pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
+    let describe = || format!("{} {}", storage.describe(), info.id);
+    if info.size <= WHOLE_FILE_MAX {
+        let bytes = storage.read(info.id, 0..info.size).await?;
+        let decoded = ltx::decode_file(&bytes).map_err(|e| Error::corrupt(describe(), e))?;
+        check_name(&decoded.header, &info, describe)?;
+        let file = Arc::new(FileRef {
+            id: info.id,
+            size: info.size,
+            header: decoded.header,
+        });
+        return Ok(Loaded {
+            file,
+            index: decoded.index,
+            pages: decoded.pages,
+        });
+    }
+    let tail_len = (info.size / TAIL_SHARE)
+        .clamp(TAIL_MIN, TAIL_MAX)
+        .min(info.size);
+    let tail_start = info.size - tail_len;
+    let (head, mut tail) = tokio::try_join!(
+        storage.read(info.id, 0..HEADER_SIZE as u64),
+        storage.read(info.id, tail_start..info.size)
+    )?;
+    let header = Header::decode(&head).map_err(|e| Error::corrupt(describe(), e))?;
+    check_name(&header, &info, describe)?;
+    let region = ltx::index_region(info.size, &tail).map_err(|e| Error::corrupt(describe(), e))?;
+    if region.start < tail_start {
+        let mut more = storage.read(info.id, region.start..tail_start).await?;
+        more.extend_from_slice(&tail);
+        tail = more;
+    }
+    let tail_origin = region.start.min(tail_start);
+    let from = usize::try_from(region.start - tail_origin).unwrap_or(usize::MAX);
+    let to = usize::try_from(region.end - tail_origin).unwrap_or(usize::MAX);
+    let bytes = tail
+        .get(from..to)
+        .ok_or_else(|| Error::Missing(format!("{}: short read of the page index", describe())))?;
+    let index =
+        PageIndex::decode(bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
+    let file = Arc::new(FileRef {
+        id: info.id,
+        size: info.size,
+        header,
+    });
+    Ok(Loaded {
+        file,
+        index,
+        pages: Vec::new(),
+    })
+}
+
+/// Loads several files concurrently, keeping their order.
+pub async fn load_all(storage: &dyn Storage, files: &[FileInfo]) -> Result<Vec<Loaded>> {
+    futures_util::future::try_join_all(files.iter().map(|f| load(storage, *f))).await
+}
+
+fn check_name(h: &Header, info: &FileInfo, describe: impl Fn() -> String) -> Result<()> {
+    if h.min_txid != info.id.name.min || h.max_txid != info.id.name.max {
+        return Err(Error::corrupt(
+            describe(),
+            ltx::LtxError::Invalid {
+                what: "header",
+                detail: format!(
+                    "TXIDs {}-{} do not match the file name",
+                    h.min_txid, h.max_txid
+                ),
+            },
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! One replica per URL per process: its storage, its page cache, the current
+//! snapshot, and the poller that keeps that snapshot following the primary.
+
+mod load;
+mod plan;
+mod poller;
+mod registry;
+mod snapshot;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::cache::{FrameKey, Page, PageCache};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::log;
+use crate::ltx::{self, PageNo, Txid};
+use crate::runtime;
+use crate::storage::{self, FileInfo, Level, Storage, StorageErrorKind};
+
+pub use load::WHOLE_FILE_MAX;
+pub use plan::{Plan, plan};
+pub use registry::{Registry, ReplicaHandle};
+pub use snapshot::{FileRef, FrameLoc, Snapshot};
+pub use stats::Stats;
+
+/// How often an open retries while the replica has no files yet.
+const EMPTY_RETRY: Duration = Duration::from_millis(250);
+
+/// Storage, cache and counters: what every read and poll goes through.
+pub struct Io {
+    pub storage: Arc<dyn Storage>,
+    pub cache: PageCache,
+    pub stats: Stats,
+}
+
+impl Io {
+    /// Every LTX file of every level, listed concurrently.
+    pub async fn list_all(&self) -> Result<Vec<FileInfo>> {
+        let lists = Level::all_descending().map(|l| self.storage.list(l, None));
+        Stats::add(&self.stats.lists, 10);
+        let levels = futures_util::future::try_join_all(lists).await?;
+        Ok(levels.into_iter().flatten().collect())
+    }
+
+    /// Loads files and puts the pages of those read whole into the cache.
+    async fn load(&self, files: &[FileInfo]) -> Result<Vec<load::Loaded>> {
+        Stats::add(&self.stats.reads, files.len() as u64);
+        let loaded = load::load_all(self.storage.as_ref(), files).await?;
+        for l in &loaded {
+            self.cache_pages(l);
+        }
+        Ok(loaded)
+    }
+
+    fn cache_pages(&self, l: &load::Loaded) {
+        for (entry, (_, page)) in l.index.entries.iter().zip(&l.pages) {
+            let key = FrameKey {
+                file: l.file.id,
+                offset: entry.offset,
+            };
+            self.cache.insert(key, Page::from(page.as_slice()));
+        }
+    }
+
+    /// The newest state at or before `limit`, from what storage holds now.
+    pub async fn build(&self, limit: Option<Txid>) -> Result<Option<(Snapshot, Plan)>> {
+        let listing = self.list_all().await?;
+        let Some(plan) = plan::plan(&listing, limit) else {
+            return Ok(None);
+        };
+        let loaded = self.load(&plan.files).await?;
+        let snap = Snapshot::build(loaded.iter().map(|l| (&l.file, &l.index)))?;
+        Ok(Some((snap, plan)))
+    }
+
+    /// One page of a snapshot: from the cache, else fetched and decoded.
+    /// `None` when no file of the snapshot holds the page.
+    pub fn read_page(&self, snap: &Snapshot, pgno: PageNo) -> Result<Option<Page>> {
+        let Some(loc) = snap.frame(pgno) else {
+            return Ok(None);
+        };
+        let key = FrameKey {
+            file: loc.file.id,
+            offset: loc.offset,
+        };
+        if let Some(page) = self.cache.get(&key) {
+            Stats::add(&self.stats.cache_hits, 1);
+            return Ok(Some(page));
+        }
+        Stats::add(&self.stats.cache_misses, 1);
+        Stats::add(&self.stats.reads, 1);
+        let range = loc.offset..loc.offset + u64::from(loc.size);
+        let bytes = runtime::block_on(self.storage.read(loc.file.id, range))??;
+        Stats::add(&self.stats.read_bytes, bytes.len() as u64);
+        let describe = || format!("{} {}", self.storage.describe(), loc.file.id);
+        let frame =
+            ltx::decode_frame(&bytes, snap.page_size).map_err(|e| Error::corrupt(describe(), e))?;
+        if frame.header.pgno != pgno {
+            return Err(Error::corrupt(
+                describe(),
+                ltx::LtxError::Invalid {
+                    what: "frame",
+                    detail: format!(
+                        "offset {} holds page {}, not {}",
+                        loc.offset, frame.header.pgno.0, pgno.0
+                    ),
+                },
+            ));
+        }
+        let page = Page::from(frame.page);
+        self.cache.insert(key, Arc::clone(&page));
+        Ok(Some(page))
+    }
+}
+
+/// A replica shared by every connection of the process that opened its URL.
+pub struct Replica {
+    pub config: Config,
+    pub io: Io,
+    current: ArcSwap<Snapshot>,
+    /// Unix milliseconds of the last successful poll; -1 before the first.
+    last_poll_ms: AtomicI64,
+    /// One re-plan at a time; others wait and reuse its result.
+    replan_lock: tokio::sync::Mutex<()>,
+    /// Wakes the poller to stop.
+    stop: tokio::sync::Notify,
+}
+
+impl Replica {
+    /// Opens a replica: plans and builds its newest snapshot, waiting up to
+    /// the open timeout for a replica that has no files yet.
+    pub async fn open(config: Config) -> Result<Arc<Replica>> {
+        let storage =
+            storage::open(&config.replica_url).map_err(|e| Error::Config(e.to_string()))?;
+        let io = Io {
+            storage,
+            cache: PageCache::new(config.cache_size),
+            stats: Stats::default(),
+        };
+        let deadline = Instant::now() + config.open_timeout;
+        let snap = loop {
+            match io.build(None).await {
+                Ok(Some((snap, plan))) => {
+                    if let Some(gap) = plan.gap {
+                        log::warn!(
+                            "{}: gap after TXID {}: next file is {}; reading the state before it",
+                            io.storage.describe(),
+                            snap.txid,
+                            gap.id
+                        );
+                    }
+                    break snap;
+                }
+                Ok(None) if Instant::now() < deadline => tokio::time::sleep(EMPTY_RETRY).await,
+                Ok(None) => {
+                    return Err(Error::Unavailable(format!(
+                        "no Litestream replica at {}: it holds no LTX snapshot to start from (waited {:?}; \
+                         is litestream replicating there?)",
+                        io.storage.describe(),
+                        config.open_timeout
+                    )));
+                }
+                Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
+                    return Err(Error::Unavailable(format!("no Litestream replica: {e}")));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        log::info!(
+            "{}: opened at TXID {} ({} pages)",
+            io.storage.describe(),
+            snap.txid,
+            snap.page_count
+        );
+        Ok(Arc::new(Replica {
+            config,
+            io,
+            current: ArcSwap::from_pointee(snap),
+            last_poll_ms: AtomicI64::new(now_ms()),
+            replan_lock: tokio::sync::Mutex::new(()),
+            stop: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// The newest published snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    fn publish(&self, snap: Snapshot) {
+        self.current.store(Arc::new(snap));
+    }
+
+    fn mark_polled(&self) {
+        self.last_poll_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// Whole seconds since the last successful poll; -1 before the first.
+    pub fn lag_secs(&self) -> i64 {
+        match self.last_poll_ms.load(Ordering::Acquire) {
+            ms if ms < 0 => -1,
+            ms => (now_ms() - ms).max(0) / 1000,
+        }
+    }
+
+    /// Rebuilds the state of `failed.txid` from what storage holds now,
+    /// after a file of `failed` vanished (compaction, retention). Fails when
+    /// that exact state is no longer reachable.
+    pub async fn replan(&self, failed: &Arc<Snapshot>) -> Result<Arc<Snapshot>> {
+        let _guard = self.replan_lock.lock().await;
+        let cur = self.current();
+        if cur.txid == failed.txid && !Arc::ptr_eq(&cur, failed) {
+            return Ok(cur);
+        }
+        Stats::add(&self.io.stats.replans, 1);
+        let rebuilt = self.io.build(Some(failed.txid)).await?;
+        match rebuilt {
+            Some((snap, _)) if snap.txid == failed.txid => {
+                let snap = Arc::new(snap);
+                if cur.txid == snap.txid {
+                    self.current.store(Arc::clone(&snap));
+                }
+                Ok(snap)
+            }
+            _ => Err(Error::Storage(storage::StorageError::new(
+                "replica",
+                StorageErrorKind::Transient,
+                format!(
+                    "the state at TXID {} is no longer in the replica (compacted away); retry the transaction",
+                    failed.txid
+                ),
+            ))),
+        }
+    }
+
+    /// Asks the poller to stop.
+    pub fn stop(&self) {
+        self.stop.notify_one();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

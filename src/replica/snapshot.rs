@@ -1,0 +1,240 @@
+//! A snapshot: the immutable page index of one TXID (page number → where its
+//! frame lives). Connections pin one for the length of a read transaction.
+//!
+//! The index is a chunked copy-on-write vector: applying a file copies only
+//! the chunks it touches and shares the rest with the previous snapshot, so a
+//! new snapshot costs O(pages changed), whatever the database size.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::ltx::{Header, PageIndex, PageNo, PageSize, Txid};
+use crate::storage::FileId;
+
+/// Pages per chunk. 1024 entries of 24 bytes: one chunk is 24 KiB, and a
+/// 1,000,000-page database has under a thousand chunk pointers to copy.
+const CHUNK_BITS: u32 = 10;
+const CHUNK: usize = 1 << CHUNK_BITS;
+
+/// An LTX file that some snapshot reads from.
+#[derive(Debug)]
+pub struct FileRef {
+    pub id: FileId,
+    pub size: u64,
+    pub header: Header,
+}
+
+/// Where one page's frame lives.
+#[derive(Clone, Debug)]
+pub struct FrameLoc {
+    pub file: Arc<FileRef>,
+    pub offset: u64,
+    pub size: u32,
+}
+
+type Chunk = Arc<Vec<Option<FrameLoc>>>;
+
+/// The state of the database after one TXID.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub txid: Txid,
+    /// Time of the newest applied file, milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    pub page_size: PageSize,
+    /// Database size in pages (`commit` of the newest applied file).
+    pub page_count: u32,
+    chunks: Vec<Chunk>,
+}
+
+impl Snapshot {
+    /// Applies the files of a restore plan, oldest first.
+    pub fn build<'a>(
+        files: impl IntoIterator<Item = (&'a Arc<FileRef>, &'a PageIndex)>,
+    ) -> Result<Snapshot> {
+        let mut iter = files.into_iter();
+        let (first, index) = iter
+            .next()
+            .ok_or_else(|| Error::Unavailable("the restore plan holds no file".into()))?;
+        if !first.header.is_snapshot() {
+            return Err(Error::Missing(format!(
+                "the restore plan starts at {} instead of a snapshot",
+                first.id.name
+            )));
+        }
+        let mut snap = Snapshot {
+            txid: Txid(0),
+            timestamp_ms: 0,
+            page_size: first.header.page_size,
+            page_count: 0,
+            chunks: Vec::new(),
+        };
+        snap.apply_in_place(first, index)?;
+        for (file, index) in iter {
+            snap.apply_in_place(file, index)?;
+        }
+        Ok(snap)
+    }
+
+    /// A new snapshot: this one with `file` applied on top.
+    pub fn apply(&self, file: &Arc<FileRef>, index: &PageIndex) -> Result<Snapshot> {
+        let mut next = self.clone();
+        next.apply_in_place(file, index)?;
+        Ok(next)
+    }
+
+    fn apply_in_place(&mut self, file: &Arc<FileRef>, index: &PageIndex) -> Result<()> {
+        let h = &file.header;
+        if h.page_size != self.page_size {
+            return Err(Error::Missing(format!(
+                "{} has page size {}, the database {}",
+                file.id.name,
+                h.page_size.get(),
+                self.page_size.get()
+            )));
+        }
+        if h.min_txid > self.txid.next() || h.max_txid <= self.txid && self.txid.0 != 0 {
+            return Err(Error::Missing(format!(
+                "{} does not continue TXID {}",
+                file.id.name, self.txid
+            )));
+        }
+        for e in &index.entries {
+            if e.pgno.0 <= h.commit {
+                self.set(
+                    e.pgno,
+                    FrameLoc {
+                        file: Arc::clone(file),
+                        offset: e.offset,
+                        size: e.size,
+                    },
+                );
+            }
+        }
+        self.truncate(h.commit);
+        self.txid = h.max_txid;
+        self.timestamp_ms = h.timestamp_ms;
+        self.page_count = h.commit;
+        Ok(())
+    }
+
+    /// Where page `pgno` lives, if any file holds it.
+    pub fn frame(&self, pgno: PageNo) -> Option<&FrameLoc> {
+        let i = (pgno.0 as usize).checked_sub(1)?;
+        self.chunks
+            .get(i >> CHUNK_BITS)?
+            .get(i & (CHUNK - 1))?
+            .as_ref()
+    }
+
+    /// Database size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        u64::from(self.page_count) * u64::from(self.page_size.get())
+    }
+
+    fn set(&mut self, pgno: PageNo, loc: FrameLoc) {
+        let Some(i) = (pgno.0 as usize).checked_sub(1) else {
+            return;
+        };
+        let (c, slot) = (i >> CHUNK_BITS, i & (CHUNK - 1));
+        while self.chunks.len() <= c {
+            self.chunks.push(Arc::new(vec![None; CHUNK]));
+        }
+        if let Some(chunk) = self.chunks.get_mut(c) {
+            if let Some(s) = Arc::make_mut(chunk).get_mut(slot) {
+                *s = Some(loc);
+            }
+        }
+    }
+
+    /// Forgets every page above `page_count`: those pages do not exist,
+    /// whatever older files hold.
+    fn truncate(&mut self, page_count: u32) {
+        let n = page_count as usize;
+        self.chunks.truncate(n.div_ceil(CHUNK));
+        let keep = n % CHUNK;
+        if keep == 0 {
+            return;
+        }
+        if let Some(last) = self.chunks.last_mut() {
+            if last.iter().skip(keep).any(Option::is_some) {
+                for s in Arc::make_mut(last).iter_mut().skip(keep) {
+                    *s = None;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::{FileName, Header, IndexEntry, LtxBuilder};
+    use crate::storage::Level;
+
+    fn file(min: u64, max: u64, commit: u32, pages: &[u32]) -> (Arc<FileRef>, PageIndex) {
+        let ps = PageSize::new(4096).unwrap();
+        let bytes = LtxBuilder::new(ps, min, max, commit).build();
+        let header = Header::decode(&bytes).unwrap();
+        let index = PageIndex {
+            entries: pages
+                .iter()
+                .map(|p| IndexEntry {
+                    pgno: PageNo(*p),
+                    offset: 100 + u64::from(*p),
+                    size: 10,
+                })
+                .collect(),
+        };
+        let id = FileId {
+            level: Level::L0,
+            name: FileName {
+                min: Txid(min),
+                max: Txid(max),
+            },
+        };
+        (
+            Arc::new(FileRef {
+                id,
+                size: bytes.len() as u64,
+                header,
+            }),
+            index,
+        )
+    }
+
+    #[test]
+    fn later_files_win_and_commit_truncates() {
+        let a = file(1, 1, 3000, &(1..=3000).collect::<Vec<_>>());
+        let b = file(2, 2, 3000, &[5, 2500]);
+        let c = file(3, 3, 1030, &[7]);
+        let s1 = Snapshot::build([(&a.0, &a.1)]).unwrap();
+        let s2 = s1.apply(&b.0, &b.1).unwrap();
+        let s3 = s2.apply(&c.0, &c.1).unwrap();
+        assert_eq!(s2.frame(PageNo(5)).unwrap().file.id.name.min, Txid(2));
+        assert_eq!(s2.frame(PageNo(6)).unwrap().file.id.name.min, Txid(1));
+        assert_eq!(
+            s1.frame(PageNo(5)).unwrap().file.id.name.min,
+            Txid(1),
+            "s1 is unchanged"
+        );
+        assert_eq!(s3.page_count, 1030);
+        assert!(s3.frame(PageNo(1031)).is_none() && s3.frame(PageNo(2500)).is_none());
+        assert!(s3.frame(PageNo(1030)).is_some());
+        assert_eq!(s3.txid, Txid(3));
+        // Unchanged chunks are shared, not copied.
+        assert!(Arc::ptr_eq(&s2.chunks[1], &s1.chunks[1]));
+        assert!(!Arc::ptr_eq(&s2.chunks[0], &s1.chunks[0]));
+    }
+
+    #[test]
+    fn refuses_a_file_that_does_not_continue() {
+        let a = file(1, 1, 10, &[1]);
+        let c = file(3, 3, 10, &[1]);
+        let s = Snapshot::build([(&a.0, &a.1)]).unwrap();
+        assert!(s.apply(&c.0, &c.1).is_err());
+        assert!(
+            Snapshot::build([(&c.0, &c.1)]).is_err(),
+            "must start at a snapshot"
+        );
+    }
+}

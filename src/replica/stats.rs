@@ -1,0 +1,35 @@
+//! Counters of storage traffic, for tests and benchmarks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub lists: AtomicU64,
+    pub reads: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub polls: AtomicU64,
+    pub replans: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `name=value` pairs, space separated.
+    pub fn render(&self) -> String {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "lists={} reads={} read_bytes={} polls={} replans={} cache_hits={} cache_misses={}",
+            g(&self.lists),
+            g(&self.reads),
+            g(&self.read_bytes),
+            g(&self.polls),
+            g(&self.replans),
+            g(&self.cache_hits),
+            g(&self.cache_misses)
+        )
+    }
+}

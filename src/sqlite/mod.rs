@@ -1,0 +1,15 @@
+//! The boundary with SQLite, and the only module with `unsafe` code besides
+//! the `pthread_atfork` call in `runtime`: C structures, the extension API
+//! table, the VFS and SQL-function trampolines. Every trampoline catches
+//! panics and turns `Result`s into SQLite result codes.
+
+pub mod api;
+#[allow(clippy::all)]
+mod api_table;
+pub mod ext;
+pub mod ffi;
+mod functions;
+mod guard;
+mod vfs;
+
+pub use api_table::ApiRoutines;

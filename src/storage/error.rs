@@ -1,0 +1,50 @@
+use std::fmt;
+
+/// What went wrong, in terms a caller can branch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageErrorKind {
+    /// The object or folder does not exist (deleted by compaction, wrong path).
+    NotFound,
+    /// Credentials missing or refused.
+    Auth,
+    /// The URL or an option is wrong.
+    Config,
+    /// A failure a retry may cure: timeouts, resets, throttling, 5xx.
+    Transient,
+    /// Anything else.
+    Other,
+}
+
+/// An error from a backend. Its message never holds credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageError {
+    pub backend: &'static str,
+    pub kind: StorageErrorKind,
+    pub message: String,
+}
+
+impl StorageError {
+    pub fn new(
+        backend: &'static str,
+        kind: StorageErrorKind,
+        message: impl Into<String>,
+    ) -> StorageError {
+        StorageError {
+            backend,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.kind == StorageErrorKind::NotFound
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} storage: {}", self.backend, self.message)
+    }
+}
+
+impl std::error::Error for StorageError {}

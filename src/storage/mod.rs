@@ -1,0 +1,125 @@
+//! Where replicas live. One trait, [`Storage`], that every backend
+//! implements; the rest of the crate never knows which one it talks to.
+//!
+//! The trait is async: storage is reached from the background poller and,
+//! through `runtime::block_on`, from SQLite's threads.
+
+mod error;
+mod file;
+mod url;
+
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use error::{StorageError, StorageErrorKind};
+pub use file::FileStorage;
+pub use url::{ReplicaUrl, Scheme, redact};
+
+use crate::ltx::FileName;
+
+/// A boxed future, so that the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A Litestream level: 0 holds one file per replicated batch, 1..=8
+/// compactions of the level below, 9 full snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Level(u8);
+
+impl Level {
+    pub const L0: Level = Level(0);
+    pub const SNAPSHOT: Level = Level(9);
+
+    pub fn new(level: u8) -> Option<Level> {
+        (level <= 9).then_some(Level(level))
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+
+    /// Every level, from the snapshot level down to 0.
+    pub fn all_descending() -> impl Iterator<Item = Level> {
+        (0..=9u8).rev().map(Level)
+    }
+}
+
+/// One LTX file of a replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId {
+    pub level: Level,
+    pub name: FileName,
+}
+
+impl std::fmt::Display for FileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "level {} file {}", self.level.get(), self.name)
+    }
+}
+
+/// A listed file and its size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    pub id: FileId,
+    pub size: u64,
+}
+
+/// Read access to one replica.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// The replica's URL with any credentials removed, for messages.
+    fn describe(&self) -> &str;
+
+    /// The LTX files of `level` whose names sort after `after` (all when
+    /// `None`), sorted by name. Backends filter and sort themselves: listing
+    /// APIs differ in both.
+    fn list(
+        &self,
+        level: Level,
+        after: Option<FileName>,
+    ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>>;
+
+    /// The bytes `range` of a file. A range past the end is an error.
+    fn read(&self, file: FileId, range: Range<u64>)
+    -> BoxFuture<'_, Result<Vec<u8>, StorageError>>;
+
+    /// Several ranges of one file, fetched together; backends that can
+    /// coalesce or parallelise do.
+    fn read_ranges(
+        &self,
+        file: FileId,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StorageError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(ranges.len());
+            for r in ranges {
+                out.push(self.read(file, r).await?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Opens the backend a URL names.
+pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
+    match url.scheme() {
+        Scheme::File => {
+            let path = url.file_path().ok_or_else(|| {
+                StorageError::new(
+                    "file",
+                    StorageErrorKind::Config,
+                    format!("{url} is not a local path"),
+                )
+            })?;
+            Ok(Arc::new(FileStorage::new(path)))
+        }
+        other => Err(StorageError::new(
+            other.name(),
+            StorageErrorKind::Config,
+            format!(
+                "the {} backend is not built into this library yet",
+                other.name()
+            ),
+        )),
+    }
+}

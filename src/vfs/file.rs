@@ -1,0 +1,185 @@
+//! One open replica database.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ltx::{PageNo, lock_page};
+use crate::replica::{Replica, ReplicaHandle, Snapshot};
+use crate::runtime;
+use crate::storage::StorageErrorKind;
+
+use super::page1;
+
+/// The lock levels SQLite asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LockLevel {
+    None,
+    Shared,
+    Reserved,
+    Pending,
+    Exclusive,
+}
+
+impl LockLevel {
+    pub fn from_raw(raw: i32) -> Option<LockLevel> {
+        Some(match raw {
+            0 => LockLevel::None,
+            1 => LockLevel::Shared,
+            2 => LockLevel::Reserved,
+            3 => LockLevel::Pending,
+            4 => LockLevel::Exclusive,
+            _ => return None,
+        })
+    }
+}
+
+/// A connection's lock state. A snapshot is pinned from the move to SHARED
+/// until the unlock, so a read transaction sees one TXID throughout.
+enum Lock {
+    Unlocked,
+    Shared(Arc<Snapshot>),
+}
+
+struct Inner {
+    handle: ReplicaHandle,
+    lock: Lock,
+}
+
+/// An open replica database, as SQLite's main database file.
+pub struct DbFile {
+    config: Config,
+    inner: Mutex<Inner>,
+}
+
+impl DbFile {
+    /// Opens (or joins) the shared replica that `config` names.
+    pub fn open(config: Config) -> Result<DbFile> {
+        let handle = runtime::process().registry().open(&config)?;
+        Ok(DbFile {
+            config,
+            inner: Mutex::new(Inner {
+                handle,
+                lock: Lock::Unlocked,
+            }),
+        })
+    }
+
+    fn inner(&self) -> Result<MutexGuard<'_, Inner>> {
+        self.inner
+            .lock()
+            .map_err(|_| Error::Internal("connection state lock poisoned".into()))
+    }
+
+    /// The replica, reopened first if this process is a fork child of the
+    /// one that opened it (the parent's runtime does not exist here).
+    fn replica_in(&self, inner: &mut Inner) -> Result<Arc<Replica>> {
+        if inner.handle.epoch() != runtime::fork_epoch() {
+            inner.handle = runtime::process().registry().open(&self.config)?;
+        }
+        Ok(Arc::clone(inner.handle.replica()))
+    }
+
+    /// The snapshot this connection reads now: the pinned one inside a read
+    /// transaction, else the newest.
+    pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        let mut inner = self.inner()?;
+        if let Lock::Shared(s) = &inner.lock {
+            return Ok(Arc::clone(s));
+        }
+        Ok(self.replica_in(&mut inner)?.current())
+    }
+
+    pub fn replica(&self) -> Result<Arc<Replica>> {
+        let mut inner = self.inner()?;
+        self.replica_in(&mut inner)
+    }
+
+    pub fn lock(&self, level: LockLevel) -> Result<()> {
+        if level > LockLevel::Shared {
+            return Err(Error::ReadOnly);
+        }
+        let mut inner = self.inner()?;
+        if level == LockLevel::Shared && matches!(inner.lock, Lock::Unlocked) {
+            let snap = self.replica_in(&mut inner)?.current();
+            inner.lock = Lock::Shared(snap);
+        }
+        Ok(())
+    }
+
+    pub fn unlock(&self, level: LockLevel) -> Result<()> {
+        if level == LockLevel::None {
+            self.inner()?.lock = Lock::Unlocked;
+        }
+        Ok(())
+    }
+
+    /// Database size in bytes.
+    pub fn file_size(&self) -> Result<u64> {
+        Ok(self.snapshot()?.size_bytes())
+    }
+
+    /// Fills `buf` from byte `offset`. Returns `false` for a short read (past
+    /// the end of the database; the rest of `buf` is zeroed).
+    pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
+        let snap = self.snapshot()?;
+        let replica = self.replica()?;
+        match read_at(&replica, &snap, buf, offset) {
+            Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
+                // A file vanished (compaction, retention): rebuild the same
+                // TXID from what exists, re-pin it, and read again.
+                crate::log::info!(
+                    "{}: {e}; re-planning TXID {}",
+                    replica.io.storage.describe(),
+                    snap.txid
+                );
+                let fresh = runtime::block_on(replica.replan(&snap))??;
+                let mut inner = self.inner()?;
+                if let Lock::Shared(pinned) = &inner.lock {
+                    if Arc::ptr_eq(pinned, &snap) {
+                        inner.lock = Lock::Shared(Arc::clone(&fresh));
+                    }
+                }
+                drop(inner);
+                read_at(&replica, &fresh, buf, offset)
+            }
+            other => other,
+        }
+    }
+}
+
+fn read_at(replica: &Replica, snap: &Snapshot, buf: &mut [u8], offset: u64) -> Result<bool> {
+    let page_size = u64::from(snap.page_size.get());
+    let end = snap.size_bytes();
+    let mut done = 0usize;
+    let mut full = true;
+    while done < buf.len() {
+        let pos = offset + done as u64;
+        let in_page = (pos % page_size) as usize;
+        let want = (buf.len() - done).min(snap.page_size.bytes() - in_page);
+        let dst = &mut buf[done..done + want];
+        let pgno = PageNo(u32::try_from(pos / page_size + 1).unwrap_or(u32::MAX));
+        if pos >= end {
+            dst.fill(0);
+            full = false;
+        } else if pgno == lock_page(snap.page_size) {
+            dst.fill(0);
+        } else {
+            let page = replica.io.read_page(snap, pgno)?.ok_or_else(|| {
+                Error::Missing(format!(
+                    "page {} of the database at TXID {} is in no LTX file of the replica",
+                    pgno.0, snap.txid
+                ))
+            })?;
+            if pgno.0 == 1 {
+                let mut p1 = page.to_vec();
+                page1::patch(&mut p1, snap.txid, snap.page_count);
+                dst.copy_from_slice(&p1[in_page..in_page + want]);
+            } else {
+                dst.copy_from_slice(&page[in_page..in_page + want]);
+            }
+        }
+        done += want;
+    }
+    Ok(full)
+}

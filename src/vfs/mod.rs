@@ -1,0 +1,12 @@
+//! The safe logic of one open replica database: lock state and the pinned
+//! snapshot, page reads with the page-1 patch, pragmas and the values the
+//! SQL functions report. The C trampolines in `sqlite::vfs` call into this.
+
+mod file;
+mod page1;
+mod pragma;
+mod timefmt;
+
+pub use file::{DbFile, LockLevel};
+pub use pragma::PragmaResult;
+pub use timefmt::format_rfc3339_ms;

@@ -1,0 +1,69 @@
+//! The `litestream_*` PRAGMAs, reached through SQLite's file-control hook.
+
+use crate::error::{Error, Result};
+
+use super::file::DbFile;
+use super::timefmt::format_rfc3339_ms;
+
+/// What a pragma returns: one text row, or nothing.
+pub type PragmaResult = Option<String>;
+
+impl DbFile {
+    /// Handles `PRAGMA name [= value]`. `None` when the pragma is not ours,
+    /// so that SQLite handles it.
+    pub fn pragma(&self, name: &str, value: Option<&str>) -> Option<Result<PragmaResult>> {
+        let name = name.to_ascii_lowercase();
+        let read_only = |v: Result<String>| match value {
+            Some(_) => Err(Error::Usage(format!("PRAGMA {name} is read-only"))),
+            None => v.map(Some),
+        };
+        Some(match name.as_str() {
+            "litestream_txid" => read_only(self.txid_text()),
+            "litestream_lag" => read_only(self.lag().map(|l| l.to_string())),
+            "litestream_time" => match value {
+                None => self.time_text().map(Some),
+                Some(_) => Err(Error::Usage(
+                    "time travel is not supported by this build".into(),
+                )),
+            },
+            "litestream_hydration_progress" => read_only(Ok("0".into())),
+            "litestream_hydration_file" => read_only(Ok(String::new())),
+            "litestream_stats" => read_only(self.stats_text()),
+            _ => return None,
+        })
+    }
+
+    /// The TXID read, as 16 lowercase hex digits.
+    pub fn txid_text(&self) -> Result<String> {
+        Ok(self.snapshot()?.txid.to_string())
+    }
+
+    /// The RFC 3339 time of the state read.
+    pub fn time_text(&self) -> Result<String> {
+        let snap = self.snapshot()?;
+        Ok(if snap.timestamp_ms > 0 {
+            format_rfc3339_ms(snap.timestamp_ms)
+        } else {
+            "latest".into()
+        })
+    }
+
+    /// Whole seconds since the last successful poll; -1 before the first.
+    pub fn lag(&self) -> Result<i64> {
+        Ok(self.replica()?.lag_secs())
+    }
+
+    fn stats_text(&self) -> Result<String> {
+        let r = self.replica()?;
+        let snap = r.current();
+        Ok(format!(
+            "{} cache_bytes={} cache_budget={} txid={} pages={} replicas={}",
+            r.io.stats.render(),
+            r.io.cache.weight(),
+            r.io.cache.budget(),
+            snap.txid,
+            snap.page_count,
+            crate::runtime::process().registry().len()
+        ))
+    }
+}
