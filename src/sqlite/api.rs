@@ -9,15 +9,18 @@ use super::api_table::ApiRoutines;
 
 static API: AtomicPtr<ApiRoutines> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Records the host's API table. Every host of one process passes the same
-/// table, so the first one is kept.
-pub fn set(api: *const ApiRoutines) {
-    let _ = API.compare_exchange(
-        std::ptr::null_mut(),
-        api.cast_mut(),
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    );
+/// Records the host's API table. One SQLite library passes the same table
+/// every time; a second, different SQLite library in the same process (say
+/// Python's and an embedded one) cannot share our process-wide VFS, so that
+/// load is refused rather than mixing the two.
+pub fn set(api: *const ApiRoutines) -> Result<(), String> {
+    match API.compare_exchange(std::ptr::null_mut(), api.cast_mut(), Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Ok(()),
+        Err(existing) if std::ptr::eq(existing, api) => Ok(()),
+        Err(_) => Err("already loaded by another SQLite library in this process; \
+                       load it into one SQLite library per process"
+            .into()),
+    }
 }
 
 /// The host's API table, once an entry point has run.

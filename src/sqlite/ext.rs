@@ -26,7 +26,6 @@ pub unsafe fn init(
         if api_table.is_null() {
             return SQLITE_ERROR;
         }
-        api::set(api_table);
         let fail = |msg: String| {
             if !err.is_null() {
                 // SAFETY: SQLite passes a writable char* slot for the message,
@@ -35,6 +34,9 @@ pub unsafe fn init(
             }
             SQLITE_ERROR
         };
+        if let Err(msg) = api::set(api_table) {
+            return fail(msg);
+        }
         let Some(api) = api::get() else {
             return fail("no API table".into());
         };
