@@ -23,6 +23,7 @@ mod index;
 mod name;
 mod trailer;
 mod types;
+mod verify;
 
 pub use builder::LtxBuilder;
 pub use checksum::{Crc64, file_checksum_of};
@@ -30,7 +31,8 @@ pub use error::LtxError;
 pub use file::{DecodedFile, decode_file};
 pub use frame::{FRAME_HEADER_SIZE, FrameHeader, decode_frame};
 pub use header::{FLAG_NO_CHECKSUM, HEADER_SIZE, Header};
-pub use index::{IndexEntry, PageIndex, index_region};
+pub use index::{INDEX_LOCATOR_SIZE, IndexEntry, PageIndex, index_region};
 pub use name::{FileName, parse_name};
 pub use trailer::{TRAILER_SIZE, Trailer};
 pub use types::{PageNo, PageSize, Txid, lock_page};
+pub use verify::Verifier;

@@ -27,6 +27,8 @@ pub struct Loaded {
     pub file: Arc<FileRef>,
     pub index: PageIndex,
     pub pages: Vec<(PageNo, Vec<u8>)>,
+    /// Whether the file checksum was checked (files read whole).
+    pub verified: bool,
 }
 
 /// Loads one file's metadata (and, if small, its pages).
@@ -34,17 +36,20 @@ pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
     let describe = || format!("{} {}", storage.describe(), info.id);
     if info.size <= WHOLE_FILE_MAX {
         let bytes = storage.read(info.id, 0..info.size).await?;
-        let decoded = ltx::decode_file(&bytes).map_err(|e| Error::corrupt(describe(), e))?;
-        check_name(&decoded.header, &info, describe)?;
-        let file = Arc::new(FileRef {
-            id: info.id,
-            size: info.size,
-            header: decoded.header,
-        });
+        let decoded = match ltx::decode_file(&bytes) {
+            Ok(decoded) => decoded,
+            Err(e @ ltx::LtxError::Checksum { .. }) => {
+                return structure_only(&bytes, info, e, describe);
+            }
+            Err(e) => return Err(Error::corrupt(describe(), e)),
+        };
+        check_name(&decoded.header, &info, &describe)?;
+        let file = Arc::new(FileRef::new(info.id, info.size, decoded.header));
         return Ok(Loaded {
             file,
             index: decoded.index,
             pages: decoded.pages,
+            verified: true,
         });
     }
     let tail_len = (info.size / TAIL_SHARE)
@@ -56,7 +61,7 @@ pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
         storage.read(info.id, tail_start..info.size)
     )?;
     let header = Header::decode(&head).map_err(|e| Error::corrupt(describe(), e))?;
-    check_name(&header, &info, describe)?;
+    check_name(&header, &info, &describe)?;
     let region = ltx::index_region(info.size, &tail).map_err(|e| Error::corrupt(describe(), e))?;
     if region.start < tail_start {
         let mut more = storage.read(info.id, region.start..tail_start).await?;
@@ -71,15 +76,44 @@ pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
         .ok_or_else(|| Error::Missing(format!("{}: short read of the page index", describe())))?;
     let index =
         PageIndex::decode(bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
-    let file = Arc::new(FileRef {
-        id: info.id,
-        size: info.size,
-        header,
-    });
+    let file = Arc::new(FileRef::new(info.id, info.size, header));
     Ok(Loaded {
         file,
         index,
         pages: Vec::new(),
+        verified: false,
+    })
+}
+
+/// A whole file whose structure decodes but whose checksum does not match:
+/// its index still places its pages, but the file is marked corrupt, so a
+/// query that needs one of them fails with SQLITE_CORRUPT while the rest of
+/// the database stays readable.
+fn structure_only(
+    bytes: &[u8],
+    info: FileInfo,
+    e: ltx::LtxError,
+    describe: impl Fn() -> String,
+) -> Result<Loaded> {
+    let header = Header::decode(bytes).map_err(|e| Error::corrupt(describe(), e))?;
+    check_name(&header, &info, &describe)?;
+    let region = ltx::index_region(info.size, bytes).map_err(|e| Error::corrupt(describe(), e))?;
+    let index_bytes = usize::try_from(region.start)
+        .ok()
+        .zip(usize::try_from(region.end).ok())
+        .and_then(|(s, e)| bytes.get(s..e))
+        .ok_or_else(|| Error::Missing(format!("{}: short page index", describe())))?;
+    let index =
+        PageIndex::decode(index_bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
+    let file = Arc::new(FileRef::new(info.id, info.size, header));
+    let reason = Error::corrupt(describe(), e).to_string();
+    crate::log::error!("{reason}: reads of its pages will fail");
+    let _ = file.corrupt.set(reason);
+    Ok(Loaded {
+        file,
+        index,
+        pages: Vec::new(),
+        verified: true,
     })
 }
 
@@ -88,7 +122,7 @@ pub async fn load_all(storage: &dyn Storage, files: &[FileInfo]) -> Result<Vec<L
     futures_util::future::try_join_all(files.iter().map(|f| load(storage, *f))).await
 }
 
-fn check_name(h: &Header, info: &FileInfo, describe: impl Fn() -> String) -> Result<()> {
+fn check_name(h: &Header, info: &FileInfo, describe: &impl Fn() -> String) -> Result<()> {
     if h.min_txid != info.id.name.min || h.max_txid != info.id.name.max {
         return Err(Error::corrupt(
             describe(),

@@ -7,6 +7,7 @@ mod poller;
 mod registry;
 mod snapshot;
 mod stats;
+mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -35,7 +36,9 @@ const EMPTY_RETRY: Duration = Duration::from_millis(250);
 pub struct Io {
     pub storage: Arc<dyn Storage>,
     pub cache: PageCache,
-    pub stats: Stats,
+    pub stats: Arc<Stats>,
+    /// Large files whose background verification passed.
+    verified: std::sync::Mutex<std::collections::HashSet<storage::FileId>>,
 }
 
 impl Io {
@@ -53,8 +56,34 @@ impl Io {
         let loaded = load::load_all(self.storage.as_ref(), files).await?;
         for l in &loaded {
             self.cache_pages(l);
+            if !l.verified {
+                self.verify_in_background(l);
+            }
         }
         Ok(loaded)
+    }
+
+    fn verify_in_background(&self, l: &load::Loaded) {
+        let done = self.verified.lock().map(|v| v.contains(&l.file.id)).unwrap_or(true);
+        if done {
+            return;
+        }
+        let (storage, file, index) = (Arc::clone(&self.storage), Arc::clone(&l.file), Arc::new(l.index.clone()));
+        let stats = Arc::clone(&self.stats);
+        tokio::spawn(async move {
+            match verify::verify(storage, Arc::clone(&file), index).await {
+                Ok(()) => {
+                    Stats::add(&stats.verified, 1);
+                    log::debug!("verified {}", file.id);
+                }
+                Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
+                    Stats::add(&stats.corrupt, 1);
+                    log::error!("{e}: reads of its pages will fail");
+                    let _ = file.corrupt.set(e.to_string());
+                }
+                Err(e) => log::info!("could not verify {}: {e}", file.id),
+            }
+        });
     }
 
     fn cache_pages(&self, l: &load::Loaded) {
@@ -84,6 +113,10 @@ impl Io {
         let Some(loc) = snap.frame(pgno) else {
             return Ok(None);
         };
+        if let Some(reason) = loc.file.corrupt.get() {
+            return Err(Error::Missing(format!("page {}: {reason}", pgno.0)));
+        }
+
         let key = FrameKey {
             file: loc.file.id,
             offset: loc.offset,
@@ -140,7 +173,8 @@ impl Replica {
         let io = Io {
             storage,
             cache: PageCache::new(config.cache_size),
-            stats: Stats::default(),
+            stats: Arc::new(Stats::default()),
+            verified: Default::default(),
         };
         let deadline = Instant::now() + config.open_timeout;
         let snap = loop {

@@ -22,6 +22,14 @@ pub struct FileRef {
     pub id: FileId,
     pub size: u64,
     pub header: Header,
+    /// Set when the file failed verification: every read from it fails.
+    pub corrupt: std::sync::OnceLock<String>,
+}
+
+impl FileRef {
+    pub fn new(id: FileId, size: u64, header: Header) -> FileRef {
+        FileRef { id, size, header, corrupt: std::sync::OnceLock::new() }
+    }
 }
 
 /// Where one page's frame lives.

@@ -11,6 +11,8 @@ pub struct Stats {
     pub replans: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
+    pub verified: AtomicU64,
+    pub corrupt: AtomicU64,
 }
 
 impl Stats {
@@ -22,14 +24,16 @@ impl Stats {
     pub fn render(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "lists={} reads={} read_bytes={} polls={} replans={} cache_hits={} cache_misses={}",
+            "lists={} reads={} read_bytes={} polls={} replans={} cache_hits={} cache_misses={} verified={} corrupt={}",
             g(&self.lists),
             g(&self.reads),
             g(&self.read_bytes),
             g(&self.polls),
             g(&self.replans),
             g(&self.cache_hits),
-            g(&self.cache_misses)
+            g(&self.cache_misses),
+            g(&self.verified),
+            g(&self.corrupt)
         )
     }
 }

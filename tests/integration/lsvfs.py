@@ -196,3 +196,30 @@ def env(**values: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def ltx_index(data: bytes) -> list[tuple[int, int, int]]:
+    """(page number, frame offset, frame size) of every frame of an LTX file."""
+    import struct
+
+    (length,) = struct.unpack(">Q", data[-24:-16])
+    pos, end = len(data) - 24 - length, len(data) - 24
+    out = []
+
+    def varint():
+        nonlocal pos
+        shift = value = 0
+        while True:
+            b = data[pos]
+            pos += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return value
+
+    while pos < end:
+        pgno = varint()
+        if pgno == 0:
+            break
+        out.append((pgno, varint(), varint()))
+    return out

@@ -62,14 +62,21 @@ def test_truncated_ltx_file(tmp_path):
         assert "corrupt LTX file" in err and "0000000000000006-0000000000000007.ltx" in err
 
 
-def test_flipped_byte_in_a_small_file_is_caught_by_its_checksum(tmp_path):
+def test_flipped_byte_in_a_page_fails_the_query(tmp_path):
+    """Files read whole are checksum-verified: the damaged file's pages fail
+    with SQLITE_CORRUPT; no row from it is ever returned."""
     replica = copy_replica(tmp_path)
     f = replica / "ltx" / "1" / "0000000000000006-0000000000000007.ltx"
     data = bytearray(f.read_bytes())
-    data[200] ^= 0x01  # inside the first frame's payload
+    pgno, offset, size = lsvfs.ltx_index(bytes(data))[-1]
+    data[offset + size // 2] ^= 0x01  # inside a compressed page
     f.write_bytes(bytes(data))
-    err = open_error(f"&replica_url={lsvfs.file_url(replica)}")
-    assert "corrupt LTX file" in err
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        conn = lsvfs.connect(lsvfs.file_url(replica), name="flipped.db")
+        lsvfs.digest(conn)
+
+        conn.execute("PRAGMA integrity_check").fetchall()
+        pytest.fail("read a database whose file is damaged")
 
 
 def test_write_attempts_are_readonly():
