@@ -199,9 +199,18 @@ impl Replica {
                         config.open_timeout
                     )));
                 }
+                // Litestream creates the folder with its first file: wait
+                // for it like for an empty replica.
                 Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
-                    return Err(Error::Unavailable(format!("no Litestream replica: {e}")));
+                    if Instant::now() >= deadline {
+                        return Err(Error::Unavailable(format!(
+                            "no Litestream replica (waited {:?}): {e}",
+                            config.open_timeout
+                        )));
+                    }
+                    tokio::time::sleep(EMPTY_RETRY).await;
                 }
+
                 Err(e) => return Err(e),
             }
         };

@@ -37,8 +37,9 @@ def test_unknown_parameter_and_bad_value():
 
 
 def test_missing_folder(tmp_path):
-    err = open_error(f"&replica_url={lsvfs.file_url(tmp_path / 'nope')}")
-    assert "does not exist" in err
+    err = open_error(f"&replica_url={lsvfs.file_url(tmp_path / 'nope')}&open_timeout=300ms")
+    assert "does not exist" in err and "waited" in err
+
 
 
 def test_folder_without_replica_fails_after_bounded_wait(tmp_path):
