@@ -29,7 +29,8 @@ impl Verifier {
     /// Adds the next frame (exactly the bytes the page index names).
     pub fn frame(&mut self, frame: &[u8]) -> Result<(), LtxError> {
         let decoded = decode_frame(frame, self.page_size)?;
-        self.crc.update(frame.get(..FRAME_HEADER_SIZE).unwrap_or_default());
+        self.crc
+            .update(frame.get(..FRAME_HEADER_SIZE).unwrap_or_default());
         if let Some(size) = decoded.size_field {
             self.crc.update(&size);
         }
@@ -43,12 +44,18 @@ impl Verifier {
         let covered = tail.len().saturating_sub(TRAILER_SIZE.saturating_sub(8));
         let marker = tail.get(..FRAME_HEADER_SIZE).unwrap_or_default();
         if marker.len() != FRAME_HEADER_SIZE || marker.iter().any(|b| *b != 0) {
-            return Err(LtxError::invalid("page block", "no end marker before the page index"));
+            return Err(LtxError::invalid(
+                "page block",
+                "no end marker before the page index",
+            ));
         }
         self.crc.update(tail.get(..covered).unwrap_or_default());
         let computed = self.crc.finish();
         if computed != trailer.file_checksum {
-            return Err(LtxError::Checksum { stored: trailer.file_checksum, computed });
+            return Err(LtxError::Checksum {
+                stored: trailer.file_checksum,
+                computed,
+            });
         }
         Ok(())
     }

@@ -25,6 +25,8 @@ use crate::storage::{self, FileInfo, Level, Storage, StorageErrorKind};
 
 pub use load::WHOLE_FILE_MAX;
 pub use plan::{Plan, plan};
+pub use poller::running as running_pollers;
+
 pub use registry::{Registry, ReplicaHandle};
 pub use snapshot::{FileRef, FrameLoc, Snapshot};
 pub use stats::Stats;
@@ -64,11 +66,19 @@ impl Io {
     }
 
     fn verify_in_background(&self, l: &load::Loaded) {
-        let done = self.verified.lock().map(|v| v.contains(&l.file.id)).unwrap_or(true);
+        let done = self
+            .verified
+            .lock()
+            .map(|v| v.contains(&l.file.id))
+            .unwrap_or(true);
         if done {
             return;
         }
-        let (storage, file, index) = (Arc::clone(&self.storage), Arc::clone(&l.file), Arc::new(l.index.clone()));
+        let (storage, file, index) = (
+            Arc::clone(&self.storage),
+            Arc::clone(&l.file),
+            Arc::new(l.index.clone()),
+        );
         let stats = Arc::clone(&self.stats);
         tokio::spawn(async move {
             match verify::verify(storage, Arc::clone(&file), index).await {

@@ -2,6 +2,8 @@
 //! than the current snapshot, apply them, publish the result.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
@@ -79,10 +81,36 @@ impl Replica {
     }
 }
 
+/// Pollers running in this process, for diagnostics and leak tests.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many pollers are running.
+pub fn running() -> usize {
+    RUNNING.load(Ordering::Relaxed)
+}
+
+/// Counts a poller for as long as it lives.
+struct Running;
+
+impl Running {
+    fn start() -> Running {
+        RUNNING.fetch_add(1, Ordering::Relaxed);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The poller task of one replica. Ends when the registry reaps the replica
 /// (no connection for the idle grace period) or when told to stop.
 pub async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
+    let _running = Running::start();
     let mut gap_backoff_until = None;
+
     loop {
         tokio::select! {
             () = tokio::time::sleep(replica.config.poll_interval) => {}

@@ -28,7 +28,12 @@ pub struct FileRef {
 
 impl FileRef {
     pub fn new(id: FileId, size: u64, header: Header) -> FileRef {
-        FileRef { id, size, header, corrupt: std::sync::OnceLock::new() }
+        FileRef {
+            id,
+            size,
+            header,
+            corrupt: std::sync::OnceLock::new(),
+        }
     }
 }
 

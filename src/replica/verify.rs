@@ -21,7 +21,11 @@ use super::snapshot::FileRef;
 const CHUNK: u64 = 8 * 1024 * 1024;
 
 /// Streams `file` and checks its checksum.
-pub async fn verify(storage: Arc<dyn Storage>, file: Arc<FileRef>, index: Arc<PageIndex>) -> Result<()> {
+pub async fn verify(
+    storage: Arc<dyn Storage>,
+    file: Arc<FileRef>,
+    index: Arc<PageIndex>,
+) -> Result<()> {
     let describe = || format!("{} {}", storage.describe(), file.id);
     let corrupt = |e| Error::corrupt(describe(), e);
     let head = storage.read(file.id, 0..HEADER_SIZE as u64).await?;
@@ -35,7 +39,11 @@ pub async fn verify(storage: Arc<dyn Storage>, file: Arc<FileRef>, index: Arc<Pa
         let mut end = start;
         while let Some(e) = entries.get(j) {
             if e.offset != end {
-                return Err(Error::Missing(format!("{}: frames are not contiguous at page {}", describe(), e.pgno.0)));
+                return Err(Error::Missing(format!(
+                    "{}: frames are not contiguous at page {}",
+                    describe(),
+                    e.pgno.0
+                )));
             }
             if end - start >= CHUNK && j > i {
                 break;
@@ -48,7 +56,9 @@ pub async fn verify(storage: Arc<dyn Storage>, file: Arc<FileRef>, index: Arc<Pa
             let from = usize::try_from(e.offset - start).unwrap_or(usize::MAX);
             let frame = bytes
                 .get(from..from.saturating_add(e.size as usize))
-                .ok_or_else(|| Error::Missing(format!("{}: short read while verifying", describe())))?;
+                .ok_or_else(|| {
+                    Error::Missing(format!("{}: short read while verifying", describe()))
+                })?;
             v.frame(frame).map_err(corrupt)?;
         }
         next = end;
@@ -56,7 +66,10 @@ pub async fn verify(storage: Arc<dyn Storage>, file: Arc<FileRef>, index: Arc<Pa
     }
     let tail = storage.read(file.id, next..file.size).await?;
     if tail.len() < FRAME_HEADER_SIZE {
-        return Err(Error::Missing(format!("{}: no page index after the frames", describe())));
+        return Err(Error::Missing(format!(
+            "{}: no page index after the frames",
+            describe()
+        )));
     }
     v.finish(&tail).map_err(corrupt)
 }

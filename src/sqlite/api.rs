@@ -14,7 +14,12 @@ static API: AtomicPtr<ApiRoutines> = AtomicPtr::new(std::ptr::null_mut());
 /// Python's and an embedded one) cannot share our process-wide VFS, so that
 /// load is refused rather than mixing the two.
 pub fn set(api: *const ApiRoutines) -> Result<(), String> {
-    match API.compare_exchange(std::ptr::null_mut(), api.cast_mut(), Ordering::AcqRel, Ordering::Acquire) {
+    match API.compare_exchange(
+        std::ptr::null_mut(),
+        api.cast_mut(),
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
         Ok(_) => Ok(()),
         Err(existing) if std::ptr::eq(existing, api) => Ok(()),
         Err(_) => Err("already loaded by another SQLite library in this process; \

@@ -57,13 +57,14 @@ impl DbFile {
         let r = self.replica()?;
         let snap = r.current();
         Ok(format!(
-            "{} cache_bytes={} cache_budget={} txid={} pages={} replicas={}",
+            "{} cache_bytes={} cache_budget={} txid={} pages={} replicas={} pollers={}",
             r.io.stats.render(),
             r.io.cache.weight(),
             r.io.cache.budget(),
             snap.txid,
             snap.page_count,
-            crate::runtime::process().registry().len()
+            crate::runtime::process().registry().len(),
+            crate::replica::running_pollers()
         ))
     }
 }

@@ -156,7 +156,7 @@ class Litestream:
 
 def primary(path: Path, page_size: int = 4096) -> sqlite3.Connection:
     """A WAL-mode primary database, as Litestream needs."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
     conn.execute(f"PRAGMA page_size={page_size}")
     conn.execute("PRAGMA journal_mode=wal")
     conn.execute("PRAGMA busy_timeout=30000")
