@@ -205,14 +205,8 @@ mod tests {
                 max: Txid(max),
             },
         };
-        (
-            Arc::new(FileRef {
-                id,
-                size: bytes.len() as u64,
-                header,
-            }),
-            index,
-        )
+        (Arc::new(FileRef::new(id, bytes.len() as u64, header)), index)
+
     }
 
     #[test]
