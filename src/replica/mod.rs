@@ -1,7 +1,9 @@
 //! One replica per URL per process: its storage, its page cache, the current
 //! snapshot, and the poller that keeps that snapshot following the primary.
 
+mod history;
 mod load;
+
 mod plan;
 mod poller;
 mod registry;
@@ -23,8 +25,10 @@ use crate::ltx::{self, PageNo, Txid};
 use crate::runtime;
 use crate::storage::{self, FileInfo, Level, Storage, StorageErrorKind};
 
+pub use history::{AtTime, State};
 pub use load::WHOLE_FILE_MAX;
 pub use plan::{Plan, plan};
+
 pub use poller::running as running_pollers;
 
 pub use registry::{Registry, ReplicaHandle};
@@ -34,13 +38,23 @@ pub use stats::Stats;
 /// How often an open retries while the replica has no files yet.
 const EMPTY_RETRY: Duration = Duration::from_millis(250);
 
+/// What the background verification of a large file found.
+#[derive(Clone, Debug)]
+enum Verdict {
+    Pending,
+    Good,
+    Corrupt(String),
+}
+
 /// Storage, cache and counters: what every read and poll goes through.
 pub struct Io {
     pub storage: Arc<dyn Storage>,
     pub cache: PageCache,
     pub stats: Arc<Stats>,
-    /// Large files whose background verification passed.
-    verified: std::sync::Mutex<std::collections::HashSet<storage::FileId>>,
+    /// Outcome of the background verification of large files.
+    verdicts: Arc<std::sync::Mutex<std::collections::HashMap<storage::FileId, Verdict>>>,
+    /// Headers of listed files, for time travel.
+    headers: std::sync::Mutex<std::collections::HashMap<storage::FileId, ltx::Header>>,
 }
 
 impl Io {
@@ -66,32 +80,48 @@ impl Io {
     }
 
     fn verify_in_background(&self, l: &load::Loaded) {
-        let done = self
-            .verified
-            .lock()
-            .map(|v| v.contains(&l.file.id))
-            .unwrap_or(true);
-        if done {
+        let Ok(mut verdicts) = self.verdicts.lock() else {
             return;
+        };
+        match verdicts.get(&l.file.id) {
+            Some(Verdict::Corrupt(reason)) => {
+                let _ = l.file.corrupt.set(reason.clone());
+                return;
+            }
+            Some(Verdict::Good | Verdict::Pending) => return,
+            None => {}
         }
+        verdicts.insert(l.file.id, Verdict::Pending);
+        drop(verdicts);
         let (storage, file, index) = (
             Arc::clone(&self.storage),
             Arc::clone(&l.file),
             Arc::new(l.index.clone()),
         );
-        let stats = Arc::clone(&self.stats);
+        let (stats, verdicts) = (Arc::clone(&self.stats), Arc::clone(&self.verdicts));
         tokio::spawn(async move {
-            match verify::verify(storage, Arc::clone(&file), index).await {
+            let verdict = match verify::verify(storage, Arc::clone(&file), index).await {
                 Ok(()) => {
                     Stats::add(&stats.verified, 1);
                     log::debug!("verified {}", file.id);
+                    Some(Verdict::Good)
                 }
                 Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
                     Stats::add(&stats.corrupt, 1);
                     log::error!("{e}: reads of its pages will fail");
                     let _ = file.corrupt.set(e.to_string());
+                    Some(Verdict::Corrupt(e.to_string()))
                 }
-                Err(e) => log::info!("could not verify {}: {e}", file.id),
+                Err(e) => {
+                    log::info!("could not verify {}: {e}", file.id);
+                    None
+                }
+            };
+            if let Ok(mut v) = verdicts.lock() {
+                match verdict {
+                    Some(verdict) => v.insert(file.id, verdict),
+                    None => v.remove(&file.id),
+                };
             }
         });
     }
@@ -184,8 +214,10 @@ impl Replica {
             storage,
             cache: PageCache::new(config.cache_size),
             stats: Arc::new(Stats::default()),
-            verified: Default::default(),
+            verdicts: Default::default(),
+            headers: Default::default(),
         };
+
         let deadline = Instant::now() + config.open_timeout;
         let snap = loop {
             match io.build(None).await {

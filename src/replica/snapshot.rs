@@ -205,8 +205,10 @@ mod tests {
                 max: Txid(max),
             },
         };
-        (Arc::new(FileRef::new(id, bytes.len() as u64, header)), index)
-
+        (
+            Arc::new(FileRef::new(id, bytes.len() as u64, header)),
+            index,
+        )
     }
 
     #[test]

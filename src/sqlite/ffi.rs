@@ -120,3 +120,68 @@ pub const SQLITE_NULL: c_int = 5;
 
 /// `SQLITE_TRANSIENT`: SQLite copies the buffer before the call returns.
 pub const SQLITE_TRANSIENT: isize = -1;
+
+#[repr(C)]
+pub struct sqlite3_vtab {
+    pub pModule: *const sqlite3_module,
+    pub nRef: c_int,
+    pub zErrMsg: *mut c_char,
+}
+
+#[repr(C)]
+pub struct sqlite3_vtab_cursor {
+    pub pVtab: *mut sqlite3_vtab,
+}
+
+/// `sqlite3_module` up to version 3; methods this extension does not
+/// implement are null pointers.
+#[repr(C)]
+pub struct sqlite3_module {
+    pub iVersion: c_int,
+    pub xCreate: Option<VtabConnect>,
+    pub xConnect: Option<VtabConnect>,
+    pub xBestIndex: Option<unsafe extern "C" fn(*mut sqlite3_vtab, *mut c_void) -> c_int>,
+    pub xDisconnect: Option<unsafe extern "C" fn(*mut sqlite3_vtab) -> c_int>,
+    pub xDestroy: Option<unsafe extern "C" fn(*mut sqlite3_vtab) -> c_int>,
+    pub xOpen:
+        Option<unsafe extern "C" fn(*mut sqlite3_vtab, *mut *mut sqlite3_vtab_cursor) -> c_int>,
+    pub xClose: Option<unsafe extern "C" fn(*mut sqlite3_vtab_cursor) -> c_int>,
+    pub xFilter: Option<
+        unsafe extern "C" fn(
+            *mut sqlite3_vtab_cursor,
+            c_int,
+            *const c_char,
+            c_int,
+            *mut *mut sqlite3_value,
+        ) -> c_int,
+    >,
+    pub xNext: Option<unsafe extern "C" fn(*mut sqlite3_vtab_cursor) -> c_int>,
+    pub xEof: Option<unsafe extern "C" fn(*mut sqlite3_vtab_cursor) -> c_int>,
+    pub xColumn: Option<
+        unsafe extern "C" fn(*mut sqlite3_vtab_cursor, *mut sqlite3_context, c_int) -> c_int,
+    >,
+    pub xRowid: Option<unsafe extern "C" fn(*mut sqlite3_vtab_cursor, *mut i64) -> c_int>,
+    pub xUpdate: *const c_void,
+    pub xBegin: *const c_void,
+    pub xSync: *const c_void,
+    pub xCommit: *const c_void,
+    pub xRollback: *const c_void,
+    pub xFindFunction: *const c_void,
+    pub xRename: *const c_void,
+    pub xSavepoint: *const c_void,
+    pub xRelease: *const c_void,
+    pub xRollbackTo: *const c_void,
+    pub xShadowName: *const c_void,
+}
+
+// SAFETY: the module is an immutable table of function pointers and nulls.
+unsafe impl Sync for sqlite3_module {}
+
+pub type VtabConnect = unsafe extern "C" fn(
+    *mut sqlite3,
+    *mut c_void,
+    c_int,
+    *const *const c_char,
+    *mut *mut sqlite3_vtab,
+    *mut *mut c_char,
+) -> c_int;

@@ -10,6 +10,7 @@ pub mod ext;
 pub mod ffi;
 mod functions;
 mod guard;
+mod history_vtab;
 mod vfs;
 
 pub use api_table::ApiRoutines;

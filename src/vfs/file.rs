@@ -10,6 +10,7 @@ use crate::runtime;
 use crate::storage::StorageErrorKind;
 
 use super::page1;
+use super::timeparse::TimeTarget;
 
 /// The lock levels SQLite asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -41,9 +42,19 @@ enum Lock {
     Shared(Arc<Snapshot>),
 }
 
+/// Where a time-travelling connection reads.
+pub struct Travel {
+    /// The time asked for, Unix milliseconds.
+    pub target_ms: i64,
+    pub snapshot: Arc<Snapshot>,
+    /// Whether `snapshot` is the newest state committed by `target_ms`.
+    pub exact: bool,
+}
+
 struct Inner {
     handle: ReplicaHandle,
     lock: Lock,
+    travel: Option<Travel>,
 }
 
 /// An open replica database, as SQLite's main database file.
@@ -61,6 +72,7 @@ impl DbFile {
             inner: Mutex::new(Inner {
                 handle,
                 lock: Lock::Unlocked,
+                travel: None,
             }),
         })
     }
@@ -87,7 +99,54 @@ impl DbFile {
         if let Lock::Shared(s) = &inner.lock {
             return Ok(Arc::clone(s));
         }
+        if let Some(t) = &inner.travel {
+            return Ok(Arc::clone(&t.snapshot));
+        }
         Ok(self.replica_in(&mut inner)?.current())
+    }
+
+    /// Moves this connection to `target` from its next read transaction on.
+    pub fn set_time(&self, target: TimeTarget) -> Result<()> {
+        let mut inner = self.inner()?;
+        if matches!(inner.lock, Lock::Shared(_)) {
+            return Err(Error::Usage(
+                "cannot change the time inside an open read transaction: finish it (COMMIT or ROLLBACK) first"
+                    .into(),
+            ));
+        }
+        inner.travel = match target {
+            TimeTarget::Latest => None,
+            TimeTarget::At(target_ms) => {
+                let replica = self.replica_in(&mut inner)?;
+                let at = runtime::block_on(replica.io.build_at_time(target_ms))??;
+                if !at.exact {
+                    crate::log::warn!(
+                        "{}: the newest state before the requested time was compacted away; reading TXID {}",
+                        replica.io.storage.describe(),
+                        at.snapshot.txid
+                    );
+                }
+                Some(Travel {
+                    target_ms,
+                    snapshot: Arc::new(at.snapshot),
+                    exact: at.exact,
+                })
+            }
+        };
+        Ok(())
+    }
+
+    /// The time this connection travels to, if it does: the target time, or
+    /// the time of the state read when that is older than asked.
+    pub fn travel_time_ms(&self) -> Result<Option<i64>> {
+        let inner = self.inner()?;
+        Ok(inner.travel.as_ref().map(|t| {
+            if t.exact {
+                t.target_ms
+            } else {
+                t.snapshot.timestamp_ms
+            }
+        }))
     }
 
     pub fn replica(&self) -> Result<Arc<Replica>> {
@@ -101,9 +160,14 @@ impl DbFile {
         }
         let mut inner = self.inner()?;
         if level == LockLevel::Shared && matches!(inner.lock, Lock::Unlocked) {
-            let snap = self.replica_in(&mut inner)?.current();
+            let replica = self.replica_in(&mut inner)?;
+            let snap = match &inner.travel {
+                Some(t) => Arc::clone(&t.snapshot),
+                None => replica.current(),
+            };
             inner.lock = Lock::Shared(snap);
         }
+
         Ok(())
     }
 
@@ -140,6 +204,12 @@ impl DbFile {
                         inner.lock = Lock::Shared(Arc::clone(&fresh));
                     }
                 }
+                if let Some(t) = &mut inner.travel {
+                    if Arc::ptr_eq(&t.snapshot, &snap) {
+                        t.snapshot = Arc::clone(&fresh);
+                    }
+                }
+
                 drop(inner);
                 read_at(&replica, &fresh, buf, offset)
             }

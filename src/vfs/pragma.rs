@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 
 use super::file::DbFile;
 use super::timefmt::format_rfc3339_ms;
+use super::timeparse::parse_time;
 
 /// What a pragma returns: one text row, or nothing.
 pub type PragmaResult = Option<String>;
@@ -22,9 +23,13 @@ impl DbFile {
             "litestream_lag" => read_only(self.lag().map(|l| l.to_string())),
             "litestream_time" => match value {
                 None => self.time_text().map(Some),
-                Some(_) => Err(Error::Usage(
-                    "time travel is not supported by this build".into(),
-                )),
+                // Answers with the new time, as `PRAGMA journal_mode = …`
+                // answers with the new mode. A pragma that answers nothing
+                // has no column name, which some hosts (Python) cannot take.
+                Some(v) => self
+                    .set_time_text(v)
+                    .and_then(|()| self.time_text())
+                    .map(Some),
             },
             "litestream_hydration_progress" => read_only(Ok("0".into())),
             "litestream_hydration_file" => read_only(Ok(String::new())),
@@ -38,9 +43,22 @@ impl DbFile {
         Ok(self.snapshot()?.txid.to_string())
     }
 
-    /// The RFC 3339 time of the state read.
+    /// Parses `t` and travels there (`latest`: back to following).
+    pub fn set_time_text(&self, t: &str) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let target = parse_time(t, now).map_err(Error::Usage)?;
+        self.set_time(target)
+    }
+
+    /// The RFC 3339 time of the state read (the target time while travelling).
     pub fn time_text(&self) -> Result<String> {
+        if let Some(ms) = self.travel_time_ms()? {
+            return Ok(format_rfc3339_ms(ms));
+        }
         let snap = self.snapshot()?;
+
         Ok(if snap.timestamp_ms > 0 {
             format_rfc3339_ms(snap.timestamp_ms)
         } else {

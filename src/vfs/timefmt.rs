@@ -31,7 +31,6 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// A proleptic Gregorian date to days since 1970-01-01.
-#[allow(dead_code)]
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);

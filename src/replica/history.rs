@@ -1,0 +1,109 @@
+//! Time travel: which states the replica's files still describe, and the
+//! snapshot of the newest state committed at or before a given time.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::ltx::{HEADER_SIZE, Header, Txid};
+use crate::storage::{FileId, FileInfo};
+use crate::vfs::format_rfc3339_ms;
+
+use super::{Io, Snapshot, Stats, plan};
+
+/// A state the replica can be read at: the TXID a file ends at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct State {
+    pub txid: Txid,
+    /// When the file was written (its header timestamp), Unix milliseconds.
+    pub timestamp_ms: i64,
+    pub file: FileId,
+}
+
+/// A snapshot for a point in time, and whether it is the newest state
+/// committed by then (or an older one, because compaction removed the
+/// files that described the newer).
+pub struct AtTime {
+    pub snapshot: Snapshot,
+    pub exact: bool,
+}
+
+impl Io {
+    /// Headers of `listing`, from the cache or fetched concurrently. Files
+    /// never change, so a header is fetched once.
+    async fn headers(&self, listing: &[FileInfo]) -> Result<HashMap<FileId, Header>> {
+        let missing: Vec<FileInfo> = {
+            let cache = self.headers.lock().map_err(|_| poisoned())?;
+            listing
+                .iter()
+                .filter(|f| !cache.contains_key(&f.id))
+                .copied()
+                .collect()
+        };
+        Stats::add(&self.stats.reads, missing.len() as u64);
+        let fetched = futures_util::future::try_join_all(missing.iter().map(|f| async move {
+            let bytes = self.storage.read(f.id, 0..HEADER_SIZE as u64).await?;
+            let header = Header::decode(&bytes)
+                .map_err(|e| Error::corrupt(format!("{} {}", self.storage.describe(), f.id), e))?;
+            Ok::<_, Error>((f.id, header))
+        }))
+        .await?;
+        let mut cache = self.headers.lock().map_err(|_| poisoned())?;
+        cache.extend(fetched);
+        cache.retain(|id, _| listing.iter().any(|f| f.id == *id));
+        Ok(cache.clone())
+    }
+
+    /// Every reachable state, newest first.
+    pub async fn history(&self) -> Result<Vec<State>> {
+        let listing = self.list_all().await?;
+        let headers = self.headers(&listing).await?;
+        let mut states: Vec<State> = listing
+            .iter()
+            .filter(|f| {
+                plan::plan(&listing, Some(f.id.name.max)).and_then(|p| p.txid())
+                    == Some(f.id.name.max)
+            })
+            .filter_map(|f| {
+                headers.get(&f.id).map(|h| State {
+                    txid: f.id.name.max,
+                    timestamp_ms: h.timestamp_ms,
+                    file: f.id,
+                })
+            })
+            .collect();
+        states.sort_by(|a, b| b.txid.cmp(&a.txid).then(a.file.level.cmp(&b.file.level)));
+        Ok(states)
+    }
+
+    /// The newest state whose files were all written before `at_ms`.
+    pub async fn build_at_time(&self, at_ms: i64) -> Result<AtTime> {
+        let listing = self.list_all().await?;
+        let headers = self.headers(&listing).await?;
+        let written_by = |f: &&FileInfo| headers.get(&f.id).is_some_and(|h| h.timestamp_ms < at_ms);
+        let eligible: Vec<FileInfo> = listing.iter().filter(written_by).copied().collect();
+        let Some(p) = plan::plan(&eligible, None) else {
+            let oldest = listing
+                .iter()
+                .filter(|f| plan::plan(&listing, Some(f.id.name.max)).is_some())
+                .filter_map(|f| headers.get(&f.id).map(|h| h.timestamp_ms))
+                .min();
+            return Err(Error::Usage(match oldest {
+                Some(ms) => format!(
+                    "no state of the replica at {}: the oldest reachable state is from {}",
+                    format_rfc3339_ms(at_ms),
+                    format_rfc3339_ms(ms)
+                ),
+                None => "the replica holds no reachable state".into(),
+            }));
+        };
+        let newest_committed = eligible.iter().map(|f| f.id.name.max).max();
+        let loaded = self.load(&p.files).await?;
+        let snapshot = Snapshot::build(loaded.iter().map(|l| (&l.file, &l.index)))?;
+        let exact = newest_committed == Some(snapshot.txid);
+        Ok(AtTime { snapshot, exact })
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Internal("header cache lock poisoned".into())
+}
