@@ -62,6 +62,8 @@ struct Inner {
 pub struct DbFile {
     config: Config,
     inner: Mutex<Inner>,
+    /// Test hook: the next read panics (see `PRAGMA litestream_test_panic`).
+    panic_next_read: std::sync::atomic::AtomicBool,
 }
 
 impl DbFile {
@@ -76,6 +78,7 @@ impl DbFile {
                 travel: None,
                 readahead: ReadAhead::default(),
             }),
+            panic_next_read: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -187,7 +190,20 @@ impl DbFile {
 
     /// Fills `buf` from byte `offset`. Returns `false` for a short read (past
     /// the end of the database; the rest of `buf` is zeroed).
+    /// Test hook: makes the next read panic.
+    pub fn panic_on_next_read(&self) {
+        self.panic_next_read
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
+        if self
+            .panic_next_read
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("test hook: panic inside xRead");
+        }
+
         let (replica, snap, window) = {
             let mut inner = self.inner()?;
             let replica = self.replica_in(&mut inner)?;
