@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -37,7 +37,10 @@ impl Level {
 
 struct Logger {
     threshold: Level,
-    file: Option<Mutex<File>>,
+    /// Opened in append mode: each line is one `write`, atomic with respect
+    /// to other writers, and no lock is taken (a lock held by another thread
+    /// at `fork()` would block a child forever).
+    file: Option<File>,
 }
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
@@ -50,8 +53,7 @@ fn logger() -> &'static Logger {
             .unwrap_or(Level::Warn);
         let file = std::env::var_os("LITESTREAM_LOG_FILE")
             .filter(|p| !p.is_empty())
-            .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok())
-            .map(Mutex::new);
+            .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
         Logger { threshold, file }
     })
 }
@@ -70,16 +72,11 @@ pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
     }
     let now = timestamp();
     let line = format!("{now} {} litestream-vfs: {args}\n", level.name());
-    match &l.file {
-        Some(f) => {
-            if let Ok(mut f) = f.lock() {
-                let _ = f.write_all(line.as_bytes());
-            }
-        }
-        None => {
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
-    }
+    let _ = match &l.file {
+        Some(f) => (&*f).write_all(line.as_bytes()),
+        // Unbuffered: one write per line, no lock held across calls.
+        None => std::io::stderr().write_all(line.as_bytes()),
+    };
 }
 
 /// Seconds since the epoch with milliseconds; enough to order lines.

@@ -1,6 +1,7 @@
 //! One replica per URL per process: its storage, its page cache, the current
 //! snapshot, and the poller that keeps that snapshot following the primary.
 
+mod fetch;
 mod history;
 mod load;
 
@@ -21,10 +22,10 @@ use crate::cache::{FrameKey, Page, PageCache};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log;
-use crate::ltx::{self, PageNo, Txid};
-use crate::runtime;
+use crate::ltx::{self, Txid};
 use crate::storage::{self, FileInfo, Level, Storage, StorageErrorKind};
 
+pub use fetch::ReadAhead;
 pub use history::{AtTime, State};
 pub use load::WHOLE_FILE_MAX;
 pub use plan::{Plan, plan};
@@ -145,49 +146,6 @@ impl Io {
         let loaded = self.load(&plan.files).await?;
         let snap = Snapshot::build(loaded.iter().map(|l| (&l.file, &l.index)))?;
         Ok(Some((snap, plan)))
-    }
-
-    /// One page of a snapshot: from the cache, else fetched and decoded.
-    /// `None` when no file of the snapshot holds the page.
-    pub fn read_page(&self, snap: &Snapshot, pgno: PageNo) -> Result<Option<Page>> {
-        let Some(loc) = snap.frame(pgno) else {
-            return Ok(None);
-        };
-        if let Some(reason) = loc.file.corrupt.get() {
-            return Err(Error::Missing(format!("page {}: {reason}", pgno.0)));
-        }
-
-        let key = FrameKey {
-            file: loc.file.id,
-            offset: loc.offset,
-        };
-        if let Some(page) = self.cache.get(&key) {
-            Stats::add(&self.stats.cache_hits, 1);
-            return Ok(Some(page));
-        }
-        Stats::add(&self.stats.cache_misses, 1);
-        Stats::add(&self.stats.reads, 1);
-        let range = loc.offset..loc.offset + u64::from(loc.size);
-        let bytes = runtime::block_on(self.storage.read(loc.file.id, range))??;
-        Stats::add(&self.stats.read_bytes, bytes.len() as u64);
-        let describe = || format!("{} {}", self.storage.describe(), loc.file.id);
-        let frame =
-            ltx::decode_frame(&bytes, snap.page_size).map_err(|e| Error::corrupt(describe(), e))?;
-        if frame.header.pgno != pgno {
-            return Err(Error::corrupt(
-                describe(),
-                ltx::LtxError::Invalid {
-                    what: "frame",
-                    detail: format!(
-                        "offset {} holds page {}, not {}",
-                        loc.offset, frame.header.pgno.0, pgno.0
-                    ),
-                },
-            ));
-        }
-        let page = Page::from(frame.page);
-        self.cache.insert(key, Arc::clone(&page));
-        Ok(Some(page))
     }
 }
 

@@ -105,10 +105,18 @@ impl Drop for Running {
     }
 }
 
-/// The poller task of one replica. Ends when the registry reaps the replica
+/// Starts the poller task of one replica (counted from now on).
+pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + 'static) {
+    let running = Running::start();
+    tokio::spawn(async move {
+        run(replica, reap).await;
+        drop(running);
+    });
+}
+
+/// The poller loop of one replica. Ends when the registry reaps the replica
 /// (no connection for the idle grace period) or when told to stop.
-pub async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
-    let _running = Running::start();
+async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
     let mut gap_backoff_until = None;
 
     loop {

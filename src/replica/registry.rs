@@ -86,10 +86,11 @@ impl Registry {
         let init = slot.replica.get_or_try_init(|| async {
             let replica = Replica::open(config.clone()).await?;
             let (r, k, s) = (Arc::clone(&replica), key.clone(), Arc::downgrade(&slot));
-            tokio::spawn(poller::run(r, move || {
+            poller::spawn(r, move || {
                 s.upgrade()
                     .is_none_or(|s| runtime::process().registry().reap(&k, &s, idle))
-            }));
+            });
+
             Ok::<_, Error>(replica)
         });
         match runtime::block_on(init).and_then(|r| r) {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ltx::{PageNo, lock_page};
-use crate::replica::{Replica, ReplicaHandle, Snapshot};
+use crate::replica::{ReadAhead, Replica, ReplicaHandle, Snapshot};
 use crate::runtime;
 use crate::storage::StorageErrorKind;
 
@@ -55,12 +55,15 @@ struct Inner {
     handle: ReplicaHandle,
     lock: Lock,
     travel: Option<Travel>,
+    readahead: ReadAhead,
 }
 
 /// An open replica database, as SQLite's main database file.
 pub struct DbFile {
     config: Config,
     inner: Mutex<Inner>,
+    /// Test hook: the next read panics (see `PRAGMA litestream_test_panic`).
+    panic_next_read: std::sync::atomic::AtomicBool,
 }
 
 impl DbFile {
@@ -73,7 +76,9 @@ impl DbFile {
                 handle,
                 lock: Lock::Unlocked,
                 travel: None,
+                readahead: ReadAhead::default(),
             }),
+            panic_next_read: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -185,10 +190,35 @@ impl DbFile {
 
     /// Fills `buf` from byte `offset`. Returns `false` for a short read (past
     /// the end of the database; the rest of `buf` is zeroed).
+    /// Test hook: makes the next read panic.
+    pub fn panic_on_next_read(&self) {
+        self.panic_next_read
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
-        let snap = self.snapshot()?;
-        let replica = self.replica()?;
-        match read_at(&replica, &snap, buf, offset) {
+        if self
+            .panic_next_read
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("test hook: panic inside xRead");
+        }
+
+        let (replica, snap, window) = {
+            let mut inner = self.inner()?;
+            let replica = self.replica_in(&mut inner)?;
+            let snap = match (&inner.lock, &inner.travel) {
+                (Lock::Shared(s), _) => Arc::clone(s),
+                (Lock::Unlocked, Some(t)) => Arc::clone(&t.snapshot),
+                (Lock::Unlocked, None) => replica.current(),
+            };
+            let first = PageNo(
+                u32::try_from(offset / u64::from(snap.page_size.get()) + 1).unwrap_or(u32::MAX),
+            );
+            let window = inner.readahead.observe(first);
+            (replica, snap, window)
+        };
+        match read_at(&replica, &snap, buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
                 // A file vanished (compaction, retention): rebuild the same
                 // TXID from what exists, re-pin it, and read again.
@@ -211,14 +241,20 @@ impl DbFile {
                 }
 
                 drop(inner);
-                read_at(&replica, &fresh, buf, offset)
+                read_at(&replica, &fresh, buf, offset, window)
             }
             other => other,
         }
     }
 }
 
-fn read_at(replica: &Replica, snap: &Snapshot, buf: &mut [u8], offset: u64) -> Result<bool> {
+fn read_at(
+    replica: &Replica,
+    snap: &Snapshot,
+    buf: &mut [u8],
+    offset: u64,
+    window: u32,
+) -> Result<bool> {
     let page_size = u64::from(snap.page_size.get());
     let end = snap.size_bytes();
     let mut done = 0usize;
@@ -235,7 +271,7 @@ fn read_at(replica: &Replica, snap: &Snapshot, buf: &mut [u8], offset: u64) -> R
         } else if pgno == lock_page(snap.page_size) {
             dst.fill(0);
         } else {
-            let page = replica.io.read_page(snap, pgno)?.ok_or_else(|| {
+            let page = replica.io.read_page(snap, pgno, window)?.ok_or_else(|| {
                 Error::Missing(format!(
                     "page {} of the database at TXID {} is in no LTX file of the replica",
                     pgno.0, snap.txid

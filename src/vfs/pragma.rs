@@ -34,6 +34,17 @@ impl DbFile {
             "litestream_hydration_progress" => read_only(Ok("0".into())),
             "litestream_hydration_file" => read_only(Ok(String::new())),
             "litestream_stats" => read_only(self.stats_text()),
+            // Test hooks for the panic-safety tests; inert unless enabled.
+            "litestream_test_panic" if std::env::var_os("LITESTREAM_VFS_TEST_HOOKS").is_some() => {
+                match value {
+                    Some("read") => {
+                        self.panic_on_next_read();
+                        Ok(Some("armed".into()))
+                    }
+                    _ => panic!("test hook: panic inside the pragma callback"),
+                }
+            }
+
             _ => return None,
         })
     }

@@ -194,21 +194,46 @@ def test_two_replicas_follow_their_own_primaries(tmp_path):
         assert [r.execute("SELECT n FROM counter").fetchone()[0] for r in readers] == [20, 105]
 
 
-def test_poller_stops_after_the_last_connection_closes(tmp_path):
-    keeper = lsvfs.connect(lsvfs.file_url(lsvfs.FIXTURES / "basic-4k" / "replica"), name="keeper.db")
-    base = int(stats(keeper)["pollers"])
-    url = lsvfs.file_url(lsvfs.FIXTURES / "page-512" / "replica")
-    conns = [lsvfs.connect(url, name=f"idle-{i}.db", idle_timeout="1s", poll_interval="100ms") for i in range(3)]
+POLLER_LIFECYCLE = """
+import json, re, sys, threading, time
+sys.path.insert(0, {here!r})
+import lsvfs
+
+def stats(c):
+    return dict(re.findall(r"(\\w+)=(\\S+)", c.execute("PRAGMA litestream_stats").fetchone()[0]))
+
+keeper = lsvfs.connect(lsvfs.file_url(lsvfs.FIXTURES / "basic-4k" / "replica"), name="keeper.db")
+threads = threading.active_count()
+assert stats(keeper)["pollers"] == "1", stats(keeper)
+url = lsvfs.file_url(lsvfs.FIXTURES / "page-512" / "replica")
+for round in range(3):
+    conns = [lsvfs.connect(url, name="idle-%d.db" % i, idle_timeout="1s", poll_interval="100ms") for i in range(3)]
     for c in conns:
         c.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    assert int(stats(keeper)["pollers"]) == base + 1
+    assert stats(keeper)["pollers"] == "2" and stats(keeper)["replicas"] == "2", stats(keeper)
     for c in conns:
         c.close()
-    lsvfs.wait_for(lambda: int(stats(keeper)["pollers"]) == base, 10, what="the poller to stop")
-    # Reopening after the grace period builds a fresh replica that works.
-    again = lsvfs.connect(url, name="idle-again.db", idle_timeout="1s", poll_interval="100ms")
-    want = json.loads((lsvfs.FIXTURES / "page-512" / "manifest.json").read_text())["history"][-1]["digest"]
-    assert lsvfs.digest(again) == want
+    lsvfs.wait_for(lambda: stats(keeper)["pollers"] == "1", 10, what="the poller to stop")
+    assert stats(keeper)["replicas"] == "1"
+# Reopening after the grace period builds a fresh replica that works.
+again = lsvfs.connect(url, name="idle-again.db")
+want = json.loads((lsvfs.FIXTURES / "page-512" / "manifest.json").read_text())["history"][-1]["digest"]
+assert lsvfs.digest(again) == want
+assert threading.active_count() == threads
+print("ok")
+"""
+
+
+def test_poller_stops_after_the_last_connection_closes():
+    """In a process of its own, so that no other test's replica is counted."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = POLLER_LIFECYCLE.format(here=str(Path(__file__).parent))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ok"
 
 
 def test_open_waits_for_litestream_to_start(tmp_path):

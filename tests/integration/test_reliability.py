@@ -1,0 +1,233 @@
+"""The extension lives inside other people's processes: panics, fork(),
+many threads, many opens, vanished files and memory errors must not hurt
+the host."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import lsvfs
+
+HERE = str(Path(__file__).parent)
+BASIC = lsvfs.FIXTURES / "basic-4k"
+WANT = json.loads((BASIC / "manifest.json").read_text())["history"][-1]["digest"]
+
+
+def run_py(code: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    prelude = f"import sys; sys.path.insert(0, {HERE!r}); import lsvfs\n"
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_panics_become_errors_and_the_process_lives_on():
+    r = run_py(f"""
+        import sqlite3
+        c = lsvfs.connect({lsvfs.file_url(BASIC / 'replica')!r}, name="panic.db")
+        try:
+            c.execute("PRAGMA litestream_test_panic")
+        except sqlite3.Error as e:
+            print("pragma:", type(e).__name__)
+        c.execute("PRAGMA litestream_test_panic = read")
+        try:
+            c.execute("SELECT count(*) FROM seed").fetchone()
+        except sqlite3.Error as e:
+            print("read:", type(e).__name__, e)
+        print("after:", lsvfs.digest(c) == {WANT!r})
+    """, env={"LITESTREAM_VFS_TEST_HOOKS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["pragma: OperationalError", "read: OperationalError disk I/O error", "after: True"]
+    assert "panic caught at the SQLite boundary" in r.stderr
+
+
+def test_test_hooks_are_inert_by_default():
+    c = lsvfs.connect(lsvfs.file_url(BASIC / "replica"), name="nohooks.db")
+    # Not ours without the variable: SQLite ignores an unknown pragma.
+    assert c.execute("PRAGMA litestream_test_panic").fetchall() == []
+
+
+FORK = """
+    import os, sqlite3, threading, time, multiprocessing as mp
+    url = {url!r}
+    parent = lsvfs.connect(url, name="fork.db")
+    assert lsvfs.digest(parent) == {want!r}
+
+    # Another thread is busy reading when we fork.
+    stop = threading.Event()
+    def spin():
+        c = lsvfs.connect(url, name="spin.db")
+        while not stop.is_set():
+            c.execute("SELECT count(*) FROM seed").fetchone()
+    t = threading.Thread(target=spin); t.start()
+    time.sleep(0.2)
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fresh = lsvfs.connect(url, name="child.db")
+            ok = lsvfs.digest(fresh) == {want!r}
+            inherited = lsvfs.digest(parent) == {want!r}
+            other = lsvfs.connect({other!r}, name="child-other.db")
+            ok2 = other.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            os._exit(0 if ok and inherited and ok2 else 3)
+        except BaseException as e:
+            print("child:", repr(e), flush=True)
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    print("fork child:", os.waitstatus_to_exitcode(status))
+
+    def work(u):
+        c = lsvfs.connect(u, name="mp.db")
+        return lsvfs.digest(c)
+
+    ctx = mp.get_context("fork")
+    with ctx.Pool(3) as pool:
+        print("pool:", set(pool.map(work, [url] * 6)) == {{{want!r}}})
+    stop.set(); t.join()
+    print("parent:", lsvfs.digest(parent) == {want!r})
+"""
+
+
+def test_fork_child_and_parent_both_work():
+    code = FORK.format(url=lsvfs.file_url(BASIC / "replica"), want=WANT,
+                       other=lsvfs.file_url(lsvfs.FIXTURES / "page-64k" / "replica"))
+    r = run_py(code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["fork child: 0", "pool: True", "parent: True"], r.stdout + r.stderr
+
+
+def test_preloaded_like_gunicorn():
+    """The parent loads the extension and opens a replica before forking
+    workers (gunicorn --preload); each worker opens its own and queries."""
+    code = f"""
+        import os
+        url = {lsvfs.file_url(BASIC / 'replica')!r}
+        lsvfs.digest(lsvfs.connect(url, name="preload.db"))
+        pids = []
+        for i in range(4):
+            pid = os.fork()
+            if pid == 0:
+                ok = all(lsvfs.digest(lsvfs.connect(url, name=f"w{{i}}-{{j}}.db")) == {WANT!r} for j in range(3))
+                os._exit(0 if ok else 5)
+            pids.append(pid)
+        print([os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids])
+    """
+    r = run_py(code, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[0, 0, 0, 0]"
+
+
+def test_ten_thousand_opens_keep_memory_and_descriptors_flat():
+    r = run_py(f"""
+        import os, sqlite3
+        url = {lsvfs.file_url(BASIC / 'replica')!r}
+        def rss():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        def fds():
+            return len(os.listdir("/proc/self/fd"))
+        keep = lsvfs.connect(url, name="keep.db")
+        def cycle(n):
+            for i in range(n):
+                c = lsvfs.connect(url, name="oc.db")
+                c.execute("SELECT count(*) FROM seed").fetchone()
+                c.close()
+        cycle(1000)
+        base_rss, base_fds = rss(), fds()
+        cycle(9000)
+        print(rss() - base_rss, fds() - base_fds)
+    """, timeout=300)
+    assert r.returncode == 0, r.stderr
+    grown_kb, grown_fds = map(int, r.stdout.split())
+    assert grown_fds == 0
+    assert grown_kb < 8 * 1024, f"RSS grew by {grown_kb} KiB over 9000 opens"
+
+
+def test_many_threads_and_connections_on_one_replica():
+    r = run_py(f"""
+        import threading
+        url = {lsvfs.file_url(BASIC / 'replica')!r}
+        conns = [lsvfs.connect(url, name=f"t{{i}}.db") for i in range(64)]
+        errors, done = [], []
+        def work(k):
+            try:
+                for _ in range(20):
+                    for c in conns[k::32]:
+                        assert c.execute("SELECT count(*) FROM seed").fetchone()[0] > 0
+                done.append(k)
+            except Exception as e:
+                errors.append(repr(e))
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(32)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        print(len(done), errors)
+    """, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "32 []"
+
+
+@pytest.fixture(scope="module")
+def compacted(tmp_path_factory):
+    from test_replicate import fill
+
+    tmp = tmp_path_factory.mktemp("compacted")
+    db, replica = tmp / "p.db", tmp / "replica"
+    conn = lsvfs.primary(db)
+    fill(conn, 20_000, 300)
+    expected = lsvfs.digest(conn)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, replica, l1_interval="1s"), tmp):
+        lsvfs.wait_replica_matches(lsvfs.file_url(replica), expected, timeout=90, name="c-src.db").close()
+        lsvfs.wait_for(lambda: any((replica / "ltx" / "1").glob("*.ltx")), 30, what="a level-1 file")
+    return replica, expected
+
+
+def test_vanished_file_is_replanned(tmp_path, compacted):
+    """Compaction or retention deleted the file a snapshot reads from: the
+    read re-plans from what exists and succeeds, transparently."""
+    replica = tmp_path / "replica"
+    shutil.copytree(compacted[0], replica)
+    snapshots = sorted((replica / "ltx" / "9").glob("*.ltx"))
+    copies = [f for lvl in ("0", "1") for f in (replica / "ltx" / lvl).glob("0000000000000001-*.ltx")]
+    assert snapshots and copies, sorted(str(p.relative_to(replica)) for p in replica.rglob("*.ltx"))
+    conn = lsvfs.connect(lsvfs.file_url(replica), name="vanish.db")
+    assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+    assert "replans=0" in conn.execute("PRAGMA litestream_stats").fetchone()[0]
+    for f in snapshots:  # the plan starts from the level-9 snapshot
+        f.unlink()
+    assert lsvfs.digest(conn) == compacted[1]
+    assert "replans=1" in conn.execute("PRAGMA litestream_stats").fetchone()[0]
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_valgrind_finds_no_memory_errors():
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        pytest.fail("valgrind is not installed (apt-get install valgrind)")
+    url = lsvfs.file_url(BASIC / "replica")
+    r = subprocess.run(
+        [valgrind, "--error-exitcode=99", "--errors-for-leak-kinds=definite", "--leak-check=full", "-q",
+         lsvfs.SQLITE3, "-batch", "-cmd", f".load {lsvfs.LIB.with_suffix('')}",
+         "-cmd", f".open file:vg.db?vfs=litestream&replica_url={url}", ":memory:",
+         "SELECT count(*) FROM seed; PRAGMA integrity_check; SELECT litestream_txid(), litestream_lag();"
+         "SELECT count(*) FROM litestream_history; PRAGMA litestream_time = '1 minute ago'; SELECT count(*) FROM t2;"],
+        capture_output=True, text=True, timeout=300)
+    assert r.returncode != 99, r.stderr
+    assert "ok" in r.stdout
+
+
+def test_short_soak_with_a_live_primary():
+    """32 threads, 64 connections, a writing primary, compaction and
+    retention: correct states only, descriptors flat. (scripts/soak runs the
+    same for 30 minutes.)"""
+    from soak import soak
+
+    r = soak(float(os.environ.get("SOAK_SECONDS", "20")), threads=32, conns=64, out=lambda *_: None)
+    assert r["errors"] == []
+    assert r["reads"] > 1000 and r["written"] > 100
+    fds = [s[2] for s in r["samples"]]
+    assert max(fds) - min(fds) <= 4, r["samples"]
