@@ -763,6 +763,16 @@ def targets(a, rep):
         depth = rep["db"]["depth"]
         out.append(f"| cold point lookup ≤ B-tree depth ({depth}) round trips (S3) | {fq.get('requests', '?')} requests | "
                    f"{verdict(fq.get('requests', 99) <= depth)} |")
+    o = st("ours-file")
+    if o and not cfgs["ours-file"].get("fatal"):
+        op = sum((o.get(k, {}).get("ours") or {}).get(x, 0) for k in ("lookup:open",) for x in ("lists", "reads"))
+        fq = (o.get("lookup:first_query", {}).get("ours") or {}).get("reads", 0)
+        depth = rep["db"]["depth"]
+        out.append(f"| cold open ≤ 3 round trips (file://: storage calls) | {op} calls "
+                   f"({o['lookup:open']['ours'].get('lists', 0)} lists + {o['lookup:open']['ours'].get('reads', 0)} reads) "
+                   f"| {verdict(op <= 3)} |")
+        out.append(f"| cold point lookup ≤ B-tree depth ({depth}) round trips (file://: reads) | {fq} reads | "
+                   f"{verdict(fq <= depth)} |")
     for back in ("file", "s3"):
         o = st(f"ours-{back}")
         idle = o.get("range:idle") if o else None
