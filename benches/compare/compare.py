@@ -267,6 +267,7 @@ def measure(a, work, cfg, ids, first_id, rng_bounds):
         spec = {"kind": cfg["kind"], "backend": cfg["backend"], "phase": phase, "lib": cfg.get("lib"),
                 "db": cfg.get("db"), "url": cfg.get("url"), "control": cfg.get("control"),
                 "ids": ids, "first_id": first_id, "range": rng_bounds, "reps": a.reps, "cap_s": cfg["cap_s"],
+                "settle_s": a.settle_s,
                 "idle_s": a.idle_s if (phase == "range" and cfg["kind"] != "native") else 0}
         t0 = time.time()
         r = run_child(a, work, spec, cfg["env"], f"{cfg['name']}-{phase}")
@@ -421,6 +422,8 @@ def main():
     ap.add_argument("--s3-cap-s", type=float, default=30, help="per-workload time cap over S3")
     ap.add_argument("--rtt-ms", type=float, default=20, help="round trip the proxy adds to every S3 request")
     ap.add_argument("--idle-s", type=float, default=3.2, help="idle time for the empty-poll measurement")
+    ap.add_argument("--settle-s", type=float, default=4,
+                    help="idle time before the steady-state lookup passes and the warm scans")
     ap.add_argument("--follow-s", type=float, default=20)
     ap.add_argument("--no-s3", action="store_true")
     ap.add_argument("--no-follow", action="store_true")
@@ -431,7 +434,12 @@ def main():
     ap.add_argument("--s3s-fs", default=os.environ.get("S3S_FS", str(Path.home() / ".cache/lsvfs-bench/cargo/bin/s3s-fs")))
     ap.add_argument("--nodelay-so", default=os.environ.get("NODELAY_SO", str(Path.home() / ".cache/lsvfs-bench/nodelay.so")))
     ap.add_argument("--results", default=str(HERE / "results.md"))
+    ap.add_argument("--render", metavar="REPORT_JSON", help="only re-render a previous run's report.json")
     a = ap.parse_args()
+    if a.render:
+        rep = json.loads(Path(a.render).read_text())
+        print(render(a, rep, rep.get("elapsed_s", 0)))
+        return
     if not a.official:
         import litestream_vfs  # noqa: PLC0415 - the PyPI package of the official extension
         a.official = litestream_vfs.loadable_path()
@@ -443,7 +451,8 @@ def main():
         report = run(a, work)
     finally:
         stop_all()
-    text = render(a, report, time.time() - t_start)
+    report["elapsed_s"] = time.time() - t_start
+    text = render(a, report, report["elapsed_s"])
     print(text)
     Path(a.results).write_text(text)
     (work / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -671,13 +680,14 @@ def render(a, rep, elapsed):
     row("  cold lookups traffic", lambda n, c, st: traffic(st.get("lookup:lookups_cold"), backend(n)))
     row("point lookups warm", lambda n, c, st: cell_time(warm(st, "lookup:lookups_warm"), c["lookups"]))
     row("  warm lookups traffic", lambda n, c, st: traffic(warm(st, "lookup:lookups_warm"), backend(n)))
+    row(f"point lookups warm, after {a.settle_s:g} s idle", lambda n, c, st: cell_time(warm(st, "lookup:lookups_settled"), 1))
     row("  warm lookups in one transaction", lambda n, c, st: cell_time(st.get("lookup:lookups_warm_1tx"), 1))
     row("range query cold (~250 rows)", lambda n, c, st: cell_time(st.get("range:range_cold")))
     row("  cold range traffic", lambda n, c, st: traffic(st.get("range:range_cold"), backend(n)))
     row("range query warm", lambda n, c, st: cell_time(warm(st, "range:range_warm")))
     row("full scan aggregate cold", lambda n, c, st: cell_time(st.get("scan:scan_cold")))
     row("  cold scan traffic", lambda n, c, st: traffic(st.get("scan:scan_cold"), backend(n)))
-    row("full scan aggregate warm", lambda n, c, st: cell_time(warm(st, "scan:scan_warm")))
+    row(f"full scan aggregate warm (after {a.settle_s:g} s idle)", lambda n, c, st: cell_time(warm(st, "scan:scan_warm")))
     row("  warm scan traffic", lambda n, c, st: traffic(warm(st, "scan:scan_warm"), backend(n)))
     row(f"idle {a.idle_s:g} s: traffic", lambda n, c, st: traffic(st.get("range:idle"), backend(n)))
     row("peak RSS (max of the 3 processes)", lambda n, c, st: fmt_b(c["hwm"]))
@@ -744,13 +754,15 @@ def targets(a, rep):
         ours, off = f"ours-{back}", f"official-{back}"
         if ours not in cfgs or cfgs[ours].get("fatal"):
             continue
-        ratio_line(f"warm point lookups ≤ 1.5× native ({back})", t(ours, None, "lookup:lookups_warm"),
-                   t("native", None, "lookup:lookups_warm"), 1.5)
+        ratio_line(f"warm point lookups ≤ 1.5× native ({back}; steady state, after {a.settle_s:g} s idle)",
+                   t(ours, None, "lookup:lookups_settled"), t("native", None, "lookup:lookups_settled"), 1.5)
+        ratio_line(f"warm point lookups ≤ 1.5× native ({back}; right after the cold pass)",
+                   t(ours, None, "lookup:lookups_warm"), t("native", None, "lookup:lookups_warm"), 1.5)
         ratio_line(f"warm full scan ≤ 2× native ({back})", t(ours, None, "scan:scan_warm"),
                    t("native", None, "scan:scan_warm"), 2)
         if off in cfgs and not cfgs[off].get("fatal"):
-            ratio_line(f"warm lookups ≥ 10× faster than official ({back})", t(off, None, "lookup:lookups_warm"),
-                       t(ours, None, "lookup:lookups_warm"), 10, inverse=True)
+            ratio_line(f"warm lookups ≥ 10× faster than official ({back}; steady state)",
+                       t(off, None, "lookup:lookups_settled"), t(ours, None, "lookup:lookups_settled"), 10, inverse=True)
             ratio_line(f"warm scan ≥ 10× faster than official ({back})", t(off, None, "scan:scan_warm"),
                        t(ours, None, "scan:scan_warm"), 10, inverse=True)
     o = st("ours-s3")
