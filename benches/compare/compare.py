@@ -245,6 +245,7 @@ def run_child(a, work, spec, env, name):
     spec_path.parent.mkdir(exist_ok=True)
     spec_path.write_text(json.dumps(spec))
     res_path.unlink(missing_ok=True)
+    (work / "runs" / f"{name}.log").unlink(missing_ok=True)
     p = spawn([PY, str(HERE / "child.py"), str(spec_path), str(res_path)], work / "runs" / f"{name}.log", env=env)
     try:
         p.wait(timeout=a.cap_s * 8 + 120)
