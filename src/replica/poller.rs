@@ -118,6 +118,7 @@ pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + 'static) {
 /// (no connection for the idle grace period) or when told to stop.
 async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
     let mut gap_backoff_until = None;
+    let mut failing = false;
 
     loop {
         tokio::select! {
