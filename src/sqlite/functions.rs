@@ -144,7 +144,6 @@ unsafe fn text_of(v: *mut sqlite3_value) -> Option<String> {
     (!p.is_null()).then(|| {
         // SAFETY: a non-null result is NUL-terminated.
         unsafe { CStr::from_ptr(p.cast()) }
-
             .to_string_lossy()
             .into_owned()
     })
