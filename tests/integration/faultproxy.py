@@ -104,7 +104,9 @@ class FaultProxy:
                 resp_head = await _read_head(up_r)
                 if resp_head is None:
                     break
-                resp_body = await _read_body(up_r, resp_head)
+                # A response to HEAD announces a length but carries no body.
+                resp_body = b"" if head.startswith(b"HEAD ") else await _read_body(up_r, resp_head)
+
                 if fault == "truncate" and len(resp_body) > 1:
                     writer.write(resp_head + resp_body[: len(resp_body) // 2])
                     await writer.drain()
@@ -134,8 +136,9 @@ async def _read_body(reader: asyncio.StreamReader, head: bytes) -> bytes:
     for line in headers.split("\r\n"):
         if line.startswith("content-length:"):
             length = int(line.split(":", 1)[1])
-    if head.startswith(b"HEAD ") or head.split(b" ")[1:2] in ([b"204"], [b"304"]):
+    if head.split(b" ")[1:2] in ([b"204"], [b"304"]):
         return b""
+
     if chunked:
         out = b""
         while True:
