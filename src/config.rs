@@ -234,7 +234,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
             "h" => 3600.0,
             _ => return None,
         };
-        total += Duration::try_from_secs_f64(num.parse::<f64>().ok()? * scale).ok()?;
+        // Checked: parts that each fit can still add up past Duration::MAX.
+        total = total
+            .checked_add(Duration::try_from_secs_f64(num.parse::<f64>().ok()? * scale).ok()?)?;
         rest = next;
     }
     (!s.is_empty()).then_some(total)
@@ -344,5 +346,28 @@ mod tests {
         assert_eq!(parse_size("64 MiB"), Some(64 << 20));
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("1TB"), None);
+    }
+
+    #[test]
+    fn out_of_range_values_are_errors_not_panics() {
+        let big = "5000000000000000000s".repeat(4);
+        assert_eq!(parse_duration(&big), None);
+        assert_eq!(parse_duration("1e400"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("NaN"), None);
+        assert_eq!(parse_duration("inf"), None);
+        assert_eq!(parse_duration(".s"), None);
+        assert_eq!(parse_size("18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_size("18446744073709551616"), None);
+        assert_eq!(parse_size("20000000000GiB"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("kib"), None);
+        let e = parse(
+            &[("replica_url", "file:///a"), ("poll_interval", &big)],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("poll_interval"), "{e}");
     }
 }

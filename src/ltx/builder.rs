@@ -75,7 +75,12 @@ impl LtxBuilder {
             out.extend_from_slice(&frame_header);
             crc.update(&frame_header);
             if self.legacy_frames {
-                let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                // As Go's pierrec/lz4 writer did by default: 4 MB blocks and
+                // a content checksum.
+                let info = lz4_flex::frame::FrameInfo::new()
+                    .block_size(lz4_flex::frame::BlockSize::Max4MB)
+                    .content_checksum(true);
+                let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
                 let _ = enc.write_all(page);
                 out.extend_from_slice(&enc.finish().unwrap_or_default());
             } else {

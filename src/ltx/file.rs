@@ -120,3 +120,253 @@ fn slice(bytes: &[u8], start: u64, end: u64) -> Result<&[u8], LtxError> {
         _ => Err(LtxError::invalid("file", format!("range {start}..{end}"))),
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+    use crate::ltx::{LtxBuilder, PageSize, file_checksum_of};
+
+    fn ps(n: u32) -> PageSize {
+        PageSize::new(n).unwrap()
+    }
+
+    fn page(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i / 7) as u8 ^ seed.wrapping_mul(31) ^ (i % 13) as u8)
+            .collect()
+    }
+
+    fn two_pages(legacy: bool) -> Vec<u8> {
+        LtxBuilder::new(ps(4096), 5, 6, 10)
+            .legacy_frames(legacy)
+            .page(3, &page(4096, 1))
+            .page(8, &page(4096, 2))
+            .build()
+    }
+
+    /// Replaces the index (and its length) of `file`; the checksum is left
+    /// stale, so only checks made before it can pass or fail.
+    fn with_index(file: &[u8], index: &PageIndex) -> Vec<u8> {
+        let region = index_region(file.len() as u64, file).unwrap();
+        let mut out = file[..region.start as usize].to_vec();
+        out.extend(index.encode());
+        out.extend_from_slice(&file[file.len() - TRAILER_SIZE..]);
+        out
+    }
+
+    #[test]
+    fn builder_files_round_trip_in_both_encodings() {
+        for legacy in [false, true] {
+            for shift in 9..=16u32 {
+                let size = 1u32 << shift;
+                let pages: Vec<(u32, Vec<u8>)> = [1u32, 2, 5, 77]
+                    .iter()
+                    .map(|p| (*p, page(size as usize, *p as u8)))
+                    .collect();
+                let mut b = LtxBuilder::new(ps(size), 1, 3, 77)
+                    .legacy_frames(legacy)
+                    .timestamp_ms(123);
+                for (p, data) in &pages {
+                    b = b.page(*p, data);
+                }
+                let bytes = b.build();
+                let f = decode_file(&bytes).unwrap();
+                assert_eq!(f.header.page_size.get(), size);
+                assert_eq!(f.header.timestamp_ms, 123);
+                assert_eq!(f.header.commit, 77);
+                let got: Vec<(u32, Vec<u8>)> = f.pages.into_iter().map(|(p, d)| (p.0, d)).collect();
+                assert_eq!(got, pages, "legacy={legacy} size={size}");
+                assert_eq!(f.index.entries.len(), 4);
+                assert_eq!(f.index.entries[0].offset, HEADER_SIZE as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_without_pages_decodes() {
+        let bytes = LtxBuilder::new(ps(4096), 4, 4, 3).build();
+        assert_eq!(
+            bytes.len(),
+            HEADER_SIZE + FRAME_HEADER_SIZE + 1 + INDEX_LOCATOR_SIZE
+        );
+        let f = decode_file(&bytes).unwrap();
+        assert!(f.pages.is_empty() && f.index.entries.is_empty());
+    }
+
+    #[test]
+    fn checksum_covers_decompressed_pages_not_payloads() {
+        // Recompute the checksum from the spec's definition.
+        let bytes = two_pages(false);
+        let f = decode_file(&bytes).unwrap();
+        let mut covered = bytes[..HEADER_SIZE].to_vec();
+        for (e, (_, data)) in f.index.entries.iter().zip(&f.pages) {
+            let at = e.offset as usize;
+            covered.extend_from_slice(&bytes[at..at + FRAME_HEADER_SIZE + 4]);
+            covered.extend_from_slice(data);
+        }
+        let region = index_region(bytes.len() as u64, &bytes).unwrap();
+        covered.extend_from_slice(&[0; FRAME_HEADER_SIZE]);
+        covered.extend_from_slice(&bytes[region.start as usize..bytes.len() - 8]);
+        assert_eq!(file_checksum_of(&covered), f.trailer.file_checksum);
+    }
+
+    #[test]
+    fn rejects_a_stale_checksum() {
+        for legacy in [false, true] {
+            let mut bytes = two_pages(legacy);
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x10;
+            assert!(matches!(
+                decode_file(&bytes),
+                Err(LtxError::Checksum { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn rejects_a_gap_between_frames() {
+        let bytes = two_pages(false);
+        let f = decode_file(&bytes).unwrap();
+        let [a, b] = [f.index.entries[0], f.index.entries[1]];
+        let split = b.offset as usize;
+        let mut gapped = bytes[..split].to_vec();
+        gapped.extend_from_slice(&[0; 3]);
+        gapped.extend_from_slice(&bytes[split..]);
+        let index = PageIndex {
+            entries: vec![
+                a,
+                IndexEntry {
+                    offset: b.offset + 3,
+                    ..b
+                },
+            ],
+        };
+        let e = decode_file(&with_index(&gapped, &index)).unwrap_err();
+        assert!(e.to_string().contains("expected"), "{e}");
+    }
+
+    #[test]
+    fn rejects_index_that_disagrees_with_frames() {
+        let bytes = two_pages(false);
+        let f = decode_file(&bytes).unwrap();
+        let [a, b] = [f.index.entries[0], f.index.entries[1]];
+        let cases = [
+            // Names another page than the frame holds.
+            vec![
+                IndexEntry {
+                    pgno: PageNo(4),
+                    ..a
+                },
+                b,
+            ],
+            // Frames swapped: not sorted.
+            vec![b, a],
+            // A frame left out: the next one is not where expected.
+            vec![b],
+            // A frame one byte short / long.
+            vec![
+                IndexEntry {
+                    size: a.size - 1,
+                    ..a
+                },
+                b,
+            ],
+            vec![
+                IndexEntry {
+                    size: a.size + 1,
+                    ..a
+                },
+                b,
+            ],
+            // The last frame left out: no end marker after the first.
+            vec![a],
+        ];
+        for entries in cases {
+            let index = PageIndex { entries };
+            let r = decode_file(&with_index(&bytes, &index));
+            assert!(
+                matches!(r, Err(LtxError::Invalid { .. })),
+                "{index:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_a_missing_end_marker() {
+        let bytes = two_pages(false);
+        let region = index_region(bytes.len() as u64, &bytes).unwrap();
+        for at in region.start as usize - FRAME_HEADER_SIZE..region.start as usize {
+            let mut bad = bytes.clone();
+            bad[at] = 1;
+            let e = decode_file(&bad).unwrap_err();
+            assert!(e.to_string().contains("end marker"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rejects_another_page_size() {
+        for legacy in [false, true] {
+            for size in [512u32, 2048, 8192, 65536] {
+                let mut bytes = two_pages(legacy);
+                bytes[8..12].copy_from_slice(&size.to_be_bytes());
+                assert!(
+                    matches!(decode_file(&bytes), Err(LtxError::Invalid { .. })),
+                    "{size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_every_truncation() {
+        for legacy in [false, true] {
+            let bytes = two_pages(legacy);
+            for n in 0..bytes.len() {
+                assert!(decode_file(&bytes[..n]).is_err(), "{n}");
+            }
+            // And bytes appended after the trailer.
+            let mut longer = bytes.clone();
+            longer.extend_from_slice(&[0; 8]);
+            assert!(decode_file(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn every_flipped_bit_is_caught_or_harmless() {
+        for legacy in [false, true] {
+            let bytes = two_pages(legacy);
+            let good = decode_file(&bytes).unwrap();
+            let in_payload = |at: usize| {
+                good.index.entries.iter().any(|e| {
+                    let start = e.offset as usize + FRAME_HEADER_SIZE + 4;
+                    (start..(e.offset + u64::from(e.size)) as usize).contains(&at)
+                })
+            };
+            for at in 0..bytes.len() {
+                // Every bit of the structure; one bit (in turn) of each
+                // compressed byte, to keep the test quick.
+                let bits = if in_payload(at) {
+                    at % 8..at % 8 + 1
+                } else {
+                    0..8
+                };
+                for bit in bits {
+                    let mut bad = bytes.clone();
+                    bad[at] ^= 1 << bit;
+                    if let Ok(f) = decode_file(&bad) {
+                        // Only a compressed payload byte can change without
+                        // the checksum noticing, and then only if the page
+                        // is unchanged.
+                        assert!(in_payload(at), "byte {at} bit {bit} (legacy={legacy})");
+                        assert_eq!(f.pages, good.pages, "byte {at} bit {bit}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,8 +1,7 @@
 //! Page frames: a 6-byte header, then the compressed page.
 
-use std::io::Read;
-
 use super::error::{LtxError, be_u16, be_u32};
+use super::lz4_frame;
 use super::types::{PageNo, PageSize};
 
 /// Size of a frame header: page number (u32) and flags (u16).
@@ -109,14 +108,11 @@ fn decompress_frame(
     page_size: PageSize,
     pgno: PageNo,
 ) -> Result<Vec<u8>, LtxError> {
-    let mut page = Vec::with_capacity(page_size.bytes());
-    let limit = u64::from(page_size.get()).saturating_add(1);
-    lz4_flex::frame::FrameDecoder::new(payload)
-        .take(limit)
-        .read_to_end(&mut page)
+    let mut page = vec![0u8; page_size.bytes()];
+    let n = lz4_frame::decode_into(payload, &mut page)
         .map_err(|e| LtxError::invalid("frame", format!("page {}: lz4 frame: {e}", pgno.0)))?;
-    if page.len() != page_size.bytes() {
-        return Err(wrong_length(pgno, page.len(), page_size));
+    if n != page.len() {
+        return Err(wrong_length(pgno, n, page_size));
     }
     Ok(page)
 }
@@ -130,4 +126,190 @@ fn wrong_length(pgno: PageNo, got: usize, page_size: PageSize) -> LtxError {
             page_size.get()
         ),
     )
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn ps(n: u32) -> PageSize {
+        PageSize::new(n).unwrap()
+    }
+
+    /// A page that compresses somewhat: text with a counter.
+    fn page(n: usize, seed: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        let mut i = seed;
+        while out.len() < n {
+            out.extend_from_slice(format!("row {i} of seed {seed};").as_bytes());
+            i = i.wrapping_mul(2_654_435_761).wrapping_add(1) % 100_000;
+        }
+        out.truncate(n);
+        out
+    }
+
+    fn sized_frame(pgno: u32, flags: u16, csize: Option<u32>, payload: &[u8]) -> Vec<u8> {
+        let mut out = pgno.to_be_bytes().to_vec();
+        out.extend_from_slice(&flags.to_be_bytes());
+        out.extend_from_slice(&csize.unwrap_or(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn block_frame(pgno: u32, data: &[u8]) -> Vec<u8> {
+        sized_frame(
+            pgno,
+            FLAG_SIZED_BLOCK,
+            None,
+            &lz4_flex::block::compress(data),
+        )
+    }
+
+    fn lz4_frame(data: &[u8]) -> Vec<u8> {
+        let info = lz4_flex::frame::FrameInfo::new().content_checksum(true);
+        let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+        enc.write_all(data).unwrap();
+        enc.finish().unwrap()
+    }
+
+    fn legacy_frame(pgno: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = pgno.to_be_bytes().to_vec();
+        out.extend_from_slice(&0u16.to_be_bytes());
+        out.extend_from_slice(&lz4_frame(data));
+        out
+    }
+
+    #[test]
+    fn decodes_both_encodings_at_every_page_size() {
+        for shift in 9..=16 {
+            let size = 1u32 << shift;
+            let data = page(size as usize, shift);
+            let f = decode_frame(&block_frame(9, &data), ps(size)).unwrap();
+            assert_eq!(f.header.pgno, PageNo(9));
+            assert!(f.header.is_sized_block() && f.size_field.is_some());
+            assert_eq!(f.page, data);
+            let f = decode_frame(&legacy_frame(9, &data), ps(size)).unwrap();
+            assert!(!f.header.is_sized_block() && f.size_field.is_none());
+            assert_eq!(f.page, data);
+            let zeros = vec![0u8; size as usize];
+            assert_eq!(
+                decode_frame(&block_frame(1, &zeros), ps(size))
+                    .unwrap()
+                    .page,
+                zeros
+            );
+        }
+    }
+
+    #[test]
+    fn size_field_is_kept_for_the_checksum() {
+        let data = page(4096, 1);
+        let frame = block_frame(3, &data);
+        let f = decode_frame(&frame, ps(4096)).unwrap();
+        assert_eq!(f.size_field.unwrap()[..], frame[6..10]);
+    }
+
+    #[test]
+    fn rejects_wrong_decompressed_length() {
+        for n in [0usize, 1, 4095, 4097, 8192] {
+            let data = page(n, 2);
+            let e = decode_frame(&block_frame(1, &data), ps(4096)).unwrap_err();
+            assert!(matches!(e, LtxError::Invalid { .. }), "{n}: {e}");
+            let e = decode_frame(&legacy_frame(1, &data), ps(4096)).unwrap_err();
+            assert!(matches!(e, LtxError::Invalid { .. }), "{n}: {e}");
+        }
+        // A right-sized page at the wrong page size.
+        let data = page(4096, 3);
+        assert!(decode_frame(&block_frame(1, &data), ps(8192)).is_err());
+        assert!(decode_frame(&block_frame(1, &data), ps(2048)).is_err());
+        assert!(decode_frame(&legacy_frame(1, &data), ps(8192)).is_err());
+        assert!(decode_frame(&legacy_frame(1, &data), ps(2048)).is_err());
+    }
+
+    #[test]
+    fn rejects_size_field_that_disagrees_with_the_frame() {
+        let block = lz4_flex::block::compress(&page(4096, 4));
+        let n = block.len() as u32;
+        for csize in [0, n - 1, n + 1, u32::MAX] {
+            let frame = sized_frame(1, FLAG_SIZED_BLOCK, Some(csize), &block);
+            assert!(decode_frame(&frame, ps(4096)).is_err(), "{csize}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_flags_and_page_zero() {
+        let data = page(4096, 5);
+        for flags in [0x2u16, 0x3, 0x8000, 0x8001, u16::MAX] {
+            let mut frame = block_frame(1, &data);
+            frame[4..6].copy_from_slice(&flags.to_be_bytes());
+            let e = decode_frame(&frame, ps(4096)).unwrap_err();
+            assert!(e.to_string().contains("unknown flags"), "{e}");
+        }
+        assert!(decode_frame(&block_frame(0, &data), ps(4096)).is_err());
+        assert!(decode_frame(&legacy_frame(0, &data), ps(4096)).is_err());
+    }
+
+    #[test]
+    fn rejects_every_truncation() {
+        let data = page(4096, 6);
+        for frame in [block_frame(2, &data), legacy_frame(2, &data)] {
+            for n in 0..frame.len() {
+                assert!(decode_frame(&frame[..n], ps(4096)).is_err(), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_trailing_bytes() {
+        let data = page(4096, 7);
+        let mut frame = block_frame(2, &data);
+        frame.push(0);
+        assert!(decode_frame(&frame, ps(4096)).is_err());
+        let mut frame = legacy_frame(2, &data);
+        frame.extend_from_slice(b"junk");
+        assert!(decode_frame(&frame, ps(4096)).is_err());
+    }
+
+    #[test]
+    fn rejects_garbage_payloads() {
+        for payload in [&[][..], &[0u8; 16], &[0xff; 64], b"\x04\x22\x4d\x18garbage"] {
+            let mut frame = vec![0, 0, 0, 1, 0, 0];
+            frame.extend_from_slice(payload);
+            assert!(decode_frame(&frame, ps(4096)).is_err());
+            let frame = sized_frame(1, FLAG_SIZED_BLOCK, None, payload);
+            assert!(decode_frame(&frame, ps(4096)).is_err());
+        }
+    }
+
+    #[test]
+    fn legacy_frame_content_checksum_is_checked() {
+        let data = page(4096, 8);
+        let mut frame = legacy_frame(1, &data);
+        // The last 4 bytes are the content checksum.
+        let last = frame.len() - 1;
+        frame[last] ^= 0x01;
+        assert!(decode_frame(&frame, ps(4096)).is_err());
+    }
+
+    #[test]
+    fn frame_header_needs_six_bytes() {
+        let bytes = [0u8, 0, 0, 7, 0, 1];
+        for n in 0..FRAME_HEADER_SIZE {
+            assert!(FrameHeader::decode(&bytes[..n]).is_err());
+        }
+        assert_eq!(
+            FrameHeader::decode(&bytes),
+            Ok(FrameHeader {
+                pgno: PageNo(7),
+                flags: 1
+            })
+        );
+    }
 }

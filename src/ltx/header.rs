@@ -108,3 +108,131 @@ impl Header {
         self.min_txid.0 == 1
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Header {
+        Header {
+            flags: FLAG_NO_CHECKSUM,
+            page_size: PageSize::new(4096).unwrap(),
+            commit: 7,
+            min_txid: Txid(3),
+            max_txid: Txid(9),
+            timestamp_ms: 1_795_650_717_713,
+            pre_apply_checksum: 0,
+            wal_offset: 32,
+            wal_size: 4152,
+            wal_salt1: 0xdead_beef,
+            wal_salt2: 0x0bad_f00d,
+            node_id: 42,
+        }
+    }
+
+    fn with(at: usize, bytes: &[u8]) -> Vec<u8> {
+        let mut b = sample().encode().to_vec();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    }
+
+    #[test]
+    fn round_trips() {
+        let h = sample();
+        let bytes = h.encode();
+        assert_eq!(&bytes[..4], b"LTX1");
+        assert!(
+            bytes[80..].iter().all(|b| *b == 0),
+            "reserved bytes are zero"
+        );
+        assert_eq!(Header::decode(&bytes), Ok(h.clone()));
+        // Bytes after the header are not the header's business.
+        let mut longer = bytes.to_vec();
+        longer.extend_from_slice(&[0xff; 50]);
+        assert_eq!(Header::decode(&longer), Ok(h));
+    }
+
+    #[test]
+    fn truncated_at_every_length() {
+        let bytes = sample().encode();
+        for n in 0..HEADER_SIZE {
+            assert!(
+                matches!(Header::decode(&bytes[..n]), Err(LtxError::Truncated { .. })),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_magic() {
+        for magic in [b"LTX0", b"ltx1", b"\0\0\0\0", b"SQLi"] {
+            assert!(Header::decode(&with(0, magic)).is_err());
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_flags() {
+        assert!(Header::decode(&with(4, &0u32.to_be_bytes())).is_ok());
+        for flags in [0x1u32, 0x3, 0x4, 0x6, 0x8000_0000, u32::MAX] {
+            let e = Header::decode(&with(4, &flags.to_be_bytes())).unwrap_err();
+            assert!(e.to_string().contains("unknown flags"), "{e}");
+        }
+    }
+
+    #[test]
+    fn page_sizes() {
+        for ok in [512u32, 1024, 2048, 4096, 8192, 16384, 32768, 65536] {
+            let h = Header::decode(&with(8, &ok.to_be_bytes())).unwrap();
+            assert_eq!(h.page_size.get(), ok);
+        }
+        for bad in [
+            0u32,
+            1,
+            256,
+            511,
+            513,
+            1000,
+            4095,
+            4097,
+            131072,
+            1 << 31,
+            u32::MAX,
+        ] {
+            let e = Header::decode(&with(8, &bad.to_be_bytes())).unwrap_err();
+            assert!(e.to_string().contains("page size"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_commit_and_txids() {
+        assert!(Header::decode(&with(12, &0u32.to_be_bytes())).is_err());
+        assert!(Header::decode(&with(16, &0u64.to_be_bytes())).is_err());
+        // max < min
+        assert!(Header::decode(&with(24, &2u64.to_be_bytes())).is_err());
+        // max == min is one transaction
+        assert!(Header::decode(&with(24, &3u64.to_be_bytes())).is_ok());
+    }
+
+    #[test]
+    fn rejects_timestamp_beyond_i64() {
+        assert!(Header::decode(&with(32, &u64::MAX.to_be_bytes())).is_err());
+        assert!(Header::decode(&with(32, &(1u64 << 63).to_be_bytes())).is_err());
+        let h = Header::decode(&with(32, &(i64::MAX as u64).to_be_bytes())).unwrap();
+        assert_eq!(h.timestamp_ms, i64::MAX);
+    }
+
+    #[test]
+    fn snapshot_is_min_txid_one() {
+        assert!(!sample().is_snapshot());
+        assert!(
+            Header::decode(&with(16, &1u64.to_be_bytes()))
+                .unwrap()
+                .is_snapshot()
+        );
+    }
+}

@@ -183,6 +183,11 @@ fn write_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 
@@ -201,5 +206,158 @@ mod tests {
     fn rejects_overlong_varint() {
         let mut at = 0;
         assert!(read_varint(&[0xff; 11], &mut at).is_err());
+        // Eleven bytes whose value would fit: still longer than 10 bytes.
+        let mut long = vec![0x80u8; 10];
+        long.push(0);
+        assert!(read_varint(&long, &mut 0).is_err());
+        // Ten bytes, the tenth holding more than the one bit left.
+        let mut over = vec![0xffu8; 9];
+        over.push(0x02);
+        assert!(read_varint(&over, &mut 0).is_err());
+        over[9] = 0x01;
+        assert_eq!(read_varint(&over, &mut 0), Ok(u64::MAX));
+        // A varint cut short.
+        assert!(read_varint(&[0x80, 0x80], &mut 0).is_err());
+        assert!(read_varint(&[], &mut 0).is_err());
+    }
+
+    fn entry(pgno: u32, offset: u64, size: u32) -> IndexEntry {
+        IndexEntry {
+            pgno: PageNo(pgno),
+            offset,
+            size,
+        }
+    }
+
+    /// Raw entries, terminator included (no length).
+    fn raw(entries: &[(u64, u64, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (p, o, s) in entries {
+            write_varint(&mut out, *p);
+            write_varint(&mut out, *o);
+            write_varint(&mut out, *s);
+        }
+        write_varint(&mut out, 0);
+        out
+    }
+
+    /// The index of a file whose page block ends (zero header included) at 10_000.
+    const START: u64 = 10_000;
+
+    #[test]
+    fn round_trips_and_looks_up() {
+        let index = PageIndex {
+            entries: vec![entry(1, 100, 300), entry(2, 400, 7), entry(900, 407, 9000)],
+        };
+        let enc = index.encode();
+        let (entries, len) = enc.split_at(enc.len() - 8);
+        assert_eq!(
+            u64::from_be_bytes(len.try_into().unwrap()),
+            entries.len() as u64
+        );
+        let decoded = PageIndex::decode(entries, START).unwrap();
+        assert_eq!(decoded, index);
+        assert_eq!(decoded.get(PageNo(2)), Some(&entry(2, 400, 7)));
+        assert_eq!(decoded.get(PageNo(3)), None);
+        assert_eq!(decoded.get(PageNo(0)), None);
+        assert_eq!(PageIndex::decode(&[0], START), Ok(PageIndex::default()));
+    }
+
+    #[test]
+    fn rejects_unsorted_and_duplicate_pages() {
+        for entries in [[(2, 100, 50), (1, 150, 50)], [(2, 100, 50), (2, 150, 50)]] {
+            let e = PageIndex::decode(&raw(&entries), START).unwrap_err();
+            assert!(e.to_string().contains("not sorted"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rejects_frames_outside_the_page_block() {
+        let block_end = START - FRAME_HEADER_SIZE as u64;
+        for (o, s) in [
+            (0, 50),
+            (99, 50),
+            (block_end - 49, 50),
+            (block_end, 7),
+            (u64::MAX - 3, 50),
+            (u64::MAX, u64::from(u32::MAX)),
+        ] {
+            let e = PageIndex::decode(&raw(&[(1, o, s)]), START).unwrap_err();
+            assert!(e.to_string().contains("outside"), "{o}+{s}: {e}");
+        }
+        assert!(PageIndex::decode(&raw(&[(1, block_end - 50, 50)]), START).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_numbers() {
+        // Page numbers beyond u32, sizes too small for a frame or beyond u32.
+        for entries in [
+            (1u64 << 32, 100, 50),
+            (u64::MAX, 100, 50),
+            (1, 100, 0),
+            (1, 100, FRAME_HEADER_SIZE as u64),
+            (1, 100, 1 << 32),
+        ] {
+            assert!(
+                PageIndex::decode(&raw(&[entries]), START).is_err(),
+                "{entries:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_missing_terminator_and_trailing_bytes() {
+        let good = raw(&[(1, 100, 50), (2, 150, 50)]);
+        for n in 0..good.len() {
+            assert!(PageIndex::decode(&good[..n], START).is_err(), "{n}");
+        }
+        let mut extra = good.clone();
+        extra.push(0);
+        let e = PageIndex::decode(&extra, START).unwrap_err();
+        assert!(e.to_string().contains("after the terminator"), "{e}");
+    }
+
+    fn tail(len: u64) -> Vec<u8> {
+        let mut t = len.to_be_bytes().to_vec();
+        t.extend_from_slice(&[0; TRAILER_SIZE]);
+        t
+    }
+
+    #[test]
+    fn locates_the_index_from_the_tail() {
+        assert_eq!(index_region(1000, &tail(10)), Ok(966..976));
+        // A tail with more bytes in front of the locator.
+        let mut longer = vec![9u8; 100];
+        longer.extend(tail(10));
+        assert_eq!(index_region(1000, &longer), Ok(966..976));
+        // The smallest file: header, zero frame header, a lone terminator.
+        let smallest = (HEADER_SIZE + FRAME_HEADER_SIZE + 1 + INDEX_LOCATOR_SIZE) as u64;
+        assert_eq!(
+            index_region(smallest, &tail(1)),
+            Ok(smallest - 25..smallest - 24)
+        );
+    }
+
+    #[test]
+    fn rejects_impossible_index_lengths() {
+        let smallest = (HEADER_SIZE + FRAME_HEADER_SIZE + 1 + INDEX_LOCATOR_SIZE) as u64;
+        for (file_len, len) in [
+            (1000, 0),
+            (1000, 871),
+            (1000, 1000),
+            (1000, u64::MAX),
+            (smallest, 2),
+            (smallest - 1, 1),
+            (0, 1),
+        ] {
+            assert!(
+                index_region(file_len, &tail(len)).is_err(),
+                "{file_len} {len}"
+            );
+        }
+        assert!(index_region(1000, &tail(870)).is_ok());
+        for n in 0..INDEX_LOCATOR_SIZE {
+            assert!(index_region(1000, &tail(10)[..n]).is_err());
+        }
     }
 }

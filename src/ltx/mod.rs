@@ -20,6 +20,7 @@ mod file;
 mod frame;
 mod header;
 mod index;
+mod lz4_frame;
 mod name;
 mod trailer;
 mod types;

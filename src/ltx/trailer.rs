@@ -33,3 +33,45 @@ impl Trailer {
         Ok(trailer)
     }
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    fn trailer(post: u64, file: u64) -> Vec<u8> {
+        let mut b = post.to_be_bytes().to_vec();
+        b.extend_from_slice(&file.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn reads_the_last_sixteen_bytes() {
+        let mut tail = vec![0xaa; 5];
+        tail.extend(trailer(7, 1 << 63 | 9));
+        assert_eq!(
+            Trailer::decode(&tail),
+            Ok(Trailer {
+                post_apply_checksum: 7,
+                file_checksum: 1 << 63 | 9,
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_short_input_and_missing_flag_bit() {
+        let t = trailer(0, 1 << 63 | 1);
+        for n in 0..TRAILER_SIZE {
+            assert!(matches!(
+                Trailer::decode(&t[..n]),
+                Err(LtxError::Truncated { .. })
+            ));
+        }
+        assert!(Trailer::decode(&trailer(0, 1)).is_err());
+        assert!(Trailer::decode(&trailer(0, 0)).is_err());
+    }
+}

@@ -57,3 +57,37 @@ pub fn lock_page(page_size: PageSize) -> PageNo {
             .saturating_add(1),
     )
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_page_per_page_size() {
+        let lock = |n| lock_page(PageSize::new(n).unwrap()).0;
+        assert_eq!(lock(512), 2_097_153);
+        assert_eq!(lock(4096), 262_145);
+        assert_eq!(lock(65536), 16_385);
+    }
+
+    #[test]
+    fn page_size_validation() {
+        let valid: Vec<u32> = (0..=17u32)
+            .map(|s| 1 << s)
+            .filter(|n| PageSize::new(*n).is_some())
+            .collect();
+        assert_eq!(valid, [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]);
+        assert!(PageSize::new(0).is_none() && PageSize::new(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn txid_display_and_next() {
+        assert_eq!(Txid(0xab).to_string(), "00000000000000ab");
+        assert_eq!(Txid(u64::MAX).next(), Txid(u64::MAX));
+    }
+}

@@ -118,6 +118,7 @@ pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + 'static) {
 /// (no connection for the idle grace period) or when told to stop.
 async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
     let mut gap_backoff_until = None;
+    let mut failing = false;
 
     loop {
         tokio::select! {
@@ -127,10 +128,24 @@ async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
         if reap() {
             break;
         }
+        // The first failure of a run is a warning; repeats are debug lines
+        // until a poll succeeds again, so an outage does not flood the log.
         match replica.poll_once(&mut gap_backoff_until).await {
-            Ok(true) => replica.mark_polled(),
+            Ok(true) => {
+                if std::mem::take(&mut failing) {
+                    log::info!("{}: polling works again", replica.io.storage.describe());
+                }
+                replica.mark_polled();
+            }
             Ok(false) => {}
-            Err(e) => log::warn!("{}: poll failed: {e}", replica.io.storage.describe()),
+            Err(e) if failing => log::debug!("{}: poll failed: {e}", replica.io.storage.describe()),
+            Err(e) => {
+                failing = true;
+                log::warn!(
+                    "{}: poll failed (lag grows until it works): {e}",
+                    replica.io.storage.describe()
+                );
+            }
         }
     }
     log::debug!("{}: poller stopped", replica.io.storage.describe());

@@ -88,12 +88,18 @@ impl DbFile {
             .map_err(|_| Error::Internal("connection state lock poisoned".into()))
     }
 
-    /// The replica, reopened first if this process is a fork child of the
-    /// one that opened it (the parent's runtime does not exist here).
-    fn replica_in(&self, inner: &mut Inner) -> Result<Arc<Replica>> {
+    /// Reopens the replica if this process is a fork child of the one that
+    /// opened it (the parent's runtime does not exist here).
+    fn ensure_epoch(&self, inner: &mut Inner) -> Result<()> {
         if inner.handle.epoch() != runtime::fork_epoch() {
             inner.handle = runtime::process().registry().open(&self.config)?;
         }
+        Ok(())
+    }
+
+    /// The replica, reopened first after a fork.
+    fn replica_in(&self, inner: &mut Inner) -> Result<Arc<Replica>> {
+        self.ensure_epoch(inner)?;
         Ok(Arc::clone(inner.handle.replica()))
     }
 
@@ -204,22 +210,33 @@ impl DbFile {
             panic!("test hook: panic inside xRead");
         }
 
-        let (replica, snap, window) = {
-            let mut inner = self.inner()?;
-            let replica = self.replica_in(&mut inner)?;
-            let snap = match (&inner.lock, &inner.travel) {
-                (Lock::Shared(s), _) => Arc::clone(s),
-                (Lock::Unlocked, Some(t)) => Arc::clone(&t.snapshot),
-                (Lock::Unlocked, None) => replica.current(),
-            };
-            let first = PageNo(
-                u32::try_from(offset / u64::from(snap.page_size.get()) + 1).unwrap_or(u32::MAX),
-            );
-            let window = inner.readahead.observe(first);
-            (replica, snap, window)
+        // The read runs under the connection's own lock (SQLite serialises
+        // calls per connection anyway), borrowing the replica and the pinned
+        // snapshot instead of cloning their shared reference counts.
+        let mut inner = self.inner()?;
+        self.ensure_epoch(&mut inner)?;
+        let page_size = match (&inner.lock, &inner.travel) {
+            (Lock::Shared(s), _) => s.page_size,
+            (Lock::Unlocked, Some(t)) => t.snapshot.page_size,
+            (Lock::Unlocked, None) => inner.handle.replica().current().page_size,
         };
-        match read_at(&replica, &snap, buf, offset, window) {
+        let first =
+            PageNo(u32::try_from(offset / u64::from(page_size.get()) + 1).unwrap_or(u32::MAX));
+        let window = inner.readahead.observe(first);
+        let replica = inner.handle.replica();
+        let current;
+        let snap = match (&inner.lock, &inner.travel) {
+            (Lock::Shared(s), _) => s,
+            (Lock::Unlocked, Some(t)) => &t.snapshot,
+            (Lock::Unlocked, None) => {
+                current = replica.current();
+                &current
+            }
+        };
+        match read_at(replica, snap, buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
+                let (replica, snap) = (Arc::clone(replica), Arc::clone(snap));
+                drop(inner);
                 // A file vanished (compaction, retention): rebuild the same
                 // TXID from what exists, re-pin it, and read again.
                 crate::log::info!(
@@ -239,7 +256,6 @@ impl DbFile {
                         t.snapshot = Arc::clone(&fresh);
                     }
                 }
-
                 drop(inner);
                 read_at(&replica, &fresh, buf, offset, window)
             }

@@ -2,6 +2,7 @@
 under the reader, one poller per replica, clean shutdown."""
 
 import json
+import shutil
 import random
 import re
 import sqlite3
@@ -255,3 +256,29 @@ def test_open_waits_for_litestream_to_start(tmp_path):
         t.join(30)
     assert result == {"sum": ACCOUNTS * START}
     conn.close()
+
+
+def test_a_gap_is_reported_through_lag_never_served(tmp_path):
+    """Level-0 files 5..7 arrive while 4 is missing and nothing covers it:
+    the replica stays at TXID 3, the lag grows, and once file 4 appears the
+    replica moves on."""
+    src = lsvfs.FIXTURES / "basic-4k" / "replica" / "ltx"
+    replica = tmp_path / "replica"
+    (replica / "ltx" / "0").mkdir(parents=True)
+    (replica / "ltx" / "9").mkdir()
+    shutil.copy(src / "9" / "0000000000000001-0000000000000001.ltx", replica / "ltx" / "9")
+    for n in (2, 3):
+        shutil.copy(src / "0" / f"{n:016x}-{n:016x}.ltx", replica / "ltx" / "0")
+    c = lsvfs.connect(lsvfs.file_url(replica), name="gap.db", poll_interval="100ms")
+    assert c.execute("SELECT litestream_txid()").fetchone()[0] == "0000000000000003"
+    for n in (5, 6, 7):
+        shutil.copy(src / "0" / f"{n:016x}-{n:016x}.ltx", replica / "ltx" / "0")
+    lsvfs.wait_for(lambda: c.execute("SELECT litestream_lag()").fetchone()[0] >= 2, 10, what="lag to grow")
+    assert c.execute("SELECT litestream_txid()").fetchone()[0] == "0000000000000003"
+    assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    shutil.copy(src / "0" / f"{4:016x}-{4:016x}.ltx", replica / "ltx" / "0")
+    lsvfs.wait_for(lambda: c.execute("SELECT litestream_txid()").fetchone()[0] == "0000000000000007", 10,
+                   what="the replica to move on")
+    want = json.loads((lsvfs.FIXTURES / "basic-4k" / "manifest.json").read_text())["history"][-1]["digest"]
+    assert lsvfs.digest(c) == want
+    lsvfs.wait_for(lambda: c.execute("SELECT litestream_lag()").fetchone()[0] == 0, 5, what="lag to recover")

@@ -1,0 +1,151 @@
+"""A TCP proxy for HTTP storage servers that injects faults, on loopback
+only. Tests switch its mode while the extension talks through it.
+
+modes: pass | delay:<ms> | status:<code>[:<count>] | reset[:<count>] |
+       truncate[:<count>] | down
+Counts requests and bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+
+class FaultProxy:
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1"):
+        self.upstream = (host, upstream_port)
+        self.host = host
+        self.mode = "pass"
+        self.remaining = 0
+        self.requests = 0
+        self.bytes_down = 0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._server = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    # --- control, from the test thread -------------------------------------------------
+    def start(self) -> "FaultProxy":
+        self._thread.start()
+        fut = asyncio.run_coroutine_threadsafe(self._listen(), self._loop)
+        fut.result(10)
+        return self
+
+    def stop(self) -> None:
+        async def close():
+            if self._server:
+                self._server.close()
+                await self._server.wait_closed()
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def set(self, mode: str) -> None:
+        """Sets the mode; a `:<count>` suffix limits the fault to that many requests."""
+        parts = mode.split(":")
+        kind = parts[0]
+        if kind in ("status",):
+            self.mode = f"status:{parts[1]}"
+            self.remaining = int(parts[2]) if len(parts) > 2 else -1
+        elif kind in ("reset", "truncate"):
+            self.mode = kind
+            self.remaining = int(parts[1]) if len(parts) > 1 else -1
+        else:
+            self.mode = mode
+            self.remaining = -1
+
+    # --- the proxy ----------------------------------------------------------------------
+    async def _listen(self):
+        self._server = await asyncio.start_server(self._client, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def _take_fault(self) -> str:
+        if self.mode == "pass" or self.mode.startswith("delay") or self.mode == "down":
+            return self.mode
+        if self.remaining == 0:
+            return "pass"
+        if self.remaining > 0:
+            self.remaining -= 1
+        return self.mode
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        try:
+            if self.mode == "down":
+                writer.transport.abort()
+                return
+            up_r, up_w = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        try:
+            while True:
+                head = await _read_head(reader)
+                if head is None:
+                    break
+                body = await _read_body(reader, head)
+                self.requests += 1
+                fault = self._take_fault()
+                if fault == "down":
+                    writer.transport.abort()
+                    break
+                if fault.startswith("delay:"):
+                    await asyncio.sleep(int(fault.split(":")[1]) / 1000)
+                if fault.startswith("status:"):
+                    code = int(fault.split(":")[1])
+                    msg = f"HTTP/1.1 {code} Injected\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n"
+                    writer.write(msg.encode())
+                    await writer.drain()
+                    continue
+                if fault == "reset":
+                    writer.transport.abort()
+                    break
+                up_w.write(head + body)
+                await up_w.drain()
+                resp_head = await _read_head(up_r)
+                if resp_head is None:
+                    break
+                # A response to HEAD announces a length but carries no body.
+                resp_body = b"" if head.startswith(b"HEAD ") else await _read_body(up_r, resp_head)
+
+                if fault == "truncate" and len(resp_body) > 1:
+                    writer.write(resp_head + resp_body[: len(resp_body) // 2])
+                    await writer.drain()
+                    writer.transport.abort()
+                    break
+                self.bytes_down += len(resp_body)
+                writer.write(resp_head + resp_body)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            up_w.close()
+            writer.close()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+    try:
+        return await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+
+
+async def _read_body(reader: asyncio.StreamReader, head: bytes) -> bytes:
+    headers = head.decode("latin-1").lower()
+    length = 0
+    chunked = "transfer-encoding: chunked" in headers
+    for line in headers.split("\r\n"):
+        if line.startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    if head.split(b" ")[1:2] in ([b"204"], [b"304"]):
+        return b""
+
+    if chunked:
+        out = b""
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.strip().split(b";")[0], 16)
+            chunk = await reader.readexactly(size + 2)
+            out += size_line + chunk
+            if size == 0:
+                return out
+    return await reader.readexactly(length) if length else b""
