@@ -171,6 +171,13 @@ def main():
             if rec.get("capped") or "error" in rec:
                 break  # a capped warm pass would only repeat the cap
 
+        # steady state: the same passes after settle_s of idling, once any
+        # background work the open started (verification, prefetch) is over
+        time.sleep(spec.get("settle_s", 0))
+        for r in range(reps):
+            rec = step(f"lookups_settled{r}", lambda: lookups(spec["ids"]))
+            if rec.get("capped") or "error" in rec:
+                break
         def in_one_transaction():
             conn.execute("BEGIN")
             try:
@@ -180,13 +187,6 @@ def main():
         # diagnostic: the same warm lookups inside one read transaction, which
         # separates per-transaction cost (lock, page-1 check) from per-page cost
         step("lookups_warm_1tx", in_one_transaction)
-        # steady state: the same passes after settle_s of idling, once any
-        # background work the open started (verification, prefetch) is over
-        time.sleep(spec.get("settle_s", 0))
-        for r in range(reps):
-            rec = step(f"lookups_settled{r}", lambda: lookups(spec["ids"]))
-            if rec.get("capped") or "error" in rec:
-                break
     elif phase == "range":
         q = "SELECT id, customer, created, amount, note FROM orders WHERE customer BETWEEN ? AND ?"
         step("range_cold", lambda: capped(q, tuple(spec["range"])))
