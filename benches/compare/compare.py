@@ -598,7 +598,9 @@ def traffic(rec, backend):
         if not p:
             return "—"
         kinds = "+".join(f"{p[k]}{k[0]}" for k in ("LIST", "RANGE", "GET", "HEAD") if p.get(k))
-        return f"{p['requests']} req ({kinds or '0'}) / {fmt_b(p['bytes_down'])}"
+        o = rec.get("ours") or {}
+        mine = f" [stats: {o['reads']}R / {fmt_b(o['read_bytes'])}]" if "reads" in o else ""
+        return f"{p['requests']} req ({kinds or '0'}) / {fmt_b(p['bytes_down'])}{mine}"
     o = rec.get("ours") or {}
     if "reads" in o:
         return f"{o['lists']}L+{o['reads']}R / {fmt_b(o['read_bytes'])}"
@@ -633,7 +635,8 @@ def render(a, rep, elapsed):
         if files:
             lines.append(f"Replica {kind}: {len(files)} LTX files, levels {', '.join(levels_of(files))}. ")
     lines.append("")
-    lines.append("Traffic: S3 = requests at the proxy (L=LIST, R=ranged GET, G=GET, H=HEAD) / bytes returned; "
+    lines.append("Traffic: S3 = requests at the proxy (L=LIST, R=ranged GET, G=GET, H=HEAD) / bytes returned "
+                 "[ours: what its own `litestream_stats` counted]; "
                  "ours on file:// = our `litestream_stats` (L lists + R reads / bytes); "
                  "native and official on file:// = read syscalls / bytes read (/proc/self/io).\n")
     hdr = "| workload | " + " | ".join(names) + " |"
