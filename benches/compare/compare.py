@@ -218,8 +218,10 @@ class S3:
         wait_port(self.port, proc=self.proc)
         ready = work / "proxy.ready"
         ready.unlink(missing_ok=True)
+        (work / "requests.log").unlink(missing_ok=True)
         self.proxy = spawn([PY, str(HERE / "proxy.py"), "--target", f"127.0.0.1:{self.port}",
-                            "--rtt-ms", str(a.rtt_ms), "--ready-file", str(ready)], work / "proxy.log")
+                            "--rtt-ms", str(a.rtt_ms), "--ready-file", str(ready),
+                            "--log", str(work / "requests.log")], work / "proxy.log")
         end = time.time() + 20
         while not ready.exists():
             if time.time() > end or self.proxy.poll() is not None:

@@ -89,7 +89,8 @@ async def read_request(reader: asyncio.StreamReader):
 
 
 class Relay:
-    def __init__(self, target, rtt_s, connect_rtts):
+    def __init__(self, target, rtt_s, connect_rtts, log_path=None):
+        self.log = open(log_path, "a", buffering=1) if log_path else None
         self.target = target
         self.rtt = rtt_s
         self.connect_rtts = connect_rtts
@@ -97,6 +98,7 @@ class Relay:
 
     async def client(self, creader, cwriter):
         self.c.connections += 1
+        conn = self.c.connections
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         uwriter = None
@@ -134,7 +136,11 @@ class Relay:
                     break
                 data, method, target, headers = req
                 self.c.requests += 1
-                self.c.kinds[classify(method, target, headers)] += 1
+                kind = classify(method, target, headers)
+                self.c.kinds[kind] += 1
+                if self.log:
+                    rng = headers.get(b"range", b"-").decode("latin-1")
+                    self.log.write(f"{loop.time():.4f} conn={conn} {kind} {target.decode('latin-1')} range={rng}\n")
                 self.c.bytes_up += len(data)
                 queue.put_nowait((loop.time() + self.rtt, data))
             queue.put_nowait((0, None))
@@ -167,7 +173,7 @@ async def main(a):
     host, _, port = a.target.rpartition(":")
     if host not in ("127.0.0.1", "localhost"):
         raise SystemExit("target must be on loopback")
-    relay = Relay((LOOPBACK, int(port)), a.rtt_ms / 1000.0, a.connect_rtts)
+    relay = Relay((LOOPBACK, int(port)), a.rtt_ms / 1000.0, a.connect_rtts, a.log)
     server = await asyncio.start_server(relay.client, LOOPBACK, a.port, limit=1 << 20)
     ctl = await asyncio.start_server(relay.control, LOOPBACK, 0)
     stop = asyncio.Event()
@@ -193,4 +199,5 @@ if __name__ == "__main__":
     ap.add_argument("--rtt-ms", type=float, default=20.0)
     ap.add_argument("--connect-rtts", type=float, default=1.0)
     ap.add_argument("--ready-file")
+    ap.add_argument("--log", help="append one line per request: time, connection, kind, target, Range")
     asyncio.run(main(ap.parse_args()))
