@@ -60,9 +60,11 @@ rm -rf "$stage/build" "$stage"/*.egg-info "$stage"/litestream_vfs/litestream-vfs
 cp "$lib" "$stage/litestream_vfs/litestream-vfs.$ext"
 echo "$version" > "$stage/VERSION"
 
-mkdir -p "$out"
-args=(wheel --no-deps --wheel-dir "$out")
+args=(wheel --no-deps --wheel-dir "$stage/wheel")
 [ "${NO_BUILD_ISOLATION:-0}" = 1 ] && args+=(--no-build-isolation)
 LITESTREAM_VFS_PLAT_NAME=$plat "$PYTHON" -m pip "${args[@]}" "$stage" >&2
-wheel=$(ls -t "$out"/litestream_vfs_rs-"$version"-py3-none-*.whl | head -n 1)
-echo "$wheel"
+built=("$stage"/wheel/litestream_vfs_rs-"$version"-py3-none-*.whl)
+if [ ${#built[@]} != 1 ] || [ ! -f "${built[0]}" ]; then echo "build-wheel: pip built no wheel" >&2; exit 1; fi
+mkdir -p "$out"
+mv -f "${built[0]}" "$out/"
+echo "$out/$(basename "${built[0]}")"

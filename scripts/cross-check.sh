@@ -30,17 +30,19 @@ export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=${CARGO_TARGET_X86_64_PC_WINDOW
 
 fail=0
 for t in "${targets[@]}"; do
-  read -r linker pkgs <<<"$(linker_for "$t")"
-  if [ -z "$linker" ]; then echo "cross-check: no linker known for $t" >&2; fail=1; continue; fi
+  read -r -a parts <<<"$(linker_for "$t")"
+  if [ ${#parts[@]} = 0 ]; then echo "cross-check: no linker known for $t" >&2; fail=1; continue; fi
+  linker=${parts[0]}
+  pkgs=("${parts[@]:1}")
   if [ $install = 1 ]; then
     rustup target add "$t"
-    command -v "$linker" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs; }
+    command -v "$linker" >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"; }
   fi
   if ! rustup target list --installed | grep -qx "$t"; then
     echo "cross-check: rust target $t is not installed: rustup target add $t (or run with --install)" >&2; fail=1; continue
   fi
   if ! command -v "$linker" >/dev/null; then
-    echo "cross-check: linker $linker missing: apt-get install $pkgs (or run with --install)" >&2; fail=1; continue
+    echo "cross-check: linker $linker missing: apt-get install ${pkgs[*]} (or run with --install)" >&2; fail=1; continue
   fi
   echo "== cargo build --release --target $t"
   if ! cargo build --release --lib --target "$t"; then fail=1; continue; fi
