@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import urllib.parse
 
-__all__ = ["loadable_path", "load", "connect", "ExtensionLoadingUnavailable"]
+__all__ = ["loadable_path", "load", "connect", "replica_uri", "ExtensionLoadingUnavailable"]
 
 _EXT_MAP = {
     "linux": "litestream-vfs.so",
