@@ -13,9 +13,9 @@
 # litestream_vfs/litestream-vfs.{so,dylib,dll}. PYTHON picks the Python that
 # runs the build (default python3); it needs pip, and setuptools>=70.1 is
 # fetched into an isolated build environment unless NO_BUILD_ISOLATION=1.
+# The wheel itself is made by scripts/make_wheel.py.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-cd "$ROOT"
 
 target="" lib="" plat="" out="$ROOT/dist"
 while [ $# -gt 0 ]; do
@@ -29,6 +29,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 PYTHON=${PYTHON:-python3}
+# Paths given relative to where we were called from.
+[ -z "$lib" ] || lib=$(cd "$(dirname "$lib")" && pwd)/$(basename "$lib")
+mkdir -p "$out" && out=$(cd "$out" && pwd)
+cd "$ROOT"
 
 if [ -z "$lib" ]; then
   if [ -n "$target" ]; then
@@ -45,26 +49,6 @@ if [ -z "$lib" ]; then
 fi
 [ -f "$lib" ] || { echo "build-wheel: $lib does not exist" >&2; exit 1; }
 
-case $lib in
-  *.so) ext=so ;;
-  *.dylib) ext=dylib ;;
-  *.dll) ext=dll ;;
-  *) echo "build-wheel: $lib is not a .so, .dylib or .dll" >&2; exit 1 ;;
-esac
-
-version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
-stage=$(mktemp -d)
-trap 'rm -rf "$stage"' EXIT
-cp -R python/. "$stage/"
-rm -rf "$stage/build" "$stage"/*.egg-info "$stage"/litestream_vfs/litestream-vfs.*
-cp "$lib" "$stage/litestream_vfs/litestream-vfs.$ext"
-echo "$version" > "$stage/VERSION"
-
-args=(wheel --no-deps --wheel-dir "$stage/wheel")
-[ "${NO_BUILD_ISOLATION:-0}" = 1 ] && args+=(--no-build-isolation)
-LITESTREAM_VFS_PLAT_NAME=$plat "$PYTHON" -m pip "${args[@]}" "$stage" >&2
-built=("$stage"/wheel/litestream_vfs_rs-"$version"-py3-none-*.whl)
-if [ ${#built[@]} != 1 ] || [ ! -f "${built[0]}" ]; then echo "build-wheel: pip built no wheel" >&2; exit 1; fi
-mkdir -p "$out"
-mv -f "${built[0]}" "$out/"
-echo "$out/$(basename "${built[0]}")"
+plat_args=()
+[ -z "$plat" ] || plat_args=(--plat-name "$plat")
+exec "$PYTHON" scripts/make_wheel.py --lib "$lib" --out "$out" ${plat_args[@]+"${plat_args[@]}"}

@@ -16,7 +16,7 @@ unpacks by name:
 
 `litestream.*` loads with the entry point sqlite3_litestream_init, which the
 library exports beside sqlite3_litestreamvfs_init. The wheel comes from
-scripts/build-wheel.sh with the platform tag of the target. Prints the paths
+scripts/make_wheel.py with the platform tag of the target. Prints the paths
 it wrote, one a line.
 """
 
@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import os
-import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_wheel import build_wheel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +46,13 @@ TARGETS = {
     "x86_64-pc-windows-gnu": ("windows", "amd64", "dll", "win_amd64"),
     "aarch64-pc-windows-msvc": ("windows", "arm64", "dll", "win_arm64"),
 }
+
+
+def glibc_needed(lib: Path) -> tuple[int, int]:
+    """The newest GLIBC_x.y symbol version the library references (the
+    version names sit in its dynamic string table)."""
+    found = [(int(a), int(b)) for a, b in re.findall(rb"GLIBC_(\d+)\.(\d+)", lib.read_bytes())]
+    return max(found, default=(2, 0))
 
 
 def archive(lib: Path, version: str, system: str, arch: str, suffix: str, out: Path) -> Path:
@@ -70,19 +80,23 @@ def main() -> int:
     parser.add_argument("--lib", required=True, type=Path)
     parser.add_argument("--version", required=True, help="without the leading v")
     parser.add_argument("--out", type=Path, default=ROOT / "dist")
+    parser.add_argument("--plat-name", help="override the wheel platform tag of the target")
     parser.add_argument("--no-wheel", action="store_true")
     args = parser.parse_args()
     system, arch, suffix, plat = TARGETS[args.target]
     if not args.lib.name.endswith("." + suffix):
         parser.error(f"{args.lib} is not a .{suffix}, as {args.target} builds")
+    if system == "linux" and not args.no_wheel and not args.plat_name and glibc_needed(args.lib) > (2, 17):
+        major, minor = glibc_needed(args.lib)
+        parser.error(f"{args.lib} needs glibc {major}.{minor}, too new for {plat}: build it with "
+                     f"`cargo zigbuild --release --lib --target {args.target}.2.17` (pip install cargo-zigbuild "
+                     f"ziglang), or pass --plat-name manylinux_{major}_{minor}_{plat.split('_', 3)[3]}")
+    plat = args.plat_name or plat
     args.out.mkdir(parents=True, exist_ok=True)
     print(archive(args.lib, args.version.lstrip("v"), system, arch, suffix, args.out))
     if not args.no_wheel:
-        env = {**os.environ, "PYTHON": os.environ.get("PYTHON", sys.executable)}
-        proc = subprocess.run(["bash", str(ROOT / "scripts" / "build-wheel.sh"), "--lib", str(args.lib),
-                               "--plat-name", plat, "--out", str(args.out)],
-                              env=env, stdout=subprocess.PIPE, text=True, check=True)
-        print(proc.stdout.strip().splitlines()[-1])
+        isolation = os.environ.get("NO_BUILD_ISOLATION", "0") != "1"
+        print(build_wheel(args.lib.resolve(), args.out.resolve(), plat, isolation))
     return 0
 
 

