@@ -61,5 +61,10 @@ for t in "${targets[@]}"; do
   for sym in sqlite3_litestreamvfs_init sqlite3_litestream_init sqlite3_extension_init; do
     if grep -qw "$sym" <<<"$syms"; then echo "  exports $sym"; else echo "cross-check: $lib does not export $sym" >&2; fail=1; fi
   done
+  if [[ $t == *linux* ]]; then
+    extra=$(aarch64-linux-gnu-nm -D --defined-only "$lib" | awk '{print $NF}' \
+      | grep -vxE 'sqlite3_(litestreamvfs|litestream|extension)_init' || true)
+    if [ -n "$extra" ]; then echo "cross-check: $lib exports more than the entry points: $extra" >&2; fail=1; fi
+  fi
 done
 exit $fail
