@@ -7,6 +7,7 @@ stdout: the official extension logs to stdout.
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from django.core.management.base import BaseCommand
@@ -53,8 +54,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("out")
+        parser.add_argument("--follow", metavar="N", type=int,
+                            help="after the report, poll replica_a through the ORM until it holds N products "
+                                 "(the test writes to its primary meanwhile); writes OUT.follow.json")
 
-    def handle(self, *args, out, **options):
+    def handle(self, *args, out, follow=None, **options):
         report = {}
         report["default_before"] = outcome(lambda: write_default("before"))
         report["replica_a"] = outcome(lambda: products("replica_a"))
@@ -72,3 +76,19 @@ class Command(BaseCommand):
         )
         report["replica_a_after_write"] = outcome(lambda: Product.objects.using("replica_a").count())
         Path(out).write_text(json.dumps(report, indent=2))
+        if follow is not None:
+            Path(out).with_suffix(".follow.json").write_text(json.dumps(self.follow("replica_a", follow)))
+
+    def follow(self, alias, want, timeout=60.0):
+        """The same connection, one query per transaction, until the new rows show."""
+        start = time.monotonic()
+        seen = []
+        while time.monotonic() - start < timeout:
+            count = Product.objects.using(alias).count()
+            if not seen or seen[-1] != count:
+                seen.append(count)
+            if count >= want:
+                break
+            time.sleep(0.1)
+        return {"counts": seen, "seconds": round(time.monotonic() - start, 2),
+                "names": [p.name for p in Product.objects.using(alias).order_by("id")]}
