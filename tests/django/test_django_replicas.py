@@ -120,7 +120,7 @@ dbs:
             lsvfs.wait_replica_matches(url_b, digest_b, name="wait-b.db").close()
         except TimeoutError as e:
             raise AssertionError(f"{e}\nlitestream log:\n{ls.output()}") from e
-        yield {"work": work, "url_a": url_a, "url_b": url_b, "env": vfs_env, "litestream": ls}
+        yield {"work": work, "url_a": url_a, "url_b": url_b, "env": vfs_env}
 
 
 def project_env(replicas, extension: str | None, name: str, startup_env: dict | None = None) -> dict:
