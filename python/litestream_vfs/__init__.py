@@ -34,7 +34,7 @@ without --enable-loadable-sqlite-extensions ({python}). Any of these works:
   - use a Python whose sqlite3 can load extensions: Debian's and Ubuntu's \
 /usr/bin/python3 (python3 -m venv .venv), Homebrew's python, conda's python;
   - rebuild this Python with extension loading, e.g. with pyenv: \
-PYTHON_CONFIGURE_OPTS="--enable-loadable-sqlite-extensions" pyenv install --force VERSION;
+PYTHON_CONFIGURE_OPTS="--enable-loadable-sqlite-extensions" pyenv install --force {version};
   - use apsw (pip install apsw), which bundles its own SQLite:
         import apsw, litestream_vfs
         conn = apsw.Connection(":memory:")
@@ -70,7 +70,7 @@ def load(conn) -> None:
     path = loadable_path()
     if not hasattr(conn, "enable_load_extension"):
         raise ExtensionLoadingUnavailable(
-            _NO_EXTENSIONS_HELP.format(python=sys.executable)
+            _NO_EXTENSIONS_HELP.format(python=sys.executable, version="%d.%d.%d" % sys.version_info[:3])
         )
     conn.enable_load_extension(True)
     try:
