@@ -10,8 +10,10 @@
 //! dropping it would wait for threads that do not exist there.
 
 use std::future::Future;
+#[cfg(unix)]
+use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwapOption;
 
@@ -27,6 +29,7 @@ const WORKER_THREADS: usize = 2;
 
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
 static CURRENT: ArcSwapOption<Process> = ArcSwapOption::const_empty();
+#[cfg(unix)]
 static ATFORK: Once = Once::new();
 
 /// Process-wide state of one fork epoch.
@@ -57,6 +60,7 @@ impl Process {
     }
 }
 
+#[cfg(unix)]
 extern "C" fn after_fork_in_child() {
     FORK_EPOCH.fetch_add(1, Ordering::SeqCst);
 }
@@ -69,6 +73,8 @@ pub fn fork_epoch() -> u64 {
 /// The state of this process (of this fork epoch). Lock-free, so that a
 /// child never waits for a lock that a vanished parent thread held.
 pub fn process() -> Arc<Process> {
+    // No fork() on Windows, so nothing to register there.
+    #[cfg(unix)]
     ATFORK.call_once(|| {
         // SAFETY: the child handler only touches an atomic, which is
         // async-signal-safe as the child side of pthread_atfork requires.

@@ -7,7 +7,6 @@
 use std::fs::File;
 use std::io::ErrorKind;
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{StorageError, StorageErrorKind};
@@ -82,7 +81,7 @@ impl FileStorage {
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| StorageError::new(BACKEND, StorageErrorKind::Other, "range too large"))?;
         let mut buf = vec![0u8; len];
-        f.read_exact_at(&mut buf, range.start).map_err(|e| {
+        read_exact_at(&f, &mut buf, range.start).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
                 StorageError::new(
                     BACKEND,
@@ -134,4 +133,29 @@ fn io_error(path: &Path, e: &std::io::Error) -> StorageError {
         _ => StorageErrorKind::Other,
     };
     StorageError::new(BACKEND, kind, format!("{}: {e}", path.display()))
+}
+
+/// Fills `buf` from `offset` without a shared cursor.
+#[cfg(unix)]
+fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
+}
+
+/// Fills `buf` from `offset`. `seek_read` moves the file's cursor, which is
+/// harmless here: every read opens its own `File`.
+#[cfg(windows)]
+fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !buf.is_empty() {
+        match f.seek_read(buf, offset) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

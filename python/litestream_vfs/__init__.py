@@ -1,0 +1,137 @@
+"""The litestream-vfs SQLite extension (Rust build), packaged for Python.
+
+Same module API as the official ``litestream-vfs`` wheel:
+
+* ``loadable_path()`` -- the path of the bundled shared library, for any host
+  that loads SQLite extensions (``sqlite3`` shell, apsw, Django, ...);
+* ``load(conn)`` -- load it into a ``sqlite3`` connection; the ``litestream``
+  VFS then stays registered for the whole process.
+
+And one helper of our own:
+
+* ``connect(replica_url, **options)`` -- open a replica read-only and return
+  a ``sqlite3.Connection``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import urllib.parse
+
+__all__ = ["loadable_path", "load", "connect", "replica_uri", "ExtensionLoadingUnavailable"]
+
+_EXT_MAP = {
+    "linux": "litestream-vfs.so",
+    "darwin": "litestream-vfs.dylib",
+    "win32": "litestream-vfs.dll",
+}
+
+_NO_EXTENSIONS_HELP = """\
+this Python's sqlite3 module cannot load SQLite extensions: it was built \
+without --enable-loadable-sqlite-extensions ({python}). Any of these works:
+  - use a Python whose sqlite3 can load extensions: Debian's and Ubuntu's \
+/usr/bin/python3 (python3 -m venv .venv), Homebrew's python, conda's python;
+  - rebuild this Python with extension loading, e.g. with pyenv: \
+PYTHON_CONFIGURE_OPTS="--enable-loadable-sqlite-extensions" pyenv install --force {version};
+  - use apsw (pip install apsw), which bundles its own SQLite:
+        import apsw, litestream_vfs
+        conn = apsw.Connection(":memory:")
+        litestream_vfs.load(conn)
+        db = apsw.Connection("file:replica.db?vfs=litestream&replica_url=...",
+                             flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)"""
+
+
+class ExtensionLoadingUnavailable(RuntimeError):
+    """The ``sqlite3`` module of this Python cannot load extensions."""
+
+
+def loadable_path() -> str:
+    """Return the filesystem path to the loadable VFS extension."""
+    platform = sys.platform
+    if platform.startswith("linux"):
+        platform = "linux"
+    filename = _EXT_MAP.get(platform)
+    if filename is None:
+        raise OSError(f"Unsupported platform: {sys.platform}")
+    path = os.path.join(os.path.dirname(__file__), filename)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"VFS extension not found at {path}")
+    return path
+
+
+def load(conn) -> None:
+    """Load the Litestream VFS extension into a sqlite3 (or apsw) connection.
+
+    Loading once per process is enough: the ``litestream`` VFS outlives the
+    connection that loaded it.
+    """
+    path = loadable_path()
+    if not hasattr(conn, "enable_load_extension"):
+        raise ExtensionLoadingUnavailable(
+            _NO_EXTENSIONS_HELP.format(python=sys.executable, version="%d.%d.%d" % sys.version_info[:3])
+        )
+    conn.enable_load_extension(True)
+    try:
+        conn.load_extension(os.path.splitext(path)[0])
+    finally:
+        conn.enable_load_extension(False)
+
+
+_loaded = False
+
+
+def _ensure_loaded() -> None:
+    global _loaded
+    if _loaded:
+        return
+    loader = sqlite3.connect(":memory:")
+    try:
+        load(loader)
+    finally:
+        loader.close()
+    _loaded = True
+
+
+def _option_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if hasattr(value, "total_seconds"):  # datetime.timedelta
+        return f"{value.total_seconds()}s"
+    return str(value)
+
+
+def replica_uri(replica_url: str | None = None, name: str = "replica.db", **options) -> str:
+    """The SQLite URI that opens ``replica_url`` through the VFS, read-only.
+
+    ``options`` are the extension's URI parameters (``poll_interval="500ms"``,
+    ``cache_size="64MB"``, ...); ``None`` values are left out. Without
+    ``replica_url`` the extension reads ``LITESTREAM_REPLICA_URL`` when the
+    database is opened.
+    """
+    query = {"vfs": "litestream", "mode": "ro"}
+    if replica_url is not None:
+        query["replica_url"] = replica_url
+    for key, value in options.items():
+        if value is not None:
+            query[key] = _option_value(value)
+    quoted = urllib.parse.quote(name, safe="/")
+    return f"file:{quoted}?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
+
+
+def connect(replica_url: str | None = None, *, name: str = "replica.db", timeout: float = 5.0,
+            check_same_thread: bool = True, **options) -> sqlite3.Connection:
+    """Open a Litestream replica read-only and return a ``sqlite3.Connection``.
+
+    >>> conn = litestream_vfs.connect("file:///var/lib/replica", poll_interval="500ms")
+    >>> conn.execute("SELECT count(*) FROM t").fetchone()
+
+    ``replica_url``: ``file://``, ``s3://``, ``gs://``, ``abs://`` or
+    ``sftp://`` URL; ``None`` reads ``LITESTREAM_REPLICA_URL`` at open time.
+    ``name`` only names the connection (no local file is created).
+    Other keyword arguments are the extension's URI parameters.
+    """
+    _ensure_loaded()
+    uri = replica_uri(replica_url, name=name, **options)
+    return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=check_same_thread)
