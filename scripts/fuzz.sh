@@ -26,7 +26,7 @@ if ! cargo "+$toolchain" --version >/dev/null 2>&1; then
     exit 2
 fi
 
-targets="${FUZZ_TARGETS:-$(cargo "+$toolchain" fuzz list)}"
+targets="$(echo ${FUZZ_TARGETS:-$(cargo "+$toolchain" fuzz list)})"
 cargo "+$toolchain" fuzz build || exit 2
 
 failed=()
