@@ -46,6 +46,30 @@ pub struct Config {
     pub cache_size: u64,
     pub open_timeout: Duration,
     pub idle_timeout: Duration,
+    pub verify: Verify,
+}
+
+/// Which LTX files have their file checksum verified.
+///
+/// Files up to 1 MiB are always fetched whole, so always verified. A larger
+/// file (a snapshot) is read frame by frame, and a single frame carries no
+/// checksum: verifying it means streaming the whole file once in the
+/// background. That is cheap on a local disk and costs a full download on
+/// object storage, hence the per-backend default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verify {
+    /// Only files fetched whole (the default for remote storage).
+    Fetched,
+    /// Every file, large ones in the background (the default for `file://`).
+    Full,
+}
+
+fn parse_verify(s: &str) -> Option<Verify> {
+    match s.to_ascii_lowercase().as_str() {
+        "full" | "all" => Some(Verify::Full),
+        "fetched" | "light" => Some(Verify::Fetched),
+        _ => None,
+    }
 }
 
 /// One parameter we know: its URI name, its environment variable.
@@ -74,6 +98,10 @@ const IDLE_TIMEOUT: Param = Param {
     uri: "idle_timeout",
     env: "LITESTREAM_IDLE_TIMEOUT",
 };
+const VERIFY: Param = Param {
+    uri: "verify",
+    env: "LITESTREAM_VERIFY",
+};
 const HYDRATION_ENABLED: Param = Param {
     uri: "hydration_enabled",
     env: "LITESTREAM_HYDRATION_ENABLED",
@@ -101,6 +129,7 @@ const ALL: &[&Param] = &[
     &CACHE_SIZE,
     &OPEN_TIMEOUT,
     &IDLE_TIMEOUT,
+    &VERIFY,
     &HYDRATION_ENABLED,
     &HYDRATION_PATH,
     &WRITE_ENABLED,
@@ -176,12 +205,19 @@ impl Config {
             parse_with(src, &OPEN_TIMEOUT, parse_duration)?.unwrap_or(DEFAULT_OPEN_TIMEOUT);
         let idle_timeout =
             parse_with(src, &IDLE_TIMEOUT, parse_duration)?.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        let local = replica_url.scheme() == crate::storage::Scheme::File;
+        let verify = parse_with(src, &VERIFY, parse_verify)?.unwrap_or(if local {
+            Verify::Full
+        } else {
+            Verify::Fetched
+        });
         Ok(Config {
             replica_url,
             poll_interval,
             cache_size,
             open_timeout,
             idle_timeout,
+            verify,
         })
     }
 }
@@ -335,7 +371,19 @@ mod tests {
     }
 
     #[test]
+    fn verification_defaults_by_backend() {
+        let local = parse(&[("replica_url", "file:///a")], &[]).unwrap();
+        assert_eq!(local.verify, Verify::Full);
+        let remote = parse(&[("replica_url", "s3://b/p")], &[]).unwrap();
+        assert_eq!(remote.verify, Verify::Fetched);
+        let asked = parse(&[("replica_url", "s3://b/p"), ("verify", "full")], &[]).unwrap();
+        assert_eq!(asked.verify, Verify::Full);
+        assert!(parse(&[("replica_url", "file:///a"), ("verify", "maybe")], &[]).is_err());
+    }
+
+    #[test]
     fn parses_durations_and_sizes() {
+
         assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));

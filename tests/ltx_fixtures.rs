@@ -14,9 +14,8 @@ use ltx_common::fixtures;
 #[test]
 fn every_fixture_file_is_listed_and_decodes() {
     let all = fixtures();
-    assert_eq!(
-        all.len(),
-        4,
+    assert!(
+        all.len() >= 4,
         "fixtures: {:?}",
         all.iter().map(|f| &f.name).collect::<Vec<_>>()
     );

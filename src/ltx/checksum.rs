@@ -1,14 +1,19 @@
 //! CRC-64 as Go's `crc64.MakeTable(crc64.ISO)` computes it.
 
-use crc::{CRC_64_GO_ISO, Crc, Digest};
+use crc::{CRC_64_GO_ISO, Crc, Digest, Table};
 
-static ISO: Crc<u64> = Crc::<u64>::new(&CRC_64_GO_ISO);
+/// Slice-by-16 tables (32 KiB, built at compile time): several times faster
+/// than the default byte-at-a-time table, and whole-file verification is
+/// bound by this checksum, not by LZ4.
+type Impl = Table<16>;
+
+static ISO: Crc<u64, Impl> = Crc::<u64, Impl>::new(&CRC_64_GO_ISO);
 
 /// The top bit Litestream sets on every stored checksum.
 const CHECKSUM_FLAG: u64 = 1 << 63;
 
 /// An incremental file checksum.
-pub struct Crc64(Digest<'static, u64>);
+pub struct Crc64(Digest<'static, u64, Impl>);
 
 impl Crc64 {
     pub fn new() -> Crc64 {

@@ -26,8 +26,9 @@ impl Verifier {
         Ok(Verifier { crc, page_size })
     }
 
-    /// Adds the next frame (exactly the bytes the page index names).
-    pub fn frame(&mut self, frame: &[u8]) -> Result<(), LtxError> {
+    /// Adds the next frame (exactly the bytes the page index names) and
+    /// returns its decompressed page, not yet verified.
+    pub fn frame(&mut self, frame: &[u8]) -> Result<Vec<u8>, LtxError> {
         let decoded = decode_frame(frame, self.page_size)?;
         self.crc
             .update(frame.get(..FRAME_HEADER_SIZE).unwrap_or_default());
@@ -35,7 +36,7 @@ impl Verifier {
             self.crc.update(&size);
         }
         self.crc.update(&decoded.page);
-        Ok(())
+        Ok(decoded.page)
     }
 
     /// Ends with every byte from the end marker to the end of the file.

@@ -22,6 +22,11 @@ const TAIL_SHARE: u64 = 128;
 const TAIL_MIN: u64 = 64 * 1024;
 const TAIL_MAX: u64 = 8 * 1024 * 1024;
 
+/// Bytes of a large file's head fetched with its header: the first frames
+/// of a snapshot (page 1, the schema) for the first query, at no extra
+/// round trip.
+const HEAD_PREFETCH: u64 = 64 * 1024;
+
 /// A file's header and index, and its pages when it was read whole.
 pub struct Loaded {
     pub file: Arc<FileRef>,
@@ -56,10 +61,12 @@ pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
         .clamp(TAIL_MIN, TAIL_MAX)
         .min(info.size);
     let tail_start = info.size - tail_len;
+    let head_len = HEAD_PREFETCH.min(tail_start).max(HEADER_SIZE as u64);
     let (head, mut tail) = tokio::try_join!(
-        storage.read(info.id, 0..HEADER_SIZE as u64),
+        storage.read(info.id, 0..head_len),
         storage.read(info.id, tail_start..info.size)
     )?;
+
     let header = Header::decode(&head).map_err(|e| Error::corrupt(describe(), e))?;
     check_name(&header, &info, &describe)?;
     let region = ltx::index_region(info.size, &tail).map_err(|e| Error::corrupt(describe(), e))?;
@@ -76,13 +83,40 @@ pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
         .ok_or_else(|| Error::Missing(format!("{}: short read of the page index", describe())))?;
     let index =
         PageIndex::decode(bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
+    let pages = leading_pages(&head, &index, header.page_size);
     let file = Arc::new(FileRef::new(info.id, info.size, header));
     Ok(Loaded {
         file,
         index,
-        pages: Vec::new(),
+        pages,
         verified: false,
     })
+}
+
+/// The pages whose frames lie wholly inside the prefetched head of a file,
+/// in index order. A snapshot begins with page 1 and the schema, which the
+/// first query needs: they arrive with the open instead of a round trip
+/// later. A frame that does not decode is left for the normal read path to
+/// report.
+fn leading_pages(
+    head: &[u8],
+    index: &PageIndex,
+    page_size: ltx::PageSize,
+) -> Vec<(PageNo, Vec<u8>)> {
+    let mut pages = Vec::new();
+    for e in &index.entries {
+        let (Ok(from), Ok(len)) = (usize::try_from(e.offset), usize::try_from(e.size)) else {
+            break;
+        };
+        let Some(raw) = head.get(from..from.saturating_add(len)) else {
+            break;
+        };
+        match ltx::decode_frame(raw, page_size) {
+            Ok(frame) if frame.header.pgno == e.pgno => pages.push((e.pgno, frame.page)),
+            _ => break,
+        }
+    }
+    pages
 }
 
 /// A whole file whose structure decodes but whose checksum does not match:

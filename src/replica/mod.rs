@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::cache::{FrameKey, Page, PageCache};
-use crate::config::Config;
+use crate::config::{Config, Verify};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{self, Txid};
@@ -50,8 +50,10 @@ enum Verdict {
 /// Storage, cache and counters: what every read and poll goes through.
 pub struct Io {
     pub storage: Arc<dyn Storage>,
-    pub cache: PageCache,
+    pub cache: Arc<PageCache>,
     pub stats: Arc<Stats>,
+    /// Which files get their checksum verified.
+    verify: Verify,
     /// Outcome of the background verification of large files.
     verdicts: Arc<std::sync::Mutex<std::collections::HashMap<storage::FileId, Verdict>>>,
     /// Headers of listed files, for time travel.
@@ -73,7 +75,7 @@ impl Io {
         let loaded = load::load_all(self.storage.as_ref(), files).await?;
         for l in &loaded {
             self.cache_pages(l);
-            if !l.verified {
+            if !l.verified && self.verify == Verify::Full {
                 self.verify_in_background(l);
             }
         }
@@ -100,8 +102,9 @@ impl Io {
             Arc::new(l.index.clone()),
         );
         let (stats, verdicts) = (Arc::clone(&self.stats), Arc::clone(&self.verdicts));
+        let cache = Arc::clone(&self.cache);
         tokio::spawn(async move {
-            let verdict = match verify::verify(storage, Arc::clone(&file), index).await {
+            let verdict = match verify::verify(storage, cache, Arc::clone(&file), index).await {
                 Ok(()) => {
                     Stats::add(&stats.verified, 1);
                     log::debug!("verified {}", file.id);
@@ -170,9 +173,11 @@ impl Replica {
             storage::open(&config.replica_url).map_err(|e| Error::Config(e.to_string()))?;
         let io = Io {
             storage,
-            cache: PageCache::new(config.cache_size),
+            cache: Arc::new(PageCache::new(config.cache_size)),
             stats: Arc::new(Stats::default()),
+            verify: config.verify,
             verdicts: Default::default(),
+
             headers: Default::default(),
         };
 

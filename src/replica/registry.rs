@@ -59,10 +59,11 @@ fn release(slot: &Slot) {
 /// change how it is read.
 fn key(config: &Config) -> String {
     format!(
-        "{}\u{0}{:?}\u{0}{}",
+        "{}\u{0}{:?}\u{0}{}\u{0}{:?}",
         config.replica_url.url().as_str(),
         config.poll_interval,
-        config.cache_size
+        config.cache_size,
+        config.verify
     )
 }
 

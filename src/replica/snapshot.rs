@@ -139,6 +139,25 @@ impl Snapshot {
             .as_ref()
     }
 
+    /// Pages per chunk of the copy-on-write page index.
+    pub const PAGES_PER_CHUNK: usize = CHUNK;
+
+    /// Chunks in the page index.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// How many chunks of the page index this snapshot shares with `other`
+    /// (same position, same allocation) instead of holding its own copy.
+    /// What makes a new snapshot cost O(pages changed); tests check it.
+    pub fn shared_chunks_with(&self, other: &Snapshot) -> usize {
+        self.chunks
+            .iter()
+            .zip(&other.chunks)
+            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .count()
+    }
+
     /// Database size in bytes.
     pub fn size_bytes(&self) -> u64 {
         u64::from(self.page_count) * u64::from(self.page_size.get())

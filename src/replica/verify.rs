@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::{FrameKey, Page, PageCache};
 use crate::error::{Error, Result};
 use crate::ltx::{FRAME_HEADER_SIZE, HEADER_SIZE, PageIndex, Verifier};
 use crate::storage::Storage;
@@ -23,6 +24,7 @@ const CHUNK: u64 = 8 * 1024 * 1024;
 /// Streams `file` and checks its checksum.
 pub async fn verify(
     storage: Arc<dyn Storage>,
+    cache: Arc<PageCache>,
     file: Arc<FileRef>,
     index: Arc<PageIndex>,
 ) -> Result<()> {
@@ -59,7 +61,21 @@ pub async fn verify(
                 .ok_or_else(|| {
                     Error::Missing(format!("{}: short read while verifying", describe()))
                 })?;
-            v.frame(frame).map_err(corrupt)?;
+            let page = v.frame(frame).map_err(corrupt)?;
+            // The file is streamed anyway: keep its pages while the cache has
+            // room to spare, so a scan that follows does not fetch them
+            // again. Never at the expense of what the cache already holds.
+            // (Should the checksum fail, the file is marked corrupt and
+            // these pages are refused before the cache is consulted.)
+            if cache.weight() + page.len() as u64 <= cache.budget() / 4 * 3 {
+                let key = FrameKey {
+                    file: file.id,
+                    offset: e.offset,
+                };
+                if cache.get(&key).is_none() {
+                    cache.insert(key, Page::from(page));
+                }
+            }
         }
         next = end;
         i = j;

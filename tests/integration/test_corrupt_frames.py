@@ -84,3 +84,17 @@ def test_undamaged_copy_reads_exactly(tmp_path, big_replica):
 
     lsvfs.wait_for(lambda: "verified=1" in conn.execute("PRAGMA litestream_stats").fetchone()[0], 30,
                    what="background verification")
+
+
+def test_verify_fetched_skips_the_background_download(tmp_path, big_replica):
+    """verify=fetched (the default on object storage) checks only files read
+    whole: a large file is not streamed a second time."""
+    replica = tmp_path / "replica"
+    shutil.copytree(big_replica[0], replica)
+    conn = lsvfs.connect(lsvfs.file_url(replica), name="fetched.db", verify="fetched")
+    assert lsvfs.digest(conn) == big_replica[1]
+    import time
+
+    time.sleep(1)
+    stats = conn.execute("PRAGMA litestream_stats").fetchone()[0]
+    assert "verified=0" in stats and "corrupt=0" in stats
