@@ -78,6 +78,7 @@ def diff(a, b):
 def step(name, fn):
     """Runs fn() with counters around it; fn returns extra fields (dict) or None."""
     before = counters()
+    w0 = time.time()
     t0 = time.perf_counter()
     err = None
     extra = None
@@ -87,7 +88,7 @@ def step(name, fn):
         err = f"{type(e).__name__}: {e}"
     dt = time.perf_counter() - t0
     after = counters()
-    rec = {"s": dt, **diff(before, after)}
+    rec = {"s": dt, "wall": [w0, time.time()], **diff(before, after)}
     if extra:
         rec.update(extra)
     if err:

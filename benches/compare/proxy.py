@@ -25,6 +25,7 @@ import json
 import os
 import signal
 import sys
+import time
 import urllib.parse
 
 LOOPBACK = "127.0.0.1"
@@ -100,6 +101,8 @@ class Relay:
         self.c.connections += 1
         conn = self.c.connections
         loop = asyncio.get_running_loop()
+        if self.log:
+            self.log.write(f"{time.time():.4f} conn={conn} CONNECT - range=-\n")
         queue: asyncio.Queue = asyncio.Queue()
         uwriter = None
         try:
@@ -140,7 +143,7 @@ class Relay:
                 self.c.kinds[kind] += 1
                 if self.log:
                     rng = headers.get(b"range", b"-").decode("latin-1")
-                    self.log.write(f"{loop.time():.4f} conn={conn} {kind} {target.decode('latin-1')} range={rng}\n")
+                    self.log.write(f"{time.time():.4f} conn={conn} {kind} {target.decode('latin-1')} range={rng}\n")
                 self.c.bytes_up += len(data)
                 queue.put_nowait((loop.time() + self.rtt, data))
             queue.put_nowait((0, None))
@@ -199,5 +202,6 @@ if __name__ == "__main__":
     ap.add_argument("--rtt-ms", type=float, default=20.0)
     ap.add_argument("--connect-rtts", type=float, default=1.0)
     ap.add_argument("--ready-file")
-    ap.add_argument("--log", help="append one line per request: time, connection, kind, target, Range")
+    ap.add_argument("--log", help="append one line per request (and per new connection, kind CONNECT): "
+                                  "wall time, connection, kind, target, Range")
     asyncio.run(main(ap.parse_args()))
