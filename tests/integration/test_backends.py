@@ -1,0 +1,348 @@
+"""Replicas on S3 (s3s-fs), GCS (fake-gcs-server), Azure Blob (Azurite) and
+SFTP (OpenSSH), written by the real `litestream replicate` and read through
+the extension. The servers come from tests/harness/servers.sh: started here
+if they are not running (and stopped again at the end), never skipped."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import lsvfs
+import servers as srv
+
+BACKENDS = srv.BACKENDS
+
+
+@pytest.fixture(scope="session")
+def servers():
+    os.environ.pop("AWS_CA_BUNDLE", None)  # litestream 0.5.17 refuses to start with it set
+    s, started = srv.start()
+    yield s
+    if started:
+        srv.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def fill(conn, rows: int, start: int = 0) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, body TEXT, blob BLOB)")
+    conn.execute("BEGIN")
+    for i in range(start, start + rows):
+        conn.execute("INSERT INTO t (id, body, blob) VALUES (?, ?, randomblob(300))", (i, f"row {i} " * 20))
+    conn.execute("COMMIT")
+
+
+def config_for(db: Path, replica_yaml: str) -> str:
+    return f"""levels:
+  - interval: 2s
+snapshot:
+  interval: 1h
+dbs:
+  - path: {db}
+    monitor-interval: 100ms
+    replica:
+      sync-interval: 200ms
+{replica_yaml}"""
+
+
+# ---------------------------------------------------------------------------- real litestream
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_litestream_replica_reads_like_the_primary(servers, backend, tmp_path):
+    path = unique(f"live-{backend}")
+    db = tmp_path / "primary.db"
+    primary = lsvfs.primary(db)
+    fill(primary, 200)
+    cfg = config_for(db, servers.litestream_replica(backend, path))
+    with lsvfs.Litestream(cfg, tmp_path, env=servers.litestream_env(backend)) as ls, \
+            lsvfs.env(**servers.reader_env(backend)):
+        url = servers.url(backend, path)
+        try:
+            conn = lsvfs.wait_replica_matches(url, lsvfs.digest(primary), timeout=60)
+            # It follows: new writes show up in a later transaction.
+            fill(primary, 150, start=1000)
+            lsvfs.wait_for(lambda: lsvfs.digest(conn) == lsvfs.digest(primary), 60,
+                           what=f"{backend} replica to follow the primary")
+            assert conn.execute("PRAGMA quick_check").fetchone() == ("ok",)
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (350,)
+        except Exception:
+            print(ls.output()[-3000:], file=sys.stderr)
+            raise
+
+
+def test_same_bytes_read_identically_everywhere(servers, tmp_path):
+    db = tmp_path / "primary.db"
+    local = tmp_path / "replica"
+    primary = lsvfs.primary(db)
+    fill(primary, 300)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
+        conn = lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    want = (lsvfs.digest(conn), conn.execute("SELECT litestream_txid()").fetchone())
+    path = unique("same")
+    for backend in BACKENDS:
+        assert servers.upload_tree(backend, local, path) > 0
+        with lsvfs.env(**servers.reader_env(backend)):
+            c = lsvfs.connect(servers.url(backend, path))
+            got = (lsvfs.digest(c), c.execute("SELECT litestream_txid()").fetchone())
+            c.close()
+        assert got == want, backend
+
+
+def test_sftp_password_and_pinned_host_key(servers, tmp_path):
+    path = unique("pw")
+    local = tmp_path / "replica"
+    db = tmp_path / "primary.db"
+    primary = lsvfs.primary(db)
+    fill(primary, 50)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
+        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    servers.upload_tree("sftp", local, path)
+    e = servers.env
+    import urllib.parse
+    q = urllib.parse.urlencode({"host-key": e["LSVFS_SFTP_HOST_KEY"]})
+    url = (f"sftp://{e['LSVFS_SFTP_USER']}:{e['LSVFS_SFTP_PASSWORD']}@{e['LSVFS_SFTP_HOST']}:"
+           f"{e['LSVFS_SFTP_PORT']}/{path}?{q}")
+    c = lsvfs.connect(url)
+    assert lsvfs.digest(c) == lsvfs.digest(primary)
+    # the explicit opt-out also reads
+    c2 = lsvfs.connect(url.split("?")[0] + "?skip-host-key-check=true", name="other.db")
+    assert lsvfs.digest(c2) == lsvfs.digest(primary)
+
+
+# ---------------------------------------------------------------------------- failures
+PROBE = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[1])
+    import lsvfs
+    t0 = time.monotonic()
+    try:
+        c = lsvfs.connect(sys.argv[2], open_timeout="2s")
+        c.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        print("OPENED")
+    except Exception as e:
+        print("ERROR:", type(e).__name__, e)
+    print("ELAPSED", round(time.monotonic() - t0, 1))
+""")
+
+
+def probe(url: str, env: dict[str, str], timeout: float = 90) -> tuple[str, float]:
+    """Opens `url` in a fresh process with DEBUG logging; returns everything
+    it printed (stdout and stderr) and the seconds it took."""
+    full = {**os.environ, **env, "LITESTREAM_LOG_LEVEL": "DEBUG"}
+    t0 = time.monotonic()
+    r = subprocess.run([srv.debian_python(), "-c", PROBE, str(Path(lsvfs.__file__).parent), url],
+                       capture_output=True, text=True, timeout=timeout, env=full)
+    return r.stdout + r.stderr, time.monotonic() - t0
+
+
+def assert_refused(out: str, *needles: str, secrets: tuple[str, ...] = ()) -> None:
+    assert "ERROR:" in out and "OPENED" not in out, out
+    for n in needles:
+        assert n.lower() in out.lower(), f"{n!r} not in: {out}"
+    for s in secrets:
+        assert s not in out, f"secret leaked: {out}"
+
+
+def test_s3_wrong_credentials(servers):
+    secret = "wrong-Secret-" + uuid.uuid4().hex
+    env = {**servers.reader_env("s3"), "AWS_SECRET_ACCESS_KEY": secret}
+    out, _ = probe(servers.url("s3", unique("creds")), env)
+    assert_refused(out, "s3 storage", "credentials", secrets=(secret,))
+
+
+def test_s3_litestream_credentials_take_precedence(servers):
+    secret = "wrong-Secret-" + uuid.uuid4().hex
+    env = {**servers.reader_env("s3"), "LITESTREAM_ACCESS_KEY_ID": "nobody",
+           "LITESTREAM_SECRET_ACCESS_KEY": secret}
+    out, _ = probe(servers.url("s3", unique("creds")), env)
+    assert_refused(out, "s3 storage", "credentials", secrets=(secret,))
+
+
+def test_s3_credentials_from_profile_file(servers, tmp_path):
+    creds = tmp_path / "credentials"
+    creds.write_text(f"[default]\naws_access_key_id = nobody\n\n[lsvfs]\n"
+                     f"aws_access_key_id = {servers.env['LSVFS_S3_KEY']}\n"
+                     f"aws_secret_access_key = {servers.env['LSVFS_S3_SECRET']}\n")
+    path = unique("profile")
+    local = tmp_path / "replica"
+    db = tmp_path / "primary.db"
+    primary = lsvfs.primary(db)
+    fill(primary, 20)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
+        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    servers.upload_tree("s3", local, path)
+    env = {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_PROFILE": "lsvfs",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    out, _ = probe(servers.url("s3", path), {**env, "PATH": clean.get("PATH", "")})
+    assert "OPENED" in out, out
+    assert servers.env["LSVFS_S3_SECRET"] not in out
+
+
+def test_abs_wrong_key(servers):
+    import base64
+    key = base64.b64encode(uuid.uuid4().bytes * 4).decode()
+    out, _ = probe(servers.url("abs", unique("creds")), {"LITESTREAM_AZURE_ACCOUNT_KEY": key})
+    assert_refused(out, "abs storage", "credentials", secrets=(key,))
+
+
+def test_sftp_wrong_password(servers):
+    e = servers.env
+    pw = "wrong-pw-" + uuid.uuid4().hex
+    url = (f"sftp://{e['LSVFS_SFTP_USER']}:{pw}@{e['LSVFS_SFTP_HOST']}:{e['LSVFS_SFTP_PORT']}/x"
+           f"?known-hosts={e['LSVFS_SFTP_KNOWN_HOSTS']}")
+    out, _ = probe(url, {"SSH_AUTH_SOCK": ""})
+    assert_refused(out, "sftp storage", "refused to authenticate", secrets=(pw,))
+
+
+@pytest.mark.parametrize("backend", ["s3", "gs", "abs"])
+def test_missing_bucket(servers, backend):
+    url = servers.url(backend, "db").replace(servers.bucket, "no-such-bucket-" + uuid.uuid4().hex[:6], 1)
+    out, elapsed = probe(url, servers.reader_env(backend))
+    assert_refused(out, f"{backend} storage", "does not exist")
+    assert elapsed < 30, out
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unreachable_server_fails_in_bounded_time(servers, backend):
+    port = closed_port()
+    e = servers.env
+    env = dict(servers.reader_env(backend))
+    if backend == "s3":
+        url = f"s3://{servers.bucket}/db?endpoint=http://127.0.0.1:{port}&region=us-east-1&force-path-style=true"
+    elif backend == "gs":
+        url, env["STORAGE_EMULATOR_HOST"] = f"gs://{servers.bucket}/db", f"127.0.0.1:{port}"
+    elif backend == "abs":
+        url = f"abs://{e['LSVFS_ABS_ACCOUNT']}@{servers.bucket}/db?endpoint=http://127.0.0.1:{port}/{e['LSVFS_ABS_ACCOUNT']}"
+    else:
+        url = f"sftp://{e['LSVFS_SFTP_USER']}@127.0.0.1:{port}/db?key={e['LSVFS_SFTP_KEY']}&skip-host-key-check=true"
+    out, elapsed = probe(url, env)
+    assert_refused(out, f"{backend} storage")
+    assert elapsed < 45, f"took {elapsed:.0f}s: {out}"
+
+
+def test_sftp_host_key_mismatch_is_refused(servers):
+    e = servers.env
+    base = f"sftp://{e['LSVFS_SFTP_USER']}@{e['LSVFS_SFTP_HOST']}:{e['LSVFS_SFTP_PORT']}/x?key={e['LSVFS_SFTP_KEY']}"
+    out, _ = probe(base + f"&known-hosts={e['LSVFS_SFTP_KNOWN_HOSTS_WRONG']}", {})
+    assert_refused(out, "sftp storage", "does not match")
+    wrong_key = Path(e["LSVFS_SFTP_KNOWN_HOSTS_WRONG"]).read_text().split()[1:3]
+    import urllib.parse
+    out, _ = probe(base + "&" + urllib.parse.urlencode({"host-key": " ".join(wrong_key)}), {})
+    assert_refused(out, "sftp storage", "does not match")
+
+
+def test_sftp_unknown_host_is_refused(servers, tmp_path):
+    e = servers.env
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    url = (f"sftp://{e['LSVFS_SFTP_USER']}@{e['LSVFS_SFTP_HOST']}:{e['LSVFS_SFTP_PORT']}/x"
+           f"?key={e['LSVFS_SFTP_KEY']}&known-hosts={empty}")
+    out, _ = probe(url, {})
+    assert_refused(out, "sftp storage", "is not in")
+
+
+# ---------------------------------------------------------------------------- TLS
+class TlsProxy:
+    """TLS on 127.0.0.1 with a self-signed certificate, forwarding the plain
+    bytes to a target port: S3 over HTTPS with a certificate nobody trusts."""
+
+    def __init__(self, target_port: int, workdir: Path):
+        cert, key = workdir / "cert.pem", workdir / "key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                        "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.target = target_port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            raw.settimeout(30)
+            tls = self.ctx.wrap_socket(raw, server_side=True)
+            up = socket.create_connection(("127.0.0.1", self.target), timeout=30)
+        except (OSError, ssl.SSLError):
+            raw.close()
+            return
+
+        def pump(a, b):
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for s in (a, b):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(up, tls), daemon=True).start()
+        pump(tls, up)
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+def test_tls_is_verified_unless_told_otherwise(servers, tmp_path):
+    path = unique("tls")
+    local = tmp_path / "replica"
+    db = tmp_path / "primary.db"
+    primary = lsvfs.primary(db)
+    fill(primary, 20)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
+        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    servers.upload_tree("s3", local, path)
+    s3_port = int(servers.env["LSVFS_S3_ENDPOINT"].rsplit(":", 1)[1])
+    proxy = TlsProxy(s3_port, tmp_path)
+    try:
+        url = (f"s3://{servers.bucket}/{path}?endpoint=https://127.0.0.1:{proxy.port}"
+               "&region=us-east-1&force-path-style=true")
+        out, _ = probe(url, servers.reader_env("s3"))
+        assert_refused(out, "s3 storage", "certificate")
+        out, _ = probe(url + "&skip-verify=true", servers.reader_env("s3"))
+        assert "OPENED" in out, out
+    finally:
+        proxy.close()
+
+
+def test_unknown_url_parameter_is_named(servers):
+    out, _ = probe(servers.url("s3", "db") + "&regoin=x", servers.reader_env("s3"))
+    assert_refused(out, "regoin")
