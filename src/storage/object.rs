@@ -102,7 +102,7 @@ impl ObjectStorage {
         };
         let mut files = Vec::new();
         while let Some(item) = stream.next().await {
-            let meta = item.map_err(|e| self.error("list", &dir.to_string(), &e))?;
+            let meta = item.map_err(|e| self.error("list", dir.as_ref(), &e))?;
             if meta.location.parts().count() != depth {
                 continue; // something in a sub-folder: not ours
             }
