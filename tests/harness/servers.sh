@@ -4,6 +4,7 @@
 #   servers.sh up      install what is missing, start every server (idempotent)
 #   servers.sh down    stop exactly the processes this script started
 #   servers.sh env     print `export` lines: endpoints, credentials, paths
+#   servers.sh envfile write those lines to a file and print its path
 #   servers.sh status  show the recorded processes
 #
 # Servers (all bound to 127.0.0.1 only):
@@ -276,6 +277,7 @@ case ${1:-} in
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
+  envfile) mkdir -p "$DIR"; cmd_env > "$DIR/env.sh"; echo "$DIR/env.sh" ;;
   status) cmd_status ;;
-  *) sed -n '2,19p' "$0"; exit 2 ;;
+  *) sed -n '2,20p' "$0"; exit 2 ;;
 esac
