@@ -73,6 +73,7 @@ need() { # need PROGRAM PACKAGE...
 install_all() {
   mkdir -p "$TOOLS"
   need curl curl
+  need openssl openssl   # the TLS test makes a self-signed certificate
   case " $SERVICES " in *" sftp "*) need /usr/sbin/sshd openssh-server; need ssh-keygen openssh-client ;; esac
   case " $SERVICES " in *" gcs "*|*" abs "*) need python3 python3 ;; esac
   case " $SERVICES " in *" gcs "*)
