@@ -352,3 +352,131 @@ def test_tls_is_verified_unless_told_otherwise(servers, tmp_path):
 def test_unknown_url_parameter_is_named(servers):
     out, _ = probe(servers.url("s3", "db") + "&regoin=x", servers.reader_env("s3"))
     assert_refused(out, "regoin")
+
+
+# ---------------------------------------------------------------------------- other ways in
+@pytest.fixture(scope="module")
+def small_replica(servers, tmp_path_factory):
+    """One small file:// replica, copied to every backend under one path."""
+    tmp = tmp_path_factory.mktemp("small")
+    db, local = tmp / "primary.db", tmp / "replica"
+    primary = lsvfs.primary(db)
+    fill(primary, 30)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp):
+        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    path = unique("small")
+    for backend in BACKENDS:
+        servers.upload_tree(backend, local, path)
+    return path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any cloud credential variables, plus `extra`."""
+    drop = ("AWS_", "LITESTREAM_", "AZURE_", "GOOGLE_", "STORAGE_EMULATOR_HOST", "SSH_AUTH_SOCK")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    return {**env, "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def probe_clean(url: str, **extra: str) -> str:
+    r = subprocess.run([srv.debian_python(), "-c", PROBE, str(Path(lsvfs.__file__).parent), url],
+                       capture_output=True, text=True, timeout=90, env=clean_env(**extra))
+    return r.stdout + r.stderr
+
+
+def test_s3_endpoint_and_keys_from_litestream_variables(servers, small_replica):
+    e = servers.env
+    out = probe_clean(f"s3://{servers.bucket}/{small_replica}?force-path-style=true",
+                      LITESTREAM_S3_ENDPOINT=e["LSVFS_S3_ENDPOINT"], LITESTREAM_ACCESS_KEY_ID=e["LSVFS_S3_KEY"],
+                      LITESTREAM_SECRET_ACCESS_KEY=e["LSVFS_S3_SECRET"])
+    assert "OPENED" in out, out
+
+
+def test_gcs_endpoint_parameter_and_gcs_scheme(servers, small_replica):
+    out = probe_clean(f"gcs://{servers.bucket}/{small_replica}?endpoint=http://{servers.env['LSVFS_GCS_HOST']}")
+    assert "OPENED" in out, out
+
+
+def test_abs_connection_string(servers, small_replica):
+    e = servers.env
+    conn = (f"DefaultEndpointsProtocol=http;AccountName={e['LSVFS_ABS_ACCOUNT']};AccountKey={e['LSVFS_ABS_KEY']};"
+            f"BlobEndpoint={e['LSVFS_ABS_ENDPOINT']};")
+    out = probe_clean(f"abs://{servers.bucket}/{small_replica}", AZURE_STORAGE_CONNECTION_STRING=conn)
+    assert "OPENED" in out, out
+    assert e["LSVFS_ABS_KEY"] not in out
+
+
+def test_abs_account_and_key_variables(servers, small_replica):
+    e = servers.env
+    out = probe_clean(f"abs://{servers.bucket}/{small_replica}?endpoint={e['LSVFS_ABS_ENDPOINT']}",
+                      AZURE_STORAGE_ACCOUNT=e["LSVFS_ABS_ACCOUNT"], AZURE_STORAGE_KEY=e["LSVFS_ABS_KEY"])
+    assert "OPENED" in out, out
+
+
+def test_sftp_key_from_environment(servers, small_replica):
+    e = servers.env
+    url = (f"sftp://{e['LSVFS_SFTP_USER']}@{e['LSVFS_SFTP_HOST']}:{e['LSVFS_SFTP_PORT']}/{small_replica}"
+           f"?known-hosts={e['LSVFS_SFTP_KNOWN_HOSTS']}")
+    out = probe_clean(url, LITESTREAM_SFTP_KEY_PATH=e["LSVFS_SFTP_KEY"])
+    assert "OPENED" in out, out
+
+
+def test_sftp_ssh_agent(servers, small_replica, tmp_path):
+    e = servers.env
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        lsvfs.wait_for(sock.exists, 10, what="ssh-agent socket")
+        subprocess.run(["ssh-add", e["LSVFS_SFTP_KEY"]], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                       check=True, capture_output=True)
+        url = (f"sftp://{e['LSVFS_SFTP_USER']}@{e['LSVFS_SFTP_HOST']}:{e['LSVFS_SFTP_PORT']}/{small_replica}"
+               f"?known-hosts={e['LSVFS_SFTP_KNOWN_HOSTS']}")
+        out = probe_clean(url, SSH_AUTH_SOCK=str(sock))
+        assert "OPENED" in out, out
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+class Blackhole:
+    """Accepts TCP connections on 127.0.0.1 and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.stop = threading.Event()
+        self.sock.settimeout(0.5)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                continue
+
+    def close(self):
+        self.stop.set()
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.parametrize("backend", ["s3", "sftp"])
+def test_silent_server_times_out(servers, backend):
+    hole = Blackhole()
+    e = servers.env
+    try:
+        if backend == "s3":
+            url = (f"s3://{servers.bucket}/db?endpoint=http://127.0.0.1:{hole.port}"
+                   "&region=us-east-1&force-path-style=true")
+        else:
+            url = f"sftp://{e['LSVFS_SFTP_USER']}@127.0.0.1:{hole.port}/db?key={e['LSVFS_SFTP_KEY']}&skip-host-key-check=true"
+        out, elapsed = probe(url, servers.reader_env(backend), timeout=120)
+        assert_refused(out, f"{backend} storage")
+        assert elapsed < 75, f"took {elapsed:.0f}s: {out}"
+    finally:
+        hole.close()
