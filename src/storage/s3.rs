@@ -6,8 +6,11 @@
 //! `AWS_*` variables; the profile of the shared config/credentials files;
 //! web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`); container
 //! and instance metadata (unless `AWS_EC2_METADATA_DISABLED=true`).
-//! The endpoint may also come from `LITESTREAM_S3_ENDPOINT`; the
-//! well-known S3-compatible services need nothing but their endpoint.
+//! The endpoint may also come from `LITESTREAM_S3_ENDPOINT`, or from the
+//! host as Litestream accepts it (`s3://bucket.minio:9000/db` is plain HTTP
+//! to `minio:9000`; `s3://bucket.nyc3.digitaloceanspaces.com/db`); the
+//! well-known S3-compatible services (MinIO, Cloudflare R2, Backblaze B2,
+//! DigitalOcean Spaces, Tigris) need nothing but their endpoint.
 
 use std::sync::Arc;
 
@@ -34,7 +37,7 @@ pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
     params.finish(PARAMS)?;
 
     let host = url.url().host_str().unwrap_or_default();
-    let parsed = parse_host(host);
+    let parsed = parse_host(host, url.url().port());
     let endpoint = param_endpoint
         .or_else(|| env("LITESTREAM_S3_ENDPOINT"))
         .or(parsed.endpoint)
@@ -161,12 +164,22 @@ struct HostInfo {
     endpoint: Option<String>,
 }
 
-fn parse_host(host: &str) -> HostInfo {
+fn parse_host(host: &str, port: Option<u16>) -> HostInfo {
     let plain = |bucket: &str| HostInfo {
         bucket: bucket.to_owned(),
         region: None,
         endpoint: None,
     };
+    if let Some(port) = port {
+        // bucket.host:port, as Litestream documents for MinIO: plain HTTP.
+        if let Some((bucket, server)) = host.split_once('.') {
+            return HostInfo {
+                bucket: bucket.to_owned(),
+                region: Some(DEFAULT_REGION.to_owned()),
+                endpoint: Some(format!("http://{server}:{port}")),
+            };
+        }
+    }
     if let Some(rest) = host.strip_suffix(".digitaloceanspaces.com") {
         // bucket.region.digitaloceanspaces.com
         if let Some((bucket, region)) = rest.rsplit_once('.') {
@@ -233,17 +246,20 @@ mod tests {
     #[test]
     fn provider_hosts() {
         assert_eq!(
-            parse_host("mybucket.nyc3.digitaloceanspaces.com"),
+            parse_host("mybucket.nyc3.digitaloceanspaces.com", None),
             HostInfo {
                 bucket: "mybucket".into(),
                 region: Some("nyc3".into()),
                 endpoint: Some("https://nyc3.digitaloceanspaces.com".into())
             }
         );
-        let b2 = parse_host("b.s3.us-west-002.backblazeb2.com");
+        let b2 = parse_host("b.s3.us-west-002.backblazeb2.com", None);
         assert_eq!(b2.bucket, "b");
         assert_eq!(b2.region.as_deref(), Some("us-west-002"));
-        assert_eq!(parse_host("plain").bucket, "plain");
+        assert_eq!(parse_host("plain", None).bucket, "plain");
+        let minio = parse_host("mybkt.localhost", Some(9000));
+        assert_eq!(minio.bucket, "mybkt");
+        assert_eq!(minio.endpoint.as_deref(), Some("http://localhost:9000"));
     }
 
     #[test]

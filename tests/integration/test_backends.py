@@ -519,3 +519,12 @@ def test_abs_sas_token(servers, small_replica):
 def urllib_unquote(s: str) -> str:
     import urllib.parse
     return urllib.parse.unquote(s)
+
+
+def test_s3_minio_style_host(servers, small_replica):
+    """Litestream's documented MinIO form: s3://BUCKET.HOST:PORT/path."""
+    e = servers.env
+    hostport = e["LSVFS_S3_ENDPOINT"].split("://", 1)[1]
+    out = probe_clean(f"s3://{servers.bucket}.{hostport}/{small_replica}",
+                      AWS_ACCESS_KEY_ID=e["LSVFS_S3_KEY"], AWS_SECRET_ACCESS_KEY=e["LSVFS_S3_SECRET"])
+    assert "OPENED" in out, out
