@@ -528,3 +528,16 @@ def test_s3_minio_style_host(servers, small_replica):
     out = probe_clean(f"s3://{servers.bucket}.{hostport}/{small_replica}",
                       AWS_ACCESS_KEY_ID=e["LSVFS_S3_KEY"], AWS_SECRET_ACCESS_KEY=e["LSVFS_S3_SECRET"])
     assert "OPENED" in out, out
+
+
+def test_debug_log_of_a_successful_open_shows_no_secret(servers, small_replica):
+    e = servers.env
+    url = (f"sftp://{e['LSVFS_SFTP_USER']}:{e['LSVFS_SFTP_PASSWORD']}@{e['LSVFS_SFTP_HOST']}:"
+           f"{e['LSVFS_SFTP_PORT']}/{small_replica}?known-hosts={e['LSVFS_SFTP_KNOWN_HOSTS']}")
+    out = probe_clean(url, LITESTREAM_LOG_LEVEL="DEBUG")
+    assert "OPENED" in out and "opened at TXID" in out, out  # the log is on
+    assert e["LSVFS_SFTP_PASSWORD"] not in out, out
+    out = probe_clean(servers.url("s3", small_replica), LITESTREAM_LOG_LEVEL="DEBUG",
+                      AWS_ACCESS_KEY_ID=e["LSVFS_S3_KEY"], AWS_SECRET_ACCESS_KEY=e["LSVFS_S3_SECRET"])
+    assert "OPENED" in out, out
+    assert e["LSVFS_S3_SECRET"] not in out, out
