@@ -2,12 +2,16 @@
 //! check, authentication (key file, then ssh-agent, then password), then
 //! the `sftp` subsystem. Bounded in time as a whole.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use russh::client::{self, Handle};
 use russh::keys::{self, PrivateKeyWithHashAlg, PublicKey};
 use russh_sftp::client::SftpSession;
+use russh_sftp::client::error::Error as SftpError;
+use russh_sftp::client::fs::File;
 
+use super::super::FileId;
 use super::super::error::{StorageError, StorageErrorKind};
 use super::super::retry::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::BACKEND;
@@ -17,6 +21,40 @@ use super::config::{HostKeyPolicy, SftpConfig};
 pub struct Conn {
     pub handle: Handle<Checker>,
     pub sftp: SftpSession,
+    /// Files kept open, so that a page read costs one round trip instead of
+    /// open + read + close. LTX files never change once written, and a file
+    /// deleted by compaction stays readable through an open handle.
+    files: std::sync::Mutex<HashMap<FileId, OpenFile>>,
+}
+
+pub type OpenFile = Arc<tokio::sync::Mutex<File>>;
+
+/// Open handles kept per connection; past this many, all are closed and the
+/// count starts again (a replica reads from a handful of files at a time).
+const MAX_OPEN_FILES: usize = 32;
+
+impl Conn {
+    /// The open handle of `path` (the file `id`), opening it if needed.
+    pub async fn file(&self, id: FileId, path: &str) -> Result<OpenFile, SftpError> {
+        if let Some(f) = self.files.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(f);
+        }
+        let f = Arc::new(tokio::sync::Mutex::new(self.sftp.open(path).await?));
+        if let Ok(mut m) = self.files.lock() {
+            if m.len() >= MAX_OPEN_FILES {
+                m.clear();
+            }
+            m.insert(id, Arc::clone(&f));
+        }
+        Ok(f)
+    }
+
+    /// Closes the handle of `id` after a failed read.
+    pub fn forget(&self, id: FileId) {
+        if let Ok(mut m) = self.files.lock() {
+            m.remove(&id);
+        }
+    }
 }
 
 /// Checks the server's host key; records why it refused, for the message.
@@ -155,7 +193,11 @@ async fn connect_inner(cfg: &SftpConfig) -> Result<Conn, StorageError> {
         .await
         .map_err(|e| err(StorageErrorKind::Other, format!("starting SFTP: {e}")))?;
     sftp.set_timeout(REQUEST_TIMEOUT.as_secs());
-    Ok(Conn { handle, sftp })
+    Ok(Conn {
+        handle,
+        sftp,
+        files: std::sync::Mutex::new(HashMap::new()),
+    })
 }
 
 /// Key file, then ssh-agent, then password: the first that the server

@@ -147,10 +147,17 @@ impl SftpStorage {
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| self.fail(StorageErrorKind::Other, "range too large".into()))?;
         self.attempt(&format!("read {path}"), |c| async move {
-            let mut f = c.sftp.open(path).await?;
-            f.seek(SeekFrom::Start(range.start)).await?;
+            let handle = c.file(file, &path).await?;
+            let mut f = handle.lock().await;
             let mut buf = vec![0u8; len];
-            f.read_exact(&mut buf).await?;
+            let read = async {
+                f.seek(SeekFrom::Start(range.start)).await?;
+                f.read_exact(&mut buf).await
+            };
+            if let Err(e) = read.await {
+                c.forget(file);
+                return Err(e.into());
+            }
             Ok(buf)
         })
         .await
@@ -167,7 +174,12 @@ impl SftpStorage {
                 }
                 _ => StorageErrorKind::Other,
             },
-            SftpError::IO(msg) if msg.contains("end of file") => StorageErrorKind::Other,
+            // A read past the end: retrying cannot help.
+            SftpError::IO(msg)
+                if msg.contains("end of file") || msg.contains("fill whole buffer") =>
+            {
+                StorageErrorKind::Other
+            }
             SftpError::IO(_) | SftpError::Timeout | SftpError::UnexpectedBehavior(_) => {
                 StorageErrorKind::Transient
             }
