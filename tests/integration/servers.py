@@ -39,9 +39,14 @@ def read_env() -> dict[str, str]:
     return env
 
 
-def all_running() -> bool:
+def running() -> set[str]:
+    """The servers of servers.sh that are up now."""
     status = harness("status", check=False).stdout
-    return all(f"{s} pid=" in status and "dead" not in status for s in ("s3", "gcs", "abs", "sftp"))
+    return {line.split()[0] for line in status.splitlines() if line.endswith(" running")}
+
+
+def all_running() -> bool:
+    return {"s3", "gcs", "abs", "sftp"} <= running()
 
 
 class Servers:
@@ -175,13 +180,15 @@ class Servers:
 
 def start() -> tuple[Servers, bool]:
     """Starts the servers unless they all run already; returns them and
-    whether this call started them (then the caller stops them)."""
-    if all_running():
+    whether this call started all of them (then the caller stops them;
+    servers someone else started are left running)."""
+    before = running()
+    if {"s3", "gcs", "abs", "sftp"} <= before:
         return Servers(read_env()), False
     r = harness("up", check=False)
     if r.returncode != 0:
         raise RuntimeError(f"tests/harness/servers.sh up failed:\n{r.stdout}\n{r.stderr}")
-    return Servers(read_env()), True
+    return Servers(read_env()), not before
 
 
 def stop() -> None:
