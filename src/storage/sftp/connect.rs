@@ -257,6 +257,13 @@ async fn authenticate(handle: &mut Handle<Checker>, cfg: &SftpConfig) -> Result<
 }
 
 /// Tries every identity the agent holds; false when none was accepted.
+/// (Unix agents only: on Windows, Pageant is not supported yet.)
+#[cfg(not(unix))]
+async fn agent(_handle: &mut Handle<Checker>, _cfg: &SftpConfig) -> bool {
+    false
+}
+
+#[cfg(unix)]
 async fn agent(handle: &mut Handle<Checker>, cfg: &SftpConfig) -> bool {
     let Ok(mut agent) = keys::agent::client::AgentClient::connect_env().await else {
         return false;
