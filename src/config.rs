@@ -383,7 +383,6 @@ mod tests {
 
     #[test]
     fn parses_durations_and_sizes() {
-
         assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));

@@ -4,8 +4,19 @@
 //! The trait is async: storage is reached from the background poller and,
 //! through `runtime::block_on`, from SQLite's threads.
 
+mod abs;
+mod aws_profile;
 mod error;
 mod file;
+mod gcs;
+mod object;
+mod object_error;
+mod params;
+mod retry;
+mod s3;
+mod secrets;
+mod sftp;
+mod tls;
 mod url;
 
 use std::future::Future;
@@ -113,13 +124,9 @@ pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
             })?;
             Ok(Arc::new(FileStorage::new(path)))
         }
-        other => Err(StorageError::new(
-            other.name(),
-            StorageErrorKind::Config,
-            format!(
-                "the {} backend is not built into this library yet",
-                other.name()
-            ),
-        )),
+        Scheme::S3 => s3::open(url),
+        Scheme::Gs => gcs::open(url),
+        Scheme::Abs => abs::open(url),
+        Scheme::Sftp => sftp::open(url),
     }
 }
