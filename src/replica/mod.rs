@@ -169,8 +169,11 @@ impl Replica {
     /// Opens a replica: plans and builds its newest snapshot, waiting up to
     /// the open timeout for a replica that has no files yet.
     pub async fn open(config: Config) -> Result<Arc<Replica>> {
-        let storage =
-            storage::open(&config.replica_url).map_err(|e| Error::Config(e.to_string()))?;
+        let storage = storage::open(
+            &config.replica_url,
+            storage::Timeouts::within(config.storage_timeout),
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
         let io = Io {
             storage,
             cache: Arc::new(PageCache::new(config.cache_size)),

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 pub use error::{StorageError, StorageErrorKind};
 pub use file::FileStorage;
+pub use retry::Timeouts;
 pub use url::{ReplicaUrl, Scheme, redact};
 
 use crate::ltx::FileName;
@@ -112,7 +113,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the backend a URL names.
-pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
+///
+/// `timeouts` bounds each call of the object-store backends (S3, GCS,
+/// Azure); SFTP keeps its own fixed timeouts.
+pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
     match url.scheme() {
         Scheme::File => {
             let path = url.file_path().ok_or_else(|| {
@@ -124,9 +128,9 @@ pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
             })?;
             Ok(Arc::new(FileStorage::new(path)))
         }
-        Scheme::S3 => s3::open(url),
-        Scheme::Gs => gcs::open(url),
-        Scheme::Abs => abs::open(url),
+        Scheme::S3 => s3::open(url, timeouts),
+        Scheme::Gs => gcs::open(url, timeouts),
+        Scheme::Abs => abs::open(url, timeouts),
         Scheme::Sftp => sftp::open(url),
     }
 }
