@@ -91,6 +91,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         after: Option<FileName>,
     ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>>;
 
+    /// Every LTX file of every level. The default lists the ten level
+    /// folders concurrently; a backend that can list the whole replica in
+    /// one request does so (one round trip and one connection at open).
+    fn list_all(&self) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
+        Box::pin(async move {
+            let lists = Level::all_descending().map(|l| self.list(l, None));
+            let levels = futures_util::future::try_join_all(lists).await?;
+            Ok(levels.into_iter().flatten().collect())
+        })
+    }
+
+    /// Listing requests one `list_all` costs (for the statistics).
+    fn list_all_requests(&self) -> u64 {
+        10
+    }
+
     /// The bytes `range` of a file. A range past the end is an error.
     fn read(&self, file: FileId, range: Range<u64>)
     -> BoxFuture<'_, Result<Vec<u8>, StorageError>>;
