@@ -24,6 +24,11 @@ pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// re-plan from scratch each time.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Budget of one storage call on object storage, retries included: long
+/// enough to ride out a blip and a slow multi-MiB read, short enough that a
+/// query against an unreachable server fails while someone still waits.
+pub const DEFAULT_STORAGE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Smallest cache we accept: a few 64 KiB pages.
 const MIN_CACHE_SIZE: u64 = 1024 * 1024;
 
@@ -47,6 +52,9 @@ pub struct Config {
     pub open_timeout: Duration,
     pub idle_timeout: Duration,
     pub verify: Verify,
+    /// The time budget of one storage call (request and retries) on object
+    /// storage: how long a query waits for an unreachable server.
+    pub storage_timeout: Duration,
 }
 
 /// Which LTX files have their file checksum verified.
@@ -98,6 +106,10 @@ const IDLE_TIMEOUT: Param = Param {
     uri: "idle_timeout",
     env: "LITESTREAM_IDLE_TIMEOUT",
 };
+const STORAGE_TIMEOUT: Param = Param {
+    uri: "storage_timeout",
+    env: "LITESTREAM_STORAGE_TIMEOUT",
+};
 const VERIFY: Param = Param {
     uri: "verify",
     env: "LITESTREAM_VERIFY",
@@ -130,6 +142,7 @@ const ALL: &[&Param] = &[
     &OPEN_TIMEOUT,
     &IDLE_TIMEOUT,
     &VERIFY,
+    &STORAGE_TIMEOUT,
     &HYDRATION_ENABLED,
     &HYDRATION_PATH,
     &WRITE_ENABLED,
@@ -211,6 +224,13 @@ impl Config {
         } else {
             Verify::Fetched
         });
+        let storage_timeout =
+            parse_with(src, &STORAGE_TIMEOUT, parse_duration)?.unwrap_or(DEFAULT_STORAGE_TIMEOUT);
+        if storage_timeout < Duration::from_millis(100) {
+            return Err(Error::Config(format!(
+                "storage_timeout {storage_timeout:?} is below 100ms"
+            )));
+        }
         Ok(Config {
             replica_url,
             poll_interval,
@@ -218,6 +238,7 @@ impl Config {
             open_timeout,
             idle_timeout,
             verify,
+            storage_timeout,
         })
     }
 }

@@ -23,7 +23,7 @@ use crate::config::{Config, Verify};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{self, Txid};
-use crate::storage::{self, FileInfo, Level, Storage, StorageErrorKind};
+use crate::storage::{self, FileInfo, Storage, StorageErrorKind};
 
 pub use fetch::ReadAhead;
 pub use history::{AtTime, State};
@@ -63,10 +63,8 @@ pub struct Io {
 impl Io {
     /// Every LTX file of every level, listed concurrently.
     pub async fn list_all(&self) -> Result<Vec<FileInfo>> {
-        let lists = Level::all_descending().map(|l| self.storage.list(l, None));
-        Stats::add(&self.stats.lists, 10);
-        let levels = futures_util::future::try_join_all(lists).await?;
-        Ok(levels.into_iter().flatten().collect())
+        Stats::add(&self.stats.lists, self.storage.list_all_requests());
+        Ok(self.storage.list_all().await?)
     }
 
     /// Loads files and puts the pages of those read whole into the cache.
@@ -169,8 +167,11 @@ impl Replica {
     /// Opens a replica: plans and builds its newest snapshot, waiting up to
     /// the open timeout for a replica that has no files yet.
     pub async fn open(config: Config) -> Result<Arc<Replica>> {
-        let storage =
-            storage::open(&config.replica_url).map_err(|e| Error::Config(e.to_string()))?;
+        let storage = storage::open(
+            &config.replica_url,
+            storage::Timeouts::within(config.storage_timeout),
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
         let io = Io {
             storage,
             cache: Arc::new(PageCache::new(config.cache_size)),

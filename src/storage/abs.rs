@@ -24,7 +24,7 @@ use super::{Storage, retry, tls};
 const BACKEND: &str = "abs";
 const PARAMS: &[&str] = &["endpoint", "skip-verify"];
 
-pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
+pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
     tls::ensure_provider();
     let mut params = Params::new(BACKEND, url);
     let param_endpoint = params.take("endpoint");
@@ -78,8 +78,8 @@ pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
         builder = builder.with_endpoint(e);
     }
     let store = builder
-        .with_client_options(retry::client_options(allow_http, skip_verify))
-        .with_retry(retry::object_store_retry())
+        .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
+        .with_retry(retry::object_store_retry(timeouts))
         .build()
         .map_err(|e| {
             config(secrets.scrub(&format!("cannot set up Azure Blob Storage for {url}: {e}")))

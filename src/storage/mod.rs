@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 pub use error::{StorageError, StorageErrorKind};
 pub use file::FileStorage;
+pub use retry::Timeouts;
 pub use url::{ReplicaUrl, Scheme, redact};
 
 use crate::ltx::FileName;
@@ -90,6 +91,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         after: Option<FileName>,
     ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>>;
 
+    /// Every LTX file of every level. The default lists the ten level
+    /// folders concurrently; a backend that can list the whole replica in
+    /// one request does so (one round trip and one connection at open).
+    fn list_all(&self) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
+        Box::pin(async move {
+            let lists = Level::all_descending().map(|l| self.list(l, None));
+            let levels = futures_util::future::try_join_all(lists).await?;
+            Ok(levels.into_iter().flatten().collect())
+        })
+    }
+
+    /// Listing requests one `list_all` costs (for the statistics).
+    fn list_all_requests(&self) -> u64 {
+        10
+    }
+
     /// The bytes `range` of a file. A range past the end is an error.
     fn read(&self, file: FileId, range: Range<u64>)
     -> BoxFuture<'_, Result<Vec<u8>, StorageError>>;
@@ -112,7 +129,10 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 }
 
 /// Opens the backend a URL names.
-pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
+///
+/// `timeouts` bounds each call of the object-store backends (S3, GCS,
+/// Azure); SFTP keeps its own fixed timeouts.
+pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
     match url.scheme() {
         Scheme::File => {
             let path = url.file_path().ok_or_else(|| {
@@ -124,9 +144,9 @@ pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
             })?;
             Ok(Arc::new(FileStorage::new(path)))
         }
-        Scheme::S3 => s3::open(url),
-        Scheme::Gs => gcs::open(url),
-        Scheme::Abs => abs::open(url),
+        Scheme::S3 => s3::open(url, timeouts),
+        Scheme::Gs => gcs::open(url, timeouts),
+        Scheme::Abs => abs::open(url, timeouts),
         Scheme::Sftp => sftp::open(url),
     }
 }

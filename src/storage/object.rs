@@ -122,6 +122,46 @@ impl ObjectStorage {
         Ok(files)
     }
 
+    /// Every file of every level in one listing of the replica's folder
+    /// (paged by the service past 1,000 keys).
+    async fn list_everything(&self) -> Result<Vec<FileInfo>, StorageError> {
+        let root = match self.layout {
+            Layout::Hex => self.prefix.clone(),
+            Layout::Decimal if self.prefix.is_empty() => "ltx".to_owned(),
+            Layout::Decimal => format!("{}/ltx", self.prefix),
+        };
+        let root = Path::from(root);
+        let depth = root.parts().count() + 2;
+        let mut stream = self.store.list(Some(&root));
+        let mut files = Vec::new();
+        while let Some(item) = stream.next().await {
+            let meta = item.map_err(|e| self.error("list", root.as_ref(), &e))?;
+            let parts: Vec<_> = meta.location.parts().collect();
+            if parts.len() != depth {
+                continue;
+            }
+            let (Some(dir), Some(file)) = (parts.get(depth - 2), parts.get(depth - 1)) else {
+                continue;
+            };
+            let level = match self.layout {
+                Layout::Hex if dir.as_ref().len() == 4 => u8::from_str_radix(dir.as_ref(), 16).ok(),
+                Layout::Decimal => dir.as_ref().parse::<u8>().ok(),
+                Layout::Hex => None,
+            };
+            let (Some(level), Some(name)) = (level.and_then(Level::new), parse_name(file.as_ref()))
+            else {
+                continue;
+            };
+            files.push(FileInfo {
+                id: FileId { level, name },
+                size: meta.size,
+            });
+        }
+        files.sort_by_key(|f| f.id);
+        files.dedup_by_key(|f| f.id);
+        Ok(files)
+    }
+
     fn check_len(&self, file: FileId, range: &Range<u64>, got: usize) -> Result<(), StorageError> {
         let want = range.end.saturating_sub(range.start);
         if u64::try_from(got).ok() == Some(want) {
@@ -153,6 +193,14 @@ impl Storage for ObjectStorage {
         after: Option<FileName>,
     ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
         Box::pin(self.list_level(level, after))
+    }
+
+    fn list_all(&self) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
+        Box::pin(self.list_everything())
+    }
+
+    fn list_all_requests(&self) -> u64 {
+        1
     }
 
     fn read(
@@ -233,6 +281,35 @@ mod tests {
     fn level_dirs() {
         assert_eq!(Layout::Hex.level_dir("a/b", Level::SNAPSHOT), "a/b/0009");
         assert_eq!(Layout::Decimal.level_dir("", Level::L0), "ltx/0");
+    }
+
+    #[tokio::test]
+    async fn lists_the_whole_replica_in_one_listing() {
+        for (layout, dirs) in [
+            (Layout::Hex, ["0000", "0001", "0009"]),
+            (Layout::Decimal, ["ltx/0", "ltx/1", "ltx/9"]),
+        ] {
+            let (mem, s) = storage(layout);
+            for (dir, n) in dirs.iter().zip([2u64, 1, 1]) {
+                put(&mem, &format!("db/{dir}/{}", name(1, n)), b"x").await;
+            }
+            put(&mem, "db/0000/junk.txt", b"x").await;
+            put(
+                &mem,
+                "db/ltx/0/sub/0000000000000004-0000000000000004.ltx",
+                b"x",
+            )
+            .await;
+            put(&mem, "db/other/0000000000000005-0000000000000005.ltx", b"x").await;
+            let all = s.list_all().await.unwrap();
+            let got: Vec<_> = all.iter().map(|f| (f.id.level.get(), f.id.name)).collect();
+            assert_eq!(
+                got,
+                vec![(0, name(1, 2)), (1, name(1, 1)), (9, name(1, 1))],
+                "{layout:?}"
+            );
+            assert_eq!(s.list_all_requests(), 1);
+        }
     }
 
     #[tokio::test]

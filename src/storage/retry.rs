@@ -33,8 +33,40 @@ pub const RETRY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
+/// The time budget of one storage call, from the `storage_timeout` setting:
+/// a single request may take that long, and no retry starts after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub request: Duration,
+    pub retry: Duration,
+}
+
+impl Timeouts {
+    /// Budget `total` for one call: requests and the retry window both get
+    /// it, connection set-up at most `CONNECT_TIMEOUT`.
+    pub fn within(total: Duration) -> Timeouts {
+        Timeouts {
+            request: total,
+            retry: total,
+        }
+    }
+
+    fn connect(self) -> Duration {
+        CONNECT_TIMEOUT.min(self.request)
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            request: REQUEST_TIMEOUT,
+            retry: RETRY_TIMEOUT,
+        }
+    }
+}
+
 /// Retry policy for the object_store backends (object_store jitters).
-pub fn object_store_retry() -> RetryConfig {
+pub fn object_store_retry(t: Timeouts) -> RetryConfig {
     RetryConfig {
         backoff: BackoffConfig {
             init_backoff: INITIAL_BACKOFF,
@@ -42,16 +74,16 @@ pub fn object_store_retry() -> RetryConfig {
             base: 2.0,
         },
         max_retries: MAX_RETRIES,
-        retry_timeout: RETRY_TIMEOUT,
+        retry_timeout: t.retry,
     }
 }
 
 /// HTTP client options shared by S3, GCS and Azure. TLS certificates are
 /// verified unless the user asked otherwise (`skip-verify=true`).
-pub fn client_options(allow_http: bool, skip_verify: bool) -> ClientOptions {
+pub fn client_options(allow_http: bool, skip_verify: bool, t: Timeouts) -> ClientOptions {
     ClientOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT)
+        .with_connect_timeout(t.connect())
+        .with_timeout(t.request)
         .with_allow_http(allow_http)
         .with_allow_invalid_certificates(skip_verify)
 }

@@ -27,7 +27,7 @@ const BACKEND: &str = "s3";
 const PARAMS: &[&str] = &["endpoint", "region", "force-path-style", "skip-verify"];
 const DEFAULT_REGION: &str = "us-east-1";
 
-pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
+pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
     tls::ensure_provider();
     let mut params = Params::new(BACKEND, url);
     let param_endpoint = params.take("endpoint");
@@ -77,8 +77,8 @@ pub fn open(url: &ReplicaUrl) -> Result<Arc<dyn Storage>, StorageError> {
         None => builder = builder.with_virtual_hosted_style_request(!path_style.unwrap_or(false)),
     }
     let store = builder
-        .with_client_options(retry::client_options(allow_http, skip_verify))
-        .with_retry(retry::object_store_retry())
+        .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
+        .with_retry(retry::object_store_retry(timeouts))
         .build()
         .map_err(|e| {
             StorageError::new(

@@ -35,10 +35,16 @@ class FaultProxy:
         async def close():
             if self._server:
                 self._server.close()
-                await self._server.wait_closed()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
+
 
     def set(self, mode: str) -> None:
         """Sets the mode; a `:<count>` suffix limits the fault to that many requests."""
