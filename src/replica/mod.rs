@@ -183,8 +183,14 @@ impl Replica {
         };
 
         let deadline = Instant::now() + config.open_timeout;
+        let mut first = true;
         let snap = loop {
-            match io.build(None).await {
+            let built = if std::mem::take(&mut first) {
+                tokio::join!(io.build(None), io.storage.prewarm()).0
+            } else {
+                io.build(None).await
+            };
+            match built {
                 Ok(Some((snap, plan))) => {
                     if let Some(gap) = plan.gap {
                         log::warn!(

@@ -102,6 +102,14 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         })
     }
 
+    /// Opens a connection ahead of need, where connections exist: called
+    /// while the first listing is in flight, so that the reads that follow
+    /// it in parallel find a second connection ready instead of paying a
+    /// handshake on the critical path. Failures are ignored.
+    fn prewarm(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Listing requests one `list_all` costs (for the statistics).
     fn list_all_requests(&self) -> u64 {
         10

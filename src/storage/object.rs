@@ -203,6 +203,15 @@ impl Storage for ObjectStorage {
         1
     }
 
+    fn prewarm(&self) -> BoxFuture<'_, ()> {
+        // A HEAD of a key that does not exist: a cheap 404 whose only
+        // purpose is the pooled connection it leaves behind.
+        let probe = Path::from(format!("{}/.litestream-vfs-connect", self.prefix));
+        Box::pin(async move {
+            let _ = self.store.head(&probe).await;
+        })
+    }
+
     fn read(
         &self,
         file: FileId,
