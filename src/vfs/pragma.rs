@@ -56,10 +56,7 @@ impl DbFile {
 
     /// Parses `t` and travels there (`latest`: back to following).
     pub fn set_time_text(&self, t: &str) -> Result<()> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let target = parse_time(t, now).map_err(Error::Usage)?;
+        let target = parse_time(t, crate::replica::now_ms()).map_err(Error::Usage)?;
         self.set_time(target)
     }
 
