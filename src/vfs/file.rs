@@ -58,6 +58,19 @@ struct Inner {
     readahead: ReadAhead,
 }
 
+impl Inner {
+    /// The snapshot reads must use whatever the replica publishes: the one
+    /// pinned by a read transaction, else the time-travel target. `None`
+    /// means "the newest".
+    fn fixed_snapshot(&self) -> Option<&Arc<Snapshot>> {
+        match (&self.lock, &self.travel) {
+            (Lock::Shared(s), _) => Some(s),
+            (Lock::Unlocked, Some(t)) => Some(&t.snapshot),
+            (Lock::Unlocked, None) => None,
+        }
+    }
+}
+
 /// An open replica database, as SQLite's main database file.
 pub struct DbFile {
     config: Config,
@@ -107,11 +120,8 @@ impl DbFile {
     /// transaction, else the newest.
     pub fn snapshot(&self) -> Result<Arc<Snapshot>> {
         let mut inner = self.inner()?;
-        if let Lock::Shared(s) = &inner.lock {
+        if let Some(s) = inner.fixed_snapshot() {
             return Ok(Arc::clone(s));
-        }
-        if let Some(t) = &inner.travel {
-            return Ok(Arc::clone(&t.snapshot));
         }
         Ok(self.replica_in(&mut inner)?.current())
     }
@@ -215,23 +225,22 @@ impl DbFile {
         // snapshot instead of cloning their shared reference counts.
         let mut inner = self.inner()?;
         self.ensure_epoch(&mut inner)?;
-        let page_size = match (&inner.lock, &inner.travel) {
-            (Lock::Shared(s), _) => s.page_size,
-            (Lock::Unlocked, Some(t)) => t.snapshot.page_size,
-            (Lock::Unlocked, None) => inner.handle.replica().current().page_size,
+        // Outside a transaction and not travelling: the newest snapshot,
+        // loaded once for this read.
+        let newest = inner
+            .fixed_snapshot()
+            .is_none()
+            .then(|| inner.handle.replica().current());
+        let page_size = match (&newest, inner.fixed_snapshot()) {
+            (Some(s), _) | (None, Some(s)) => s.page_size,
+            (None, None) => return Err(Error::Internal("no snapshot to read".into())),
         };
         let first =
             PageNo(u32::try_from(offset / u64::from(page_size.get()) + 1).unwrap_or(u32::MAX));
         let window = inner.readahead.observe(first);
         let replica = inner.handle.replica();
-        let current;
-        let snap = match (&inner.lock, &inner.travel) {
-            (Lock::Shared(s), _) => s,
-            (Lock::Unlocked, Some(t)) => &t.snapshot,
-            (Lock::Unlocked, None) => {
-                current = replica.current();
-                &current
-            }
+        let Some(snap) = newest.as_ref().or_else(|| inner.fixed_snapshot()) else {
+            return Err(Error::Internal("no snapshot to read".into()));
         };
         match read_at(replica, snap, buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
