@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::{FrameKey, Page};
+use crate::cache::Page;
 use crate::error::{Error, Result};
 use crate::ltx::{self, PageNo};
 use crate::runtime;
@@ -58,10 +58,7 @@ impl Io {
         if let Some(reason) = loc.file.corrupt.get() {
             return Err(Error::Missing(format!("page {}: {reason}", pgno.0)));
         }
-        let key = FrameKey {
-            file: loc.file.id,
-            offset: loc.offset,
-        };
+        let key = loc.key();
         if let Some(page) = self.cache.get(&key) {
             Stats::add(&self.stats.cache_hits, 1);
             return Ok(Some(page));
@@ -105,13 +102,7 @@ impl Io {
             ));
         }
         let page = Page::from(frame.page);
-        self.cache.insert(
-            FrameKey {
-                file: loc.file.id,
-                offset: loc.offset,
-            },
-            Arc::clone(&page),
-        );
+        self.cache.insert(loc.key(), Arc::clone(&page));
         Ok(page)
     }
 }

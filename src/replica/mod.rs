@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::{FrameKey, Page, PageCache};
+use crate::cache::{Page, PageCache};
 use crate::config::{Config, Verify};
 use crate::error::{Error, Result};
 use crate::log;
@@ -130,11 +130,8 @@ impl Io {
 
     fn cache_pages(&self, l: &load::Loaded) {
         for (entry, (_, page)) in l.index.entries.iter().zip(&l.pages) {
-            let key = FrameKey {
-                file: l.file.id,
-                offset: entry.offset,
-            };
-            self.cache.insert(key, Page::from(page.as_slice()));
+            self.cache
+                .insert(l.file.key(entry.offset), Page::from(page.as_slice()));
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::FrameKey;
 use crate::error::{Error, Result};
 use crate::ltx::{Header, PageIndex, PageNo, PageSize, Txid};
 use crate::storage::FileId;
@@ -35,6 +36,16 @@ impl FileRef {
             corrupt: std::sync::OnceLock::new(),
         }
     }
+
+    /// The cache key of the frame at `offset` in this file. Every cache
+    /// key is made here, so that what identifies a file's bytes is decided
+    /// in one place.
+    pub fn key(&self, offset: u64) -> FrameKey {
+        FrameKey {
+            file: self.id,
+            offset,
+        }
+    }
 }
 
 /// Where one page's frame lives.
@@ -43,6 +54,13 @@ pub struct FrameLoc {
     pub file: Arc<FileRef>,
     pub offset: u64,
     pub size: u32,
+}
+
+impl FrameLoc {
+    /// The cache key of this frame.
+    pub fn key(&self) -> FrameKey {
+        self.file.key(self.offset)
+    }
 }
 
 type Chunk = Arc<Vec<Option<FrameLoc>>>;

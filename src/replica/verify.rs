@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::cache::{FrameKey, Page, PageCache};
+use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
 use crate::ltx::{FRAME_HEADER_SIZE, HEADER_SIZE, PageIndex, Verifier};
 use crate::storage::Storage;
@@ -68,10 +68,7 @@ pub async fn verify(
             // (Should the checksum fail, the file is marked corrupt and
             // these pages are refused before the cache is consulted.)
             if cache.weight() + page.len() as u64 <= cache.budget() / 4 * 3 {
-                let key = FrameKey {
-                    file: file.id,
-                    offset: e.offset,
-                };
+                let key = file.key(e.offset);
                 if cache.get(&key).is_none() {
                     cache.insert(key, Page::from(page));
                 }
