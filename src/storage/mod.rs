@@ -9,8 +9,10 @@ mod aws_profile;
 mod error;
 mod file;
 mod gcs;
+mod nats;
 mod object;
 mod object_error;
+mod oss;
 mod params;
 mod retry;
 mod s3;
@@ -18,6 +20,7 @@ mod secrets;
 mod sftp;
 mod tls;
 mod url;
+mod webdav;
 
 use std::future::Future;
 use std::ops::Range;
@@ -139,7 +142,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 /// Opens the backend a URL names.
 ///
 /// `timeouts` bounds each call of the object-store backends (S3, GCS,
-/// Azure); SFTP keeps its own fixed timeouts.
+/// Azure, OSS), WebDAV and NATS; SFTP keeps its own fixed timeouts.
 pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
     match url.scheme() {
         Scheme::File => {
@@ -156,5 +159,8 @@ pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, St
         Scheme::Gs => gcs::open(url, timeouts),
         Scheme::Abs => abs::open(url, timeouts),
         Scheme::Sftp => sftp::open(url),
+        Scheme::Webdav | Scheme::Webdavs => webdav::open(url, timeouts),
+        Scheme::Nats => nats::open(url, timeouts),
+        Scheme::Oss => oss::open(url, timeouts),
     }
 }
