@@ -354,3 +354,59 @@ def test_oss_without_credentials_says_which_variables(servers):
     out, elapsed = run_exactly(PROBE, servers.url("oss", "db"), oss_env(servers))
     assert_refused(out, "oss storage", "OSS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID")
     assert elapsed < 10, out
+
+
+# ---------------------------------------------------------------------------- NATS token and TLS
+@pytest.fixture()
+def nats_tls_token(tmp_path):
+    """A second nats-server of this test's own: TLS with a self-signed
+    certificate, token sign-in, JetStream on."""
+    import shutil
+    import subprocess
+    server = shutil.which("nats-server")
+    assert server, "nats-server is installed by tests/harness/servers.sh"
+    # A test CA, and a server certificate it signs (webpki refuses a CA
+    # certificate as the server's own).
+    ca, ca_key = tmp_path / "ca.pem", tmp_path / "ca-key.pem"
+    cert, key, csr = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "req.csr"
+    ext = tmp_path / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa: E731
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+        "-days", "2", "-subj", "/CN=lsvfs test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    port = closed_port()
+    token = "tls-token-" + uuid.uuid4().hex
+    conf = tmp_path / "nats.conf"
+    conf.write_text(f"""listen: 127.0.0.1:{port}
+jetstream {{ store_dir: "{tmp_path / 'js'}" }}
+authorization {{ token: "{token}" }}
+tls {{ cert_file: "{cert}", key_file: "{key}" }}
+""")
+    proc = subprocess.Popen([server, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import socket as so
+        lsvfs.wait_for(lambda: so.create_connection(("127.0.0.1", port), timeout=1).close() or True, 20,
+                       what="nats-server with TLS")
+        yield port, token, ca
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_nats_token_over_tls(nats_tls_token):
+    port, token, cert = nats_tls_token
+    bucket = "tls-bucket"
+    # Signed in over verified TLS: the server answers about the bucket.
+    out, _ = probe(f"nats://{token}@127.0.0.1:{port}/{bucket}?tls=true&root-cas={cert}", {})
+    assert_refused(out, "nats storage", f'"{bucket}" does not exist', secrets=(token,))
+    out, _ = probe(f"nats://127.0.0.1:{port}/{bucket}?token={token}&root-cas={cert}", {})
+    assert_refused(out, "nats storage", f'"{bucket}" does not exist', secrets=(token,))
+    # A wrong token is refused; an untrusted certificate too.
+    wrong = "wrong-" + uuid.uuid4().hex
+    out, _ = probe(f"nats://{wrong}@127.0.0.1:{port}/{bucket}?root-cas={cert}", {})
+    assert_refused(out, "nats storage", "credentials", secrets=(wrong,))
+    out, _ = probe(f"nats://{token}@127.0.0.1:{port}/{bucket}?tls=true", {})
+    assert_refused(out, "nats storage", "certificate", secrets=(token,))
