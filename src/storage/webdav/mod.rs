@@ -13,6 +13,8 @@
 
 mod http;
 pub(crate) mod propfind;
+#[cfg(test)]
+mod tests_server;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -472,9 +474,7 @@ mod tests {
 
     #[test]
     fn file_and_level_urls() {
-        let u = ReplicaUrl::parse("webdav://h:1/a/b").unwrap();
-        let s = open(&u, Timeouts::default()).unwrap();
-        let _ = s;
+        tls::ensure_provider(); // before any reqwest client is built
         let c = cfg("webdav://h:1/a/b");
         let st = WebdavStorage {
             client: reqwest::Client::new(),
