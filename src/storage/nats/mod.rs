@@ -36,9 +36,9 @@ use objects::Objects;
 
 const BACKEND: &str = "nats";
 
-/// Bytes of downloaded objects kept per replica. Files up to 1 MiB are read
-/// whole by the replica layer anyway and need no keeping; this holds the
-/// larger snapshots and compactions whose pages are read one at a time.
+/// Bytes of downloaded objects kept per replica, for the larger snapshots
+/// and compactions whose header, index and pages are read one range at a
+/// time. Files read whole (up to 1 MiB, by the replica layer) are not kept.
 const KEEP_BYTES: usize = 128 * 1024 * 1024;
 
 pub struct NatsStorage {
@@ -206,6 +206,11 @@ impl NatsStorage {
 
     async fn read_range(&self, file: FileId, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
         let bytes = self.objects.get(file, || self.download(file)).await?;
+        if range.start == 0 && range.end == bytes.len() as u64 {
+            // Read whole, as the replica layer reads small files: their
+            // pages go to the page cache, so the bytes need no keeping.
+            self.objects.forget(file);
+        }
         let cut = usize::try_from(range.start)
             .ok()
             .zip(usize::try_from(range.end).ok())

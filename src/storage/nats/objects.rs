@@ -67,6 +67,11 @@ impl Objects {
         got
     }
 
+    /// Stops keeping `id` (its download, if finished).
+    pub fn forget(&self, id: FileId) {
+        self.lock().retain(|s| s.id != id || s.size == 0);
+    }
+
     /// The objects kept, least recently used first.
     #[cfg(test)]
     pub fn kept(&self) -> Vec<FileId> {
@@ -156,6 +161,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(objects.kept(), vec![id(9)]);
+    }
+
+    #[tokio::test]
+    async fn forgotten_objects_are_fetched_again() {
+        let objects = Objects::new(100);
+        objects.get(id(1), || async { Ok(vec![1]) }).await.unwrap();
+        objects.forget(id(1));
+        assert!(objects.kept().is_empty());
+        let again = objects.get(id(1), || async { Ok(vec![2]) }).await.unwrap();
+        assert_eq!(*again, vec![2]);
     }
 
     #[tokio::test]
