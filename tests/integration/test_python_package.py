@@ -92,6 +92,10 @@ def test_wheel_is_platform_tagged_and_holds_the_library(wheel):
         meta = z.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
     assert "litestream_vfs/__init__.py" in names
     assert "litestream_vfs/litestream-vfs.so" in names
+    assert "litestream_vfs/django/management/commands/litestream_vfs_status.py" in names
+    licence = next(n for n in names if n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE"))
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read(licence) == (lsvfs.ROOT / "LICENSE").read_bytes()
     assert "Root-Is-Purelib: false" in meta and "Tag: py3-none-linux_" in meta
 
 
