@@ -12,6 +12,7 @@ Runs `gem build` (Ruby's own `gem`); prints the gem's path.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -22,8 +23,19 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "npm"))
-from build import cargo_build, crate_version, host_target  # noqa: E402
+
+
+def _npm_build():
+    """npm/build.py, for its cargo and version helpers (loaded by path: the
+    name `build` is also a PyPI package's)."""
+    spec = importlib.util.spec_from_file_location("litestream_vfs_npm_build", ROOT / "npm" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_helpers = _npm_build()
+cargo_build, crate_version, host_target = _helpers.cargo_build, _helpers.crate_version, _helpers.host_target
 
 # target triple -> (RubyGems platform, library name in the gem)
 TARGETS = {

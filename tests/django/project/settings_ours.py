@@ -6,7 +6,8 @@ The test passes, through the environment:
   LSVFS_DEFAULT_DB      path of `default`: the primary that litestream replicates to replica_a
   LSVFS_REPLICA_A_URL   replica URL of `replica_a` (a file:// replica of `default`)
   LSVFS_REPLICA_B_URL   replica URL of `replica_b` (another database, on S3 when the servers are up)
-  LSVFS_MISSING_URL     a replica URL with nothing there (for the status error)
+  LSVFS_MISSING_URL     a replica URL with nothing there (for the status error;
+                        replica_down is an S3 endpoint that refuses connections)
 """
 
 import os
@@ -32,6 +33,12 @@ LITESTREAM = {
         "replica_a": os.environ["LSVFS_REPLICA_A_URL"],
         "replica_b": {"replica_url": os.environ["LSVFS_REPLICA_B_URL"], "poll_interval": "500ms"},
         "replica_missing": {"replica_url": os.environ["LSVFS_MISSING_URL"], "open_timeout": "1s"},
+        # Storage that refuses connections: port 9 on loopback.
+        "replica_down": {
+            "replica_url": "s3://litestream/down?endpoint=http://127.0.0.1:9&region=us-east-1&force-path-style=true",
+            "storage_timeout": "1s",
+            "open_timeout": "1s",
+        },
     },
     "vfs_router": {"replicas": ["replica_a"]},
 }
