@@ -203,13 +203,19 @@ impl Replica {
             };
             match built {
                 Ok(Some((snap, plan))) => {
-                    if let Some(gap) = plan.gap {
-                        log::warn!(
-                            "{}: gap after TXID {}: next file is {}; reading the state before it",
+                    // As the official extension does: the newest state is
+                    // out of reach, and opening at an older one would read
+                    // stale data as if it were current.
+                    if let (Some((from, to)), Some(gap)) = (plan.missing(), plan.gap) {
+                        return Err(Error::Unavailable(format!(
+                            "gap in the replica {}: TXIDs {from}..{to} are missing (no LTX file of any \
+                             level covers them; the newest state reachable is TXID {}, the next file is {}). \
+                             Litestream may still be writing them, or retention removed them: check the \
+                             replica, or restore it",
                             io.storage.describe(),
                             snap.txid,
                             gap.id
-                        );
+                        )));
                     }
                     let tip = plan
                         .files
