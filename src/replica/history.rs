@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::ltx::{HEADER_SIZE, Header, Txid};
 use crate::storage::{FileId, FileInfo};
-use crate::vfs::format_rfc3339_ms;
+use crate::timefmt::format_rfc3339_nano;
 
 use super::{Io, Snapshot, Stats, plan};
 
@@ -93,9 +93,10 @@ impl Io {
                 .min();
             return Err(Error::Usage(match oldest {
                 Some(ms) => format!(
-                    "no state of the replica at {}: the oldest reachable state is from {}",
-                    format_rfc3339_ms(at_ms),
-                    format_rfc3339_ms(ms)
+                    "no state of the replica at {}: timestamp is before earliest LTX file (the oldest \
+                     reachable state is from {}; pick a later time)",
+                    format_rfc3339_nano(at_ms),
+                    format_rfc3339_nano(ms)
                 ),
                 None => "the replica holds no reachable state".into(),
             }));
