@@ -18,6 +18,8 @@ pub enum Error {
     Missing(String),
     /// The replica cannot be opened (empty, gap at the start, no such folder).
     Unavailable(String),
+    /// The replica was reset (a new lineage) under a snapshot of the old one.
+    Reset(String),
     /// A write was attempted: the replica is read-only.
     ReadOnly,
     /// An SQL function or pragma was used wrongly.
@@ -33,7 +35,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Usage(_) => SQLITE_ERROR,
             Error::Storage(e) if e.kind == StorageErrorKind::Transient => SQLITE_BUSY,
-            Error::Storage(_) | Error::Internal(_) => SQLITE_IOERR,
+            Error::Storage(_) | Error::Internal(_) | Error::Reset(_) => SQLITE_IOERR,
             Error::Corrupt { .. } | Error::Missing(_) => SQLITE_CORRUPT,
             Error::Unavailable(_) => SQLITE_CANTOPEN,
             Error::ReadOnly => SQLITE_READONLY,
@@ -51,9 +53,11 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config(m) | Error::Missing(m) | Error::Unavailable(m) | Error::Usage(m) => {
-                f.write_str(m)
-            }
+            Error::Config(m)
+            | Error::Missing(m)
+            | Error::Unavailable(m)
+            | Error::Usage(m)
+            | Error::Reset(m) => f.write_str(m),
             Error::Storage(e) => write!(f, "{e}"),
             Error::Corrupt { file, source } => write!(f, "corrupt LTX file {file}: {source}"),
             Error::ReadOnly => f.write_str(

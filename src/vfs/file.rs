@@ -139,7 +139,7 @@ impl DbFile {
             TimeTarget::Latest => None,
             TimeTarget::At(target_ms) => {
                 let replica = self.replica_in(&mut inner)?;
-                let at = runtime::block_on(replica.io.build_at_time(target_ms))??;
+                let at = runtime::block_on(replica.at_time(target_ms))??;
                 if !at.exact {
                     crate::log::warn!(
                         "{}: the newest state before the requested time was compacted away; reading TXID {}",
@@ -242,6 +242,9 @@ impl DbFile {
         let Some(snap) = newest.as_ref().or_else(|| inner.fixed_snapshot()) else {
             return Err(Error::Internal("no snapshot to read".into()));
         };
+        // A snapshot held since before a reset must not read the files that
+        // now carry its names.
+        replica.check_lineage(snap)?;
         match read_at(replica, snap, buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
                 let (replica, snap) = (Arc::clone(replica), Arc::clone(snap));
@@ -304,7 +307,7 @@ fn read_at(
             })?;
             if pgno.0 == 1 {
                 let mut p1 = page.to_vec();
-                page1::patch(&mut p1, snap.txid, snap.page_count);
+                page1::patch(&mut p1, snap.txid, snap.lineage, snap.page_count);
                 dst.copy_from_slice(&p1[in_page..in_page + want]);
             } else {
                 dst.copy_from_slice(&page[in_page..in_page + want]);

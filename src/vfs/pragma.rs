@@ -3,8 +3,8 @@
 use crate::error::{Error, Result};
 
 use super::file::DbFile;
-use super::timefmt::format_rfc3339_ms;
 use super::timeparse::parse_time;
+use crate::timefmt::format_rfc3339_nano;
 
 /// What a pragma returns: one text row, or nothing.
 pub type PragmaResult = Option<String>;
@@ -63,12 +63,12 @@ impl DbFile {
     /// The RFC 3339 time of the state read (the target time while travelling).
     pub fn time_text(&self) -> Result<String> {
         if let Some(ms) = self.travel_time_ms()? {
-            return Ok(format_rfc3339_ms(ms));
+            return Ok(format_rfc3339_nano(ms));
         }
         let snap = self.snapshot()?;
 
         Ok(if snap.timestamp_ms > 0 {
-            format_rfc3339_ms(snap.timestamp_ms)
+            format_rfc3339_nano(snap.timestamp_ms)
         } else {
             "latest".into()
         })
