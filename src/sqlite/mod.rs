@@ -6,6 +6,7 @@
 pub mod api;
 #[allow(clippy::all)]
 mod api_table;
+mod codes;
 pub mod ext;
 pub mod ffi;
 mod functions;

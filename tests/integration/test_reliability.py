@@ -45,6 +45,33 @@ def test_panics_become_errors_and_the_process_lives_on():
     assert "panic caught at the SQLite boundary" in r.stderr
 
 
+def test_a_panic_in_a_function_is_an_error_and_a_panic_under_the_lock_does_not_poison():
+    r = run_py(f"""
+        import sqlite3
+        c = lsvfs.connect({lsvfs.file_url(BASIC / 'replica')!r}, name="panic2.db")
+        c.execute("PRAGMA litestream_test_panic = function")
+        try:
+            print("function:", c.execute("SELECT litestream_txid()").fetchone())
+        except sqlite3.Error as e:
+            print("function:", type(e).__name__, "panic" in str(e))
+        print("function after:", c.execute("SELECT litestream_txid()").fetchone())
+        c.execute("PRAGMA litestream_test_panic = locked")
+        try:
+            c.execute("SELECT count(*) FROM seed").fetchone()
+        except sqlite3.Error as e:
+            print("locked:", type(e).__name__, e)
+        for _ in range(3):
+            print("locked after:", lsvfs.digest(c) == {WANT!r}, c.execute("SELECT litestream_txid()").fetchone())
+    """, env={"LITESTREAM_VFS_TEST_HOOKS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "function: OperationalError True",
+        "function after: ('0000000000000007',)",
+        "locked: OperationalError disk I/O error",
+    ] + ["locked after: True ('0000000000000007',)"] * 3, r.stdout + r.stderr
+    assert r.stderr.count("panic caught at the SQLite boundary") >= 2, r.stderr
+
+
 def test_test_hooks_are_inert_by_default():
     c = lsvfs.connect(lsvfs.file_url(BASIC / "replica"), name="nohooks.db")
     # Not ours without the variable: SQLite ignores an unknown pragma.
