@@ -9,6 +9,8 @@ mod api_table;
 mod codes;
 pub mod ext;
 pub mod ffi;
+#[cfg(unix)]
+mod fork;
 mod functions;
 mod guard;
 mod history_vtab;
