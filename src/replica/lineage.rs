@@ -184,6 +184,7 @@ impl Replica {
         );
         Stats::add(&self.io.stats.resets, 1);
         self.io.forget_headers();
+        self.io.storage.forget_open_files().await;
         let Some((mut snap, plan)) = self.io.build(None).await? else {
             return Err(Error::Unavailable(format!(
                 "{}: the replica was reset and holds no snapshot to start from yet",

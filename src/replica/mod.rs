@@ -316,14 +316,7 @@ impl Replica {
                 }
                 Ok(snap)
             }
-            _ => Err(Error::Storage(storage::StorageError::new(
-                "replica",
-                StorageErrorKind::Transient,
-                format!(
-                    "the state at TXID {} is no longer in the replica (compacted away); retry the transaction",
-                    failed.txid
-                ),
-            ))),
+            _ => Err(Error::Compacted { txid: failed.txid }),
         }
     }
 

@@ -7,6 +7,6 @@ mod page1;
 mod pragma;
 mod timeparse;
 
-pub use file::{DbFile, LockLevel};
+pub use file::{DbFile, LockLevel, PanicHook};
 pub use pragma::PragmaResult;
 pub use timeparse::{ACCEPTED as ACCEPTED_TIMES, TimeTarget, parse_time};

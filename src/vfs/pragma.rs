@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 
-use super::file::DbFile;
+use super::file::{DbFile, PanicHook};
 use super::timeparse::parse_time;
 use crate::timefmt::format_rfc3339_nano;
 
@@ -36,13 +36,14 @@ impl DbFile {
             "litestream_stats" => read_only(self.stats_text()),
             // Test hooks for the panic-safety tests; inert unless enabled.
             "litestream_test_panic" if std::env::var_os("LITESTREAM_VFS_TEST_HOOKS").is_some() => {
-                match value {
-                    Some("read") => {
-                        self.panic_on_next_read();
-                        Ok(Some("armed".into()))
-                    }
+                let hook = match value {
+                    Some("read") => PanicHook::Read,
+                    Some("locked") => PanicHook::Locked,
+                    Some("function") => PanicHook::Function,
                     _ => panic!("test hook: panic inside the pragma callback"),
-                }
+                };
+                self.arm_panic(hook);
+                Ok(Some("armed".into()))
             }
 
             _ => return None,
