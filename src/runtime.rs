@@ -110,9 +110,15 @@ pub fn process() -> Arc<Process> {
 }
 
 /// Runs a future to completion from a synchronous caller (an SQLite
-/// callback). A host that calls SQLite from inside a tokio runtime of its own
-/// (an async task, `spawn_blocking`) cannot block there, so that call is
-/// moved to a short-lived thread of its own.
+/// callback), on the calling thread.
+///
+/// A host that calls SQLite from inside a tokio runtime of its own (an
+/// async task, `spawn_blocking`) cannot simply block there. On a
+/// multi-threaded host runtime, `block_in_place` hands the worker's other
+/// tasks to another thread and lets this one block, with no thread started.
+/// A current-thread host runtime has no other worker to hand them to, so
+/// that call alone moves to a short-lived scoped thread (the future borrows
+/// the caller's stack, so it cannot go to a long-lived one safely).
 pub fn block_on<F>(fut: F) -> Result<F::Output>
 where
     F: Future + Send,
@@ -120,9 +126,46 @@ where
 {
     let process = process();
     let rt = process.runtime()?;
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Ok(rt.block_on(fut));
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => Ok(rt.block_on(fut)),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            Ok(tokio::task::block_in_place(|| rt.block_on(fut)))
+        }
+        Ok(_) => std::thread::scope(|s| s.spawn(|| rt.block_on(fut)).join())
+            .map_err(|_| Error::Internal("storage call panicked".into())),
     }
-    std::thread::scope(|s| s.spawn(|| rt.block_on(fut)).join())
-        .map_err(|_| Error::Internal("storage call panicked".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn here() -> std::thread::ThreadId {
+        std::thread::current().id()
+    }
+
+    #[test]
+    fn inside_a_multithreaded_host_runtime_no_thread_is_started() {
+        let host = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (caller, polled) = host.block_on(async {
+            tokio::spawn(async { (here(), block_on(async { here() }).unwrap()) })
+                .await
+                .unwrap()
+        });
+        assert_eq!(caller, polled, "the storage call ran on another thread");
+        // Inside the host's own block_on (not a worker thread) too.
+        assert_eq!(host.block_on(async { block_on(async { 9 }).unwrap() }), 9);
+    }
+
+    #[test]
+    fn outside_any_runtime_and_on_a_current_thread_one_it_works() {
+        assert_eq!(block_on(async { 7 }).unwrap(), 7);
+        let host = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(host.block_on(async { block_on(async { 8 }).unwrap() }), 8);
+    }
 }

@@ -17,6 +17,14 @@ impl Plan {
     pub fn txid(&self) -> Option<Txid> {
         self.files.last().map(|f| f.id.name.max)
     }
+
+    /// The TXIDs no file covers between the plan's end and the next file,
+    /// when there is a hole.
+    pub fn missing(&self) -> Option<(Txid, Txid)> {
+        let gap = self.gap?;
+        let from = self.txid()?.next();
+        Some((from, Txid(gap.id.name.min.0.saturating_sub(1))))
+    }
 }
 
 /// Chooses the files for the newest state whose TXID is at most `limit`:
@@ -121,6 +129,13 @@ mod tests {
         let p = plan(&[f(9, 1, 5), f(0, 6, 6), f(0, 8, 8)], None).unwrap();
         assert_eq!(p.txid(), Some(Txid(6)));
         assert_eq!(p.gap, Some(f(0, 8, 8)));
+        assert_eq!(p.missing(), Some((Txid(7), Txid(7))));
+        let p = plan(&[f(9, 1, 5), f(0, 9, 12)], None).unwrap();
+        assert_eq!(p.missing(), Some((Txid(6), Txid(8))));
+        assert_eq!(
+            plan(&[f(9, 1, 5), f(0, 6, 6)], None).unwrap().missing(),
+            None
+        );
         let p = plan(
             &[f(9, 1, 5), f(9, 1, 9), f(0, 6, 6), f(1, 6, 9)],
             Some(Txid(6)),

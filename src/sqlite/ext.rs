@@ -50,6 +50,8 @@ pub unsafe fn init(
         if let Err(msg) = vfs::register() {
             return fail(msg);
         }
+        #[cfg(unix)]
+        super::fork::install();
         // SAFETY: `db` is the connection loading us.
         let rc = unsafe { functions::register(db) };
         if rc != SQLITE_OK {

@@ -8,10 +8,10 @@ use std::ptr;
 
 use super::api;
 use super::ffi::*;
-use super::guard::guard_unit;
+use super::guard::{catch_panic, guard_unit};
 use super::vfs::db_file;
 use crate::error::{Error, Result};
-use crate::vfs::DbFile;
+use crate::vfs::{DbFile, PanicHook};
 
 type Impl = fn(&DbFile, Option<String>) -> Result<Value>;
 
@@ -121,8 +121,15 @@ unsafe extern "C" fn call(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mu
         let arg = (argc > 0 && !argv.is_null())
             .then(|| unsafe { text_of(*argv) })
             .flatten();
-        // SAFETY: `ctx` is the live context of this call.
-        let result = unsafe { main_file(ctx) }.and_then(|file| (f.run)(file, arg));
+        // A panic in the function is an error on the context, not a NULL
+        // that looks like data.
+        let result = catch_panic(|| {
+            // SAFETY: `ctx` is the live context of this call.
+            unsafe { main_file(ctx) }.and_then(|file| {
+                file.test_panic(PanicHook::Function);
+                (f.run)(file, arg)
+            })
+        });
         // SAFETY: `ctx` is the live context of this call.
         unsafe { set_result(api, ctx, f.name, result) };
     });

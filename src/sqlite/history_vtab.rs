@@ -14,7 +14,7 @@ use super::functions::main_file_of;
 use super::guard::guard;
 use crate::replica::State;
 use crate::runtime;
-use crate::vfs::format_rfc3339_ms;
+use crate::timefmt::format_rfc3339_nano;
 
 pub const NAME: &CStr = c"litestream_history";
 const SCHEMA: &CStr = c"CREATE TABLE x(txid TEXT, time TEXT, level INTEGER, file TEXT)";
@@ -191,7 +191,7 @@ unsafe extern "C" fn x_column(
         };
         let text = match col {
             0 => row.txid.to_string(),
-            1 => format_rfc3339_ms(row.timestamp_ms),
+            1 => format_rfc3339_nano(row.timestamp_ms),
             2 => {
                 if let Some(ri) = api.result_int64 {
                     // SAFETY: `ctx` is the live column context.

@@ -10,6 +10,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use super::api::{self, alloc_cstr};
+use super::codes::{self, Call};
 use super::ffi::*;
 use super::guard::guard;
 use crate::config::{Config, Sources};
@@ -125,9 +126,12 @@ unsafe fn default_vfs<'a>(vfs: *mut sqlite3_vfs) -> &'a mut sqlite3_vfs {
     unsafe { &mut *(*vfs).pAppData.cast::<sqlite3_vfs>() }
 }
 
-fn report(what: &str, e: &Error) {
+/// Logs a failed call and returns its SQLite code.
+fn report(what: &str, e: &Error, call: Call) -> c_int {
     log::error!("{what}: {e}");
-    api::log(e.sqlite_code(), &format!("litestream: {what}: {e}"));
+    let rc = codes::code(e, call);
+    api::log(rc, &format!("litestream: {what}: {e}"));
+    rc
 }
 
 unsafe extern "C" fn x_open(
@@ -172,10 +176,7 @@ unsafe extern "C" fn x_open(
                 }
                 SQLITE_OK
             }
-            Err(e) => {
-                report("cannot open replica", &e);
-                SQLITE_CANTOPEN
-            }
+            Err(e) => report("cannot open replica", &e, Call::Open),
         }
     })
 }
@@ -222,13 +223,7 @@ unsafe extern "C" fn x_read(
         match db.read(out, off) {
             Ok(true) => SQLITE_OK,
             Ok(false) => SQLITE_IOERR_SHORT_READ,
-            Err(e) => {
-                report("read failed", &e);
-                match e.sqlite_code() {
-                    SQLITE_CORRUPT => SQLITE_CORRUPT,
-                    _ => SQLITE_IOERR_READ,
-                }
-            }
+            Err(e) => report("read failed", &e, Call::Read),
         }
     })
 }
@@ -252,10 +247,7 @@ unsafe extern "C" fn x_file_size(file: *mut sqlite3_file, size: *mut i64) -> c_i
             unsafe { *size = i64::try_from(n).unwrap_or(i64::MAX) };
             SQLITE_OK
         }
-        Err(e) => {
-            report("file size failed", &e);
-            SQLITE_IOERR
-        }
+        Err(e) => report("file size failed", &e, Call::Io),
     })
 }
 
@@ -266,14 +258,8 @@ unsafe extern "C" fn x_lock(file: *mut sqlite3_file, level: c_int) -> c_int {
         };
         match db.lock(level) {
             Ok(()) => SQLITE_OK,
-            Err(Error::ReadOnly) => SQLITE_READONLY,
-            Err(e) => {
-                report("lock failed", &e);
-                match e.sqlite_code() {
-                    SQLITE_BUSY => SQLITE_BUSY,
-                    _ => SQLITE_IOERR_LOCK,
-                }
-            }
+            Err(Error::ReadOnly) => codes::code(&Error::ReadOnly, Call::Lock),
+            Err(e) => report("lock failed", &e, Call::Lock),
         }
     })
 }
@@ -322,7 +308,7 @@ unsafe extern "C" fn x_file_control(file: *mut sqlite3_file, op: c_int, arg: *mu
         let (rc, text) = match result {
             Ok(Some(text)) => (SQLITE_OK, Some(text)),
             Ok(None) => (SQLITE_OK, None),
-            Err(e) => (SQLITE_ERROR, Some(e.to_string())),
+            Err(e) => (codes::code(&e, Call::Sql), Some(e.to_string())),
         };
         if let Some(text) = text {
             // SAFETY: slot 0 is ours to fill with an sqlite3_malloc string.

@@ -113,6 +113,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         Box::pin(async {})
     }
 
+    /// Closes any file handles kept open between reads. Called when the
+    /// replica was reset: the same names now belong to other files, and a
+    /// kept handle would still read the old one.
+    fn forget_open_files(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Listing requests one `list_all` costs (for the statistics).
     fn list_all_requests(&self) -> u64 {
         10

@@ -10,6 +10,7 @@
 
 mod config;
 mod connect;
+mod pool;
 
 use std::io::SeekFrom;
 use std::ops::Range;
@@ -147,8 +148,7 @@ impl SftpStorage {
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| self.fail(StorageErrorKind::Other, "range too large".into()))?;
         self.attempt(&format!("read {path}"), |c| async move {
-            let handle = c.file(file, &path).await?;
-            let mut f = handle.lock().await;
+            let mut f = c.file(file, &path).await?;
             let mut buf = vec![0u8; len];
             let read = async {
                 f.seek(SeekFrom::Start(range.start)).await?;
@@ -223,6 +223,14 @@ impl Storage for SftpStorage {
             with_retries(|| self.read_once(file, range.clone()))
                 .await
                 .map_err(|e| self.scrubbed(e))
+        })
+    }
+
+    fn forget_open_files(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(c) = self.conn.lock().await.as_ref() {
+                c.forget_all();
+            }
         })
     }
 }
