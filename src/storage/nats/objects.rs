@@ -72,6 +72,12 @@ impl Objects {
         self.lock().retain(|s| s.id != id || s.size == 0);
     }
 
+    /// Stops keeping anything: after a replica reset the same names stand
+    /// for other files.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     /// The objects kept, least recently used first.
     #[cfg(test)]
     pub fn kept(&self) -> Vec<FileId> {
@@ -171,6 +177,9 @@ mod tests {
         assert!(objects.kept().is_empty());
         let again = objects.get(id(1), || async { Ok(vec![2]) }).await.unwrap();
         assert_eq!(*again, vec![2]);
+        objects.clear();
+        let third = objects.get(id(1), || async { Ok(vec![3]) }).await.unwrap();
+        assert_eq!(*third, vec![3]);
     }
 
     #[tokio::test]
