@@ -13,7 +13,10 @@ fn files_under(dir: &str) -> Vec<String> {
     for e in std::fs::read_dir(&root).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "rs") {
-            out.push(format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()));
+            out.push(format!(
+                "{dir}/{}",
+                p.file_name().unwrap().to_string_lossy()
+            ));
         }
     }
     out
@@ -36,7 +39,10 @@ fn replica_imports_nothing_from_vfs() {
 
 #[test]
 fn runtime_and_replica_do_not_import_each_other_both_ways() {
-    assert!(!mentions("src/runtime.rs", "crate::replica"), "runtime imports replica");
+    assert!(
+        !mentions("src/runtime.rs", "crate::replica"),
+        "runtime imports replica"
+    );
 }
 
 #[test]
