@@ -1,11 +1,11 @@
 //! Process-wide state: the tokio runtime that runs storage I/O and pollers,
-//! and the replica registry.
+//! and [`per_epoch`] values for other modules (the replica registry).
 //!
-//! All of it hangs off one [`Process`] value per *fork epoch*. A child made by
+//! All of it hangs off one value per *fork epoch*. A child made by
 //! `fork()` has none of its parent's threads, and any lock another thread
 //! held at that instant stays held forever in the child. So the child never
 //! touches its parent's `Process`: a `pthread_atfork` child handler bumps the
-//! epoch, and the next call here builds a fresh `Process` (runtime, registry)
+//! epoch, and the next call here builds a fresh value (runtime, registry)
 //! for the child. The parent's value is leaked in the child on purpose:
 //! dropping it would wait for threads that do not exist there.
 
@@ -20,7 +20,6 @@ use arc_swap::ArcSwapOption;
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
-use crate::replica::Registry;
 
 /// Worker threads of the runtime. Storage I/O is mostly waiting, so two
 /// threads keep several pollers and prefetches moving without taking cores
@@ -28,15 +27,14 @@ use crate::replica::Registry;
 const WORKER_THREADS: usize = 2;
 
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
-static CURRENT: ArcSwapOption<Process> = ArcSwapOption::const_empty();
+static CURRENT: Epochal<Process> = Epochal::new();
 #[cfg(unix)]
 static ATFORK: Once = Once::new();
 
 /// Process-wide state of one fork epoch.
+#[derive(Default)]
 pub struct Process {
-    epoch: u64,
     runtime: OnceLock<std::result::Result<Runtime, String>>,
-    registry: Registry,
 }
 
 impl Process {
@@ -54,10 +52,6 @@ impl Process {
             .as_ref()
             .map_err(|e| Error::Internal(format!("cannot start the I/O runtime: {e}")))
     }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
 }
 
 #[cfg(unix)]
@@ -70,32 +64,57 @@ pub fn fork_epoch() -> u64 {
     FORK_EPOCH.load(Ordering::Acquire)
 }
 
-/// The state of this process (of this fork epoch). Lock-free, so that a
-/// child never waits for a lock that a vanished parent thread held.
-pub fn process() -> Arc<Process> {
-    // No fork() on Windows, so nothing to register there.
-    #[cfg(unix)]
-    ATFORK.call_once(|| {
-        // SAFETY: the child handler only touches an atomic, which is
-        // async-signal-safe as the child side of pthread_atfork requires.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+/// A value of type `T` per fork epoch: a `static` of this type holds the
+/// current epoch's value, and a child after `fork()` gets a fresh one.
+pub struct Epochal<T> {
+    slot: ArcSwapOption<Epoch<T>>,
+}
+
+/// A value and the fork epoch it belongs to; derefs to the value.
+pub struct Epoch<T> {
+    pub epoch: u64,
+    value: T,
+}
+
+impl<T> std::ops::Deref for Epoch<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> Epochal<T> {
+    pub const fn new() -> Epochal<T> {
+        Epochal {
+            slot: ArcSwapOption::const_empty(),
         }
-    });
+    }
+}
+
+impl<T> Default for Epochal<T> {
+    fn default() -> Self {
+        Epochal::new()
+    }
+}
+
+/// The value of `cell` for this fork epoch, made with `T::default()` on
+/// first use in the epoch. Lock-free, so that a child never waits for a
+/// lock that a vanished parent thread held.
+pub fn per_epoch<T: Default>(cell: &Epochal<T>) -> Arc<Epoch<T>> {
+    install_atfork();
     loop {
         let epoch = fork_epoch();
-        let cur = CURRENT.load_full();
+        let cur = cell.slot.load_full();
         if let Some(p) = &cur {
             if p.epoch == epoch {
                 return Arc::clone(p);
             }
         }
-        let fresh = Arc::new(Process {
+        let fresh = Arc::new(Epoch {
             epoch,
-            runtime: OnceLock::new(),
-            registry: Registry::default(),
+            value: T::default(),
         });
-        let prev = CURRENT.compare_and_swap(&cur, Some(Arc::clone(&fresh)));
+        let prev = cell.slot.compare_and_swap(&cur, Some(Arc::clone(&fresh)));
         let swapped = match (&*prev, &cur) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -107,6 +126,23 @@ pub fn process() -> Arc<Process> {
             return fresh;
         }
     }
+}
+
+fn install_atfork() {
+    // No fork() on Windows, so nothing to register there.
+    #[cfg(unix)]
+    ATFORK.call_once(|| {
+        // SAFETY: the child handler only touches an atomic, which is
+        // async-signal-safe as the child side of pthread_atfork requires.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// The runtime state of this process (of this fork epoch).
+pub fn process() -> Arc<Epoch<Process>> {
+    per_epoch(&CURRENT)
 }
 
 /// Runs a future to completion from a synchronous caller (an SQLite

@@ -34,7 +34,7 @@ pub use plan::{Plan, plan};
 
 pub use poller::{PollState, running as running_pollers};
 
-pub use registry::{Registry, ReplicaHandle};
+pub use registry::{Registry, ReplicaHandle, registry};
 pub use snapshot::{FileRef, FrameLoc, Snapshot};
 pub use stats::Stats;
 
@@ -168,8 +168,6 @@ pub struct Replica {
     last_poll_ms: AtomicI64,
     /// One re-plan at a time; others wait and reuse its result.
     replan_lock: tokio::sync::Mutex<()>,
-    /// Wakes the poller to stop.
-    stop: tokio::sync::Notify,
     /// The newest level-0 file of the current state, to see a reset by.
     tip: std::sync::Mutex<Option<lineage::Tip>>,
 }
@@ -264,7 +262,6 @@ impl Replica {
             current: ArcSwap::from_pointee(snap),
             last_poll_ms: AtomicI64::new(now_ms()),
             replan_lock: tokio::sync::Mutex::new(()),
-            stop: tokio::sync::Notify::new(),
             tip: std::sync::Mutex::new(tip),
         }))
     }
@@ -341,11 +338,6 @@ impl Replica {
             self.io.storage.describe(),
             snap.txid
         )))
-    }
-
-    /// Asks the poller to stop.
-    pub fn stop(&self) {
-        self.stop.notify_one();
     }
 }
 

@@ -191,16 +191,13 @@ pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + 'static) {
 }
 
 /// The poller loop of one replica. Ends when the registry reaps the replica
-/// (no connection for the idle grace period) or when told to stop.
+/// (no connection for the idle grace period).
 async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
     let mut state = PollState::starting(replica.tip().is_some());
     let mut failing = false;
 
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(replica.config.poll_interval) => {}
-            () = replica.stop.notified() => break,
-        }
+        tokio::time::sleep(replica.config.poll_interval).await;
         if reap() {
             break;
         }

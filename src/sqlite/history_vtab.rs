@@ -10,8 +10,8 @@ use std::ptr;
 
 use super::api::{self, alloc_cstr};
 use super::ffi::*;
-use super::functions::main_file_of;
 use super::guard::guard;
+use super::vfs::main_file_of;
 use crate::replica::State;
 use crate::runtime;
 use crate::timefmt::format_rfc3339_nano;
@@ -207,4 +207,25 @@ unsafe extern "C" fn x_column(
         }
         SQLITE_OK
     })
+}
+
+/// Registers the `litestream_history` table-valued module on `db`.
+///
+/// # Safety
+/// `db` must be an open connection of the host whose API table is set.
+pub unsafe fn register(db: *mut sqlite3) -> c_int {
+    let Some(module) = api::get().and_then(|a| a.create_module_v2) else {
+        return SQLITE_ERROR;
+    };
+    // SAFETY: `db` is open (caller's contract); the module is a static that
+    // outlives it.
+    unsafe {
+        module(
+            db,
+            NAME.as_ptr(),
+            (&raw const MODULE).cast(),
+            std::ptr::null_mut(),
+            None,
+        )
+    }
 }

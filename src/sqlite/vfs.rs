@@ -457,3 +457,29 @@ unsafe extern "C" fn x_current_time_int64(vfs: *mut sqlite3_vfs, out: *mut i64) 
     d.xCurrentTimeInt64
         .map_or(SQLITE_ERROR, |f| unsafe { f(d, out) })
 }
+
+/// The replica file behind a connection's main database.
+///
+/// # Safety
+/// `db` must be a live connection, used from the thread that holds its mutex.
+pub unsafe fn main_file_of<'a>(db: *mut sqlite3) -> crate::error::Result<&'a DbFile> {
+    let api = api::get().ok_or_else(|| Error::Internal("no API table".into()))?;
+    let Some(fcntl) = api.file_control else {
+        return Err(Error::Internal("host lacks sqlite3_file_control".into()));
+    };
+    let mut file: *mut sqlite3_file = ptr::null_mut();
+    // SAFETY: FILE_POINTER writes the main database's sqlite3_file pointer.
+    unsafe {
+        fcntl(
+            db,
+            c"main".as_ptr(),
+            SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    // SAFETY: `file` is null or the connection's open main database file,
+    // which stays open for the duration of this call.
+    unsafe { db_file(file) }.ok_or_else(|| {
+        Error::Usage("this connection's main database is not a Litestream replica (open it with vfs=litestream)".into())
+    })
+}

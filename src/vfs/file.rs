@@ -96,7 +96,7 @@ pub struct DbFile {
 impl DbFile {
     /// Opens (or joins) the shared replica that `config` names.
     pub fn open(config: Config) -> Result<DbFile> {
-        let handle = runtime::process().registry().open(&config)?;
+        let handle = crate::replica::registry().open(&config)?;
         Ok(DbFile {
             config,
             inner: Mutex::new(Inner {
@@ -137,7 +137,7 @@ impl DbFile {
     /// opened it (the parent's runtime does not exist here).
     fn ensure_epoch(&self, inner: &mut Inner) -> Result<()> {
         if inner.handle.epoch() != runtime::fork_epoch() {
-            inner.handle = runtime::process().registry().open(&self.config)?;
+            inner.handle = crate::replica::registry().open(&self.config)?;
         }
         Ok(())
     }

@@ -90,7 +90,7 @@ impl DbFile {
             r.io.cache.budget(),
             snap.txid,
             snap.page_count,
-            crate::runtime::process().registry().len(),
+            crate::replica::registry().len(),
             crate::replica::running_pollers()
         ))
     }
