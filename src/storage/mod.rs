@@ -21,6 +21,8 @@ mod sftp;
 mod tls;
 mod url;
 mod webdav;
+#[cfg(test)]
+mod window_tests;
 
 use std::future::Future;
 use std::ops::Range;
@@ -148,8 +150,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
 /// Opens the backend a URL names.
 ///
-/// `timeouts` bounds each call of the object-store backends (S3, GCS,
-/// Azure, OSS), WebDAV and NATS; SFTP keeps its own fixed timeouts.
+/// `timeouts` bounds each request and the retry window of the object-store
+/// backends (S3, GCS, Azure, OSS), WebDAV and NATS; SFTP keeps its own
+/// fixed timeouts.
 pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
     match url.scheme() {
         Scheme::File => {

@@ -159,7 +159,7 @@ impl NatsStorage {
     }
 
     async fn list_everything(&self) -> Result<Vec<FileInfo>, StorageError> {
-        with_retries(|| async {
+        with_retries(self.timeouts.retry, || async {
             let conn = self.conn().await?;
             match jetstream::list(&conn, &self.cfg.bucket, self.timeouts.request).await {
                 Ok(listed) => {
@@ -188,7 +188,7 @@ impl NatsStorage {
     async fn download(&self, file: FileId) -> Result<Vec<u8>, StorageError> {
         let name = object_name(file);
         let what = format!("{file}");
-        with_retries(|| async {
+        with_retries(self.timeouts.retry, || async {
             let conn = self.conn().await?;
             match jetstream::get(&conn, &self.cfg.bucket, &name, self.timeouts.request).await {
                 Ok(bytes) => Ok(bytes),

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 
 use super::error::{StorageError, StorageErrorKind};
-use super::retry::{REQUEST_TIMEOUT, with_retries};
+use super::retry::{REQUEST_TIMEOUT, RETRY_TIMEOUT, with_retries};
 use super::secrets::Secrets;
 use super::url::ReplicaUrl;
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
@@ -208,7 +208,7 @@ impl Storage for SftpStorage {
         after: Option<FileName>,
     ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
         Box::pin(async move {
-            with_retries(|| self.list_once(level, after))
+            with_retries(RETRY_TIMEOUT, || self.list_once(level, after))
                 .await
                 .map_err(|e| self.scrubbed(e))
         })
@@ -220,7 +220,7 @@ impl Storage for SftpStorage {
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
         Box::pin(async move {
-            with_retries(|| self.read_once(file, range.clone()))
+            with_retries(RETRY_TIMEOUT, || self.read_once(file, range.clone()))
                 .await
                 .map_err(|e| self.scrubbed(e))
         })

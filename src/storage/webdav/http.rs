@@ -2,6 +2,7 @@
 //! means, and a message with every secret removed.
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
 
@@ -22,6 +23,8 @@ pub struct Call<'a> {
     pub what: &'a str,
     pub describe: &'a str,
     pub secrets: &'a Secrets,
+    /// No retry starts later than this after the first attempt.
+    pub retry_window: Duration,
 }
 
 impl Call<'_> {
@@ -33,7 +36,7 @@ impl Call<'_> {
         ok: &[StatusCode],
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Answer, StorageError> {
-        with_retries(|| async {
+        with_retries(self.retry_window, || async {
             let resp = build().send().await.map_err(|e| self.transport(&e))?;
             let status = resp.status();
             let body = resp.bytes().await.map_err(|e| self.transport(&e))?.to_vec();
@@ -132,6 +135,7 @@ mod tests {
             what: "db/ltx/0",
             describe: "webdav://u:REDACTED@h/db",
             secrets: &secrets,
+            retry_window: Duration::from_secs(1),
         };
         let cases = [
             (401, StorageErrorKind::Auth),

@@ -54,6 +54,8 @@ pub struct WebdavStorage {
     infinity: AtomicU8,
     last_list_requests: AtomicU64,
     warned_full_get: AtomicBool,
+    /// `storage_timeout`: bounds each request and the retry window.
+    timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for WebdavStorage {
@@ -161,6 +163,7 @@ pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, St
         infinity: AtomicU8::new(INFINITY_UNKNOWN),
         last_list_requests: AtomicU64::new(1),
         warned_full_get: AtomicBool::new(false),
+        timeouts,
     }))
 }
 
@@ -171,6 +174,7 @@ impl WebdavStorage {
             what,
             describe: &self.describe,
             secrets: &self.secrets,
+            retry_window: self.timeouts.retry,
         }
     }
 
@@ -486,6 +490,7 @@ mod tests {
             infinity: AtomicU8::new(0),
             last_list_requests: AtomicU64::new(0),
             warned_full_get: AtomicBool::new(false),
+            timeouts: Timeouts::default(),
         };
         assert_eq!(
             st.level_url(Level::SNAPSHOT).as_str(),
