@@ -3,9 +3,13 @@
 //! once, exact ranged reads, several ranges, a read past the end, a missing
 //! file, and files that are not LTX files ignored.
 //!
-//! `file://` always runs. S3 (s3s-fs) and SFTP run when the shared test
-//! servers' environment is set (`. "$(tests/harness/servers.sh envfile)"`);
-//! otherwise they are skipped and say so.
+//! `file://` always runs. S3 (s3s-fs), SFTP, WebDAV (rclone), NATS
+//! JetStream (nats-server) and OSS (s3s-fs, reached through the OSS URL
+//! form) run when the shared test servers' environment is set
+//! (`. "$(tests/harness/servers.sh envfile)"`); otherwise they are skipped
+//! and say so. Each backend that ran says so too (`--nocapture`).
+
+mod conformance_servers;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,15 +33,27 @@ fn tree() -> Vec<(u8, &'static str, Vec<u8>)> {
     ]
 }
 
-/// Writes the tree under `root`, each level in `dir_of(level)`, plus a file
-/// that is not an LTX file in level 0.
+/// The tree as (relative path, bytes), each level in `dir_of(level)`, plus
+/// a file that is not an LTX file in level 0.
+fn tree_files(dir_of: impl Fn(u8) -> String) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = tree()
+        .into_iter()
+        .map(|(level, name, bytes)| (format!("{}/{name}", dir_of(level)), bytes))
+        .collect();
+    files.push((
+        format!("{}/notes.txt", dir_of(0)),
+        b"not an LTX file".to_vec(),
+    ));
+    files
+}
+
+/// Writes the tree under `root`.
 fn write_tree(root: &Path, dir_of: impl Fn(u8) -> String) {
-    for (level, name, bytes) in tree() {
-        let dir = root.join(dir_of(level));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(name), bytes).unwrap();
+    for (rel, bytes) in tree_files(dir_of) {
+        let file = root.join(rel);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, bytes).unwrap();
     }
-    std::fs::write(root.join(dir_of(0)).join("notes.txt"), b"not an LTX file").unwrap();
 }
 
 fn id(level: u8, name: &str) -> FileId {
@@ -137,6 +153,7 @@ async fn conformance(backend: &str, s: &dyn Storage) {
         e.message.contains(s.describe()) || e.message.contains(backend),
         "{backend}: {e}"
     );
+    eprintln!("ran: {backend} conforms ({})", s.describe());
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -169,6 +186,9 @@ fn every_backend_conforms() {
     file_backend_conforms();
     sftp_backend_conforms();
     s3_backend_conforms();
+    oss_backend_conforms();
+    webdav_backend_conforms();
+    nats_backend_conforms();
 }
 
 fn file_backend_conforms() {
@@ -245,4 +265,74 @@ fn s3_backend_conforms() {
     let s = open(&url);
     rt().block_on(conformance("s3", s.as_ref()));
     let _ = std::fs::remove_dir_all(root);
+}
+
+/// OSS through its S3-compatible API, here s3s-fs: the OSS host form with a
+/// region, the test server as `endpoint`, the key layout S3's. Runs after
+/// the S3 part, which set the LITESTREAM_* credentials OSS reads too.
+fn oss_backend_conforms() {
+    let (Some(dir), Some(bucket), Some(endpoint), Some(_), Some(_)) = (
+        env("LSVFS_S3_DIR"),
+        env("LSVFS_BUCKET"),
+        env("LSVFS_S3_ENDPOINT"),
+        env("LITESTREAM_ACCESS_KEY_ID"),
+        env("LITESTREAM_SECRET_ACCESS_KEY"),
+    ) else {
+        eprintln!("skipped: oss: no S3 server (s3s-fs) in the environment");
+        return;
+    };
+    let path = unique("oss");
+    let root = PathBuf::from(dir).join(&path);
+    write_tree(&root, |l| format!("{l:04x}"));
+    let url = format!(
+        "oss://{bucket}.oss-cn-hangzhou.aliyuncs.com/{path}?endpoint={endpoint}&force-path-style=true"
+    );
+    let s = open(&url);
+    rt().block_on(conformance("oss", s.as_ref()));
+    let _ = std::fs::remove_dir_all(root);
+}
+
+fn webdav_backend_conforms() {
+    let (Some(host), Some(user), Some(password)) = (
+        env("LSVFS_WEBDAV_HOST"),
+        env("LSVFS_WEBDAV_USER"),
+        env("LSVFS_WEBDAV_PASSWORD"),
+    ) else {
+        eprintln!("skipped: webdav: no WebDAV server in the environment");
+        return;
+    };
+    let path = unique("webdav");
+    let dav = conformance_servers::webdav::Dav {
+        host: host.clone(),
+        user: user.clone(),
+        password: password.clone(),
+    };
+    for (rel, bytes) in tree_files(|l| format!("ltx/{l}")) {
+        dav.put(&format!("{path}/{rel}"), &bytes);
+    }
+    let s = open(&format!("webdav://{user}:{password}@{host}/{path}"));
+    rt().block_on(conformance("webdav", s.as_ref()));
+    assert!(!s.describe().contains(&password), "{}", s.describe());
+    dav.delete(&path);
+}
+
+fn nats_backend_conforms() {
+    let (Some(host), Some(user), Some(password)) = (
+        env("LSVFS_NATS_HOST"),
+        env("LSVFS_NATS_USER"),
+        env("LSVFS_NATS_PASSWORD"),
+    ) else {
+        eprintln!("skipped: nats: no NATS server in the environment");
+        return;
+    };
+    // The bucket is the replica; object names are `ltx/<level>/<name>`.
+    let bucket = unique("nats");
+    let mut nats = conformance_servers::nats::Nats::create_bucket(&host, &user, &password, &bucket);
+    for (i, (rel, bytes)) in tree_files(|l| format!("ltx/{l}")).iter().enumerate() {
+        nats.put(rel, bytes, &format!("conformance{i}"));
+    }
+    let s = open(&format!("nats://{user}:{password}@{host}/{bucket}"));
+    rt().block_on(conformance("nats", s.as_ref()));
+    assert!(!s.describe().contains(&password), "{}", s.describe());
+    nats.delete_bucket();
 }
