@@ -91,6 +91,24 @@ pub fn went_backwards(cur: Txid, listing: &[FileInfo]) -> Option<String> {
     (newest < cur).then(|| format!("its newest file ends at TXID {newest}, before ours ({cur})"))
 }
 
+/// The tip of a freshly built state: the plan's last file when it is at
+/// level 0 (its timestamp is the snapshot's), else the level-0 file listed
+/// with the same end (its timestamp learnt at the first check).
+pub fn tip_of(snap: &super::Snapshot, plan: &super::Plan) -> Option<Tip> {
+    match plan.files.last() {
+        Some(f) if f.id.level == Level::L0 => Some(Tip {
+            txid: snap.txid,
+            file: *f,
+            written_ms: Some(snap.timestamp_ms),
+        }),
+        _ => plan.level0_end.map(|f| Tip {
+            txid: snap.txid,
+            file: f,
+            written_ms: None,
+        }),
+    }
+}
+
 /// The tip a listing offers for the state at `cur`: the level-0 file that
 /// ends there.
 pub fn tip_in(cur: Txid, listing: &[FileInfo]) -> Option<Tip> {
@@ -192,16 +210,7 @@ impl Replica {
             )));
         };
         snap.lineage = old.lineage.wrapping_add(1);
-        let tip = plan
-            .files
-            .last()
-            .filter(|f| f.id.level == Level::L0)
-            .map(|f| Tip {
-                txid: snap.txid,
-                file: *f,
-                written_ms: Some(snap.timestamp_ms),
-            });
-        self.set_tip(tip);
+        self.set_tip(tip_of(&snap, &plan));
         log::info!(
             "{}: now at TXID {} of the new lineage ({} pages)",
             self.io.storage.describe(),

@@ -215,15 +215,7 @@ impl Replica {
                             gap.id
                         )));
                     }
-                    let tip = plan
-                        .files
-                        .last()
-                        .filter(|f| f.id.level == storage::Level::L0)
-                        .map(|f| lineage::Tip {
-                            txid: snap.txid,
-                            file: *f,
-                            written_ms: Some(snap.timestamp_ms),
-                        });
+                    let tip = lineage::tip_of(&snap, &plan);
                     break (snap, tip);
                 }
                 Ok(None) if Instant::now() < deadline => tokio::time::sleep(EMPTY_RETRY).await,

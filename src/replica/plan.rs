@@ -10,6 +10,10 @@ pub struct Plan {
     pub files: Vec<FileInfo>,
     /// The first file that starts after the plan's end, leaving a hole.
     pub gap: Option<FileInfo>,
+    /// The level-0 file that ends where the plan ends, when one is listed
+    /// (the plan itself may end with a compaction): what the poller watches
+    /// to see the replica reset.
+    pub level0_end: Option<FileInfo>,
 }
 
 impl Plan {
@@ -69,7 +73,15 @@ pub fn plan(listing: &[FileInfo], limit: Option<Txid>) -> Option<Plan> {
         .filter(|f| f.id.level < Level::SNAPSHOT && f.id.name.min > cur.next())
         .min_by_key(|f| f.id.name)
         .copied();
-    Some(Plan { files, gap })
+    let level0_end = listing
+        .iter()
+        .find(|f| f.id.level == Level::L0 && f.id.name.max == cur)
+        .copied();
+    Some(Plan {
+        files,
+        gap,
+        level0_end,
+    })
 }
 
 #[cfg(test)]
@@ -114,6 +126,11 @@ mod tests {
         assert_eq!(names(&p), vec![(9, 1, 1), (1, 2, 3), (1, 4, 4)]);
         assert_eq!(p.txid(), Some(Txid(4)));
         assert_eq!(p.gap, None);
+        assert_eq!(
+            p.level0_end,
+            Some(f(0, 4, 4)),
+            "ends with level 1, level 0 listed"
+        );
     }
 
     #[test]

@@ -138,7 +138,7 @@ impl Replica {
         if let Some((mut snap, plan)) = self.io.build(None).await? {
             if snap.txid > newest.txid {
                 snap.lineage = newest.lineage;
-                self.set_tip(lineage::tip_in(snap.txid, &plan.files));
+                self.set_tip(lineage::tip_of(&snap, &plan));
                 self.publish(snap);
             }
             if let Some(gap) = plan.gap {
