@@ -1,22 +1,34 @@
-//! Reading pages: from the cache, else from storage, with read-ahead.
+//! The page reader: a page of a snapshot from the cache, else from storage.
 //!
-//! A miss costs a round trip, so when a connection reads pages in ascending
-//! order (a table or index scan) the frames that follow the missing one in
-//! the same file are fetched in the same ranged request, decoded and cached.
-//! The window doubles while the pattern holds and shrinks fast when it
-//! breaks, so point lookups fetch single frames.
+//! - **Coalesced.** Frames adjacent in one LTX file go in one ranged read:
+//!   a demand read takes the frames behind the missing one (read-ahead for
+//!   scans, see [`ReadAhead`]); a prefetch sorts what it is asked for by
+//!   file and offset and merges neighbours.
+//! - **Single-flight.** A frame being fetched is fetched once, however many
+//!   connections want it (see [`super::flight`]).
+//! - **Demand first.** A demand read never waits for a prefetch slot: it
+//!   runs on the caller's thread, and takes over a frame that a prefetch
+//!   queued but has not started.
+//! - **Bounded.** At most [`PREFETCH_IN_FLIGHT`] prefetch reads run at once;
+//!   each runs, with its decoding, on tokio's blocking pool, never on a
+//!   worker thread that the poller needs.
+//!
+//! [`Fetcher::fetch_run`] is the one place where a miss goes to storage.
 
+use std::ops::Range;
 use std::sync::Arc;
 
-use crate::cache::Page;
+use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
 use crate::ltx::{self, PageNo};
-use crate::runtime;
+use crate::storage::Storage;
+use crate::{log, runtime};
 
-use super::{FrameLoc, Io, Snapshot, Stats};
+use super::flight::{Claim, Flight, Flights};
+use super::{FileRef, FrameLoc, Snapshot, Stats};
 
 /// Read-ahead never spans more pages than this...
-const MAX_WINDOW: u32 = 512;
+pub const MAX_WINDOW: u32 = 512;
 /// ...nor more bytes than this in one request: large enough to amortise a
 /// 20 ms round trip over a few megabytes, small enough to bound memory.
 const MAX_RANGE_BYTES: u64 = 4 * 1024 * 1024;
@@ -25,6 +37,17 @@ const START_WINDOW: u32 = 8;
 /// Pages a read may skip forward and still count as sequential: a B-tree
 /// scan visits an interior page now and then between its leaves.
 const SEQUENTIAL_SLACK: u32 = 8;
+/// Prefetch reads in flight at once, per replica. A lookup through an
+/// index names a few hundred scattered table leaves; 64 parallel requests
+/// fetch 250 of them in four round trips, while bounding connections and
+/// memory (64 × 4 MiB at worst).
+pub const PREFETCH_IN_FLIGHT: usize = 64;
+/// A prefetch merges two frames of one file into one request when at most
+/// this many bytes lie between them: reading a gap costs less than a
+/// second round trip.
+const MERGE_GAP: u64 = 32 * 1024;
+/// Windows a confirmed scan keeps in flight ahead of the one it reads.
+pub const SCAN_AHEAD_WINDOWS: u32 = 3;
 
 /// The access pattern of one connection.
 #[derive(Clone, Copy, Debug, Default)]
@@ -47,11 +70,57 @@ impl ReadAhead {
     }
 }
 
-impl Io {
-    /// One page of a snapshot, and up to `window - 1` following pages of the
-    /// same file into the cache. `None` when no file of the snapshot holds
-    /// the page.
-    pub fn read_page(&self, snap: &Snapshot, pgno: PageNo, window: u32) -> Result<Option<Page>> {
+/// Called with each page a prefetch landed.
+pub type Landed = Arc<dyn Fn(PageNo, &Page) + Send + Sync>;
+
+/// Frames of one file fetched in one ranged read, each with its flight.
+struct Run {
+    file: Arc<FileRef>,
+    frames: Vec<(PageNo, FrameLoc, Arc<Flight>)>,
+}
+
+impl Run {
+    fn range(&self) -> Option<Range<u64>> {
+        let first = self.frames.first()?;
+        let last = self.frames.last()?;
+        Some(first.1.offset..last.1.end())
+    }
+}
+
+/// Reads pages for every connection of one replica.
+pub struct Fetcher {
+    storage: Arc<dyn Storage>,
+    cache: Arc<PageCache>,
+    stats: Arc<Stats>,
+    flights: Flights,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Fetcher {
+    pub fn new(storage: Arc<dyn Storage>, cache: Arc<PageCache>, stats: Arc<Stats>) -> Fetcher {
+        Fetcher {
+            storage,
+            cache,
+            stats,
+            flights: Flights::default(),
+            slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_IN_FLIGHT)),
+        }
+    }
+
+    /// A page of `snap` if it is in memory; never fetches.
+    pub fn cached(&self, snap: &Snapshot, pgno: PageNo) -> Option<Page> {
+        let loc = snap.frame(pgno)?;
+        if loc.file.corrupt.get().is_some() {
+            return None;
+        }
+        self.cache.get(&loc.key())
+    }
+
+    /// One page of a snapshot, for a reader that waits for it, and up to
+    /// `window - 1` following frames of the same file into the cache.
+    /// `None` when no file of the snapshot holds the page. The flag says
+    /// whether it came from storage (a miss).
+    pub fn read(&self, snap: &Snapshot, pgno: PageNo, window: u32) -> Result<Option<(Page, bool)>> {
         let Some(loc) = snap.frame(pgno) else {
             return Ok(None);
         };
@@ -61,77 +130,262 @@ impl Io {
         let key = loc.key();
         if let Some(page) = self.cache.get(&key) {
             Stats::add(&self.stats.cache_hits, 1);
-            return Ok(Some(page));
+            return Ok(Some((page, false)));
         }
         Stats::add(&self.stats.cache_misses, 1);
-        let frames = run_after(snap, pgno, loc, window);
-        let end = frames
-            .last()
-            .map_or(loc.offset, |(_, f)| f.offset + u64::from(f.size));
-        Stats::add(&self.stats.reads, 1);
-        let bytes = runtime::block_on(self.storage.read(loc.file.id, loc.offset..end))??;
-        Stats::add(&self.stats.read_bytes, bytes.len() as u64);
-        let mut wanted = None;
-        for (p, f) in &frames {
-            let from = usize::try_from(f.offset - loc.offset).unwrap_or(usize::MAX);
-            let raw = bytes
-                .get(from..from.saturating_add(f.size as usize))
-                .ok_or_else(|| Error::Missing(format!("short read of {}", loc.file.id)))?;
-            let page = self.decode(snap, *p, f, raw)?;
-            if *p == pgno {
-                wanted = Some(page);
+        let mut waited = false;
+        let flight = loop {
+            match self.flights.claim_demand(key) {
+                Claim::Mine(f) => break f,
+                // Someone fetches it: wait once; if that fetch failed, claim
+                // it again and fetch it here (the error is then our own).
+                Claim::Wait(f) if !waited => {
+                    Stats::add(&self.stats.joined, 1);
+                    waited = true;
+                    if let Some(page) = self.flights.wait(&f) {
+                        return Ok(Some((page, true)));
+                    }
+                }
+                Claim::Wait(f) => {
+                    if let Some(page) = self.flights.wait(&f) {
+                        return Ok(Some((page, true)));
+                    }
+                    return Err(Error::Missing(format!(
+                        "page {} could not be fetched (see the earlier error)",
+                        pgno.0
+                    )));
+                }
+            }
+        };
+        let run = self.run_after(snap, pgno, loc, flight, window);
+        let pages = self.fetch_run(&run, snap.page_size, false)?;
+        Ok(pages
+            .into_iter()
+            .find(|(p, _)| *p == pgno)
+            .map(|(_, page)| (page, true)))
+    }
+
+    /// The frame of `pgno` and the frames of the pages after it that lie
+    /// right behind it in the same file and that nobody fetches yet, within
+    /// the window and the byte cap.
+    fn run_after(
+        &self,
+        snap: &Snapshot,
+        pgno: PageNo,
+        loc: &FrameLoc,
+        flight: Arc<Flight>,
+        window: u32,
+    ) -> Run {
+        let mut frames = vec![(pgno, loc.clone(), flight)];
+        let mut end = loc.end();
+        for next in pgno.0.saturating_add(1)..pgno.0.saturating_add(window.max(1)) {
+            let Some(f) = snap.frame(PageNo(next)) else {
+                break;
+            };
+            if !Arc::ptr_eq(&f.file, &loc.file)
+                || f.offset != end
+                || f.end() - loc.offset > MAX_RANGE_BYTES
+            {
+                break;
+            }
+            let key = f.key();
+            if self.cache.get(&key).is_some() {
+                break;
+            }
+            let Some(flight) = self.flights.claim_free(key) else {
+                break;
+            };
+            frames.push((PageNo(next), f.clone(), flight));
+            end = f.end();
+        }
+        Run {
+            file: Arc::clone(&loc.file),
+            frames,
+        }
+    }
+
+    /// Fetches `pgnos` of `snap` in the background (those not cached and
+    /// not in flight), merged into ranged reads, at most
+    /// [`PREFETCH_IN_FLIGHT`] at a time. `landed` is called with every page
+    /// that arrives. Returns how many frames were queued.
+    pub fn prefetch(
+        self: &Arc<Self>,
+        snap: &Snapshot,
+        pgnos: &[PageNo],
+        landed: Option<Landed>,
+    ) -> usize {
+        let mut claimed: Vec<(PageNo, FrameLoc, Arc<Flight>)> = Vec::new();
+        for &pgno in pgnos {
+            let Some(loc) = snap.frame(pgno) else {
+                continue;
+            };
+            let key = loc.key();
+            if loc.file.corrupt.get().is_some() || self.cache.get(&key).is_some() {
+                continue;
+            }
+            if let Some(f) = self.flights.claim_queued(key) {
+                claimed.push((pgno, loc.clone(), f));
             }
         }
-        Ok(wanted)
-    }
-
-    fn decode(&self, snap: &Snapshot, pgno: PageNo, loc: &FrameLoc, raw: &[u8]) -> Result<Page> {
-        let describe = || format!("{} {}", self.storage.describe(), loc.file.id);
-        let frame =
-            ltx::decode_frame(raw, snap.page_size).map_err(|e| Error::corrupt(describe(), e))?;
-        if frame.header.pgno != pgno {
-            return Err(Error::corrupt(
-                describe(),
-                ltx::LtxError::Invalid {
-                    what: "frame",
-                    detail: format!(
-                        "offset {} holds page {}, not {}",
-                        loc.offset, frame.header.pgno.0, pgno.0
-                    ),
-                },
-            ));
+        let queued = claimed.len();
+        if queued == 0 {
+            return 0;
         }
-        let page = Page::from(frame.page);
-        self.cache.insert(loc.key(), Arc::clone(&page));
-        Ok(page)
+        Stats::add(&self.stats.prefetched, queued as u64);
+        claimed.sort_by_key(|a| (a.1.file.id, a.1.offset));
+        let mut runs: Vec<Run> = Vec::new();
+        for frame in claimed {
+            if let Some(run) = runs.last_mut() {
+                if let Some(range) = run.range() {
+                    let same = Arc::ptr_eq(&run.file, &frame.1.file);
+                    if same
+                        && frame.1.offset >= range.end
+                        && frame.1.offset - range.end <= MERGE_GAP
+                        && frame.1.end() - range.start <= MAX_RANGE_BYTES
+                    {
+                        run.frames.push(frame);
+                        continue;
+                    }
+                }
+            }
+            runs.push(Run {
+                file: Arc::clone(&frame.1.file),
+                frames: vec![frame],
+            });
+        }
+        for run in runs {
+            self.spawn_prefetch(run, snap.page_size, landed.clone());
+        }
+        queued
     }
-}
 
-/// The frame of `pgno` and the frames of the pages after it that lie right
-/// behind it in the same file, within the window and the byte cap.
-fn run_after<'a>(
-    snap: &'a Snapshot,
-    pgno: PageNo,
-    loc: &'a FrameLoc,
-    window: u32,
-) -> Vec<(PageNo, &'a FrameLoc)> {
-    let mut frames = vec![(pgno, loc)];
-    let mut end = loc.offset + u64::from(loc.size);
-    for next in pgno.0.saturating_add(1)..pgno.0.saturating_add(window.max(1)) {
-        let Some(f) = snap.frame(PageNo(next)) else {
-            break;
+    fn spawn_prefetch(
+        self: &Arc<Self>,
+        run: Run,
+        page_size: ltx::PageSize,
+        landed: Option<Landed>,
+    ) {
+        let process = runtime::process();
+        let rt = match process.runtime() {
+            Ok(rt) => rt,
+            Err(e) => {
+                log::debug!("prefetch skipped: {e}");
+                self.abandon(&run);
+                return;
+            }
         };
-        let next_end = f.offset + u64::from(f.size);
-        if !Arc::ptr_eq(&f.file, &loc.file)
-            || f.offset != end
-            || next_end - loc.offset > MAX_RANGE_BYTES
-        {
-            break;
-        }
-        frames.push((PageNo(next), f));
-        end = next_end;
+        let (me, slots) = (Arc::clone(self), Arc::clone(&self.slots));
+        rt.spawn(async move {
+            let Ok(permit) = slots.acquire_owned().await else {
+                me.abandon(&run);
+                return;
+            };
+            let job = tokio::task::spawn_blocking(move || {
+                me.run_prefetch(run, page_size, landed.as_ref());
+                drop(permit);
+            });
+            let _ = job.await;
+        });
     }
-    frames
+
+    /// Lands every flight of a run that will not be fetched.
+    fn abandon(&self, run: &Run) {
+        for (_, loc, f) in &run.frames {
+            if f.start() {
+                self.flights.land(loc.key(), f, None);
+            }
+        }
+    }
+
+    /// A prefetch run, on the blocking pool: the frames a demand read did
+    /// not take over in the meantime.
+    fn run_prefetch(&self, mut run: Run, page_size: ltx::PageSize, landed: Option<&Landed>) {
+        run.frames.retain(|(_, _, f)| f.start());
+        if run.frames.is_empty() {
+            return;
+        }
+        match self.fetch_run(&run, page_size, true) {
+            Ok(pages) => {
+                if let Some(landed) = landed {
+                    for (pgno, page) in &pages {
+                        landed(*pgno, page);
+                    }
+                }
+            }
+            Err(e) => log::debug!("prefetch of {} failed: {e}", run.file.id),
+        }
+    }
+
+    /// Fetches a run in one ranged read, decodes its frames into the cache
+    /// and lands their flights. The one place where a miss goes to
+    /// storage. `in_pool`: called on tokio's blocking pool (else on a
+    /// caller's thread outside the runtime, or inside a foreign one).
+    fn fetch_run(
+        &self,
+        run: &Run,
+        page_size: ltx::PageSize,
+        in_pool: bool,
+    ) -> Result<Vec<(PageNo, Page)>> {
+        let result = self.fetch_and_decode(run, page_size, in_pool);
+        let landed: Vec<Option<Page>> = match &result {
+            Ok(pages) => pages.iter().map(|(_, p)| Some(Arc::clone(p))).collect(),
+            Err(_) => vec![None; run.frames.len()],
+        };
+        for ((_, loc, f), page) in run.frames.iter().zip(landed) {
+            self.flights.land(loc.key(), f, page);
+        }
+        result
+    }
+
+    fn fetch_and_decode(
+        &self,
+        run: &Run,
+        page_size: ltx::PageSize,
+        in_pool: bool,
+    ) -> Result<Vec<(PageNo, Page)>> {
+        let Some(range) = run.range() else {
+            return Ok(Vec::new());
+        };
+        Stats::add(&self.stats.reads, 1);
+        let read = self.storage.read(run.file.id, range.clone());
+        let bytes = if in_pool {
+            tokio::runtime::Handle::current().block_on(read)?
+        } else {
+            runtime::block_on(read)??
+        };
+        Stats::add(&self.stats.read_bytes, bytes.len() as u64);
+        let describe = || format!("{} {}", self.storage.describe(), run.file.id);
+        let mut pages = Vec::with_capacity(run.frames.len());
+        for (pgno, loc, _) in &run.frames {
+            let from = usize::try_from(loc.offset - range.start).unwrap_or(usize::MAX);
+            let raw = bytes
+                .get(from..from.saturating_add(loc.size as usize))
+                .ok_or_else(|| Error::Missing(format!("short read of {}", describe())))?;
+            let frame =
+                ltx::decode_frame(raw, page_size).map_err(|e| Error::corrupt(describe(), e))?;
+            if frame.header.pgno != *pgno {
+                return Err(Error::corrupt(
+                    describe(),
+                    ltx::LtxError::Invalid {
+                        what: "frame",
+                        detail: format!(
+                            "offset {} holds page {}, not {}",
+                            loc.offset, frame.header.pgno.0, pgno.0
+                        ),
+                    },
+                ));
+            }
+            let page = Page::from(frame.page);
+            self.cache.insert(loc.key(), Arc::clone(&page));
+            pages.push((*pgno, page));
+        }
+        Ok(pages)
+    }
+
+    /// Frames queued or being fetched now.
+    pub fn in_flight(&self) -> usize {
+        self.flights.len()
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,11 @@ impl FrameLoc {
     pub fn key(&self) -> FrameKey {
         self.file.key(self.offset)
     }
+
+    /// Byte offset just past this frame.
+    pub fn end(&self) -> u64 {
+        self.offset + u64::from(self.size)
+    }
 }
 
 type Chunk = Arc<Vec<Option<FrameLoc>>>;

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ltx::{PageNo, lock_page};
-use crate::replica::{ReadAhead, Replica, ReplicaHandle, Snapshot};
+use crate::prefetch::Prefetcher;
+use crate::replica::{self, ReadAhead, Replica, ReplicaHandle, Snapshot};
 use crate::runtime;
 use crate::storage::StorageErrorKind;
 
@@ -56,6 +57,9 @@ struct Inner {
     lock: Lock,
     travel: Option<Travel>,
     readahead: ReadAhead,
+    /// B-tree-aware prefetch of this connection (made at its first read,
+    /// when the page size is known).
+    prefetch: Option<Arc<Prefetcher>>,
 }
 
 impl Inner {
@@ -90,6 +94,7 @@ impl DbFile {
                 lock: Lock::Unlocked,
                 travel: None,
                 readahead: ReadAhead::default(),
+                prefetch: None,
             }),
             panic_next_read: std::sync::atomic::AtomicBool::new(false),
         })
@@ -194,7 +199,11 @@ impl DbFile {
 
     pub fn unlock(&self, level: LockLevel) -> Result<()> {
         if level == LockLevel::None {
-            self.inner()?.lock = Lock::Unlocked;
+            let mut inner = self.inner()?;
+            inner.lock = Lock::Unlocked;
+            if let Some(pf) = &inner.prefetch {
+                pf.end_transaction();
+            }
         }
         Ok(())
     }
@@ -238,11 +247,16 @@ impl DbFile {
         let first =
             PageNo(u32::try_from(offset / u64::from(page_size.get()) + 1).unwrap_or(u32::MAX));
         let window = inner.readahead.observe(first);
+        let pf = Arc::clone(
+            inner
+                .prefetch
+                .get_or_insert_with(|| Prefetcher::new(page_size.bytes())),
+        );
         let replica = inner.handle.replica();
         let Some(snap) = newest.as_ref().or_else(|| inner.fixed_snapshot()) else {
             return Err(Error::Internal("no snapshot to read".into()));
         };
-        match read_at(replica, snap, buf, offset, window) {
+        match read_at(replica, snap, &pf, buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
                 let (replica, snap) = (Arc::clone(replica), Arc::clone(snap));
                 drop(inner);
@@ -266,16 +280,27 @@ impl DbFile {
                     }
                 }
                 drop(inner);
-                read_at(&replica, &fresh, buf, offset, window)
+                read_at(&replica, &fresh, &pf, buf, offset, window)
             }
             other => other,
         }
     }
 }
 
+impl Drop for DbFile {
+    fn drop(&mut self) {
+        if let Ok(inner) = self.inner.lock() {
+            if let Some(pf) = &inner.prefetch {
+                pf.close();
+            }
+        }
+    }
+}
+
 fn read_at(
     replica: &Replica,
-    snap: &Snapshot,
+    snap: &Arc<Snapshot>,
+    pf: &Arc<Prefetcher>,
     buf: &mut [u8],
     offset: u64,
     window: u32,
@@ -296,12 +321,13 @@ fn read_at(
         } else if pgno == lock_page(snap.page_size) {
             dst.fill(0);
         } else {
-            let page = replica.io.read_page(snap, pgno, window)?.ok_or_else(|| {
+            let (page, missed) = replica.io.read_page(snap, pgno, window)?.ok_or_else(|| {
                 Error::Missing(format!(
                     "page {} of the database at TXID {} is in no LTX file of the replica",
                     pgno.0, snap.txid
                 ))
             })?;
+            replica::after_read(&replica.io.fetcher, snap, pf, pgno, &page, missed, window);
             if pgno.0 == 1 {
                 let mut p1 = page.to_vec();
                 page1::patch(&mut p1, snap.txid, snap.page_count);

@@ -1,0 +1,87 @@
+//! Reading ahead for one connection: the pages SQLite reads go to its
+//! [`Prefetcher`], and the pages it predicts go to the [`Fetcher`], which
+//! hands back every page that lands so that descents can go on.
+
+use std::sync::{Arc, Weak};
+
+use crate::cache::Page;
+use crate::ltx::PageNo;
+use crate::prefetch::{Pages, Prefetcher};
+
+use super::Snapshot;
+use super::fetch::{Fetcher, Landed, MAX_WINDOW, SCAN_AHEAD_WINDOWS};
+
+/// The pages of one snapshot that are in memory.
+struct InMemory<'a> {
+    fetcher: &'a Fetcher,
+    snap: &'a Snapshot,
+}
+
+impl Pages for InMemory<'_> {
+    fn cached(&self, pgno: u32) -> Option<Page> {
+        self.fetcher.cached(self.snap, PageNo(pgno))
+    }
+}
+
+/// SQLite read `page` (`missed`: from storage; `window`: the read-ahead
+/// window of that read). Starts whatever prefetch that predicts.
+pub fn after_read(
+    fetcher: &Arc<Fetcher>,
+    snap: &Arc<Snapshot>,
+    pf: &Arc<Prefetcher>,
+    pgno: PageNo,
+    page: &Page,
+    missed: bool,
+    window: u32,
+) {
+    let wants = pf.on_read(pgno.0, page, missed, &InMemory { fetcher, snap });
+    launch(fetcher, snap, Arc::downgrade(pf), pf.generation(), wants);
+    // A confirmed scan keeps a few windows in flight ahead of itself, so
+    // that it reads near the bandwidth of one large request.
+    if missed && window >= MAX_WINDOW {
+        let from = pgno.0.saturating_add(window);
+        let to = from
+            .saturating_add(window.saturating_mul(SCAN_AHEAD_WINDOWS))
+            .min(snap.page_count.saturating_add(1));
+        let pages: Vec<PageNo> = (from..to).map(PageNo).collect();
+        fetcher.prefetch(snap, &pages, None);
+    }
+}
+
+fn launch(
+    fetcher: &Arc<Fetcher>,
+    snap: &Arc<Snapshot>,
+    pf: Weak<Prefetcher>,
+    generation: u64,
+    wants: Vec<u32>,
+) {
+    if wants.is_empty() {
+        return;
+    }
+    let pgnos: Vec<PageNo> = wants.into_iter().map(PageNo).collect();
+    let landed = landed(Arc::clone(fetcher), Arc::clone(snap), pf, generation);
+    fetcher.prefetch(snap, &pgnos, Some(landed));
+}
+
+/// What to do with a prefetched page: feed it to the connection's
+/// predictor (while its transaction lasts) and fetch what that names.
+fn landed(
+    fetcher: Arc<Fetcher>,
+    snap: Arc<Snapshot>,
+    pf: Weak<Prefetcher>,
+    generation: u64,
+) -> Landed {
+    Arc::new(move |pgno: PageNo, page: &Page| {
+        let Some(strong) = pf.upgrade() else { return };
+        let wants = strong.on_landed(
+            generation,
+            pgno.0,
+            page,
+            &InMemory {
+                fetcher: &fetcher,
+                snap: &snap,
+            },
+        );
+        launch(&fetcher, &snap, Weak::clone(&pf), generation, wants);
+    })
+}
