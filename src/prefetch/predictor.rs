@@ -40,7 +40,9 @@ struct Lookup {
     rowids: Vec<i64>,
     /// First rowid not fetched ahead yet.
     next: usize,
+    /// Size of the next batch, and of the last one issued.
     batch: usize,
+    last: usize,
 }
 
 /// A scan through the children of one interior page.
@@ -127,6 +129,7 @@ impl Predictor {
             return wants;
         };
         if p.kind().is_interior() {
+            self.load_schema(pages);
             self.learn(pgno, &p);
         }
         if !self.active {
@@ -347,6 +350,7 @@ impl Predictor {
             rowids,
             next: 0,
             batch: FIRST_BATCH,
+            last: 0,
         });
     }
 
@@ -372,11 +376,13 @@ impl Predictor {
         let consumed = k.saturating_add(1);
         if consumed > l.next {
             l.next = consumed;
-        } else if consumed.saturating_add(l.batch / 2) < l.next {
+        } else if consumed.saturating_add(l.last / 2) < l.next {
+            // Half of the last batch is not read yet.
             return;
         }
         let end = l.next.saturating_add(l.batch).min(l.rowids.len());
         let batch: Vec<i64> = l.rowids.get(l.next..end).unwrap_or_default().to_vec();
+        l.last = end.saturating_sub(l.next);
         l.next = end;
         l.batch = l.batch.saturating_mul(2).min(MAX_BATCH);
         let table = l.table;
