@@ -38,10 +38,10 @@ const START_WINDOW: u32 = 8;
 /// scan visits an interior page now and then between its leaves.
 const SEQUENTIAL_SLACK: u32 = 8;
 /// Prefetch reads in flight at once, per replica. A lookup through an
-/// index names a few hundred scattered table leaves; 64 parallel requests
-/// fetch 250 of them in four round trips, while bounding connections and
-/// memory (64 × 4 MiB at worst).
-pub const PREFETCH_IN_FLIGHT: usize = 64;
+/// index names a few hundred scattered table leaves; 128 parallel requests
+/// fetch 250 of them in two round trips, while bounding connections and
+/// memory (128 × 4 MiB at worst).
+pub const PREFETCH_IN_FLIGHT: usize = 128;
 /// A prefetch merges two frames of one file into one request when at most
 /// this many bytes lie between them: reading a gap costs less than a
 /// second round trip.
@@ -158,6 +158,7 @@ impl Fetcher {
             }
         };
         let run = self.run_after(snap, pgno, loc, flight, window);
+        log::debug!("demand miss: page {} ({} frames)", pgno.0, run.frames.len());
         let pages = self.fetch_run(&run, snap.page_size, false)?;
         Ok(pages
             .into_iter()
@@ -228,6 +229,7 @@ impl Fetcher {
             }
         }
         let queued = claimed.len();
+        log::debug!("prefetch: {queued} of {} pages queued", pgnos.len());
         if queued == 0 {
             return 0;
         }
