@@ -56,7 +56,7 @@ pub fn btree_page(data: &[u8]) {
     // Every page of a hostile database is this one: the schema reader and
     // the predictor must stop on cycles.
     let _ = Schema::read(&|_| Some(std::sync::Arc::from(page)), usable);
-    let mut pred = Predictor::new(usable);
+    let mut pred = Predictor::new(usable, 4096);
     let same = Same(page);
     let _ = pred.on_read(pgno, page, true, &same);
     let _ = pred.on_landed(pgno, page, &same);

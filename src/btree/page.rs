@@ -254,6 +254,12 @@ impl<'a> BtreePage<'a> {
     /// each cell's record. Cells whose rowid is not on the page (spilled to
     /// overflow) or does not parse are skipped.
     pub fn index_rowids(&self) -> Vec<i64> {
+        self.index_entries().into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The (key hash, rowid) of each cell of an index page, in key order:
+    /// equal keys have equal hashes, so the rows of one key form a run.
+    pub fn index_entries(&self) -> Vec<(u64, i64)> {
         if !self.kind.is_index() {
             return Vec::new();
         }
@@ -263,7 +269,7 @@ impl<'a> BtreePage<'a> {
                 if c.overflow.is_some() {
                     return None;
                 }
-                super::record::Record::new(c.local)?.last_integer()
+                super::record::Record::new(c.local)?.key_and_rowid()
             })
             .collect()
     }

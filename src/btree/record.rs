@@ -9,7 +9,8 @@ use super::varint::read_varint;
 pub enum Value<'a> {
     Null,
     Integer(i64),
-    Real,
+    /// The bits of the float.
+    Real(u64),
     Text(&'a [u8]),
     Blob(&'a [u8]),
 }
@@ -83,7 +84,7 @@ impl<'a> Record<'a> {
             out.push(match t {
                 0 => Value::Null,
                 1..=6 => Value::Integer(int_be(v)),
-                7 => Value::Real,
+                7 => Value::Real(int_be(v) as u64),
                 8 => Value::Integer(0),
                 9 => Value::Integer(1),
                 n if n % 2 == 0 => Value::Blob(v),
@@ -96,10 +97,29 @@ impl<'a> Record<'a> {
 
     /// The last column when it is an integer (an index cell's rowid).
     pub fn last_integer(&self) -> Option<i64> {
-        match self.values().last()? {
-            Value::Integer(i) => Some(*i),
-            _ => None,
+        self.key_and_rowid().map(|(_, r)| r)
+    }
+
+    /// An index cell's key (every column but the last, as a hash) and its
+    /// rowid (the last column, an integer).
+    pub fn key_and_rowid(&self) -> Option<(u64, i64)> {
+        use std::hash::{Hash, Hasher};
+        let values = self.values();
+        let (last, key) = values.split_last()?;
+        let Value::Integer(rowid) = last else {
+            return None;
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for v in key {
+            match v {
+                Value::Null => 0u8.hash(&mut h),
+                Value::Integer(i) => (1u8, i).hash(&mut h),
+                Value::Real(bits) => (2u8, bits).hash(&mut h),
+                Value::Text(t) => (3u8, t).hash(&mut h),
+                Value::Blob(b) => (4u8, b).hash(&mut h),
+            }
         }
+        Some((h.finish(), *rowid))
     }
 }
 

@@ -49,9 +49,11 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    pub fn new(usable: usize) -> Arc<Prefetcher> {
+    /// `max_pages`: what one transaction may prefetch (a share of the
+    /// cache, so that prefetched pages are not evicted before they are read).
+    pub fn new(usable: usize, max_pages: usize) -> Arc<Prefetcher> {
         Arc::new(Prefetcher {
-            predictor: Mutex::new(Predictor::new(usable)),
+            predictor: Mutex::new(Predictor::new(usable, max_pages)),
             generation: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         })

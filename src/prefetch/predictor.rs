@@ -11,16 +11,12 @@ use super::Pages;
 /// Pages one read transaction may prefetch (16 MiB of 4 KiB pages): the
 /// cap on what a wrong guess can cost.
 pub const MAX_PER_TRANSACTION: usize = 4096;
-/// Rows fetched ahead when a lookup through an index is confirmed: the
-/// rest of the index leaf, up to this many (a few round trips' worth of
-/// parallel requests; at most 1 MiB of 4 KiB leaves wasted when the range
-/// ends early).
-const FIRST_BATCH: usize = 256;
+/// Rows of one key fetched ahead at once when a lookup through an index
+/// is confirmed (a couple of round trips' worth of parallel requests).
+const MAX_BATCH: usize = 256;
 /// Rowids of an index leaf whose interior levels are warmed before the
 /// lookup is confirmed.
 const SPECULATIVE_ROWS: usize = 64;
-/// Largest batch of rows fetched ahead at once.
-const MAX_BATCH: usize = 256;
 /// An interior page with more children than this is not warmed whole.
 const WARM_MAX_CHILDREN: usize = 128;
 /// Levels below the root that a speculative descent (before the lookup
@@ -38,18 +34,31 @@ const MAX_TRACKED: usize = 1 << 18;
 /// Deepest B-tree a descent follows (SQLite's own limit is 20).
 const MAX_DEPTH: usize = 20;
 
-/// Which page SQLite reads next in an index-order lookup.
+/// The rows an index leaf names, which SQLite reads in key order.
 #[derive(Debug)]
 struct Lookup {
     table: u32,
-    /// The index leaf the rowids come from.
+    /// The index leaf the entries come from.
     leaf: u32,
     rowids: Vec<i64>,
-    /// First rowid not fetched ahead yet.
+    /// Key hash of each entry: equal keys are one run.
+    keys: Vec<u64>,
+    /// First entry whose row was not fetched ahead.
     next: usize,
-    /// Size of the next batch, and of the last one issued.
-    batch: usize,
-    last: usize,
+    /// The key SQLite reads the rows of now (confirmed by a table read).
+    key: Option<u64>,
+}
+
+impl Lookup {
+    /// The end of the run of entries with the key of entry `i`.
+    fn run_end(&self, i: usize) -> usize {
+        let Some(k) = self.keys.get(i) else { return i };
+        self.keys
+            .iter()
+            .skip(i)
+            .position(|x| x != k)
+            .map_or(self.keys.len(), |n| i.saturating_add(n))
+    }
 }
 
 /// A scan through the children of one interior page.
@@ -94,10 +103,15 @@ pub struct Predictor {
     /// warm and only interior pages are learned.
     active: bool,
     budget: usize,
+    /// What `budget` starts at in each transaction.
+    max_budget: usize,
 }
 
 impl Predictor {
-    pub fn new(usable: usize) -> Predictor {
+    /// A predictor for pages of `usable` bytes that prefetches at most
+    /// `max_pages` per transaction (at most [`MAX_PER_TRANSACTION`]).
+    pub fn new(usable: usize, max_pages: usize) -> Predictor {
+        let max_budget = max_pages.min(MAX_PER_TRANSACTION);
         Predictor {
             usable,
             schema: None,
@@ -110,7 +124,8 @@ impl Predictor {
             lookup: None,
             scan: None,
             active: false,
-            budget: MAX_PER_TRANSACTION,
+            budget: max_budget,
+            max_budget,
         }
     }
 
@@ -121,7 +136,7 @@ impl Predictor {
         self.warm.clear();
         self.chains.clear();
         self.active = false;
-        self.budget = MAX_PER_TRANSACTION;
+        self.budget = self.max_budget;
     }
 
     /// A page SQLite read. Returns the pages to fetch ahead.
@@ -139,8 +154,15 @@ impl Predictor {
             self.load_schema(pages);
             self.learn(pgno, &p);
         }
+        // Descents waiting for this page go on (a demand read may have
+        // taken it over from a queued prefetch, whose landing never comes).
+        if let Some(list) = self.waiting.remove(&pgno) {
+            for w in list {
+                self.descend_from(pgno, w, pages, &mut wants);
+            }
+        }
         if !self.active {
-            return wants;
+            return self.spend(wants);
         }
         self.load_schema(pages);
         match p.kind() {
@@ -317,6 +339,11 @@ impl Predictor {
         let Some(kids) = self.children.get(&parent) else {
             return;
         };
+        // Ask in chunks (half a window at least), not one leaf per read:
+        // each request costs a round trip's worth of overhead.
+        if scan.asked > index.saturating_add(ahead / 2) {
+            return;
+        }
         let from = scan.asked.max(index).saturating_add(1);
         let to = index.saturating_add(ahead).min(kids.len());
         if from < to {
@@ -325,8 +352,9 @@ impl Predictor {
         }
     }
 
-    /// An index leaf read: remember the rowids it names, and warm the
-    /// interior levels of its table on their way.
+    /// An index leaf read: remember the entries it names, and warm the
+    /// interior levels of its table on their way. When the key SQLite was
+    /// reading goes on in this leaf, its rows are fetched at once.
     fn start_lookup(
         &mut self,
         pgno: u32,
@@ -340,38 +368,35 @@ impl Predictor {
         let Some(table) = self.schema().and_then(|s| s.table_of_index(root)) else {
             return;
         };
-        let rowids = p.index_rowids();
-        crate::log::debug!(
-            "prefetch: index leaf {pgno} of table {table}: {} rowids",
-            rowids.len()
-        );
+        let (keys, rowids): (Vec<u64>, Vec<i64>) = p.index_entries().into_iter().unzip();
         if rowids.is_empty() {
             return;
         }
-        // The lookup goes on from the previous leaf of the same index: the
-        // pattern stays confirmed, its rows are fetched at once.
-        let goes_on = self.lookup.as_ref().is_some_and(|l| {
-            l.table == table && l.next > 0 && self.next_sibling(l.leaf) == Some(pgno)
-        });
-        let speculative = if goes_on { 0 } else { SPECULATIVE_ROWS };
-        for &rowid in rowids.iter().take(speculative) {
-            let w = Waiting {
-                rowid,
-                depth: 0,
-                leaf: false,
-            };
-            self.descend_from_root(table, w, pages, wants);
+        let goes_on = self
+            .lookup
+            .as_ref()
+            .is_some_and(|l| l.table == table && l.key.is_some() && l.key == keys.first().copied());
+        let key = if goes_on { keys.first().copied() } else { None };
+        if !goes_on {
+            for &rowid in rowids.iter().take(SPECULATIVE_ROWS) {
+                let w = Waiting {
+                    rowid,
+                    depth: 0,
+                    leaf: false,
+                };
+                self.descend_from_root(table, w, pages, wants);
+            }
         }
         self.lookup = Some(Lookup {
             table,
             leaf: pgno,
             rowids,
+            keys,
             next: 0,
-            batch: FIRST_BATCH,
-            last: 0,
+            key,
         });
         if goes_on {
-            self.fetch_rows(0, pages, wants);
+            self.fetch_run(0, pages, wants);
         }
     }
 
@@ -382,7 +407,9 @@ impl Predictor {
     }
 
     /// A table leaf read: when it holds a row of the current lookup, the
-    /// pattern is confirmed: fetch the leaves of the rows after it.
+    /// pattern is confirmed: fetch the leaves of the other rows of the same
+    /// key (an equality lookup reads exactly those; a range moves on to the
+    /// next key, which the next table read confirms in turn).
     fn continue_lookup(
         &mut self,
         pgno: u32,
@@ -397,40 +424,43 @@ impl Predictor {
         let Some((lo, hi)) = p.rowid_range() else {
             return;
         };
-        let Some(k) = l.rowids.iter().rposition(|r| (lo..=hi).contains(r)) else {
-            crate::log::debug!("prefetch: leaf {pgno} ({lo}..={hi}) holds no row of the lookup");
+        // The first entry at or after the rows already fetched whose row
+        // lies here (SQLite reads forward).
+        let from = l.next.saturating_sub(1);
+        let Some(k) = l
+            .rowids
+            .iter()
+            .skip(from)
+            .position(|r| (lo..=hi).contains(r))
+            .map(|i| i.saturating_add(from))
+            .or_else(|| l.rowids.iter().position(|r| (lo..=hi).contains(r)))
+        else {
             return;
         };
-        let consumed = k.saturating_add(1);
-        let first = l.next == 0;
-        if consumed > l.next {
-            l.next = consumed;
-        } else if consumed.saturating_add(l.last / 2) < l.next {
-            // Half of the last batch is not read yet.
+        l.key = l.keys.get(k).copied();
+        self.fetch_run(k, pages, wants);
+    }
+
+    /// Fetches the leaves of the rows of the key of entry `k` after it
+    /// (those not fetched yet), and the next index leaf when the run
+    /// reaches the end of this one.
+    fn fetch_run(&mut self, k: usize, pages: &dyn Pages, wants: &mut Vec<u32>) {
+        let Some(l) = &mut self.lookup else { return };
+        let run_end = l.run_end(k);
+        let from = l.next.max(k);
+        let end = run_end.min(from.saturating_add(MAX_BATCH));
+        if from >= end {
             return;
         }
-        if first {
-            // Confirmed: the next leaf of the index is read next.
-            let leaf = l.leaf;
+        let batch: Vec<i64> = l.rowids.get(from..end).unwrap_or_default().to_vec();
+        l.next = end;
+        let (table, leaf, at_end) = (l.table, l.leaf, run_end == l.rowids.len());
+        if at_end {
             wants.extend(
                 self.next_sibling(leaf)
                     .filter(|s| pages.cached(*s).is_none()),
             );
         }
-        self.fetch_rows(consumed, pages, wants);
-    }
-
-    /// Fetches the leaves of the next batch of rows of the lookup, from
-    /// row `consumed` on at the earliest.
-    fn fetch_rows(&mut self, consumed: usize, pages: &dyn Pages, wants: &mut Vec<u32>) {
-        let Some(l) = &mut self.lookup else { return };
-        l.next = l.next.max(consumed);
-        let end = l.next.saturating_add(l.batch).min(l.rowids.len());
-        let batch: Vec<i64> = l.rowids.get(l.next..end).unwrap_or_default().to_vec();
-        l.last = end.saturating_sub(l.next);
-        l.next = end;
-        l.batch = l.batch.saturating_mul(2).min(MAX_BATCH);
-        let table = l.table;
         for rowid in batch {
             let w = Waiting {
                 rowid,

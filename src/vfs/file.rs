@@ -247,11 +247,14 @@ impl DbFile {
         let first =
             PageNo(u32::try_from(offset / u64::from(page_size.get()) + 1).unwrap_or(u32::MAX));
         let window = inner.readahead.observe(first);
-        let pf = Arc::clone(
-            inner
-                .prefetch
-                .get_or_insert_with(|| Prefetcher::new(page_size.bytes())),
-        );
+        let pf = Arc::clone(inner.prefetch.get_or_insert_with(|| {
+            // A quarter of the cache per transaction at most.
+            let pages = self.config.cache_size / u64::from(page_size.get()) / 4;
+            Prefetcher::new(
+                page_size.bytes(),
+                usize::try_from(pages).unwrap_or(usize::MAX),
+            )
+        }));
         let replica = inner.handle.replica();
         let Some(snap) = newest.as_ref().or_else(|| inner.fixed_snapshot()) else {
             return Err(Error::Internal("no snapshot to read".into()));
