@@ -34,14 +34,20 @@ pub fn after_read(
     missed: bool,
     window: u32,
 ) {
+    if !fetcher.prefetches() {
+        return;
+    }
     let wants = pf.on_read(pgno.0, page, missed, &InMemory { fetcher, snap });
     launch(fetcher, snap, Arc::downgrade(pf), pf.generation(), wants);
     // A confirmed scan keeps a few windows in flight ahead of itself, so
     // that it reads near the bandwidth of one large request.
     if missed && window >= MAX_WINDOW {
         let from = pgno.0.saturating_add(window);
+        let ahead = window
+            .saturating_mul(SCAN_AHEAD_WINDOWS)
+            .min(fetcher.scan_ahead_limit(snap.page_size));
         let to = from
-            .saturating_add(window.saturating_mul(SCAN_AHEAD_WINDOWS))
+            .saturating_add(ahead)
             .min(snap.page_count.saturating_add(1));
         let pages: Vec<PageNo> = (from..to).map(PageNo).collect();
         fetcher.prefetch(snap, &pages, None);

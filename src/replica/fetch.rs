@@ -107,6 +107,17 @@ impl Fetcher {
         }
     }
 
+    /// Whether prefetch is worth it: storage has latency to hide.
+    pub fn prefetches(&self) -> bool {
+        !self.storage.is_local()
+    }
+
+    /// Pages a prefetch may keep in flight ahead of a scan: a quarter of
+    /// the cache, so that they are still there when the scan reaches them.
+    pub fn scan_ahead_limit(&self, page_size: ltx::PageSize) -> u32 {
+        u32::try_from(self.cache.budget() / 4 / u64::from(page_size.get())).unwrap_or(u32::MAX)
+    }
+
     /// A page of `snap` if it is in memory; never fetches.
     pub fn cached(&self, snap: &Snapshot, pgno: PageNo) -> Option<Page> {
         let loc = snap.frame(pgno)?;

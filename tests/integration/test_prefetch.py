@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import lsvfs
-from test_backends import servers, unique  # noqa: F401  (session fixture)
+from test_backends import config_for, servers, unique  # noqa: F401  (session fixture)
 from test_follow import ACCOUNTS, COMPACTING, START, bank
 
 RTT_MS = 20
@@ -141,15 +141,20 @@ def test_primary_key_lookup_in_one_round_trip_once_interiors_are_cached(proxied)
     assert worst <= 1
 
 
-def test_prefetch_never_returns_wrong_data_under_compaction(tmp_path):
-    db, replica = tmp_path / "bank.db", tmp_path / "replica"
+def test_prefetch_never_returns_wrong_data_under_compaction(servers, tmp_path):  # noqa: F811
+    """Litestream replicates a busy bank to S3 with compaction and level-0
+    retention; a reader with a small cache reads through an index (row
+    lookups and overflow chains, all prefetched) while files come and go."""
+    db = tmp_path / "bank.db"
     conn = bank(db)
     conn.execute("CREATE INDEX log_n ON log(n)")
-    config = COMPACTING + lsvfs.file_replica_config(db, replica, l1_interval="2s")
-    with lsvfs.Litestream(config, tmp_path):
+    path = unique("pf-bank")
+    config = COMPACTING + config_for(db, servers.litestream_replica("s3", path))
+    with lsvfs.Litestream(config, tmp_path, env=servers.litestream_env("s3")), \
+            lsvfs.env(**servers.reader_env("s3")):
         # A small cache, so that reads keep missing and prefetch keeps running.
-        reader = lsvfs.wait_replica_matches(lsvfs.file_url(replica), lsvfs.digest(conn), timeout=60,
-                                            name="pf-bank.db", cache_size="1MiB")
+        reader = lsvfs.wait_replica_matches(servers.url("s3", path), lsvfs.digest(conn), timeout=60,
+                                            name="pf-bank.db", cache_size="2MiB")
         reader.isolation_level = None
         reader.execute("PRAGMA cache_size=10")
         stop = threading.Event()
