@@ -168,7 +168,7 @@ impl Fetcher {
                 }
             }
         };
-        let run = self.run_after(snap, pgno, loc, flight, window);
+        let run = self.run_after(snap, pgno, &loc, flight, window);
         log::debug!("demand miss: page {} ({} frames)", pgno.0, run.frames.len());
         let pages = self.fetch_run(&run, snap.page_size, false)?;
         Ok(pages
@@ -178,8 +178,9 @@ impl Fetcher {
     }
 
     /// The frame of `pgno` and the frames of the pages after it that lie
-    /// right behind it in the same file and that nobody fetches yet, within
-    /// the window and the byte cap.
+    /// right behind it in the same file (each starts where the one before
+    /// may end) and that nobody fetches yet, within the window and the byte
+    /// cap.
     fn run_after(
         &self,
         snap: &Snapshot,
@@ -194,8 +195,10 @@ impl Fetcher {
             let Some(f) = snap.frame(PageNo(next)) else {
                 break;
             };
+            let last = frames.last().map_or(loc.offset, |(_, l, _)| l.offset);
             if !Arc::ptr_eq(&f.file, &loc.file)
-                || f.offset != end
+                || f.offset <= last
+                || f.offset > end
                 || f.end() - loc.offset > MAX_RANGE_BYTES
             {
                 break;
@@ -207,8 +210,8 @@ impl Fetcher {
             let Some(flight) = self.flights.claim_free(key) else {
                 break;
             };
-            frames.push((PageNo(next), f.clone(), flight));
             end = f.end();
+            frames.push((PageNo(next), f, flight));
         }
         Run {
             file: Arc::clone(&loc.file),
@@ -236,7 +239,7 @@ impl Fetcher {
                 continue;
             }
             if let Some(f) = self.flights.claim_queued(key) {
-                claimed.push((pgno, loc.clone(), f));
+                claimed.push((pgno, loc, f));
             }
         }
         let queued = claimed.len();
@@ -249,11 +252,11 @@ impl Fetcher {
         let mut runs: Vec<Run> = Vec::new();
         for frame in claimed {
             if let Some(run) = runs.last_mut() {
-                if let Some(range) = run.range() {
+                if let (Some(range), Some(last)) = (run.range(), run.frames.last()) {
                     let same = Arc::ptr_eq(&run.file, &frame.1.file);
                     if same
-                        && frame.1.offset >= range.end
-                        && frame.1.offset - range.end <= MERGE_GAP
+                        && frame.1.offset > last.1.offset
+                        && frame.1.offset <= range.end + MERGE_GAP
                         && frame.1.end() - range.start <= MAX_RANGE_BYTES
                     {
                         run.frames.push(frame);
@@ -371,9 +374,19 @@ impl Fetcher {
         let mut pages = Vec::with_capacity(run.frames.len());
         for (pgno, loc, _) in &run.frames {
             let from = usize::try_from(loc.offset - range.start).unwrap_or(usize::MAX);
-            let raw = bytes
-                .get(from..from.saturating_add(loc.size as usize))
+            let rest = bytes
+                .get(from..)
                 .ok_or_else(|| Error::Missing(format!("short read of {}", describe())))?;
+            let len = ltx::frame_len(rest).map_err(|e| Error::corrupt(describe(), e))?;
+            let exact;
+            let raw = match rest.get(..len) {
+                Some(raw) => raw,
+                None => {
+                    // Longer than a page can compress to: read it exactly.
+                    exact = self.read_exact(run, loc.offset, len, in_pool)?;
+                    exact.as_slice()
+                }
+            };
             let frame =
                 ltx::decode_frame(raw, page_size).map_err(|e| Error::corrupt(describe(), e))?;
             if frame.header.pgno != *pgno {
@@ -393,6 +406,27 @@ impl Fetcher {
             pages.push((*pgno, page));
         }
         Ok(pages)
+    }
+
+    /// `len` bytes of a run's file from `offset`: a frame longer than the
+    /// bound the run was read with.
+    fn read_exact(&self, run: &Run, offset: u64, len: usize, in_pool: bool) -> Result<Vec<u8>> {
+        Stats::add(&self.stats.reads, 1);
+        let range = offset..offset.saturating_add(len as u64);
+        let read = self.storage.read(run.file.id, range);
+        let bytes = if in_pool {
+            tokio::runtime::Handle::current().block_on(read)?
+        } else {
+            runtime::block_on(read)??
+        };
+        if bytes.len() != len {
+            return Err(Error::Missing(format!(
+                "short read of {} {}",
+                self.storage.describe(),
+                run.file.id
+            )));
+        }
+        Ok(bytes)
     }
 
     /// Frames queued or being fetched now.
