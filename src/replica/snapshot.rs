@@ -166,7 +166,11 @@ impl Snapshot {
                 file.id.name
             )));
         }
-        if self.files.len() >= COMPACT_SLOTS.max(self.live_files.saturating_mul(2)).min(MAX_SLOTS) {
+        if self.files.len()
+            >= COMPACT_SLOTS
+                .max(self.live_files.saturating_mul(2))
+                .min(MAX_SLOTS)
+        {
             self.compact_slots();
         }
         let slot = self.files.len();
@@ -388,13 +392,21 @@ mod tests {
             let f = file(t, t, 3000, &[5, 7 + (t % 3) as u32]);
             s = s.apply(&f.0, &f.1).unwrap();
         }
-        assert!(s.file_count() < COMPACT_SLOTS + 1, "{} files", s.file_count());
+        assert!(
+            s.file_count() < COMPACT_SLOTS + 1,
+            "{} files",
+            s.file_count()
+        );
         assert_eq!(s.frame(PageNo(5)).unwrap().file.id.name.min, Txid(2500));
         assert_eq!(s.frame(PageNo(8)).unwrap().file.id.name.min, Txid(2500));
         assert_eq!(s.frame(PageNo(7)).unwrap().file.id.name.min, Txid(2499));
         assert_eq!(s.frame(PageNo(6)).unwrap().file.id.name.min, Txid(1));
         assert_eq!(s.frame(PageNo(6)).unwrap().offset, 106);
-        assert!(s.index_bytes() <= 3 * 1024 * 8 + 64 * 1024 * 4, "{}", s.index_bytes());
+        assert!(
+            s.index_bytes() <= 3 * 1024 * 8 + 64 * 1024 * 4,
+            "{}",
+            s.index_bytes()
+        );
     }
 
     #[test]
