@@ -24,14 +24,18 @@ enum State {
 /// One frame being fetched.
 #[derive(Debug)]
 pub struct Flight {
-    state: Mutex<State>,
+    state: Mutex<(State, Waiters)>,
     done: Condvar,
 }
+
+/// Readers blocked on a flight: the condvar is signalled only when there
+/// are some (a wake-up is a system call, and most flights have no waiter).
+type Waiters = u32;
 
 impl Flight {
     fn new(state: State) -> Arc<Flight> {
         Arc::new(Flight {
-            state: Mutex::new(state),
+            state: Mutex::new((state, 0)),
             done: Condvar::new(),
         })
     }
@@ -40,8 +44,8 @@ impl Flight {
     /// (a demand read took it over) or it is done.
     pub fn start(&self) -> bool {
         match self.state.lock() {
-            Ok(mut s) if matches!(*s, State::Queued) => {
-                *s = State::Running;
+            Ok(mut s) if matches!(s.0, State::Queued) => {
+                s.0 = State::Running;
                 true
             }
             _ => false,
@@ -53,9 +57,12 @@ impl Flight {
         let Ok(mut s) = self.state.lock() else {
             return None;
         };
+        s.1 = s.1.saturating_add(1);
         loop {
-            if let State::Done(p) = &*s {
-                return p.clone();
+            if let State::Done(p) = &s.0 {
+                let p = p.clone();
+                s.1 = s.1.saturating_sub(1);
+                return p;
             }
             s = match self.done.wait(s) {
                 Ok(s) => s,
@@ -65,10 +72,16 @@ impl Flight {
     }
 
     fn finish(&self, page: Option<Page>) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = State::Done(page);
+        let waiters = match self.state.lock() {
+            Ok(mut s) => {
+                s.0 = State::Done(page);
+                s.1
+            }
+            Err(_) => 1,
+        };
+        if waiters > 0 {
+            self.done.notify_all();
         }
-        self.done.notify_all();
     }
 }
 
