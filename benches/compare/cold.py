@@ -178,6 +178,8 @@ def main():
     ap.add_argument("--cap-s", type=float, default=60)
     ap.add_argument("--ours", default=str(ROOT / "target" / "release" / "liblitestream_vfs.so"))
     ap.add_argument("--out", default=str(HERE / "cold-results.md"))
+    ap.add_argument("--only", default="", help="comma list of rows to run: customer,pk,scan,warm (default all)")
+    ap.add_argument("--kinds", default="ours,official", help="which extensions to measure")
     a = ap.parse_args()
     if a.child:
         print("RESULT " + json.dumps(child(json.loads(Path(a.child).read_text()))), flush=True)
@@ -219,23 +221,28 @@ def main():
         rtt = a.rtt_ms / 1000
         rep = {"rows": a.rows, "db_bytes": db.stat().st_size, "customer_rows": n_rows, "rtt_ms": a.rtt_ms}
 
-        for kind in ("ours", "official"):
+        only = set(filter(None, a.only.split(","))) or {"customer", "pk", "scan", "warm"}
+        kinds = [k for k in a.kinds.split(",") if k in libs]
+        for kind in kinds:
             common = {"kind": kind, "lib": libs[kind], "url": s3url, "cap_s": a.cap_s}
-            r = run_child({**common, "workload": "customer", "customer": cust}, envs[kind], work)
-            if "wall" in r:
-                r["waves"], r["requests"] = waves(log, *r["wall"], rtt)
-            rep[f"customer-{kind}"] = r
-            r = run_child({**common, "workload": "pk", "ids": ids, "warm_id": ids[0] ^ 1}, envs[kind], work)
-            if "windows" in r:
-                per = [waves(log, w0, w1, rtt) for w0, w1 in r.pop("windows")]
-                r["worst_waves"] = max(w for w, _ in per)
-                r["mean_waves"] = sum(w for w, _ in per) / len(per)
-                r["requests"] = sum(n for _, n in per)
-            rep[f"pk-{kind}"] = r
-            r = run_child({**common, "workload": "scan", "cap_s": min(a.cap_s, 60)}, envs[kind], work)
-            if "wall" in r:
-                r["waves"], r["requests"] = waves(log, *r["wall"], rtt)
-            rep[f"scan-{kind}"] = r
+            if "customer" in only:
+                r = run_child({**common, "workload": "customer", "customer": cust}, envs[kind], work)
+                if "wall" in r:
+                    r["waves"], r["requests"] = waves(log, *r["wall"], rtt)
+                rep[f"customer-{kind}"] = r
+            if "pk" in only:
+                r = run_child({**common, "workload": "pk", "ids": ids, "warm_id": ids[0] ^ 1}, envs[kind], work)
+                if "windows" in r:
+                    per = [waves(log, w0, w1, rtt) for w0, w1 in r.pop("windows")]
+                    r["worst_waves"] = max(w for w, _ in per)
+                    r["mean_waves"] = sum(w for w, _ in per) / len(per)
+                    r["requests"] = sum(n for _, n in per)
+                rep[f"pk-{kind}"] = r
+            if "scan" in only:
+                r = run_child({**common, "workload": "scan", "cap_s": min(a.cap_s, 60)}, envs[kind], work)
+                if "wall" in r:
+                    r["waves"], r["requests"] = waves(log, *r["wall"], rtt)
+                rep[f"scan-{kind}"] = r
 
         # one large GET of the snapshot through the proxy
         snap = max((replica / "ltx" / "9").glob("*.ltx"), key=lambda p: p.stat().st_size)
@@ -251,7 +258,7 @@ def main():
         # warm scan over file:// with a cache smaller than the database
         furl = lsvfs.file_url(replica)
         fenv = {"ours": base, "official": {**base, "LITESTREAM_REPLICA_URL": furl}}
-        for kind in ("native", "ours", "official"):
+        for kind in ("native", *kinds) if "warm" in only else ():
             spec = {"kind": kind, "lib": libs.get(kind), "db": str(db), "url": furl, "cap_s": a.cap_s,
                     "workload": "warm_scan", "reps": 3, "cache": "64MiB", "sqlite_cache_kib": 65536}
             if kind != "native":

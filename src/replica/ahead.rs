@@ -11,6 +11,16 @@ use crate::prefetch::{Pages, Prefetcher};
 use super::Snapshot;
 use super::fetch::{Fetcher, Landed, MAX_WINDOW, SCAN_AHEAD_WINDOWS};
 
+/// A scan is taken as confirmed once the read-ahead window reaches this
+/// many pages (a few reads in a row in page order).
+const SCAN_FROM_WINDOW: u32 = 64;
+/// While a scan goes on, the pages in flight ahead of it are topped up
+/// each time it crosses a multiple of this many pages (and at each miss).
+const SCAN_STEP: u32 = 256;
+/// Bytes per request of the reads ahead of a scan: small enough that a few
+/// go out in parallel, large enough to amortise a round trip.
+const SCAN_RUN_BYTES: u64 = 1024 * 1024;
+
 /// The pages of one snapshot that are in memory.
 struct InMemory<'a> {
     fetcher: &'a Fetcher,
@@ -39,10 +49,12 @@ pub fn after_read(
     }
     let wants = pf.on_read(pgno.0, page, missed, &InMemory { fetcher, snap });
     launch(fetcher, snap, Arc::downgrade(pf), pf.generation(), wants);
-    // A confirmed scan keeps a few windows in flight ahead of itself, so
-    // that it reads near the bandwidth of one large request.
-    if missed && window >= MAX_WINDOW {
-        let from = pgno.0.saturating_add(window);
+    // A confirmed scan keeps a few windows in flight ahead of itself, in
+    // parallel requests, so that it reads near the bandwidth of one large
+    // request.
+    if window >= SCAN_FROM_WINDOW && (missed || pgno.0 % SCAN_STEP == 0) {
+        let window = MAX_WINDOW;
+        let from = pgno.0.saturating_add(1);
         let ahead = window
             .saturating_mul(SCAN_AHEAD_WINDOWS)
             .min(fetcher.scan_ahead_limit(snap.page_size));
@@ -50,7 +62,7 @@ pub fn after_read(
             .saturating_add(ahead)
             .min(snap.page_count.saturating_add(1));
         let pages: Vec<PageNo> = (from..to).map(PageNo).collect();
-        fetcher.prefetch(snap, &pages, None);
+        fetcher.prefetch_runs_of(snap, &pages, None, SCAN_RUN_BYTES);
     }
 }
 

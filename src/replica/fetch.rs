@@ -51,8 +51,9 @@ const PREFETCH_GROUP: usize = PREFETCH_IN_FLIGHT / 2;
 /// this many bytes lie between them: reading a gap costs less than a
 /// second round trip.
 const MERGE_GAP: u64 = 32 * 1024;
-/// Windows a confirmed scan keeps in flight ahead of the one it reads.
-pub const SCAN_AHEAD_WINDOWS: u32 = 3;
+/// Windows (of `MAX_WINDOW` pages) a confirmed scan keeps in flight ahead
+/// of itself: 8 × 2 MiB, capped at a quarter of the cache.
+pub const SCAN_AHEAD_WINDOWS: u32 = 8;
 
 /// The access pattern of one connection.
 #[derive(Clone, Copy, Debug, Default)]
@@ -237,6 +238,17 @@ impl Fetcher {
         pgnos: &[PageNo],
         landed: Option<Landed>,
     ) -> usize {
+        self.prefetch_runs_of(snap, pgnos, landed, MAX_RANGE_BYTES)
+    }
+
+    /// [`Fetcher::prefetch`] with requests of at most `max_run` bytes.
+    pub fn prefetch_runs_of(
+        self: &Arc<Self>,
+        snap: &Snapshot,
+        pgnos: &[PageNo],
+        landed: Option<Landed>,
+        max_run: u64,
+    ) -> usize {
         let mut claimed: Vec<(PageNo, FrameLoc, Arc<Flight>)> = Vec::new();
         for &pgno in pgnos {
             let Some(loc) = snap.frame(pgno) else {
@@ -265,7 +277,7 @@ impl Fetcher {
                     if same
                         && frame.1.offset > last.1.offset
                         && frame.1.offset <= range.end + MERGE_GAP
-                        && frame.1.end() - range.start <= MAX_RANGE_BYTES
+                        && frame.1.end() - range.start <= max_run
                     {
                         run.frames.push(frame);
                         continue;
