@@ -76,6 +76,36 @@ impl ReadAhead {
     }
 }
 
+/// The pages a connection's scan read ahead of itself while the cache was
+/// full. Kept here, out of the shared cache, they do not evict what the
+/// cache holds: a scan larger than the cache would otherwise push out every
+/// page before the next pass reads it again, and decode the whole database
+/// on every pass.
+#[derive(Debug, Default)]
+pub struct ScanBuf {
+    pages: std::sync::Mutex<Vec<(crate::cache::FrameKey, Page)>>,
+}
+
+impl ScanBuf {
+    fn take(&self, key: &crate::cache::FrameKey) -> Option<Page> {
+        let mut pages = self.pages.lock().ok()?;
+        let i = pages.iter().position(|(k, _)| k == key)?;
+        Some(pages.swap_remove(i).1)
+    }
+
+    fn keep(&self, run: &Run, pages: &[(PageNo, Page)]) {
+        if let Ok(mut buf) = self.pages.lock() {
+            buf.clear();
+            buf.extend(
+                run.frames
+                    .iter()
+                    .zip(pages)
+                    .map(|((_, loc, _), (_, p))| (loc.key(), Arc::clone(p))),
+            );
+        }
+    }
+}
+
 /// Called with each page a prefetch landed.
 pub type Landed = Arc<dyn Fn(PageNo, &Page) + Send + Sync>;
 
@@ -137,7 +167,13 @@ impl Fetcher {
     /// `window - 1` following frames of the same file into the cache.
     /// `None` when no file of the snapshot holds the page. The flag says
     /// whether it came from storage (a miss).
-    pub fn read(&self, snap: &Snapshot, pgno: PageNo, window: u32) -> Result<Option<(Page, bool)>> {
+    pub fn read(
+        &self,
+        snap: &Snapshot,
+        pgno: PageNo,
+        window: u32,
+        scan: &ScanBuf,
+    ) -> Result<Option<(Page, bool)>> {
         let Some(loc) = snap.frame(pgno) else {
             return Ok(None);
         };
@@ -145,7 +181,7 @@ impl Fetcher {
             return Err(Error::Missing(format!("page {}: {reason}", pgno.0)));
         }
         let key = loc.key();
-        if let Some(page) = self.cache.get(&key) {
+        if let Some(page) = self.cache.get(&key).or_else(|| scan.take(&key)) {
             Stats::add(&self.stats.cache_hits, 1);
             return Ok(Some((page, false)));
         }
@@ -176,10 +212,15 @@ impl Fetcher {
         };
         let run = self.run_after(snap, pgno, &loc, flight, window);
         log::debug!("demand miss: page {} ({} frames)", pgno.0, run.frames.len());
+        // A scan while the cache is full keeps what it read ahead to itself.
+        let to_cache = window < MAX_WINDOW || self.cache.weight() < self.cache.budget() / 10 * 9;
         let pages = self
-            .fetch_runs(std::slice::from_ref(&run), snap.page_size, false)
+            .fetch_runs(std::slice::from_ref(&run), snap.page_size, false, to_cache)
             .pop()
             .unwrap_or_else(|| Ok(Vec::new()))?;
+        if !to_cache {
+            scan.keep(&run, &pages);
+        }
         Ok(pages
             .into_iter()
             .find(|(p, _)| *p == pgno)
@@ -346,7 +387,10 @@ impl Fetcher {
             run.frames.retain(|(_, _, f)| f.start());
         }
         group.retain(|r| !r.frames.is_empty());
-        for (run, result) in group.iter().zip(self.fetch_runs(&group, page_size, true)) {
+        for (run, result) in group
+            .iter()
+            .zip(self.fetch_runs(&group, page_size, true, true))
+        {
             match result {
                 Ok(pages) => {
                     if let Some(landed) = landed {
@@ -370,6 +414,7 @@ impl Fetcher {
         runs: &[Run],
         page_size: ltx::PageSize,
         in_pool: bool,
+        to_cache: bool,
     ) -> Vec<Result<Vec<(PageNo, Page)>>> {
         let reads = runs.iter().map(|run| async move {
             let range = run.range().unwrap_or(0..0);
@@ -389,8 +434,9 @@ impl Fetcher {
         };
         let mut out = Vec::with_capacity(runs.len());
         for (run, bytes) in runs.iter().zip(fetched) {
-            let result = bytes
-                .and_then(|(range, bytes)| self.decode_run(run, range, &bytes, page_size, in_pool));
+            let result = bytes.and_then(|(range, bytes)| {
+                self.decode_run(run, range, &bytes, page_size, in_pool, to_cache)
+            });
             let landed: Vec<Option<Page>> = match &result {
                 Ok(pages) => pages.iter().map(|(_, p)| Some(Arc::clone(p))).collect(),
                 Err(_) => vec![None; run.frames.len()],
@@ -410,6 +456,7 @@ impl Fetcher {
         bytes: &[u8],
         page_size: ltx::PageSize,
         in_pool: bool,
+        to_cache: bool,
     ) -> Result<Vec<(PageNo, Page)>> {
         let describe = || format!("{} {}", self.storage.describe(), run.file.id);
         let mut pages = Vec::with_capacity(run.frames.len());
@@ -443,7 +490,9 @@ impl Fetcher {
                 ));
             }
             let page = Page::from(frame.page);
-            self.cache.insert(loc.key(), Arc::clone(&page));
+            if to_cache {
+                self.cache.insert(loc.key(), Arc::clone(&page));
+            }
             pages.push((*pgno, page));
         }
         Ok(pages)

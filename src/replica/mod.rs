@@ -28,7 +28,7 @@ use crate::ltx::{self, Txid};
 use crate::storage::{self, FileInfo, Storage, StorageErrorKind};
 
 pub use ahead::after_read;
-pub use fetch::{Fetcher, Landed, MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS};
+pub use fetch::{Fetcher, Landed, MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
 pub use history::{AtTime, State};
 pub use load::WHOLE_FILE_MAX;
 pub use plan::{Plan, plan};
@@ -148,8 +148,9 @@ impl Io {
         snap: &Snapshot,
         pgno: ltx::PageNo,
         window: u32,
+        scan: &ScanBuf,
     ) -> Result<Option<(Page, bool)>> {
-        self.fetcher.read(snap, pgno, window)
+        self.fetcher.read(snap, pgno, window, scan)
     }
 
     /// The newest state at or before `limit`, from what storage holds now.

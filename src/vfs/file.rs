@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ltx::{PageNo, lock_page};
 use crate::prefetch::Prefetcher;
-use crate::replica::{self, ReadAhead, Replica, ReplicaHandle, Snapshot};
+use crate::replica::{self, ReadAhead, Replica, ReplicaHandle, ScanBuf, Snapshot};
 use crate::runtime;
 use crate::storage::StorageErrorKind;
 
@@ -60,6 +60,8 @@ struct Inner {
     /// B-tree-aware prefetch of this connection (made at its first read,
     /// when the page size is known).
     prefetch: Option<Arc<Prefetcher>>,
+    /// Pages this connection's scan read ahead while the cache was full.
+    scan: Arc<ScanBuf>,
 }
 
 impl Inner {
@@ -95,6 +97,7 @@ impl DbFile {
                 travel: None,
                 readahead: ReadAhead::default(),
                 prefetch: None,
+                scan: Arc::default(),
             }),
             panic_next_read: std::sync::atomic::AtomicBool::new(false),
         })
@@ -255,11 +258,12 @@ impl DbFile {
                 usize::try_from(pages).unwrap_or(usize::MAX),
             )
         }));
+        let scan = Arc::clone(&inner.scan);
         let replica = inner.handle.replica();
         let Some(snap) = newest.as_ref().or_else(|| inner.fixed_snapshot()) else {
             return Err(Error::Internal("no snapshot to read".into()));
         };
-        match read_at(replica, snap, &pf, buf, offset, window) {
+        match read_at(replica, snap, (&pf, &scan), buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
                 let (replica, snap) = (Arc::clone(replica), Arc::clone(snap));
                 drop(inner);
@@ -283,7 +287,7 @@ impl DbFile {
                     }
                 }
                 drop(inner);
-                read_at(&replica, &fresh, &pf, buf, offset, window)
+                read_at(&replica, &fresh, (&pf, &scan), buf, offset, window)
             }
             other => other,
         }
@@ -303,7 +307,7 @@ impl Drop for DbFile {
 fn read_at(
     replica: &Replica,
     snap: &Arc<Snapshot>,
-    pf: &Arc<Prefetcher>,
+    (pf, scan): (&Arc<Prefetcher>, &ScanBuf),
     buf: &mut [u8],
     offset: u64,
     window: u32,
@@ -324,12 +328,16 @@ fn read_at(
         } else if pgno == lock_page(snap.page_size) {
             dst.fill(0);
         } else {
-            let (page, missed) = replica.io.read_page(snap, pgno, window)?.ok_or_else(|| {
-                Error::Missing(format!(
-                    "page {} of the database at TXID {} is in no LTX file of the replica",
-                    pgno.0, snap.txid
-                ))
-            })?;
+            let (page, missed) =
+                replica
+                    .io
+                    .read_page(snap, pgno, window, scan)?
+                    .ok_or_else(|| {
+                        Error::Missing(format!(
+                            "page {} of the database at TXID {} is in no LTX file of the replica",
+                            pgno.0, snap.txid
+                        ))
+                    })?;
             replica::after_read(&replica.io.fetcher, snap, pf, pgno, &page, missed, window);
             if pgno.0 == 1 {
                 let mut p1 = page.to_vec();
