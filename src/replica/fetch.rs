@@ -271,7 +271,7 @@ impl Fetcher {
 
     /// Fetches `pgnos` of `snap` in the background (those not cached and
     /// not in flight), merged into ranged reads, at most
-    /// [`PREFETCH_IN_FLIGHT`] at a time. `landed` is called with every page
+    /// `PREFETCH_IN_FLIGHT` at a time. `landed` is called with every page
     /// that arrives. Returns how many frames were queued.
     pub fn prefetch(
         self: &Arc<Self>,
