@@ -16,11 +16,13 @@
 //!
 //! [Litestream]: https://litestream.io
 
+pub mod btree;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod log;
 pub mod ltx;
+pub mod prefetch;
 pub mod replica;
 pub mod runtime;
 pub mod sqlite;

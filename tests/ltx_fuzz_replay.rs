@@ -16,7 +16,8 @@ use litestream_vfs::ltx::{LtxBuilder, PageSize, decode_file};
 
 type Body = fn(&[u8]);
 
-const TARGETS: [(&str, Body); 3] = [
+const TARGETS: [(&str, Body); 4] = [
+    ("btree_page", bodies::btree_page),
     ("ltx_file", bodies::ltx_file),
     ("ltx_parts", bodies::ltx_parts),
     ("config_url", bodies::config_url),

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use litestream_vfs::config::{Config, Sources};
 use litestream_vfs::ltx::{LtxBuilder, PageNo, PageSize};
-use litestream_vfs::replica::{PollState, Replica};
+use litestream_vfs::replica::{PollState, Replica, ScanBuf};
 
 /// One lineage: file `i` (TXID i+1) sets page 2 to `pages[i]`; the
 /// database has 2 pages. Written with header timestamps from `ts`.
@@ -44,7 +44,12 @@ fn open(root: &Path, rt: &tokio::runtime::Runtime) -> Arc<Replica> {
 
 fn page2(replica: &Replica) -> String {
     let snap = replica.current();
-    let page = replica.io.read_page(&snap, PageNo(2), 1).unwrap().unwrap();
+    let page = replica
+        .io
+        .read_page(&snap, PageNo(2), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap()
+        .0;
     String::from_utf8_lossy(&page[..8]).into_owned()
 }
 
@@ -254,9 +259,10 @@ fn a_page_cached_from_the_old_lineage_is_never_served_for_the_new_one() {
         let snap = replica.current();
         let page = replica
             .io
-            .read_page(&snap, PageNo(pgno), 1)
+            .read_page(&snap, PageNo(pgno), 1, &ScanBuf::default())
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .0;
         page[..4].to_vec()
     };
     assert_eq!(read(300), b"OLD!");

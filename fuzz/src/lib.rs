@@ -13,6 +13,56 @@ use litestream_vfs::ltx::{
 };
 use litestream_vfs::storage::ReplicaUrl;
 
+/// The B-tree page parser and the predictor on arbitrary bytes: the first
+/// byte picks the page number (1 has the database header) and the usable
+/// size; every accessor must answer without panicking, and what it answers
+/// must be coherent.
+pub fn btree_page(data: &[u8]) {
+    use litestream_vfs::btree::{BtreePage, Schema, next_overflow};
+    use litestream_vfs::prefetch::{Pages, Predictor};
+    let Some((&sel, page)) = data.split_first() else {
+        return;
+    };
+    let pgno = if sel & 1 == 1 {
+        1
+    } else {
+        2 + u32::from(sel >> 1)
+    };
+    let usable = match sel >> 6 {
+        0 => page.len(),
+        1 => page.len().saturating_sub(32),
+        2 => 4096,
+        _ => 512,
+    };
+    if let Some(p) = BtreePage::parse(page, pgno, usable) {
+        assert!(p.cell_count() <= usable / 2);
+        let kids = p.children();
+        assert!(kids.len() <= p.cell_count() + 1);
+        let _ = p.child_for_rowid(i64::from(sel) * 1000);
+        let _ = (p.rowid_range(), p.index_rowids(), p.overflows());
+        for i in 0..p.cell_count() {
+            if let Some(c) = p.cell(i) {
+                assert!(c.local.len() as u64 <= c.payload_len || c.payload_len == 0);
+            }
+        }
+    }
+    let _ = next_overflow(page);
+    struct Same<'a>(&'a [u8]);
+    impl Pages for Same<'_> {
+        fn cached(&self, _pgno: u32) -> Option<std::sync::Arc<[u8]>> {
+            Some(std::sync::Arc::from(self.0))
+        }
+    }
+    // Every page of a hostile database is this one: the schema reader and
+    // the predictor must stop on cycles.
+    let _ = Schema::read(&|_| Some(std::sync::Arc::from(page)), usable);
+    let mut pred = Predictor::new(usable, 4096);
+    let same = Same(page);
+    let _ = pred.on_read(pgno, page, true, &same);
+    let _ = pred.on_landed(pgno, page, &same);
+    let _ = pred.on_read(pgno.wrapping_add(1), page, true, &same);
+}
+
 /// `decode_file` on arbitrary bytes. A file that decodes must be coherent,
 /// and the same pages written again by the builder must decode to the same
 /// pages.

@@ -55,6 +55,38 @@ pub struct Frame {
     pub page: Vec<u8>,
 }
 
+/// Bytes of the frame at the start of `buf` (which may hold more after
+/// it), from its header and structure: a sized frame names its compressed
+/// size, a legacy LZ4 frame is walked block by block. `Truncated`-style
+/// errors mean `buf` ends inside the frame.
+pub fn frame_len(buf: &[u8]) -> Result<usize, LtxError> {
+    let header = FrameHeader::decode(buf)?;
+    let rest = buf.get(FRAME_HEADER_SIZE..).unwrap_or_default();
+    let payload = if header.is_sized_block() {
+        let csize = be_u32(rest, 0, "frame size")?;
+        usize::try_from(csize)
+            .ok()
+            .and_then(|c| c.checked_add(SIZE_FIELD))
+            .ok_or_else(|| LtxError::invalid("frame", "compressed size overflows"))?
+    } else {
+        lz4_frame::frame_len(rest).map_err(|e| {
+            LtxError::invalid("frame", format!("page {}: lz4 frame: {e}", header.pgno.0))
+        })?
+    };
+    FRAME_HEADER_SIZE
+        .checked_add(payload)
+        .ok_or_else(|| LtxError::invalid("frame", "frame length overflows"))
+}
+
+/// The most bytes a frame of one page can take: the page stored
+/// uncompressed plus LZ4's worst-case and framing overhead. A reader that
+/// knows only where a frame starts reads this many bytes (or up to the end
+/// of the file) and finds the frame's end with [`frame_len`].
+pub fn max_frame_len(page_size: PageSize) -> u64 {
+    let p = u64::from(page_size.get());
+    p.saturating_add(p / 128).saturating_add(64)
+}
+
 /// Decodes one whole frame (`buf` is exactly the bytes the page index names)
 /// into its page.
 pub fn decode_frame(buf: &[u8], page_size: PageSize) -> Result<Frame, LtxError> {
@@ -184,6 +216,33 @@ mod tests {
         out.extend_from_slice(&0u16.to_be_bytes());
         out.extend_from_slice(&lz4_frame(data));
         out
+    }
+
+    #[test]
+    fn frame_len_finds_the_end_of_both_encodings() {
+        for shift in [9u32, 12, 16] {
+            let size = 1u32 << shift;
+            let data = page(size as usize, shift);
+            let noise: Vec<u8> = (0..size)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
+            for f in [
+                block_frame(3, &data),
+                legacy_frame(3, &data),
+                block_frame(3, &noise),
+                legacy_frame(3, &noise),
+            ] {
+                assert!(
+                    f.len() as u64 <= max_frame_len(ps(size)),
+                    "{} > bound",
+                    f.len()
+                );
+                let mut more = f.clone();
+                more.extend_from_slice(&[7u8; 100]);
+                assert_eq!(frame_len(&more).unwrap(), f.len());
+                assert_eq!(frame_len(&f).unwrap(), f.len());
+            }
+        }
     }
 
     #[test]

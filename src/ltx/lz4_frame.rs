@@ -117,6 +117,40 @@ pub(crate) fn decode_into(frame: &[u8], page: &mut [u8]) -> Result<usize, String
     Ok(filled)
 }
 
+/// Bytes of the LZ4 frame at the start of `buf` (which may go on past
+/// it), from its structure alone: descriptor, block sizes, checksum flags
+/// and end mark. Nothing is decompressed or checked here.
+pub(crate) fn frame_len(buf: &[u8]) -> Result<usize, String> {
+    let mut r = Reader { rest: buf };
+    if r.u32_le("magic")? != MAGIC {
+        return Err("bad magic: not an LZ4 frame".into());
+    }
+    let flg = r.byte("frame descriptor")?;
+    let _bd = r.byte("frame descriptor")?;
+    if flg & FLG_CONTENT_SIZE != 0 {
+        r.u64_le("content size")?;
+    }
+    if flg & FLG_DICT_ID != 0 {
+        r.u32_le("dictionary id")?;
+    }
+    r.byte("header checksum")?;
+    loop {
+        let word = r.u32_le("block size")?;
+        if word == 0 {
+            break;
+        }
+        let len = usize::try_from(word & !BLOCK_UNCOMPRESSED).unwrap_or(usize::MAX);
+        r.take(len, "block")?;
+        if flg & FLG_BLOCK_CHECKSUM != 0 {
+            r.u32_le("block checksum")?;
+        }
+    }
+    if flg & FLG_CONTENT_CHECKSUM != 0 {
+        r.u32_le("content checksum")?;
+    }
+    Ok(buf.len().saturating_sub(r.rest.len()))
+}
+
 /// Reads fields off the front of a byte slice.
 struct Reader<'a> {
     rest: &'a [u8],

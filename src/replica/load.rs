@@ -17,10 +17,11 @@ pub const WHOLE_FILE_MAX: u64 = 1024 * 1024;
 /// Bytes of a large file's tail fetched together with its header, as a share
 /// of the file size. The page index takes about 10 bytes per page and a
 /// compressed page a few hundred to a few thousand, so 1/128 of the file
-/// usually holds the whole index.
+/// usually holds the whole index. The cap covers the index of a
+/// 1,000,000-page snapshot (about 10 bytes per page).
 const TAIL_SHARE: u64 = 128;
 const TAIL_MIN: u64 = 64 * 1024;
-const TAIL_MAX: u64 = 8 * 1024 * 1024;
+const TAIL_MAX: u64 = 16 * 1024 * 1024;
 
 /// Bytes of a large file's head fetched with its header: the first frames
 /// of a snapshot (page 1, the schema) for the first query, at no extra

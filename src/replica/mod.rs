@@ -1,7 +1,9 @@
 //! One replica per URL per process: its storage, its page cache, the current
 //! snapshot, and the poller that keeps that snapshot following the primary.
 
+mod ahead;
 mod fetch;
+mod flight;
 mod history;
 mod lineage;
 mod load;
@@ -26,7 +28,8 @@ use crate::log;
 use crate::ltx::{self, Txid};
 use crate::storage::{self, FileInfo, Storage, StorageErrorKind};
 
-pub use fetch::ReadAhead;
+pub use ahead::after_read;
+pub use fetch::{Fetcher, Landed, MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
 pub use history::{AtTime, State};
 pub use lineage::Tip;
 pub use load::WHOLE_FILE_MAX;
@@ -54,6 +57,8 @@ pub struct Io {
     pub storage: Arc<dyn Storage>,
     pub cache: Arc<PageCache>,
     pub stats: Arc<Stats>,
+    /// The page reader: cache, single-flight, coalesced and parallel reads.
+    pub fetcher: Arc<Fetcher>,
     /// Which files get their checksum verified.
     verify: Verify,
     /// Outcome of the background verification of large files, by the
@@ -147,6 +152,19 @@ impl Io {
         }
     }
 
+    /// One page of a snapshot, from the cache or storage, and up to
+    /// `window - 1` following frames of its file into the cache. The flag
+    /// says whether storage was read. `None`: no file holds the page.
+    pub fn read_page(
+        &self,
+        snap: &Snapshot,
+        pgno: ltx::PageNo,
+        window: u32,
+        scan: &ScanBuf,
+    ) -> Result<Option<(Page, bool)>> {
+        self.fetcher.read(snap, pgno, window, scan)
+    }
+
     /// The newest state at or before `limit`, from what storage holds now.
     pub async fn build(&self, limit: Option<Txid>) -> Result<Option<(Snapshot, Plan)>> {
         let listing = self.list_all().await?;
@@ -181,10 +199,18 @@ impl Replica {
             storage::Timeouts::within(config.storage_timeout),
         )
         .map_err(|e| Error::Config(e.to_string()))?;
+        let cache = Arc::new(PageCache::new(config.cache_size));
+        let stats = Arc::new(Stats::default());
+        let fetcher = Arc::new(Fetcher::new(
+            Arc::clone(&storage),
+            Arc::clone(&cache),
+            Arc::clone(&stats),
+        ));
         let io = Io {
             storage,
-            cache: Arc::new(PageCache::new(config.cache_size)),
-            stats: Arc::new(Stats::default()),
+            cache,
+            stats,
+            fetcher,
             verify: config.verify,
             verdicts: Default::default(),
 

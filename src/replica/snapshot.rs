@@ -4,6 +4,11 @@
 //! The index is a chunked copy-on-write vector: applying a file copies only
 //! the chunks it touches and shares the rest with the previous snapshot, so a
 //! new snapshot costs O(pages changed), whatever the database size.
+//!
+//! Each page costs 8 bytes: its file's slot in the snapshot's file table
+//! (16 bits) and its frame's offset (48 bits). A frame's length is not
+//! stored: it follows from the frame's own header (`ltx::frame_len`), so a
+//! reader asks for at most `ltx::max_frame_len` bytes from the offset.
 
 use std::sync::Arc;
 
@@ -12,10 +17,19 @@ use crate::error::{Error, Result};
 use crate::ltx::{Header, PageIndex, PageNo, PageSize, Txid};
 use crate::storage::FileId;
 
-/// Pages per chunk. 1024 entries of 24 bytes: one chunk is 24 KiB, and a
+/// Pages per chunk. 1024 entries of 8 bytes: one chunk is 8 KiB, and a
 /// 1,000,000-page database has under a thousand chunk pointers to copy.
 const CHUNK_BITS: u32 = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
+/// Bits of an entry that hold the frame offset (files up to 256 TiB).
+const OFFSET_BITS: u32 = 48;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// Files a snapshot's table may name (slot 0 means "no frame").
+const MAX_SLOTS: usize = (1 << (64 - OFFSET_BITS)) - 1;
+/// The file table is compacted (files no page points to are dropped) when
+/// it reaches this size, or twice what it held after the last compaction:
+/// a follower applies a file per poll, most of them superseded soon after.
+const COMPACT_SLOTS: usize = 1024;
 
 /// An LTX file that some snapshot reads from.
 #[derive(Debug)]
@@ -52,6 +66,9 @@ impl FileRef {
 pub struct FrameLoc {
     pub file: Arc<FileRef>,
     pub offset: u64,
+    /// Bytes from `offset` that hold the frame at most (the frame's exact
+    /// length is in its header): `ltx::max_frame_len`, cut at the end of
+    /// the file.
     pub size: u32,
 }
 
@@ -60,9 +77,17 @@ impl FrameLoc {
     pub fn key(&self) -> FrameKey {
         self.file.key(self.offset)
     }
+
+    /// Byte offset just past this frame.
+    pub fn end(&self) -> u64 {
+        self.offset + u64::from(self.size)
+    }
 }
 
-type Chunk = Arc<Vec<Option<FrameLoc>>>;
+/// One page: `slot + 1` in the top 16 bits, the frame offset below; 0 for
+/// a page no file holds.
+type Entry = u64;
+type Chunk = Arc<Vec<Entry>>;
 
 /// The state of the database after one TXID.
 #[derive(Clone, Debug)]
@@ -78,6 +103,10 @@ pub struct Snapshot {
     /// Equal TXIDs of two lineages are different states.
     pub lineage: u32,
     chunks: Vec<Chunk>,
+    /// The files entries point into, by slot.
+    files: Arc<Vec<Arc<FileRef>>>,
+    /// Files left in the table by its last compaction.
+    live_files: usize,
 }
 
 impl Snapshot {
@@ -102,6 +131,8 @@ impl Snapshot {
             page_count: 0,
             lineage: 0,
             chunks: Vec::new(),
+            files: Arc::new(Vec::new()),
+            live_files: 0,
         };
         snap.apply_in_place(first, index)?;
         for (file, index) in iter {
@@ -133,16 +164,30 @@ impl Snapshot {
                 file.id.name, self.txid
             )));
         }
+        if index.entries.iter().any(|e| e.offset > OFFSET_MASK) {
+            return Err(Error::Missing(format!(
+                "{} is larger than 256 TiB",
+                file.id.name
+            )));
+        }
+        if self.files.len()
+            >= COMPACT_SLOTS
+                .max(self.live_files.saturating_mul(2))
+                .min(MAX_SLOTS)
+        {
+            self.compact_slots();
+        }
+        let slot = self.files.len();
+        if slot >= MAX_SLOTS {
+            return Err(Error::Internal(format!(
+                "a snapshot cannot read from more than {MAX_SLOTS} files"
+            )));
+        }
+        Arc::make_mut(&mut self.files).push(Arc::clone(file));
+        let tag = (slot as u64 + 1) << OFFSET_BITS;
         for e in &index.entries {
             if e.pgno.0 <= h.commit {
-                self.set(
-                    e.pgno,
-                    FrameLoc {
-                        file: Arc::clone(file),
-                        offset: e.offset,
-                        size: e.size,
-                    },
-                );
+                self.set(e.pgno, tag | e.offset);
             }
         }
         self.truncate(h.commit);
@@ -153,12 +198,79 @@ impl Snapshot {
     }
 
     /// Where page `pgno` lives, if any file holds it.
-    pub fn frame(&self, pgno: PageNo) -> Option<&FrameLoc> {
+    pub fn frame(&self, pgno: PageNo) -> Option<FrameLoc> {
         let i = (pgno.0 as usize).checked_sub(1)?;
-        self.chunks
-            .get(i >> CHUNK_BITS)?
-            .get(i & (CHUNK - 1))?
-            .as_ref()
+        let e = *self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))?;
+        let slot = usize::try_from(e >> OFFSET_BITS).ok()?.checked_sub(1)?;
+        let file = self.files.get(slot)?;
+        let offset = e & OFFSET_MASK;
+        let size = crate::ltx::max_frame_len(self.page_size).min(file.size.saturating_sub(offset));
+        Some(FrameLoc {
+            file: Arc::clone(file),
+            offset,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Bytes the page index holds in memory: 8 per page slot, plus the file
+    /// table. (Chunks shared with other snapshots count fully here.)
+    pub fn index_bytes(&self) -> usize {
+        self.chunks.len() * CHUNK * std::mem::size_of::<Entry>()
+            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+            + self.files.len()
+                * (std::mem::size_of::<Arc<FileRef>>() + std::mem::size_of::<FileRef>())
+    }
+
+    /// Files in the file table.
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Drops from the file table every file no page points to any more
+    /// (superseded by later files), renumbering the slots: O(pages), done
+    /// once every few thousand applied files.
+    fn compact_slots(&mut self) {
+        let mut used = vec![false; self.files.len()];
+        for chunk in &self.chunks {
+            for e in chunk.iter() {
+                if let Some(slot) = usize::try_from(e >> OFFSET_BITS)
+                    .ok()
+                    .and_then(|s| s.checked_sub(1))
+                {
+                    if let Some(u) = used.get_mut(slot) {
+                        *u = true;
+                    }
+                }
+            }
+        }
+        let mut remap = vec![0u64; self.files.len()];
+        let mut files = Vec::new();
+        for (slot, file) in self.files.iter().enumerate() {
+            if used.get(slot).copied().unwrap_or(false) {
+                files.push(Arc::clone(file));
+                if let Some(r) = remap.get_mut(slot) {
+                    *r = files.len() as u64;
+                }
+            }
+        }
+        for chunk in &mut self.chunks {
+            let c = Arc::make_mut(chunk);
+            for e in c.iter_mut() {
+                if let Some(slot) = usize::try_from(*e >> OFFSET_BITS)
+                    .ok()
+                    .and_then(|s| s.checked_sub(1))
+                {
+                    let new = remap.get(slot).copied().unwrap_or(0);
+                    *e = if new == 0 {
+                        0
+                    } else {
+                        (new << OFFSET_BITS) | (*e & OFFSET_MASK)
+                    };
+                }
+            }
+        }
+        self.live_files = files.len();
+        self.files = Arc::new(files);
     }
 
     /// Pages per chunk of the copy-on-write page index.
@@ -185,17 +297,17 @@ impl Snapshot {
         u64::from(self.page_count) * u64::from(self.page_size.get())
     }
 
-    fn set(&mut self, pgno: PageNo, loc: FrameLoc) {
+    fn set(&mut self, pgno: PageNo, entry: Entry) {
         let Some(i) = (pgno.0 as usize).checked_sub(1) else {
             return;
         };
         let (c, slot) = (i >> CHUNK_BITS, i & (CHUNK - 1));
         while self.chunks.len() <= c {
-            self.chunks.push(Arc::new(vec![None; CHUNK]));
+            self.chunks.push(Arc::new(vec![0; CHUNK]));
         }
         if let Some(chunk) = self.chunks.get_mut(c) {
             if let Some(s) = Arc::make_mut(chunk).get_mut(slot) {
-                *s = Some(loc);
+                *s = entry;
             }
         }
     }
@@ -210,9 +322,9 @@ impl Snapshot {
             return;
         }
         if let Some(last) = self.chunks.last_mut() {
-            if last.iter().skip(keep).any(Option::is_some) {
+            if last.iter().skip(keep).any(|e| *e != 0) {
                 for s in Arc::make_mut(last).iter_mut().skip(keep) {
-                    *s = None;
+                    *s = 0;
                 }
             }
         }
@@ -274,6 +386,31 @@ mod tests {
         // Unchanged chunks are shared, not copied.
         assert!(Arc::ptr_eq(&s2.chunks[1], &s1.chunks[1]));
         assert!(!Arc::ptr_eq(&s2.chunks[0], &s1.chunks[0]));
+    }
+
+    #[test]
+    fn superseded_files_leave_the_file_table() {
+        let base = file(1, 1, 3000, &(1..=3000).collect::<Vec<_>>());
+        let mut s = Snapshot::build([(&base.0, &base.1)]).unwrap();
+        for t in 2..=2500u64 {
+            let f = file(t, t, 3000, &[5, 7 + (t % 3) as u32]);
+            s = s.apply(&f.0, &f.1).unwrap();
+        }
+        assert!(
+            s.file_count() < COMPACT_SLOTS + 1,
+            "{} files",
+            s.file_count()
+        );
+        assert_eq!(s.frame(PageNo(5)).unwrap().file.id.name.min, Txid(2500));
+        assert_eq!(s.frame(PageNo(8)).unwrap().file.id.name.min, Txid(2500));
+        assert_eq!(s.frame(PageNo(7)).unwrap().file.id.name.min, Txid(2499));
+        assert_eq!(s.frame(PageNo(6)).unwrap().file.id.name.min, Txid(1));
+        assert_eq!(s.frame(PageNo(6)).unwrap().offset, 106);
+        assert!(
+            s.index_bytes() <= 3 * 1024 * 8 + 64 * 1024 * 4,
+            "{}",
+            s.index_bytes()
+        );
     }
 
     #[test]

@@ -15,6 +15,10 @@ pub struct Stats {
     pub cache_misses: AtomicU64,
     pub verified: AtomicU64,
     pub corrupt: AtomicU64,
+    /// Frames queued by prefetch.
+    pub prefetched: AtomicU64,
+    /// Demand reads that waited for a fetch already in flight.
+    pub joined: AtomicU64,
 }
 
 impl Stats {
@@ -26,7 +30,7 @@ impl Stats {
     pub fn render(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={}",
+            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={} prefetched={} joined={}",
             g(&self.lists),
             g(&self.reads),
             g(&self.read_bytes),
@@ -36,7 +40,9 @@ impl Stats {
             g(&self.cache_hits),
             g(&self.cache_misses),
             g(&self.verified),
-            g(&self.corrupt)
+            g(&self.corrupt),
+            g(&self.prefetched),
+            g(&self.joined)
         )
     }
 }

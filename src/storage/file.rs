@@ -106,6 +106,10 @@ impl Storage for FileStorage {
         &self.describe
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn list(
         &self,
         level: Level,

@@ -122,6 +122,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         Box::pin(async {})
     }
 
+    /// Whether reads are local (no network round trip): the page reader
+    /// then skips prefetch, which only hides latency and would cost CPU and
+    /// cache room here.
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// Listing requests one `list_all` costs (for the statistics).
     fn list_all_requests(&self) -> u64 {
         10

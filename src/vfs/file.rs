@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ltx::{PageNo, lock_page};
-use crate::replica::{ReadAhead, Replica, ReplicaHandle, Snapshot};
+use crate::prefetch::Prefetcher;
+use crate::replica::{self, ReadAhead, Replica, ReplicaHandle, ScanBuf, Snapshot};
 use crate::runtime;
 use crate::storage::StorageErrorKind;
 
@@ -57,6 +58,11 @@ struct Inner {
     lock: Lock,
     travel: Option<Travel>,
     readahead: ReadAhead,
+    /// B-tree-aware prefetch of this connection (made at its first read,
+    /// when the page size is known).
+    prefetch: Option<Arc<Prefetcher>>,
+    /// Pages this connection's scan read ahead while the cache was full.
+    scan: Arc<ScanBuf>,
 }
 
 impl Inner {
@@ -104,6 +110,8 @@ impl DbFile {
                 lock: Lock::Unlocked,
                 travel: None,
                 readahead: ReadAhead::default(),
+                prefetch: None,
+                scan: Arc::default(),
             }),
             panic_hook: AtomicU8::new(PanicHook::Off as u8),
         })
@@ -236,7 +244,11 @@ impl DbFile {
 
     pub fn unlock(&self, level: LockLevel) -> Result<()> {
         if level == LockLevel::None {
-            self.inner()?.lock = Lock::Unlocked;
+            let mut inner = self.inner()?;
+            inner.lock = Lock::Unlocked;
+            if let Some(pf) = &inner.prefetch {
+                pf.end_transaction();
+            }
         }
         Ok(())
     }
@@ -253,7 +265,7 @@ impl DbFile {
     /// read-ahead window, never across storage I/O.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
         self.test_panic(PanicHook::Read);
-        let (replica, snap, window) = {
+        let (replica, snap, window, pf, scan) = {
             let mut inner = self.inner()?;
             self.test_panic(PanicHook::Locked);
             self.ensure_epoch(&mut inner)?;
@@ -263,15 +275,25 @@ impl DbFile {
                 Some(s) => Arc::clone(s),
                 None => replica.current(),
             };
-            let first = PageNo(
-                u32::try_from(offset / u64::from(snap.page_size.get()) + 1).unwrap_or(u32::MAX),
-            );
-            (replica, snap, inner.readahead.observe(first))
+            let page_size = snap.page_size;
+            let first =
+                PageNo(u32::try_from(offset / u64::from(page_size.get()) + 1).unwrap_or(u32::MAX));
+            let window = inner.readahead.observe(first);
+            let pf = Arc::clone(inner.prefetch.get_or_insert_with(|| {
+                // A quarter of the cache per transaction at most.
+                let pages = self.config.cache_size / u64::from(page_size.get()) / 4;
+                Prefetcher::new(
+                    page_size.bytes(),
+                    usize::try_from(pages).unwrap_or(usize::MAX),
+                )
+            }));
+            let scan = Arc::clone(&inner.scan);
+            (replica, snap, window, pf, scan)
         };
         // A snapshot held since before a reset must not read the files that
         // now carry its names.
         replica.check_lineage(&snap)?;
-        match read_at(&replica, &snap, buf, offset, window) {
+        match read_at(&replica, &snap, (&pf, &scan), buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
                 // A file vanished (compaction, retention): rebuild the same
                 // TXID from what exists, re-pin it, and read again.
@@ -294,16 +316,27 @@ impl DbFile {
                         }
                     }
                 }
-                read_at(&replica, &fresh, buf, offset, window)
+                read_at(&replica, &fresh, (&pf, &scan), buf, offset, window)
             }
             other => other,
         }
     }
 }
 
+impl Drop for DbFile {
+    fn drop(&mut self) {
+        if let Ok(inner) = self.inner.lock() {
+            if let Some(pf) = &inner.prefetch {
+                pf.close();
+            }
+        }
+    }
+}
+
 fn read_at(
     replica: &Replica,
-    snap: &Snapshot,
+    snap: &Arc<Snapshot>,
+    (pf, scan): (&Arc<Prefetcher>, &ScanBuf),
     buf: &mut [u8],
     offset: u64,
     window: u32,
@@ -324,12 +357,17 @@ fn read_at(
         } else if pgno == lock_page(snap.page_size) {
             dst.fill(0);
         } else {
-            let page = replica.io.read_page(snap, pgno, window)?.ok_or_else(|| {
-                Error::Missing(format!(
-                    "page {} of the database at TXID {} is in no LTX file of the replica",
-                    pgno.0, snap.txid
-                ))
-            })?;
+            let (page, missed) =
+                replica
+                    .io
+                    .read_page(snap, pgno, window, scan)?
+                    .ok_or_else(|| {
+                        Error::Missing(format!(
+                            "page {} of the database at TXID {} is in no LTX file of the replica",
+                            pgno.0, snap.txid
+                        ))
+                    })?;
+            replica::after_read(&replica.io.fetcher, snap, pf, pgno, &page, missed, window);
             if pgno.0 == 1 {
                 let mut p1 = page.to_vec();
                 page1::patch(&mut p1, snap.txid, snap.lineage, snap.page_count);

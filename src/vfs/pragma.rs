@@ -84,12 +84,13 @@ impl DbFile {
         let r = self.replica()?;
         let snap = r.current();
         Ok(format!(
-            "{} cache_bytes={} cache_budget={} txid={} pages={} replicas={} pollers={}",
+            "{} cache_bytes={} cache_budget={} txid={} pages={} index_bytes={} replicas={} pollers={}",
             r.io.stats.render(),
             r.io.cache.weight(),
             r.io.cache.budget(),
             snap.txid,
             snap.page_count,
+            snap.index_bytes(),
             crate::replica::registry().len(),
             crate::replica::running_pollers()
         ))

@@ -1,0 +1,105 @@
+//! Reading ahead for one connection: the pages SQLite reads go to its
+//! [`Prefetcher`], and the pages it predicts go to the [`Fetcher`], which
+//! hands back every page that lands so that descents can go on.
+
+use std::sync::{Arc, Weak};
+
+use crate::cache::Page;
+use crate::ltx::PageNo;
+use crate::prefetch::{Pages, Prefetcher};
+
+use super::Snapshot;
+use super::fetch::{Fetcher, Landed, MAX_WINDOW, SCAN_AHEAD_WINDOWS};
+
+/// A scan is taken as confirmed once the read-ahead window reaches this
+/// many pages (a few reads in a row in page order).
+const SCAN_FROM_WINDOW: u32 = 64;
+/// While a scan goes on, the pages in flight ahead of it are topped up
+/// each time it crosses a multiple of this many pages (and at each miss).
+const SCAN_STEP: u32 = 256;
+/// Bytes per request of the reads ahead of a scan: small enough that a few
+/// go out in parallel, large enough to amortise a round trip.
+const SCAN_RUN_BYTES: u64 = 1024 * 1024;
+
+/// The pages of one snapshot that are in memory.
+struct InMemory<'a> {
+    fetcher: &'a Fetcher,
+    snap: &'a Snapshot,
+}
+
+impl Pages for InMemory<'_> {
+    fn cached(&self, pgno: u32) -> Option<Page> {
+        self.fetcher.cached(self.snap, PageNo(pgno))
+    }
+}
+
+/// SQLite read `page` (`missed`: from storage; `window`: the read-ahead
+/// window of that read). Starts whatever prefetch that predicts.
+pub fn after_read(
+    fetcher: &Arc<Fetcher>,
+    snap: &Arc<Snapshot>,
+    pf: &Arc<Prefetcher>,
+    pgno: PageNo,
+    page: &Page,
+    missed: bool,
+    window: u32,
+) {
+    if !fetcher.prefetches() {
+        return;
+    }
+    let wants = pf.on_read(pgno.0, page, missed, &InMemory { fetcher, snap });
+    launch(fetcher, snap, Arc::downgrade(pf), pf.generation(), wants);
+    // A confirmed scan keeps a few windows in flight ahead of itself, in
+    // parallel requests, so that it reads near the bandwidth of one large
+    // request.
+    if window >= SCAN_FROM_WINDOW && (missed || pgno.0 % SCAN_STEP == 0) {
+        let window = MAX_WINDOW;
+        let from = pgno.0.saturating_add(1);
+        let ahead = window
+            .saturating_mul(SCAN_AHEAD_WINDOWS)
+            .min(fetcher.scan_ahead_limit(snap.page_size));
+        let to = from
+            .saturating_add(ahead)
+            .min(snap.page_count.saturating_add(1));
+        let pages: Vec<PageNo> = (from..to).map(PageNo).collect();
+        fetcher.prefetch_runs_of(snap, &pages, None, SCAN_RUN_BYTES);
+    }
+}
+
+fn launch(
+    fetcher: &Arc<Fetcher>,
+    snap: &Arc<Snapshot>,
+    pf: Weak<Prefetcher>,
+    generation: u64,
+    wants: Vec<u32>,
+) {
+    if wants.is_empty() {
+        return;
+    }
+    let pgnos: Vec<PageNo> = wants.into_iter().map(PageNo).collect();
+    let landed = landed(Arc::clone(fetcher), Arc::clone(snap), pf, generation);
+    fetcher.prefetch(snap, &pgnos, Some(landed));
+}
+
+/// What to do with a prefetched page: feed it to the connection's
+/// predictor (while its transaction lasts) and fetch what that names.
+fn landed(
+    fetcher: Arc<Fetcher>,
+    snap: Arc<Snapshot>,
+    pf: Weak<Prefetcher>,
+    generation: u64,
+) -> Landed {
+    Arc::new(move |pgno: PageNo, page: &Page| {
+        let Some(strong) = pf.upgrade() else { return };
+        let wants = strong.on_landed(
+            generation,
+            pgno.0,
+            page,
+            &InMemory {
+                fetcher: &fetcher,
+                snap: &snap,
+            },
+        );
+        launch(&fetcher, &snap, Weak::clone(&pf), generation, wants);
+    })
+}
