@@ -64,6 +64,10 @@ impl Io {
             return Ok(Some(page));
         }
         Stats::add(&self.stats.cache_misses, 1);
+        // Asked before storage...
+        if let Some(page) = self.local_get(snap, pgno, loc) {
+            return Ok(Some(page));
+        }
         let frames = run_after(snap, pgno, loc, window);
         let end = frames
             .last()
@@ -72,6 +76,7 @@ impl Io {
         let bytes = runtime::block_on(self.storage.read(loc.file.id, loc.offset..end))??;
         Stats::add(&self.stats.read_bytes, bytes.len() as u64);
         let mut wanted = None;
+        let mut fetched = Vec::with_capacity(frames.len());
         for (p, f) in &frames {
             let from = usize::try_from(f.offset - loc.offset).unwrap_or(usize::MAX);
             let raw = bytes
@@ -79,9 +84,12 @@ impl Io {
                 .ok_or_else(|| Error::Missing(format!("short read of {}", loc.file.id)))?;
             let page = self.decode(snap, *p, f, raw)?;
             if *p == pgno {
-                wanted = Some(page);
+                wanted = Some(Arc::clone(&page));
             }
+            fetched.push((*p, *f, page));
         }
+        // ...and filled after it.
+        self.local_put(snap, &fetched);
         Ok(wanted)
     }
 

@@ -3,7 +3,9 @@
 
 mod fetch;
 mod history;
+mod hydrate;
 mod load;
+mod local;
 
 mod plan;
 mod poller;
@@ -58,6 +60,8 @@ pub struct Io {
     verdicts: Arc<std::sync::Mutex<std::collections::HashMap<storage::FileId, Verdict>>>,
     /// Headers of listed files, for time travel.
     headers: std::sync::Mutex<std::collections::HashMap<storage::FileId, ltx::Header>>,
+    /// The host-wide local page store, when configured.
+    pub local: local::Local,
 }
 
 impl Io {
@@ -158,6 +162,8 @@ pub struct Replica {
     replan_lock: tokio::sync::Mutex<()>,
     /// Wakes the poller to stop.
     stop: tokio::sync::Notify,
+    /// Hydration progress of this process, when it fills.
+    hydration: hydrate::Progress,
 }
 
 impl Replica {
@@ -177,6 +183,7 @@ impl Replica {
             verdicts: Default::default(),
 
             headers: Default::default(),
+            local: Default::default(),
         };
 
         let deadline = Instant::now() + config.open_timeout;
@@ -229,14 +236,21 @@ impl Replica {
             snap.txid,
             snap.page_count
         );
-        Ok(Arc::new(Replica {
+        io.local.open(&config, &snap)?;
+        let hydrating = config.hydration.is_some() && io.local.get().is_some();
+        let replica = Arc::new(Replica {
             config,
             io,
             current: ArcSwap::from_pointee(snap),
             last_poll_ms: AtomicI64::new(now_ms()),
             replan_lock: tokio::sync::Mutex::new(()),
             stop: tokio::sync::Notify::new(),
-        }))
+            hydration: Default::default(),
+        });
+        if hydrating {
+            hydrate::spawn(&replica);
+        }
+        Ok(replica)
     }
 
     /// The newest published snapshot.

@@ -48,6 +48,7 @@ impl Replica {
             for l in &loaded {
                 snap = snap.apply(&l.file, &l.index)?;
             }
+            self.io.local_follow(&loaded);
             log::debug!("{}: now at TXID {}", self.io.storage.describe(), snap.txid);
             self.publish(snap);
         }
@@ -63,6 +64,7 @@ impl Replica {
         let newest = self.current();
         if let Some((snap, plan)) = self.io.build(None).await? {
             if snap.txid > newest.txid {
+                self.io.local_attach(&snap);
                 self.publish(snap);
             }
             if let Some(gap) = plan.gap {

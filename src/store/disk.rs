@@ -37,7 +37,7 @@ use crate::log;
 use crate::ltx::{PageNo, PageSize, Txid};
 
 use super::layout::{FileHeader, HEADER_LEN, OPEN, SLOT_HEADER, SlotHeader, page_sum};
-use super::{Fill, Followed, PageStore, Span, StateFacts, os};
+use super::{Fill, Followed, Identity, PageStore, Span, StateFacts, os};
 
 /// After a failed write (disk full, read-only filesystem), writes pause for
 /// this long: the next attempt is cheap to make and likely to fail again.
@@ -250,6 +250,12 @@ impl DiskStore {
         };
         drop(lock);
         store.slots = header.slots;
+        #[cfg(unix)]
+        if remove_on_drop {
+            // Private to this process: the name goes now, the file with
+            // the last descriptor, even after kill -9.
+            let _ = std::fs::remove_file(path);
+        }
         Ok(store)
     }
 
@@ -367,7 +373,7 @@ impl DiskStore {
     }
 
     /// Starts a new lineage at `txid`: every existing entry is dead.
-    fn new_lineage(&self, h: &mut FileHeader, txid: Txid, checkpoints: &[(Txid, u64)]) {
+    fn new_lineage(&self, h: &mut FileHeader, txid: Txid, checkpoints: &[Identity]) {
         h.lineage = nonce();
         h.era = 1;
         h.horizon = txid.0;
@@ -376,8 +382,8 @@ impl DiskStore {
         h.filled = 0;
         h.wanted = 0;
         h.fill_txid = 0;
-        for &(t, c) in checkpoints {
-            h.add_checkpoint(t.0, c);
+        for &(k, v) in checkpoints {
+            h.add_checkpoint(k, v);
         }
     }
 
@@ -501,11 +507,7 @@ impl PageStore for DiskStore {
 
     fn follow(&self, f: &Followed<'_>) {
         let mine = self.view.load().lineage;
-        let mut ours = Vec::with_capacity(2);
-        if f.min.0 > 1 {
-            ours.push((Txid(f.min.0 - 1), f.pre_apply));
-        }
-        ours.push((f.max, f.post_apply));
+        let ours = [f.identity];
         let mut adopted = None;
         self.with_header("following", |h| {
             if h.lineage == 0 {
@@ -521,7 +523,8 @@ impl PageStore for DiskStore {
             }
             if compare(&h.checkpoints, &ours) == Verdict::Conflict {
                 log::info!(
-                    "local store {}: {} does not continue the stored lineage; starting a new one",
+                    "local store {}: the file ending at TXID {} is not the stored lineage's; \
+                     starting a new one",
                     self.path.display(),
                     f.max
                 );
@@ -544,9 +547,7 @@ impl PageStore for DiskStore {
             } else {
                 h.next_era(f.max.0, true);
             }
-            for &(t, c) in &ours {
-                h.add_checkpoint(t.0, c);
-            }
+            h.add_checkpoint(f.identity.0, f.identity.1);
             true
         });
         if let Some(v) = adopted {
@@ -586,8 +587,8 @@ impl PageStore for DiskStore {
                 if h.horizon < s.txid.0 {
                     self.catch_up(&mut h, s)?;
                 }
-                for &(t, c) in s.checkpoints {
-                    h.add_checkpoint(t.0, c);
+                for &(k, v) in s.checkpoints {
+                    h.add_checkpoint(k, v);
                 }
             }
             h.boot = boot;
@@ -665,6 +666,10 @@ impl DiskStore {
     /// Takes the hydration fill lock if no other process holds it: a file
     /// next to the store, locked for as long as the returned file lives.
     pub fn try_fill_lock(&self) -> Option<File> {
+        if self.remove_on_drop {
+            // A private file: this process is its only filler.
+            return self.file.try_clone().ok();
+        }
         let f = OpenOptions::new()
             .read(true)
             .write(true)
@@ -699,13 +704,13 @@ enum Verdict {
     Unknown,
 }
 
-/// Whether two sets of `(txid, database checksum)` describe one lineage:
-/// a conflict (same TXID, other content) wins over any match.
-fn compare(stored: &[(u64, u64)], ours: &[(Txid, u64)]) -> Verdict {
+/// Whether two sets of file identities describe one lineage: a conflict
+/// (a file at the same place with other contents) wins over any match.
+fn compare(stored: &[(u64, u64)], ours: &[Identity]) -> Verdict {
     let mut verdict = Verdict::Unknown;
-    for &(t, c) in ours.iter().filter(|(_, c)| *c != 0) {
-        if let Ok(i) = stored.binary_search_by_key(&t.0, |&(st, _)| st) {
-            if stored[i].1 != c {
+    for &(k, v) in ours {
+        if let Ok(i) = stored.binary_search_by_key(&k, |&(sk, _)| sk) {
+            if stored[i].1 != v {
                 return Verdict::Conflict;
             }
             verdict = Verdict::Match;

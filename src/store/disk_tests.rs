@@ -32,10 +32,15 @@ impl Dir {
     }
 }
 
-/// Attaches at `txid` with a database checksum that encodes `lineage`;
-/// every page's span starts at `since`.
+/// The identity of a level-0 file ending at `txid`, in lineage `lineage`.
+fn ident(txid: u64, lineage: u64) -> Identity {
+    super::super::identity(0, t(txid), t(txid), lineage as i64, 77)
+}
+
+/// Attaches at `txid` with a file of lineage `lineage`; every page's span
+/// starts at `since`.
 fn attach(s: &DiskStore, txid: u64, lineage: u64, since: u64, pages: u32) {
-    let cps = [(t(txid), lineage * 1000 + txid)];
+    let cps = [ident(txid, lineage)];
     let f = move |_p: PageNo| Some(t(since));
     s.attach(&StateFacts {
         txid: t(txid),
@@ -83,8 +88,7 @@ fn following_extends_open_entries_and_closes_changed_ones() {
     s.follow(&Followed {
         min: t(11),
         max: t(11),
-        pre_apply: 1010,
-        post_apply: 1011,
+        identity: ident(11, 1),
         pages: &[PageNo(2)],
     });
     s.put(&[(PageNo(2), sp(11, 11), &page(22))]);
@@ -97,8 +101,7 @@ fn following_extends_open_entries_and_closes_changed_ones() {
     s.follow(&Followed {
         min: t(20),
         max: t(20),
-        pre_apply: 0,
-        post_apply: 1020,
+        identity: ident(20, 1),
         pages: &[],
     });
     assert_eq!(get(&s, 1, sp(11, 20)), Some(1), "valid up to 11");
@@ -118,7 +121,7 @@ fn a_restarted_process_catches_up_from_its_snapshot() {
     }
     let s = d.open(Capacity::Unbounded);
     // At 12, page 2 lives in a file ending at 12; pages 1 and 3 are older.
-    let cps = [(t(10), 1010), (t(12), 1012)];
+    let cps = [ident(10, 1), ident(12, 1)];
     let since = |p: PageNo| Some(if p.0 == 2 { t(12) } else { t(5) });
     s.attach(&StateFacts {
         txid: t(12),

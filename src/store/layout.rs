@@ -21,7 +21,7 @@ const FILE_MAGIC: &[u8; 8] = b"LSVFSPG1";
 const SLOT_MAGIC: u32 = 0x4753_504c; // "LPSG"
 const VERSION: u32 = 1;
 
-/// How many `(txid, database checksum)` pairs the header keeps to
+/// How many file identities (`store::Identity`) the header keeps to
 /// recognise its lineage.
 pub const CHECKPOINTS: usize = 248;
 /// The first checkpoints of a lineage are kept for good: they are the states
@@ -55,7 +55,7 @@ pub struct FileHeader {
     pub boot: u64,
     /// `(era, horizon)` of recent eras that ended cleanly.
     pub era_ends: Vec<(u32, u64)>,
-    /// `(txid, database checksum)` of states of the lineage, oldest first.
+    /// Identities of files of the lineage, by key (about by TXID).
     pub checkpoints: Vec<(u64, u64)>,
     /// Hydration progress written by the filler: pages present, pages
     /// wanted, at which TXID.
@@ -183,15 +183,14 @@ impl FileHeader {
         })
     }
 
-    /// Records a state of the lineage, keeping the first [`ANCHORS`] and
-    /// the newest of the rest. Zero checksums (files written without
-    /// checksums) say nothing and are skipped.
-    pub fn add_checkpoint(&mut self, txid: u64, checksum: u64) {
-        if checksum == 0 || self.checkpoints.iter().any(|&(t, _)| t == txid) {
+    /// Records a file of the lineage, keeping the first [`ANCHORS`] and
+    /// the newest of the rest. A zero value says nothing and is skipped.
+    pub fn add_checkpoint(&mut self, key: u64, value: u64) {
+        if value == 0 || self.checkpoints.iter().any(|&(k, _)| k == key) {
             return;
         }
-        let at = self.checkpoints.partition_point(|&(t, _)| t < txid);
-        self.checkpoints.insert(at, (txid, checksum));
+        let at = self.checkpoints.partition_point(|&(k, _)| k < key);
+        self.checkpoints.insert(at, (key, value));
         if self.checkpoints.len() > CHECKPOINTS {
             self.checkpoints.remove(ANCHORS);
         }

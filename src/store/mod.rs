@@ -43,14 +43,35 @@ impl Span {
     }
 }
 
+/// Who an LTX file is, as `(key, value)`: the key names the file's place
+/// (its level and last TXID), the value hashes what only this very file
+/// has (its first TXID, header timestamp and file checksum). A replica
+/// that was reset writes files at the same places with other values.
+/// Litestream 0.5 writes no database checksums (`post_apply` is 0), so
+/// the file itself is the fingerprint of its lineage.
+pub type Identity = (u64, u64);
+
+/// The identity of a file; see [`Identity`].
+pub fn identity(
+    level: u8,
+    min: Txid,
+    max: Txid,
+    timestamp_ms: i64,
+    file_checksum: u64,
+) -> Identity {
+    let key = (max.0 << 4) | u64::from(level & 0xf);
+    let mut bytes = [0u8; 24];
+    bytes[..8].copy_from_slice(&min.0.to_le_bytes());
+    bytes[8..16].copy_from_slice(&timestamp_ms.to_le_bytes());
+    bytes[16..].copy_from_slice(&file_checksum.to_le_bytes());
+    (key, twox_hash::XxHash3_64::oneshot(&bytes).max(1))
+}
+
 /// One LTX file that the replica applied while following the primary.
 pub struct Followed<'a> {
     pub min: Txid,
     pub max: Txid,
-    /// Database checksum before the file (state `min - 1`), 0 if unknown.
-    pub pre_apply: u64,
-    /// Database checksum after it (state `max`), 0 if unknown.
-    pub post_apply: u64,
+    pub identity: Identity,
     /// The pages the file changes.
     pub pages: &'a [PageNo],
 }
@@ -60,8 +81,8 @@ pub struct Followed<'a> {
 pub struct StateFacts<'a> {
     pub txid: Txid,
     pub page_count: u32,
-    /// `(txid, database checksum)` of states this replica's files describe.
-    pub checkpoints: &'a [(Txid, u64)],
+    /// Identities of the files the state is built from.
+    pub checkpoints: &'a [Identity],
     /// For each page, the TXID its span starts at (the end of the file that
     /// holds it); `None` for a page no file holds.
     pub since: &'a dyn Fn(PageNo) -> Option<Txid>,
