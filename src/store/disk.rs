@@ -166,7 +166,7 @@ struct Locked<'a> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        let _ = self.store.file.unlock();
+        let _ = os::unlock(&self.store.file);
     }
 }
 
@@ -264,7 +264,7 @@ impl DiskStore {
             .write
             .lock()
             .map_err(|_| std::io::Error::other("store lock poisoned"))?;
-        self.file.lock()?;
+        os::lock(&self.file, os::LockMode::Wait)?;
         Ok(Locked {
             store: self,
             _mutex: mutex,
@@ -677,7 +677,7 @@ impl DiskStore {
             .truncate(false)
             .open(fill_lock_path(&self.path))
             .ok()?;
-        f.try_lock().ok()?;
+        os::lock(&f, os::LockMode::Try).ok()?;
         Some(f)
     }
 }

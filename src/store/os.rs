@@ -1,6 +1,6 @@
 //! What the store needs from the operating system: positional reads and
-//! writes, the machine's boot, and whether a directory is on a network
-//! filesystem. No `unsafe`: std and `/proc` cover it.
+//! writes, whole-file locks shared between processes, the machine's boot,
+//! and whether a directory is on a network filesystem.
 
 use std::fs::File;
 use std::io;
@@ -52,6 +52,68 @@ pub fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
         }
         Ok(())
     }
+}
+
+/// How a lock is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Wait for the lock.
+    Wait,
+    /// Fail at once (`WouldBlock`) if another holder has it.
+    Try,
+}
+
+/// Takes the exclusive `flock` of `file`: held per open file description
+/// until [`unlock`] or the last close, released by the kernel when the
+/// process dies (even by `kill -9`).
+#[cfg(unix)]
+pub fn lock(file: &File, mode: LockMode) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let op = match mode {
+        LockMode::Wait => libc::LOCK_EX,
+        LockMode::Try => libc::LOCK_EX | libc::LOCK_NB,
+    };
+    loop {
+        // SAFETY: the descriptor belongs to `file`, open for this call;
+        // flock reads no memory of ours.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Releases the lock of [`lock`].
+#[cfg(unix)]
+pub fn unlock(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: as in `lock`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Without `flock` (Windows) the store does not open: see
+/// [`super::OpenError`].
+#[cfg(not(unix))]
+pub fn lock(_file: &File, _mode: LockMode) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the local store needs flock(2), which this platform lacks: disk_cache and hydration \
+         work on Linux and macOS",
+    ))
+}
+
+#[cfg(not(unix))]
+pub fn unlock(_file: &File) -> io::Result<()> {
+    Ok(())
 }
 
 /// An identity of the current boot of the machine, 0 when unknown. After a
