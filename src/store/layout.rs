@@ -183,8 +183,12 @@ impl FileHeader {
         })
     }
 
-    /// Records a file of the lineage, keeping the first [`ANCHORS`] and
-    /// the newest of the rest. A zero value says nothing and is skipped.
+    /// Records a file of the lineage. When full, it forgets the oldest
+    /// level-0 file past the first [`ANCHORS`] entries (or, when level-0
+    /// files hold less than a quarter of the ring, the oldest other file):
+    /// level-0 files come by the thousand, while the snapshots and
+    /// compactions that restore plans start from are few and worth keeping.
+    /// A zero value says nothing and is skipped.
     pub fn add_checkpoint(&mut self, key: u64, value: u64) {
         if value == 0 || self.checkpoints.iter().any(|&(k, _)| k == key) {
             return;
@@ -192,7 +196,15 @@ impl FileHeader {
         let at = self.checkpoints.partition_point(|&(k, _)| k < key);
         self.checkpoints.insert(at, (key, value));
         if self.checkpoints.len() > CHECKPOINTS {
-            self.checkpoints.remove(ANCHORS);
+            let l0 = |i: &usize| self.checkpoints[*i].0 & 0xf == 0;
+            let l0_count = self.checkpoints.iter().filter(|(k, _)| k & 0xf == 0).count();
+            // Level-0 files keep at least a quarter of the ring.
+            let evict = if l0_count > CHECKPOINTS / 4 {
+                (ANCHORS..self.checkpoints.len()).find(l0)
+            } else {
+                (ANCHORS..self.checkpoints.len()).find(|i| !l0(i))
+            };
+            self.checkpoints.remove(evict.unwrap_or(ANCHORS));
         }
     }
 
@@ -341,6 +353,14 @@ mod tests {
         );
         assert_eq!(*h.checkpoints.last().unwrap(), (1000, 3000));
         assert!(h.checkpoints.windows(2).all(|w| w[0].0 < w[1].0));
+        // A snapshot (level 9 in the low bits) outlives many level-0 files.
+        let snapshot = (500 << 4) | 9;
+        h.add_checkpoint(snapshot, 1);
+        for t in 1001..=2000u64 {
+            h.add_checkpoint(t << 4, t);
+        }
+        assert!(h.checkpoints.contains(&(snapshot, 1)));
+        assert_eq!(*h.checkpoints.last().unwrap(), (2000 << 4, 2000));
         let encoded = FileHeader::decode(&h.encode()).unwrap();
         assert_eq!(encoded.checkpoints, h.checkpoints);
     }
