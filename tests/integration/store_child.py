@@ -9,6 +9,9 @@ line with the extension's counters at open and after the action:
 - `lookups N`: N point lookups by rowid over the items table;
 - `hydrate`: waits until PRAGMA litestream_hydration_progress is 100 and
   prints each new progress value as a JSON line {"progress": p} first;
+- `follow SECONDS`: waits for hydration, then reads everything repeatedly
+  for SECONDS while the replica follows;
+- `travel TIME`: the digest at TIME (time travel), then at the newest state;
 - `bank SECONDS`: reads the bank tables of test_follow for SECONDS,
   checking the transfer invariant at every read.
 """
@@ -58,6 +61,23 @@ def main() -> None:
         out["file"] = conn.execute("PRAGMA litestream_hydration_file").fetchone()[0]
         out["progress"] = last
         out["before_reads"] = stats(conn)
+        out["digest"] = lsvfs.digest(conn)
+    elif action == "follow":
+        # Hydrate, then follow for ARG seconds while reading everything.
+        while float(conn.execute("PRAGMA litestream_hydration_progress").fetchone()[0]) < 100:
+            time.sleep(0.05)
+        out["hydrated"] = stats(conn)
+        out["txid_before"] = int(conn.execute("SELECT litestream_txid()").fetchone()[0], 16)
+        deadline = time.monotonic() + float(arg)
+        while time.monotonic() < deadline:
+            lsvfs.digest(conn)
+            time.sleep(0.2)
+        out["txid_after"] = int(conn.execute("SELECT litestream_txid()").fetchone()[0], 16)
+        out["progress"] = float(conn.execute("PRAGMA litestream_hydration_progress").fetchone()[0])
+    elif action == "travel":
+        conn.execute("SELECT litestream_set_time(?)", (arg,)).fetchone()
+        out["digest_then"] = lsvfs.digest(conn)
+        conn.execute("SELECT litestream_set_time('latest')").fetchone()
         out["digest"] = lsvfs.digest(conn)
     elif action == "bank":
         deadline = time.monotonic() + float(arg)

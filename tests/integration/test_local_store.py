@@ -257,6 +257,66 @@ def test_compaction_and_new_snapshots_under_processes_sharing_the_store(tmp_path
     assert len(snapshots) >= 2, "no new snapshot was written under the readers"
 
 
+def test_time_travel_reads_old_versions_through_the_store(tmp_path):
+    db, replica_dir, cache = tmp_path / "p.db", tmp_path / "replica", tmp_path / "cache"
+    conn = lsvfs.primary(db)
+    fill(conn, 4000, 400, seed=3)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, replica_dir), tmp_path):
+        lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"]
+                       == lsvfs.digest(conn), 60, interval=0.5, what="the first state")
+        then = lsvfs.digest(conn)
+        time.sleep(1.5)
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 0.7))
+        conn.execute("UPDATE items SET data = randomblob(400) WHERE id % 3 = 0")
+        now = lsvfs.digest(conn)
+        lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"] == now,
+                       60, interval=0.5, what="the second state")
+    u = uri(lsvfs.file_url(replica_dir), disk_cache=cache)
+    first = run_child(u, "travel", at)
+    assert (first["digest_then"], first["digest"]) == (then, now)
+    again = run_child(u, "travel", at)
+    assert (again["digest_then"], again["digest"]) == (then, now)
+    assert again["after"]["store_hits"] > 0
+
+
+def test_a_hydrated_follower_catches_up_with_the_files_the_poller_fetches(tmp_path):
+    db, replica_dir = tmp_path / "bank.db", tmp_path / "replica"
+    conn = bank(db)
+    rnd = random.Random(5)
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO log(n, note) VALUES (0, ?)", [(rnd.randbytes(750).hex(),) for _ in range(2000)])
+    conn.execute("COMMIT")
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, replica_dir), tmp_path):
+        lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"]
+                       == lsvfs.digest(conn), 60, interval=0.5, what="the replica")
+        stop = threading.Event()
+
+        def write():
+            n = 0
+            while not stop.is_set():
+                n += 1
+                transfer(conn, rnd, n)
+                time.sleep(0.05)
+
+        w = threading.Thread(target=write)
+        w.start()
+        try:
+            out = run_child(uri(lsvfs.file_url(replica_dir), hydration_enabled="true",
+                                hydration_path=tmp_path / "copy", poll_interval="500ms"), "follow", 8)
+        finally:
+            stop.set()
+            w.join()
+    new_txids = out["txid_after"] - out["txid_before"]
+    catch_up_reads = out["after"]["reads"] - out["hydrated"]["reads"]
+    assert new_txids > 5, out
+    # At most one request per new LTX file (each covers one TXID or more):
+    # the poller fetches them whole, hydration asks for nothing more.
+    assert catch_up_reads <= new_txids, (catch_up_reads, new_txids)
+    assert out["progress"] == 100.0
+    store_misses = out["after"]["store_misses"] - out["hydrated"]["store_misses"]
+    assert store_misses == 0, out["after"]
+
+
 def one_shot_replica(tmp: Path, replica_dir: Path, value: str) -> str:
     """A replica whose whole content is TXID 1: the primary is written before
     Litestream starts, so two such replicas share every TXID."""
