@@ -197,7 +197,11 @@ impl FileHeader {
         self.checkpoints.insert(at, (key, value));
         if self.checkpoints.len() > CHECKPOINTS {
             let l0 = |i: &usize| self.checkpoints[*i].0 & 0xf == 0;
-            let l0_count = self.checkpoints.iter().filter(|(k, _)| k & 0xf == 0).count();
+            let l0_count = self
+                .checkpoints
+                .iter()
+                .filter(|(k, _)| k & 0xf == 0)
+                .count();
             // Level-0 files keep at least a quarter of the ring.
             let evict = if l0_count > CHECKPOINTS / 4 {
                 (ANCHORS..self.checkpoints.len()).find(l0)

@@ -191,9 +191,11 @@ def test_processes_naming_one_path_cooperate(proxied, tmp_path):
     proxy.set("pass")
     for o in outs:
         assert o["progress"] == 100.0 and o["digest"] == expected
-    fills = sorted(o["before_reads"]["reads"] - o["open"]["reads"] for o in outs)
-    # One process filled; the others waited for it and read its pages.
-    assert fills[0] == 0 and fills[1] == 0 and fills[2] > 0, fills
+    # One process filled (wrote pages); the others waited for it and read
+    # its pages, writing none.
+    writes = sorted(o["after"]["store_writes"] for o in outs)
+    assert writes[0] == 0 and writes[1] == 0 and writes[2] > 0, writes
+    assert all(o["after"]["store_hits"] > 0 for o in outs)
 
 
 def test_temporary_hydration_is_removed_with_the_replica(replica, tmp_path):
