@@ -37,7 +37,7 @@ use crate::log;
 use crate::ltx::{PageNo, PageSize, Txid};
 
 use super::layout::{FileHeader, HEADER_LEN, OPEN, SLOT_HEADER, SlotHeader, page_sum};
-use super::{Fill, Followed, Identity, PageStore, Span, StateFacts, os};
+use super::{Fill, Followed, PageStore, Span, StateFacts, os};
 
 /// After a failed write (disk full, read-only filesystem), writes pause for
 /// this long: the next attempt is cheap to make and likely to fail again.
@@ -357,36 +357,6 @@ impl DiskStore {
         }
     }
 
-    /// Closes the open entry of `pgno` at `at`, if it is one of the current
-    /// era of `h`'s lineage.
-    fn close(&self, h: &FileHeader, pgno: PageNo, at: u64) -> std::io::Result<()> {
-        let Some(mut s) = self.read_slot_header(pgno) else {
-            return Ok(());
-        };
-        if s.lineage != h.lineage || !s.is_open() || s.era != h.era {
-            return Ok(());
-        }
-        s.flags &= !OPEN;
-        s.hi = s.hi.max(at);
-        let off = self.slot_offset(pgno).unwrap_or(0);
-        os::write_at(&self.file, &s.encode(), off)
-    }
-
-    /// Starts a new lineage at `txid`: every existing entry is dead.
-    fn new_lineage(&self, h: &mut FileHeader, txid: Txid, checkpoints: &[Identity]) {
-        h.lineage = nonce();
-        h.era = 1;
-        h.horizon = txid.0;
-        h.era_ends.clear();
-        h.checkpoints.clear();
-        h.filled = 0;
-        h.wanted = 0;
-        h.fill_txid = 0;
-        for &(k, v) in checkpoints {
-            h.add_checkpoint(k, v);
-        }
-    }
-
     /// Whether the slot `old` should give way to a new entry for `pgno`
     /// over `span`; the span to store (merged when both hold the same
     /// bytes).
@@ -506,99 +476,11 @@ impl PageStore for DiskStore {
     }
 
     fn follow(&self, f: &Followed<'_>) {
-        let mine = self.view.load().lineage;
-        let ours = [f.identity];
-        let mut adopted = None;
-        self.with_header("following", |h| {
-            if h.lineage == 0 {
-                return false;
-            }
-            if h.lineage != mine {
-                // Another process started a lineage; join it if this file
-                // proves it is ours.
-                if compare(&h.checkpoints, &ours) != Verdict::Match {
-                    return false;
-                }
-                adopted = Some(View::of(h));
-            }
-            if compare(&h.checkpoints, &ours) == Verdict::Conflict {
-                log::info!(
-                    "local store {}: the file ending at TXID {} is not the stored lineage's; \
-                     starting a new one",
-                    self.path.display(),
-                    f.max
-                );
-                self.new_lineage(h, f.max, &ours);
-                adopted = Some(View::of(h));
-                return true;
-            }
-            let horizon = h.horizon;
-            if f.max.0 <= horizon {
-                return false;
-            }
-            if f.min.0 <= horizon.saturating_add(1) {
-                for &p in f.pages {
-                    if let Err(e) = self.close(h, p, horizon) {
-                        self.write_failed("following", &e);
-                        return false;
-                    }
-                }
-                h.horizon = f.max.0;
-            } else {
-                h.next_era(f.max.0, true);
-            }
-            h.add_checkpoint(f.identity.0, f.identity.1);
-            true
-        });
-        if let Some(v) = adopted {
-            self.view.store(Arc::new(v));
-        }
+        self.follow_file(f);
     }
 
     fn attach(&self, s: &StateFacts<'_>) {
-        if self.writes_paused() {
-            return;
-        }
-        let result = (|| {
-            let _lock = self.lock()?;
-            let mut h = self.read_header().unwrap_or_else(|| FileHeader {
-                page_size: self.page_size.get(),
-                slots: self.slots,
-                ident: self.ident.clone(),
-                ..FileHeader::default()
-            });
-            let boot = os::boot_id();
-            if h.lineage == 0 || compare(&h.checkpoints, s.checkpoints) != Verdict::Match {
-                if h.lineage != 0 {
-                    log::info!(
-                        "local store {}: the replica's history does not match the stored lineage; \
-                         starting a new one at TXID {}",
-                        self.path.display(),
-                        s.txid
-                    );
-                }
-                self.new_lineage(&mut h, s.txid, s.checkpoints);
-            } else {
-                if h.boot != 0 && boot != h.boot {
-                    // Rebooted: writes of the last boot may be lost, so
-                    // open entries keep only what they recorded.
-                    h.next_era(h.horizon, false);
-                }
-                if h.horizon < s.txid.0 {
-                    self.catch_up(&mut h, s)?;
-                }
-                for &(k, v) in s.checkpoints {
-                    h.add_checkpoint(k, v);
-                }
-            }
-            h.boot = boot;
-            self.write_header(&h)?;
-            self.view.store(Arc::new(View::of(&h)));
-            Ok::<_, std::io::Error>(())
-        })();
-        if let Err(e) = result {
-            self.write_failed("opening", &e);
-        }
+        self.attach_state(s);
     }
 
     fn fill(&self) -> Option<Fill> {
@@ -642,27 +524,6 @@ impl PageStore for DiskStore {
 }
 
 impl DiskStore {
-    /// Moves the horizon from `h.horizon` to the state `s`: pages whose
-    /// span in `s` starts after the horizon may have changed since and are
-    /// closed; the others are unchanged through `s.txid`.
-    fn catch_up(&self, h: &mut FileHeader, s: &StateFacts<'_>) -> std::io::Result<()> {
-        let horizon = h.horizon;
-        let changed: Vec<PageNo> = (1..=s.page_count)
-            .map(PageNo)
-            .filter(|&p| (s.since)(p).is_none_or(|b| b.0 > horizon))
-            .take(CATCH_UP_MAX + 1)
-            .collect();
-        if changed.len() > CATCH_UP_MAX {
-            h.next_era(s.txid.0, true);
-            return Ok(());
-        }
-        for p in changed {
-            self.close(h, p, horizon)?;
-        }
-        h.horizon = s.txid.0;
-        Ok(())
-    }
-
     /// Takes the hydration fill lock if no other process holds it: a file
     /// next to the store, locked for as long as the returned file lives.
     pub fn try_fill_lock(&self) -> Option<File> {
@@ -697,40 +558,8 @@ impl Drop for DiskStore {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    Match,
-    Conflict,
-    Unknown,
-}
-
-/// Whether two sets of file identities describe one lineage: a conflict
-/// (a file at the same place with other contents) wins over any match.
-fn compare(stored: &[(u64, u64)], ours: &[Identity]) -> Verdict {
-    let mut verdict = Verdict::Unknown;
-    for &(k, v) in ours {
-        if let Ok(i) = stored.binary_search_by_key(&k, |&(sk, _)| sk) {
-            if stored[i].1 != v {
-                return Verdict::Conflict;
-            }
-            verdict = Verdict::Match;
-        }
-    }
-    verdict
-}
-
-/// A random non-zero 64-bit value, new at every call.
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish().max(1)
-}
+#[path = "lineage.rs"]
+mod lineage;
 
 #[cfg(test)]
 #[path = "disk_tests.rs"]

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::Identity;
 
 const PS: u32 = 4096;
 
