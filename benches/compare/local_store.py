@@ -69,6 +69,7 @@ def main():
     ap.add_argument("--s3s-fs", default=str(Path.home() / ".cache/lsvfs-tools/cargo/bin/s3s-fs"))
     ap.add_argument("--nodelay-so", default=str(Path.home() / ".cache/lsvfs-bench/nodelay.so"))
     ap.add_argument("--results", default=str(HERE / "local_store.md"))
+    ap.add_argument("--only-hydration", action="store_true", help="skip the disk-tier workloads")
     a = ap.parse_args()
     if not a.official:
         import litestream_vfs  # noqa: PLC0415 - the official extension's PyPI package
@@ -130,7 +131,7 @@ def run(a, work: Path) -> dict:
         shutil.rmtree(tier, ignore_errors=True)
         base = {"kind": "ours", "backend": "s3", "lib": a.ours, "url": url, "control": s3.control,
                 "cap_s": a.cap_s}
-        for name, env in (("ours-s3", s3env),
+        for name, env in () if a.only_hydration else (("ours-s3", s3env),
                           ("tier-first", {**s3env, "LITESTREAM_DISK_CACHE": str(tier)}),
                           ("tier-next", {**s3env, "LITESTREAM_DISK_CACHE": str(tier)})):
             c.log(f"measuring {name}")

@@ -280,3 +280,61 @@ async fn fetch_run(r: &Replica, store: &DiskStore, snap: &Snapshot, run: Run) ->
     store.put(&batch);
     Ok(pages.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::{FileName, Header, LtxBuilder, PageSize, Txid};
+    use crate::storage::{FileId, Level};
+
+    fn file(txid: u64) -> Arc<FileRef> {
+        let bytes = LtxBuilder::new(PageSize::new(4096).unwrap(), 1, txid, 10).build();
+        let id = FileId {
+            level: Level::L0,
+            name: FileName {
+                min: Txid(1),
+                max: Txid(txid),
+            },
+        };
+        Arc::new(FileRef::new(id, 1 << 30, Header::decode(&bytes).unwrap()))
+    }
+
+    fn frames(f: &Arc<FileRef>, pages: std::ops::Range<u32>, at: u64) -> Vec<(PageNo, FrameLoc)> {
+        pages
+            .enumerate()
+            .map(|(i, p)| {
+                let loc = FrameLoc {
+                    file: Arc::clone(f),
+                    offset: at + i as u64 * 4000,
+                    size: 4000,
+                };
+                (PageNo(p), loc)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fills_in_large_ranges_per_file_never_page_by_page() {
+        let (a, b) = (file(5), file(6));
+        let mut missing = frames(&a, 1..2001, 100);
+        // A hole of 1 MiB (pages the store holds) starts another range.
+        missing.extend(frames(&a, 3000..3010, 100 + 2000 * 4000 + (1 << 20)));
+        missing.extend(frames(&b, 5000..5100, 100));
+        missing.reverse();
+        let runs = plan_runs(missing);
+        let pages: usize = runs.iter().map(|r| r.pages.len()).sum();
+        assert_eq!(pages, 2110);
+        assert!(runs.len() <= 12, "{} runs", runs.len());
+        for r in &runs {
+            assert!(r.bytes.end - r.bytes.start <= FILL_RANGE_MAX);
+            assert!(r.pages.iter().all(|(_, l)| Arc::ptr_eq(&l.file, &r.file)));
+            assert!(r.pages.windows(2).all(|w| w[0].1.offset < w[1].1.offset));
+        }
+        // 8 MB of frames in file a: several ranges, all slots busy.
+        let in_a = runs.iter().filter(|r| Arc::ptr_eq(&r.file, &a)).count();
+        assert!(
+            (FILL_PARALLEL..=10).contains(&in_a),
+            "{in_a} ranges for file a"
+        );
+    }
+}

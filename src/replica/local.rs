@@ -131,9 +131,15 @@ pub fn attach(store: &dyn PageStore, snap: &Snapshot) {
 }
 
 impl Io {
-    /// The page from the local store, put into the memory cache as well.
+    /// The page from the local store, put into the memory cache as well
+    /// while that has room: a page the disk holds is never worth evicting
+    /// another for (a scan of a hydrated database larger than the memory
+    /// cache would otherwise churn it on every page).
     pub(super) fn local_get(&self, snap: &Snapshot, pgno: PageNo, loc: &FrameLoc) -> Option<Page> {
         let page = self.local.get()?.get(pgno, span(snap, loc))?;
+        if self.cache.weight() + 2 * page.len() as u64 > self.cache.budget() {
+            return Some(page);
+        }
         self.cache.insert(
             FrameKey {
                 file: loc.file.id,
