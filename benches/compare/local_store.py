@@ -66,7 +66,11 @@ def main():
     ap.add_argument("--ours", default=str(c.ROOT / "target" / "release" / "liblitestream_vfs.so"))
     ap.add_argument("--official", default="")
     ap.add_argument("--litestream", default=shutil.which("litestream") or str(c.ROOT / ".venv" / "bin" / "litestream"))
-    ap.add_argument("--s3s-fs", default=str(Path.home() / ".cache/lsvfs-tools/cargo/bin/s3s-fs"))
+    s3s = [Path(p) for p in (__import__("os").environ.get("S3S_FS", ""),
+                             Path.home() / ".cache/lsvfs-bench/cargo/bin/s3s-fs",
+                             Path.home() / ".cache/lsvfs-tools/cargo/bin/s3s-fs") if p]
+    ap.add_argument("--s3s-fs", default=str(next((p for p in s3s if p.exists()), s3s[-1])),
+                    help="the s3s-fs binary (benches/compare/run or tests/harness/servers.sh install one)")
     ap.add_argument("--nodelay-so", default=str(Path.home() / ".cache/lsvfs-bench/nodelay.so"))
     ap.add_argument("--results", default=str(HERE / "local_store.md"))
     ap.add_argument("--only-hydration", action="store_true", help="skip the disk-tier workloads")
