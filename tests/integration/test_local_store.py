@@ -119,6 +119,26 @@ def test_eight_processes_share_one_disk_tier_and_a_restart_reads_from_disk(proxi
     assert len(files) == 1 and files[0].suffix == ".pages", files
 
 
+def test_cold_processes_filling_one_tier_at_once(proxied, tmp_path):
+    proxy, url, expected = proxied
+    cache = tmp_path / "cache"
+    outs = [None] * 6
+
+    def reader(i):
+        outs[i] = run_child(uri(url, disk_cache=cache), "digest" if i % 2 else "lookups", None if i % 2 else 400)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(o["digest"] == expected for o in outs if "digest" in o)
+    assert sum(o["after"]["store_writes"] for o in outs) > 0
+    after = run_child(uri(url, disk_cache=cache), "digest")
+    assert after["digest"] == expected and page_reads(after) == 0
+    assert after["after"]["store_bad"] == 0, "concurrent writers tore an entry"
+
+
 def test_two_replicas_in_one_directory_never_mix(replica, proxied, tmp_path):
     proxy, url, expected = proxied
     servers, path, local, _ = replica
