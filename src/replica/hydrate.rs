@@ -139,6 +139,13 @@ async fn fill(
     if done.is_some_and(|d| Arc::ptr_eq(d, &snap)) {
         return Ok(snap);
     }
+    if !r.io.local.covers(&snap) {
+        return Err(Error::Unavailable(format!(
+            "the local store {} does not serve the lineage of TXID {} (yet)",
+            store.path().display(),
+            snap.txid
+        )));
+    }
     let lock = lock_page(snap.page_size);
     let mut wanted = 0u64;
     let mut missing = Vec::new();

@@ -3,8 +3,9 @@
 //! the hooks the read path and the poller call. Everything here is best
 //! effort: without a store, or when the disk fails, reads go to storage.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::cache::{FrameKey, Page};
 use crate::config::Config;
@@ -18,15 +19,109 @@ use crate::store::{
 use super::load::Loaded;
 use super::{FrameLoc, Io, Snapshot};
 
+/// After an attach failed, reads skip the store's lineage check for this
+/// long instead of retrying it at every read (it walks the page index).
+const ATTACH_RETRY_MS: i64 = 5_000;
+
 /// The local store of one replica, once its page size is known.
 #[derive(Default)]
 pub struct Local {
     store: OnceLock<Arc<DiskStore>>,
+    known: Mutex<Known>,
+}
+
+/// The files whose pages may be read from and written to the store: those
+/// of states attached to the lineage the store serves this process. A
+/// snapshot built elsewhere (time travel, a re-plan after compaction) from
+/// files not in the set is attached first, so a replica that was reset
+/// under this process never mixes with the stored lineage.
+#[derive(Default)]
+struct Known {
+    lineage: u64,
+    files: HashSet<Identity>,
+    failed_at_ms: i64,
 }
 
 impl Local {
     pub fn get(&self) -> Option<&Arc<DiskStore>> {
         self.store.get()
+    }
+
+    /// Whether pages of `loc`'s file in `snap` may use the store; attaches
+    /// `snap` when its files are new to the store's lineage.
+    fn verified(&self, snap: &Snapshot, loc: &FrameLoc) -> Option<&Arc<DiskStore>> {
+        let store = self.get()?;
+        let id = file_identity(&loc.file);
+        {
+            let known = self.known.lock().ok()?;
+            if known.lineage != 0 && known.lineage == store.lineage() && known.files.contains(&id) {
+                return Some(store);
+            }
+            if super::now_ms() - known.failed_at_ms < ATTACH_RETRY_MS {
+                return None;
+            }
+        }
+        self.attach(store, snap);
+        let known = self.known.lock().ok()?;
+        (known.lineage == store.lineage() && known.files.contains(&id)).then_some(store)
+    }
+
+    /// Whether every file of `snap` may use the store (attaching it first
+    /// if needed): what a hydration round checks before it fills.
+    pub(super) fn covers(&self, snap: &Snapshot) -> bool {
+        let Some(store) = self.get() else {
+            return false;
+        };
+        let all_known = |files: &[Identity]| {
+            self.known.lock().is_ok_and(|k| {
+                k.lineage != 0
+                    && k.lineage == store.lineage()
+                    && files.iter().all(|f| k.files.contains(f))
+            })
+        };
+        let files = identities(snap);
+        if all_known(&files) {
+            return true;
+        }
+        self.attach(store, snap);
+        all_known(&files)
+    }
+
+    /// Attaches `snap` and records its files as known in the lineage that
+    /// results.
+    fn attach(&self, store: &DiskStore, snap: &Snapshot) {
+        let files = identities(snap);
+        let ok = store.attach(&StateFacts {
+            txid: snap.txid,
+            page_count: snap.page_count,
+            checkpoints: &files,
+            since: &|p: PageNo| snap.frame(p).map(|l| l.file.header.max_txid),
+        });
+        let Ok(mut known) = self.known.lock() else {
+            return;
+        };
+        let lineage = store.lineage();
+        if !ok || lineage == 0 {
+            known.failed_at_ms = super::now_ms();
+            return;
+        }
+        if known.lineage != lineage {
+            *known = Known {
+                lineage,
+                files: HashSet::new(),
+                failed_at_ms: 0,
+            };
+        }
+        known.files.extend(files);
+    }
+
+    /// A file the poller applied on top of a known state: known too.
+    fn followed(&self, store: &DiskStore, id: Identity) {
+        if let Ok(mut known) = self.known.lock() {
+            if known.lineage != 0 && known.lineage == store.lineage() {
+                known.files.insert(id);
+            }
+        }
     }
 
     /// Opens the store `config` names (hydration's file, else the disk
@@ -53,7 +148,7 @@ impl Local {
         match DiskStore::open(&path, ident, snap.page_size, capacity, temporary) {
             Ok(store) => {
                 let store = Arc::new(store);
-                attach(store.as_ref(), snap);
+                self.attach(&store, snap);
                 let _ = self.store.set(store);
                 Ok(())
             }
@@ -92,21 +187,31 @@ pub fn span(snap: &Snapshot, loc: &FrameLoc) -> Span {
     Span::new(loc.file.header.max_txid, snap.txid)
 }
 
-/// The identity of a file for the store's lineage checks.
+/// The identity of a file for the store's lineage checks. A compaction
+/// (levels 1–8) keeps the header timestamp of the newest file it merges, so
+/// every file of a lineage that ends at TXID `t` below level 9 carries the
+/// time of transaction `t`: those files share one identity, `(t, time)`,
+/// and a replica reset since wrote its TXID `t` at another time. A snapshot
+/// (level 9) has a timestamp of its own, so it is known by its own bytes.
 fn file_identity(f: &super::FileRef) -> Identity {
-    identity(
-        f.id.level.get(),
-        f.header.min_txid,
-        f.header.max_txid,
-        f.header.timestamp_ms,
-        f.file_checksum.get().copied().unwrap_or(0),
-    )
+    let h = &f.header;
+    if f.id.level == crate::storage::Level::SNAPSHOT {
+        identity(
+            f.id.level.get(),
+            h.min_txid,
+            h.max_txid,
+            h.timestamp_ms,
+            f.file_checksum.get().copied().unwrap_or(0),
+        )
+    } else {
+        identity(0, crate::ltx::Txid(0), h.max_txid, h.timestamp_ms, 0)
+    }
 }
 
-/// Binds `store` to the lineage of `snap` and catches it up.
-pub fn attach(store: &dyn PageStore, snap: &Snapshot) {
-    let mut checkpoints: Vec<Identity> = Vec::new();
-    let mut seen: std::collections::HashSet<*const super::FileRef> = Default::default();
+/// The identities of the files `snap` reads from.
+fn identities(snap: &Snapshot) -> Vec<Identity> {
+    let mut out: Vec<Identity> = Vec::new();
+    let mut seen: HashSet<*const super::FileRef> = HashSet::new();
     let mut last: *const super::FileRef = std::ptr::null();
     for p in 1..=snap.page_count {
         let Some(loc) = snap.frame(PageNo(p)) else {
@@ -117,17 +222,11 @@ pub fn attach(store: &dyn PageStore, snap: &Snapshot) {
             continue;
         }
         last = ptr;
-        checkpoints.push(file_identity(&loc.file));
+        out.push(file_identity(&loc.file));
     }
-    checkpoints.sort();
-    checkpoints.dedup();
-    let since = |p: PageNo| snap.frame(p).map(|l| l.file.header.max_txid);
-    store.attach(&StateFacts {
-        txid: snap.txid,
-        page_count: snap.page_count,
-        checkpoints: &checkpoints,
-        since: &since,
-    });
+    out.sort();
+    out.dedup();
+    out
 }
 
 impl Io {
@@ -136,7 +235,7 @@ impl Io {
     /// another for (a scan of a hydrated database larger than the memory
     /// cache would otherwise churn it on every page).
     pub(super) fn local_get(&self, snap: &Snapshot, pgno: PageNo, loc: &FrameLoc) -> Option<Page> {
-        let page = self.local.get()?.get(pgno, span(snap, loc))?;
+        let page = self.local.verified(snap, loc)?.get(pgno, span(snap, loc))?;
         if self.cache.weight() + 2 * page.len() as u64 > self.cache.budget() {
             return Some(page);
         }
@@ -152,11 +251,18 @@ impl Io {
 
     /// Keeps pages fetched for `snap` in the local store.
     pub(super) fn local_put(&self, snap: &Snapshot, pages: &[(PageNo, &FrameLoc, Page)]) {
-        let Some(store) = self.local.get() else {
+        let Some((_, first, _)) = pages.first() else {
             return;
         };
+        let Some(store) = self.local.verified(snap, first) else {
+            return;
+        };
+        // A run of read-ahead comes from one file; check any other.
         let batch: Vec<(PageNo, Span, &[u8])> = pages
             .iter()
+            .filter(|(_, loc, _)| {
+                Arc::ptr_eq(&loc.file, &first.file) || self.local.verified(snap, loc).is_some()
+            })
             .map(|(p, loc, page)| (*p, span(snap, loc), &page[..]))
             .collect();
         store.put(&batch);
@@ -177,12 +283,14 @@ impl Io {
                 .map(|e| e.pgno)
                 .filter(|p| p.0 <= h.commit)
                 .collect();
+            let identity = file_identity(&l.file);
             store.follow(&Followed {
                 min: h.min_txid,
                 max: h.max_txid,
-                identity: file_identity(&l.file),
+                identity,
                 pages: &pages,
             });
+            self.local.followed(store, identity);
             if l.file.corrupt.get().is_some() {
                 continue;
             }
@@ -200,7 +308,7 @@ impl Io {
     /// Re-binds the store after a re-plan built a new state.
     pub(super) fn local_attach(&self, snap: &Snapshot) {
         if let Some(store) = self.local.get() {
-            attach(store.as_ref(), snap);
+            self.local.attach(store, snap);
         }
     }
 }

@@ -479,8 +479,12 @@ impl PageStore for DiskStore {
         self.follow_file(f);
     }
 
-    fn attach(&self, s: &StateFacts<'_>) {
-        self.attach_state(s);
+    fn attach(&self, s: &StateFacts<'_>) -> bool {
+        self.attach_state(s)
+    }
+
+    fn lineage(&self) -> u64 {
+        self.view.load().lineage
     }
 
     fn fill(&self) -> Option<Fill> {

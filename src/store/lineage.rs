@@ -92,9 +92,9 @@ impl DiskStore {
         }
     }
 
-    pub(super) fn attach_state(&self, s: &StateFacts<'_>) {
+    pub(super) fn attach_state(&self, s: &StateFacts<'_>) -> bool {
         if self.writes_paused() {
-            return;
+            return false;
         }
         let result = (|| {
             let _lock = self.lock()?;
@@ -133,8 +133,12 @@ impl DiskStore {
             self.view.store(Arc::new(View::of(&h)));
             Ok::<_, std::io::Error>(())
         })();
-        if let Err(e) = result {
-            self.write_failed("opening", &e);
+        match result {
+            Ok(()) => true,
+            Err(e) => {
+                self.write_failed("opening", &e);
+                false
+            }
         }
     }
 

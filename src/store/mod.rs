@@ -44,11 +44,12 @@ impl Span {
 }
 
 /// Who an LTX file is, as `(key, value)`: the key names the file's place
-/// (its level and last TXID), the value hashes what only this very file
-/// has (its first TXID, header timestamp and file checksum). A replica
+/// (its last TXID and a level tag), the value hashes what identifies it
+/// there (the time its last transaction was written, and for a snapshot
+/// also its first TXID and file checksum; see `replica::local`). A replica
 /// that was reset writes files at the same places with other values.
-/// Litestream 0.5 writes no database checksums (`post_apply` is 0), so
-/// the file itself is the fingerprint of its lineage.
+/// Litestream 0.5 writes no database checksums (`post_apply` is 0), so the
+/// files themselves are the fingerprint of their lineage.
 pub type Identity = (u64, u64);
 
 /// The identity of a file; see [`Identity`].
@@ -109,8 +110,12 @@ pub trait PageStore: Send + Sync {
     /// being valid past the state before it.
     fn follow(&self, file: &Followed<'_>);
     /// Binds the store to the lineage of a state the replica built (at open
-    /// and after a re-plan): checks the lineage, catches up.
-    fn attach(&self, state: &StateFacts<'_>);
+    /// and after a re-plan): checks the lineage, catches up. Returns
+    /// whether the store now serves that lineage.
+    fn attach(&self, state: &StateFacts<'_>) -> bool;
+    /// The lineage this process verified and reads (0: none yet). It
+    /// changes when an `attach` started a new one.
+    fn lineage(&self) -> u64;
     /// Hydration progress as the filler last wrote it.
     fn fill(&self) -> Option<Fill>;
     fn set_fill(&self, fill: Fill);
