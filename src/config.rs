@@ -245,9 +245,9 @@ impl Config {
         }
         let poll_interval =
             parse_with(src, &POLL_INTERVAL, parse_duration)?.unwrap_or(DEFAULT_POLL_INTERVAL);
-        if poll_interval < Duration::from_millis(10) {
+        if poll_interval < Duration::from_millis(1) {
             return Err(Error::Config(format!(
-                "poll_interval {poll_interval:?} is below 10ms"
+                "poll_interval {poll_interval:?} is below 1ms: give a positive duration such as 100ms or 1s"
             )));
         }
         let cache_size = parse_with(src, &CACHE_SIZE, parse_size)?.unwrap_or(DEFAULT_CACHE_SIZE);
@@ -420,6 +420,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("poll_interval") && e.contains("soon"), "{e}");
+        // Down to 1 ms, as the official accepts 5 ms; zero is refused.
+        for (v, ms) in [("5ms", 5), ("1ms", 1), ("0.002", 2)] {
+            let c = parse(&[("replica_url", "file:///a"), ("poll_interval", v)], &[]).unwrap();
+            assert_eq!(c.poll_interval, Duration::from_millis(ms), "{v}");
+        }
+        for v in ["0", "0ms", "500us", "-1s"] {
+            let e = parse(&[("replica_url", "file:///a"), ("poll_interval", v)], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("poll_interval"), "{v}: {e}");
+        }
         let e = parse(
             &[("replica_url", "file:///a")],
             &[("LITESTREAM_CACHE_SIZE", "lots")],

@@ -1,9 +1,10 @@
-//! The crate's error type and its one mapping to SQLite result codes.
+//! The crate's error type. Its mapping to SQLite result codes lives at the
+//! SQLite edge, in `sqlite/codes.rs`.
 
 use std::fmt;
 
-use crate::ltx::LtxError;
-use crate::storage::{StorageError, StorageErrorKind};
+use crate::ltx::{LtxError, Txid};
+use crate::storage::StorageError;
 
 /// Everything that can go wrong between SQLite and the replica.
 #[derive(Clone, Debug)]
@@ -18,6 +19,11 @@ pub enum Error {
     Missing(String),
     /// The replica cannot be opened (empty, gap at the start, no such folder).
     Unavailable(String),
+    /// The state at `txid` is no longer in the replica: compaction or
+    /// retention removed a file of it while a transaction read it.
+    Compacted { txid: Txid },
+    /// The replica was reset (a new lineage) under a snapshot of the old one.
+    Reset(String),
     /// A write was attempted: the replica is read-only.
     ReadOnly,
     /// An SQL function or pragma was used wrongly.
@@ -27,19 +33,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// The SQLite primary result code for this error.
-    pub fn sqlite_code(&self) -> i32 {
-        use crate::sqlite::ffi::*;
-        match self {
-            Error::Config(_) | Error::Usage(_) => SQLITE_ERROR,
-            Error::Storage(e) if e.kind == StorageErrorKind::Transient => SQLITE_BUSY,
-            Error::Storage(_) | Error::Internal(_) => SQLITE_IOERR,
-            Error::Corrupt { .. } | Error::Missing(_) => SQLITE_CORRUPT,
-            Error::Unavailable(_) => SQLITE_CANTOPEN,
-            Error::ReadOnly => SQLITE_READONLY,
-        }
-    }
-
     pub fn corrupt(file: impl fmt::Display, source: LtxError) -> Error {
         Error::Corrupt {
             file: file.to_string(),
@@ -51,10 +44,16 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config(m) | Error::Missing(m) | Error::Unavailable(m) | Error::Usage(m) => {
-                f.write_str(m)
-            }
+            Error::Config(m)
+            | Error::Missing(m)
+            | Error::Unavailable(m)
+            | Error::Usage(m)
+            | Error::Reset(m) => f.write_str(m),
             Error::Storage(e) => write!(f, "{e}"),
+            Error::Compacted { txid } => write!(
+                f,
+                "the state at TXID {txid} is no longer in the replica (compacted away); retry the transaction"
+            ),
             Error::Corrupt { file, source } => write!(f, "corrupt LTX file {file}: {source}"),
             Error::ReadOnly => f.write_str(
                 "attempt to write a readonly database: a Litestream replica is read-only",

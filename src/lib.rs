@@ -9,6 +9,7 @@
 //! vfs/      one open database: locks, pinned snapshot, page-1 patch, pragmas
 //! replica/  one per URL per process: snapshot, restore plan, poller, registry
 //! cache     page cache keyed by frame location
+//! timefmt   RFC 3339 times (a leaf)
 //! store/    host-wide local page store on disk (disk tier, hydration)
 //! storage/  where replicas live (the Storage trait and its backends)
 //! ltx/      pure decoding of LTX files
@@ -26,6 +27,7 @@ pub mod runtime;
 pub mod sqlite;
 pub mod storage;
 pub mod store;
+pub mod timefmt;
 pub mod vfs;
 
 use std::ffi::{c_char, c_int};

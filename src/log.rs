@@ -79,12 +79,12 @@ pub fn write(level: Level, args: std::fmt::Arguments<'_>) {
     };
 }
 
-/// Seconds since the epoch with milliseconds; enough to order lines.
+/// The time now, RFC 3339 in UTC with milliseconds.
 fn timestamp() -> String {
-    let d = std::time::SystemTime::now()
+    let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    crate::timefmt::format_rfc3339_millis(ms)
 }
 
 macro_rules! debug { ($($t:tt)*) => { $crate::log::write($crate::log::Level::Debug, format_args!($($t)*)) } }

@@ -1,11 +1,11 @@
 //! Process-wide state: the tokio runtime that runs storage I/O and pollers,
-//! and the replica registry.
+//! and [`per_epoch`] values for other modules (the replica registry).
 //!
-//! All of it hangs off one [`Process`] value per *fork epoch*. A child made by
+//! All of it hangs off one value per *fork epoch*. A child made by
 //! `fork()` has none of its parent's threads, and any lock another thread
 //! held at that instant stays held forever in the child. So the child never
 //! touches its parent's `Process`: a `pthread_atfork` child handler bumps the
-//! epoch, and the next call here builds a fresh `Process` (runtime, registry)
+//! epoch, and the next call here builds a fresh value (runtime, registry)
 //! for the child. The parent's value is leaked in the child on purpose:
 //! dropping it would wait for threads that do not exist there.
 
@@ -20,7 +20,6 @@ use arc_swap::ArcSwapOption;
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
-use crate::replica::Registry;
 
 /// Worker threads of the runtime. Storage I/O is mostly waiting, so two
 /// threads keep several pollers and prefetches moving without taking cores
@@ -28,15 +27,14 @@ use crate::replica::Registry;
 const WORKER_THREADS: usize = 2;
 
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
-static CURRENT: ArcSwapOption<Process> = ArcSwapOption::const_empty();
+static CURRENT: Epochal<Process> = Epochal::new();
 #[cfg(unix)]
 static ATFORK: Once = Once::new();
 
 /// Process-wide state of one fork epoch.
+#[derive(Default)]
 pub struct Process {
-    epoch: u64,
     runtime: OnceLock<std::result::Result<Runtime, String>>,
-    registry: Registry,
 }
 
 impl Process {
@@ -54,10 +52,6 @@ impl Process {
             .as_ref()
             .map_err(|e| Error::Internal(format!("cannot start the I/O runtime: {e}")))
     }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
 }
 
 #[cfg(unix)]
@@ -70,32 +64,57 @@ pub fn fork_epoch() -> u64 {
     FORK_EPOCH.load(Ordering::Acquire)
 }
 
-/// The state of this process (of this fork epoch). Lock-free, so that a
-/// child never waits for a lock that a vanished parent thread held.
-pub fn process() -> Arc<Process> {
-    // No fork() on Windows, so nothing to register there.
-    #[cfg(unix)]
-    ATFORK.call_once(|| {
-        // SAFETY: the child handler only touches an atomic, which is
-        // async-signal-safe as the child side of pthread_atfork requires.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+/// A value of type `T` per fork epoch: a `static` of this type holds the
+/// current epoch's value, and a child after `fork()` gets a fresh one.
+pub struct Epochal<T> {
+    slot: ArcSwapOption<Epoch<T>>,
+}
+
+/// A value and the fork epoch it belongs to; derefs to the value.
+pub struct Epoch<T> {
+    pub epoch: u64,
+    value: T,
+}
+
+impl<T> std::ops::Deref for Epoch<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> Epochal<T> {
+    pub const fn new() -> Epochal<T> {
+        Epochal {
+            slot: ArcSwapOption::const_empty(),
         }
-    });
+    }
+}
+
+impl<T> Default for Epochal<T> {
+    fn default() -> Self {
+        Epochal::new()
+    }
+}
+
+/// The value of `cell` for this fork epoch, made with `T::default()` on
+/// first use in the epoch. Lock-free, so that a child never waits for a
+/// lock that a vanished parent thread held.
+pub fn per_epoch<T: Default>(cell: &Epochal<T>) -> Arc<Epoch<T>> {
+    install_atfork();
     loop {
         let epoch = fork_epoch();
-        let cur = CURRENT.load_full();
+        let cur = cell.slot.load_full();
         if let Some(p) = &cur {
             if p.epoch == epoch {
                 return Arc::clone(p);
             }
         }
-        let fresh = Arc::new(Process {
+        let fresh = Arc::new(Epoch {
             epoch,
-            runtime: OnceLock::new(),
-            registry: Registry::default(),
+            value: T::default(),
         });
-        let prev = CURRENT.compare_and_swap(&cur, Some(Arc::clone(&fresh)));
+        let prev = cell.slot.compare_and_swap(&cur, Some(Arc::clone(&fresh)));
         let swapped = match (&*prev, &cur) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -109,10 +128,33 @@ pub fn process() -> Arc<Process> {
     }
 }
 
+fn install_atfork() {
+    // No fork() on Windows, so nothing to register there.
+    #[cfg(unix)]
+    ATFORK.call_once(|| {
+        // SAFETY: the child handler only touches an atomic, which is
+        // async-signal-safe as the child side of pthread_atfork requires.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// The runtime state of this process (of this fork epoch).
+pub fn process() -> Arc<Epoch<Process>> {
+    per_epoch(&CURRENT)
+}
+
 /// Runs a future to completion from a synchronous caller (an SQLite
-/// callback). A host that calls SQLite from inside a tokio runtime of its own
-/// (an async task, `spawn_blocking`) cannot block there, so that call is
-/// moved to a short-lived thread of its own.
+/// callback), on the calling thread.
+///
+/// A host that calls SQLite from inside a tokio runtime of its own (an
+/// async task, `spawn_blocking`) cannot simply block there. On a
+/// multi-threaded host runtime, `block_in_place` hands the worker's other
+/// tasks to another thread and lets this one block, with no thread started.
+/// A current-thread host runtime has no other worker to hand them to, so
+/// that call alone moves to a short-lived scoped thread (the future borrows
+/// the caller's stack, so it cannot go to a long-lived one safely).
 pub fn block_on<F>(fut: F) -> Result<F::Output>
 where
     F: Future + Send,
@@ -120,9 +162,46 @@ where
 {
     let process = process();
     let rt = process.runtime()?;
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Ok(rt.block_on(fut));
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => Ok(rt.block_on(fut)),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            Ok(tokio::task::block_in_place(|| rt.block_on(fut)))
+        }
+        Ok(_) => std::thread::scope(|s| s.spawn(|| rt.block_on(fut)).join())
+            .map_err(|_| Error::Internal("storage call panicked".into())),
     }
-    std::thread::scope(|s| s.spawn(|| rt.block_on(fut)).join())
-        .map_err(|_| Error::Internal("storage call panicked".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn here() -> std::thread::ThreadId {
+        std::thread::current().id()
+    }
+
+    #[test]
+    fn inside_a_multithreaded_host_runtime_no_thread_is_started() {
+        let host = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let (caller, polled) = host.block_on(async {
+            tokio::spawn(async { (here(), block_on(async { here() }).unwrap()) })
+                .await
+                .unwrap()
+        });
+        assert_eq!(caller, polled, "the storage call ran on another thread");
+        // Inside the host's own block_on (not a worker thread) too.
+        assert_eq!(host.block_on(async { block_on(async { 9 }).unwrap() }), 9);
+    }
+
+    #[test]
+    fn outside_any_runtime_and_on_a_current_thread_one_it_works() {
+        assert_eq!(block_on(async { 7 }).unwrap(), 7);
+        let host = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(host.block_on(async { block_on(async { 8 }).unwrap() }), 8);
+    }
 }

@@ -31,7 +31,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import compare as c  # noqa: E402
+import types  # noqa: E402
+
+import bench_common  # noqa: E402
+import bench_measure  # noqa: E402
+import bench_report  # noqa: E402
+import bench_setup  # noqa: E402
+
+# compare.py's pieces under one name.
+c = types.SimpleNamespace(**{k: v for m in (bench_common, bench_setup, bench_measure, bench_report)
+                             for k, v in vars(m).items() if not k.startswith("__")})
 
 
 def hydrate_run(a, work, name, spec, env):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import threading
 import urllib.parse
 
 __all__ = ["loadable_path", "load", "connect", "replica_uri", "ExtensionLoadingUnavailable"]
@@ -67,31 +68,43 @@ def load(conn) -> None:
     Loading once per process is enough: the ``litestream`` VFS outlives the
     connection that loaded it.
     """
-    path = loadable_path()
+    _load_into(conn, loadable_path())
+
+
+def _load_into(conn, path: str) -> None:
     if not hasattr(conn, "enable_load_extension"):
         raise ExtensionLoadingUnavailable(
             _NO_EXTENSIONS_HELP.format(python=sys.executable, version="%d.%d.%d" % sys.version_info[:3])
         )
     conn.enable_load_extension(True)
     try:
-        conn.load_extension(os.path.splitext(path)[0])
+        # Without the suffix: SQLite adds the platform's own and derives the
+        # entry point from the file name (all three names are exported).
+        stem, suffix = os.path.splitext(path)
+        conn.load_extension(stem if suffix in (".so", ".dylib", ".dll") else path)
     finally:
         conn.enable_load_extension(False)
 
 
-_loaded = False
+_loaded: str | None = None
+_load_lock = threading.Lock()
 
 
-def _ensure_loaded() -> None:
+def _ensure_loaded(path: str | None = None) -> None:
+    """Loads the library into this process once, whichever thread asks first."""
     global _loaded
     if _loaded:
         return
-    loader = sqlite3.connect(":memory:")
-    try:
-        load(loader)
-    finally:
-        loader.close()
-    _loaded = True
+    with _load_lock:
+        if _loaded:
+            return
+        path = path or loadable_path()
+        loader = sqlite3.connect(":memory:")
+        try:
+            _load_into(loader, path)
+        finally:
+            loader.close()
+        _loaded = path
 
 
 def _option_value(value) -> str:

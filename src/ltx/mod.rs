@@ -3,7 +3,8 @@
 //! accepts arbitrary bytes and answers with a value or an [`LtxError`],
 //! never a panic.
 //!
-//! The format is described byte by byte in `docs/ltx-format.md`.
+//! The format is Litestream's LTX v1 (superfly/ltx): a 100-byte header,
+//! LZ4-compressed page frames, a page index and a 16-byte trailer.
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,

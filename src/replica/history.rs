@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::ltx::{HEADER_SIZE, Header, Txid};
 use crate::storage::{FileId, FileInfo};
-use crate::vfs::format_rfc3339_ms;
+use crate::timefmt::format_rfc3339_nano;
 
 use super::{Io, Snapshot, Stats, plan};
 
@@ -29,13 +29,14 @@ pub struct AtTime {
 
 impl Io {
     /// Headers of `listing`, from the cache or fetched concurrently. Files
-    /// never change, so a header is fetched once.
+    /// never change, so a header is fetched once (per name and size: a
+    /// reset replica reuses names, and the cache is cleared on a reset).
     async fn headers(&self, listing: &[FileInfo]) -> Result<HashMap<FileId, Header>> {
         let missing: Vec<FileInfo> = {
             let cache = self.headers.lock().map_err(|_| poisoned())?;
             listing
                 .iter()
-                .filter(|f| !cache.contains_key(&f.id))
+                .filter(|f| !cache.contains_key(&(f.id, f.size)))
                 .copied()
                 .collect()
         };
@@ -44,13 +45,16 @@ impl Io {
             let bytes = self.storage.read(f.id, 0..HEADER_SIZE as u64).await?;
             let header = Header::decode(&bytes)
                 .map_err(|e| Error::corrupt(format!("{} {}", self.storage.describe(), f.id), e))?;
-            Ok::<_, Error>((f.id, header))
+            Ok::<_, Error>(((f.id, f.size), header))
         }))
         .await?;
         let mut cache = self.headers.lock().map_err(|_| poisoned())?;
         cache.extend(fetched);
-        cache.retain(|id, _| listing.iter().any(|f| f.id == *id));
-        Ok(cache.clone())
+        cache.retain(|(id, size), _| listing.iter().any(|f| f.id == *id && f.size == *size));
+        Ok(listing
+            .iter()
+            .filter_map(|f| cache.get(&(f.id, f.size)).map(|h| (f.id, h.clone())))
+            .collect())
     }
 
     /// Every reachable state, newest first.
@@ -89,9 +93,10 @@ impl Io {
                 .min();
             return Err(Error::Usage(match oldest {
                 Some(ms) => format!(
-                    "no state of the replica at {}: the oldest reachable state is from {}",
-                    format_rfc3339_ms(at_ms),
-                    format_rfc3339_ms(ms)
+                    "no state of the replica at {}: timestamp is before earliest LTX file (the oldest \
+                     reachable state is from {}; pick a later time)",
+                    format_rfc3339_nano(at_ms),
+                    format_rfc3339_nano(ms)
                 ),
                 None => "the replica holds no reachable state".into(),
             }));

@@ -16,7 +16,6 @@ use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt;
 
-use crate::cache::FrameKey;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{self, PageNo, lock_page};
@@ -46,6 +45,8 @@ pub struct Progress {
     filling: AtomicBool,
     filled: AtomicU64,
     wanted: AtomicU64,
+    /// Storage requests the fill made.
+    requests: AtomicU64,
 }
 
 /// One ranged read of a fill: frames of one file.
@@ -73,6 +74,11 @@ impl Replica {
         } else {
             (filled.min(wanted) as f64) * 100.0 / wanted as f64
         })
+    }
+
+    /// Storage requests this process made to fill its copy.
+    pub fn hydration_requests(&self) -> u64 {
+        self.hydration.requests.load(Ordering::Relaxed)
     }
 
     /// The file hydration fills, `None` without hydration.
@@ -162,10 +168,7 @@ async fn fill(
         }
         // Pages the open already fetched (small files, the head of a
         // snapshot) need no request.
-        let key = FrameKey {
-            file: loc.file.id,
-            offset: loc.offset,
-        };
+        let key = loc.key();
         match r.io.cache.get(&key) {
             Some(page) => cached.push((p, span(&snap, loc), page)),
             None => missing.push((p, loc.clone())),
@@ -258,6 +261,7 @@ async fn fetch_run(r: &Replica, store: &DiskStore, snap: &Snapshot, run: Run) ->
         return Err(Error::Missing(reason.clone()));
     }
     Stats::add(&r.io.stats.reads, 1);
+    Stats::add(&r.hydration.requests, 1);
     let bytes = r.io.storage.read(run.file.id, run.bytes.clone()).await?;
     Stats::add(&r.io.stats.read_bytes, bytes.len() as u64);
     let describe = || format!("{} {}", r.io.storage.describe(), run.file.id);

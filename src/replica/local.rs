@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::cache::{FrameKey, Page};
+use crate::cache::Page;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log;
@@ -239,13 +239,7 @@ impl Io {
         if self.cache.weight() + 2 * page.len() as u64 > self.cache.budget() {
             return Some(page);
         }
-        self.cache.insert(
-            FrameKey {
-                file: loc.file.id,
-                offset: loc.offset,
-            },
-            Arc::clone(&page),
-        );
+        self.cache.insert(loc.key(), Arc::clone(&page));
         Some(page)
     }
 

@@ -4,6 +4,7 @@
 mod fetch;
 mod history;
 mod hydrate;
+mod lineage;
 mod load;
 mod local;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::{Page, PageCache};
+use crate::cache::{FrameKey, Page, PageCache};
 use crate::config::{Config, Verify};
 use crate::error::{Error, Result};
 use crate::log;
@@ -29,12 +30,13 @@ use crate::storage::{self, FileInfo, Storage, StorageErrorKind};
 
 pub use fetch::ReadAhead;
 pub use history::{AtTime, State};
+pub use lineage::Tip;
 pub use load::WHOLE_FILE_MAX;
 pub use plan::{Plan, plan};
 
-pub use poller::running as running_pollers;
+pub use poller::{PollState, running as running_pollers};
 
-pub use registry::{Registry, ReplicaHandle};
+pub use registry::{Registry, ReplicaHandle, registry};
 pub use snapshot::{FileRef, FrameLoc, Snapshot};
 pub use stats::Stats;
 
@@ -56,10 +58,11 @@ pub struct Io {
     pub stats: Arc<Stats>,
     /// Which files get their checksum verified.
     verify: Verify,
-    /// Outcome of the background verification of large files.
-    verdicts: Arc<std::sync::Mutex<std::collections::HashMap<storage::FileId, Verdict>>>,
-    /// Headers of listed files, for time travel.
-    headers: std::sync::Mutex<std::collections::HashMap<storage::FileId, ltx::Header>>,
+    /// Outcome of the background verification of large files, by the
+    /// file's identity (the key of its offset 0: name, size, timestamp).
+    verdicts: Arc<std::sync::Mutex<std::collections::HashMap<FrameKey, Verdict>>>,
+    /// Headers of listed files (by name and size), for time travel.
+    headers: std::sync::Mutex<std::collections::HashMap<(storage::FileId, u64), ltx::Header>>,
     /// The host-wide local page store, when configured.
     pub local: local::Local,
 }
@@ -84,11 +87,20 @@ impl Io {
         Ok(loaded)
     }
 
+    /// Forgets every header read so far: after a reset the same names
+    /// hold other files.
+    fn forget_headers(&self) {
+        if let Ok(mut h) = self.headers.lock() {
+            h.clear();
+        }
+    }
+
     fn verify_in_background(&self, l: &load::Loaded) {
         let Ok(mut verdicts) = self.verdicts.lock() else {
             return;
         };
-        match verdicts.get(&l.file.id) {
+        let identity = l.file.key(0);
+        match verdicts.get(&identity) {
             Some(Verdict::Corrupt(reason)) => {
                 let _ = l.file.corrupt.set(reason.clone());
                 return;
@@ -96,7 +108,7 @@ impl Io {
             Some(Verdict::Good | Verdict::Pending) => return,
             None => {}
         }
-        verdicts.insert(l.file.id, Verdict::Pending);
+        verdicts.insert(identity, Verdict::Pending);
         drop(verdicts);
         let (storage, file, index) = (
             Arc::clone(&self.storage),
@@ -125,8 +137,8 @@ impl Io {
             };
             if let Ok(mut v) = verdicts.lock() {
                 match verdict {
-                    Some(verdict) => v.insert(file.id, verdict),
-                    None => v.remove(&file.id),
+                    Some(verdict) => v.insert(identity, verdict),
+                    None => v.remove(&identity),
                 };
             }
         });
@@ -160,8 +172,8 @@ pub struct Replica {
     last_poll_ms: AtomicI64,
     /// One re-plan at a time; others wait and reuse its result.
     replan_lock: tokio::sync::Mutex<()>,
-    /// Wakes the poller to stop.
-    stop: tokio::sync::Notify,
+    /// The newest level-0 file of the current state, to see a reset by.
+    tip: std::sync::Mutex<Option<lineage::Tip>>,
     /// Hydration progress of this process, when it fills.
     hydration: hydrate::Progress,
 }
@@ -188,7 +200,7 @@ impl Replica {
 
         let deadline = Instant::now() + config.open_timeout;
         let mut first = true;
-        let snap = loop {
+        let (snap, tip) = loop {
             let built = if std::mem::take(&mut first) {
                 tokio::join!(io.build(None), io.storage.prewarm()).0
             } else {
@@ -196,15 +208,22 @@ impl Replica {
             };
             match built {
                 Ok(Some((snap, plan))) => {
-                    if let Some(gap) = plan.gap {
-                        log::warn!(
-                            "{}: gap after TXID {}: next file is {}; reading the state before it",
+                    // As the official extension does: the newest state is
+                    // out of reach, and opening at an older one would read
+                    // stale data as if it were current.
+                    if let (Some((from, to)), Some(gap)) = (plan.missing(), plan.gap) {
+                        return Err(Error::Unavailable(format!(
+                            "gap in the replica {}: TXIDs {from}..{to} are missing (no LTX file of any \
+                             level covers them; the newest state reachable is TXID {}, the next file is {}). \
+                             Litestream may still be writing them, or retention removed them: check the \
+                             replica, or restore it",
                             io.storage.describe(),
                             snap.txid,
                             gap.id
-                        );
+                        )));
                     }
-                    break snap;
+                    let tip = lineage::tip_of(&snap, &plan);
+                    break (snap, tip);
                 }
                 Ok(None) if Instant::now() < deadline => tokio::time::sleep(EMPTY_RETRY).await,
                 Ok(None) => {
@@ -244,7 +263,7 @@ impl Replica {
             current: ArcSwap::from_pointee(snap),
             last_poll_ms: AtomicI64::new(now_ms()),
             replan_lock: tokio::sync::Mutex::new(()),
-            stop: tokio::sync::Notify::new(),
+            tip: std::sync::Mutex::new(tip),
             hydration: Default::default(),
         });
         if hydrating {
@@ -280,33 +299,51 @@ impl Replica {
     pub async fn replan(&self, failed: &Arc<Snapshot>) -> Result<Arc<Snapshot>> {
         let _guard = self.replan_lock.lock().await;
         let cur = self.current();
+        if cur.lineage != failed.lineage {
+            return Err(Error::Reset(format!(
+                "the replica was reset (its TXIDs started again) while this connection read TXID {} of the old one; retry the transaction",
+                failed.txid
+            )));
+        }
         if cur.txid == failed.txid && !Arc::ptr_eq(&cur, failed) {
             return Ok(cur);
         }
         Stats::add(&self.io.stats.replans, 1);
         let rebuilt = self.io.build(Some(failed.txid)).await?;
         match rebuilt {
-            Some((snap, _)) if snap.txid == failed.txid => {
+            Some((mut snap, _)) if snap.txid == failed.txid => {
+                snap.lineage = failed.lineage;
                 let snap = Arc::new(snap);
                 if cur.txid == snap.txid {
                     self.current.store(Arc::clone(&snap));
                 }
                 Ok(snap)
             }
-            _ => Err(Error::Storage(storage::StorageError::new(
-                "replica",
-                StorageErrorKind::Transient,
-                format!(
-                    "the state at TXID {} is no longer in the replica (compacted away); retry the transaction",
-                    failed.txid
-                ),
-            ))),
+            _ => Err(Error::Compacted { txid: failed.txid }),
         }
     }
 
-    /// Asks the poller to stop.
-    pub fn stop(&self) {
-        self.stop.notify_one();
+    /// The snapshot for a point in time (see [`Io::build_at_time`]), of the
+    /// current lineage.
+    pub async fn at_time(&self, at_ms: i64) -> Result<AtTime> {
+        let lineage = self.lineage();
+        let mut at = self.io.build_at_time(at_ms).await?;
+        at.snapshot.lineage = lineage;
+        Ok(at)
+    }
+
+    /// Fails when `snap` belongs to a lineage the replica has left (it was
+    /// reset since): its files may now hold the new lineage's bytes.
+    pub fn check_lineage(&self, snap: &Snapshot) -> Result<()> {
+        if snap.lineage == self.lineage() {
+            return Ok(());
+        }
+        Err(Error::Reset(format!(
+            "{}: the replica was reset (its TXIDs started again) after this connection took its \
+             snapshot at TXID {}; that state is gone: finish the transaction, or set litestream_time again",
+            self.io.storage.describe(),
+            snap.txid
+        )))
     }
 }
 

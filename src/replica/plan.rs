@@ -10,12 +10,24 @@ pub struct Plan {
     pub files: Vec<FileInfo>,
     /// The first file that starts after the plan's end, leaving a hole.
     pub gap: Option<FileInfo>,
+    /// The level-0 file that ends where the plan ends, when one is listed
+    /// (the plan itself may end with a compaction): what the poller watches
+    /// to see the replica reset.
+    pub level0_end: Option<FileInfo>,
 }
 
 impl Plan {
     /// The TXID the plan reaches.
     pub fn txid(&self) -> Option<Txid> {
         self.files.last().map(|f| f.id.name.max)
+    }
+
+    /// The TXIDs no file covers between the plan's end and the next file,
+    /// when there is a hole.
+    pub fn missing(&self) -> Option<(Txid, Txid)> {
+        let gap = self.gap?;
+        let from = self.txid()?.next();
+        Some((from, Txid(gap.id.name.min.0.saturating_sub(1))))
     }
 }
 
@@ -61,7 +73,15 @@ pub fn plan(listing: &[FileInfo], limit: Option<Txid>) -> Option<Plan> {
         .filter(|f| f.id.level < Level::SNAPSHOT && f.id.name.min > cur.next())
         .min_by_key(|f| f.id.name)
         .copied();
-    Some(Plan { files, gap })
+    let level0_end = listing
+        .iter()
+        .find(|f| f.id.level == Level::L0 && f.id.name.max == cur)
+        .copied();
+    Some(Plan {
+        files,
+        gap,
+        level0_end,
+    })
 }
 
 #[cfg(test)]
@@ -106,6 +126,11 @@ mod tests {
         assert_eq!(names(&p), vec![(9, 1, 1), (1, 2, 3), (1, 4, 4)]);
         assert_eq!(p.txid(), Some(Txid(4)));
         assert_eq!(p.gap, None);
+        assert_eq!(
+            p.level0_end,
+            Some(f(0, 4, 4)),
+            "ends with level 1, level 0 listed"
+        );
     }
 
     #[test]
@@ -121,6 +146,13 @@ mod tests {
         let p = plan(&[f(9, 1, 5), f(0, 6, 6), f(0, 8, 8)], None).unwrap();
         assert_eq!(p.txid(), Some(Txid(6)));
         assert_eq!(p.gap, Some(f(0, 8, 8)));
+        assert_eq!(p.missing(), Some((Txid(7), Txid(7))));
+        let p = plan(&[f(9, 1, 5), f(0, 9, 12)], None).unwrap();
+        assert_eq!(p.missing(), Some((Txid(6), Txid(8))));
+        assert_eq!(
+            plan(&[f(9, 1, 5), f(0, 6, 6)], None).unwrap().missing(),
+            None
+        );
         let p = plan(
             &[f(9, 1, 5), f(9, 1, 9), f(0, 6, 6), f(1, 6, 9)],
             Some(Txid(6)),

@@ -19,6 +19,14 @@ struct Slot {
     replica: tokio::sync::OnceCell<Arc<Replica>>,
 }
 
+/// The registry of this process (of this fork epoch: a child after `fork()`
+/// starts with an empty one, its parent's replicas have no threads there).
+pub fn registry() -> Arc<runtime::Epoch<Registry>> {
+    runtime::per_epoch(&REGISTRY)
+}
+
+static REGISTRY: runtime::Epochal<Registry> = runtime::Epochal::new();
+
 #[derive(Default)]
 pub struct Registry {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
@@ -92,8 +100,7 @@ impl Registry {
             let replica = Replica::open(config.clone()).await?;
             let (r, k, s) = (Arc::clone(&replica), key.clone(), Arc::downgrade(&slot));
             poller::spawn(r, move || {
-                s.upgrade()
-                    .is_none_or(|s| runtime::process().registry().reap(&k, &s, idle))
+                s.upgrade().is_none_or(|s| registry().reap(&k, &s, idle))
             });
 
             Ok::<_, Error>(replica)

@@ -42,12 +42,11 @@ impl FileRef {
 
     /// The cache key of the frame at `offset` in this file. Every cache
     /// key is made here, so that what identifies a file's bytes is decided
-    /// in one place.
+    /// in one place: its level and name, and also its size and header
+    /// timestamp, because a reset replica reuses the old lineage's names
+    /// for other bytes.
     pub fn key(&self, offset: u64) -> FrameKey {
-        FrameKey {
-            file: self.id,
-            offset,
-        }
+        FrameKey::of(self.id, self.size, self.header.timestamp_ms, offset)
     }
 }
 
@@ -77,6 +76,10 @@ pub struct Snapshot {
     pub page_size: PageSize,
     /// Database size in pages (`commit` of the newest applied file).
     pub page_count: u32,
+    /// Which lineage of the replica this state belongs to: 0 at open, one
+    /// more each time the replica is found reset (its TXIDs restarted).
+    /// Equal TXIDs of two lineages are different states.
+    pub lineage: u32,
     chunks: Vec<Chunk>,
 }
 
@@ -100,6 +103,7 @@ impl Snapshot {
             timestamp_ms: 0,
             page_size: first.header.page_size,
             page_count: 0,
+            lineage: 0,
             chunks: Vec::new(),
         };
         snap.apply_in_place(first, index)?;

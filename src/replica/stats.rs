@@ -9,6 +9,8 @@ pub struct Stats {
     pub read_bytes: AtomicU64,
     pub polls: AtomicU64,
     pub replans: AtomicU64,
+    /// Times the replica was found reset (a new lineage).
+    pub resets: AtomicU64,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub verified: AtomicU64,
@@ -24,12 +26,13 @@ impl Stats {
     pub fn render(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "lists={} reads={} read_bytes={} polls={} replans={} cache_hits={} cache_misses={} verified={} corrupt={}",
+            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={}",
             g(&self.lists),
             g(&self.reads),
             g(&self.read_bytes),
             g(&self.polls),
             g(&self.replans),
+            g(&self.resets),
             g(&self.cache_hits),
             g(&self.cache_misses),
             g(&self.verified),

@@ -6,7 +6,7 @@ use super::api::{self, alloc_cstr};
 use super::api_table::ApiRoutines;
 use super::ffi::*;
 use super::guard::guard;
-use super::{functions, vfs};
+use super::{functions, history_vtab, vfs};
 
 /// Oldest SQLite whose API table has every entry we use (`uri_key`).
 const MIN_SQLITE_VERSION: c_int = 3_031_000;
@@ -50,8 +50,10 @@ pub unsafe fn init(
         if let Err(msg) = vfs::register() {
             return fail(msg);
         }
+        #[cfg(unix)]
+        super::fork::install();
         // SAFETY: `db` is the connection loading us.
-        let rc = unsafe { functions::register(db) };
+        let rc = unsafe { register_sql(db) };
         if rc != SQLITE_OK {
             return fail(format!("cannot register SQL functions (code {rc})"));
         }
@@ -88,7 +90,20 @@ unsafe extern "C" fn auto_init(
 ) -> c_int {
     guard(SQLITE_OK, || {
         // SAFETY: SQLite passes the new connection.
-        let _ = unsafe { functions::register(db) };
+        let _ = unsafe { register_sql(db) };
         SQLITE_OK
     })
+}
+
+/// The SQL functions and the history table, on one connection.
+///
+/// # Safety
+/// `db` must be an open connection of the host whose API table is set.
+unsafe fn register_sql(db: *mut sqlite3) -> c_int {
+    // SAFETY: forwarded from the caller's contract.
+    match unsafe { functions::register(db) } {
+        // SAFETY: as above.
+        SQLITE_OK => unsafe { history_vtab::register(db) },
+        rc => rc,
+    }
 }

@@ -84,13 +84,11 @@ pub struct sqlite3_vfs {
 pub const SQLITE_OK: c_int = 0;
 pub const SQLITE_ERROR: c_int = 1;
 pub const SQLITE_BUSY: c_int = 5;
-pub const SQLITE_NOMEM: c_int = 7;
 pub const SQLITE_READONLY: c_int = 8;
 pub const SQLITE_IOERR: c_int = 10;
 pub const SQLITE_CORRUPT: c_int = 11;
 pub const SQLITE_NOTFOUND: c_int = 12;
 pub const SQLITE_CANTOPEN: c_int = 14;
-pub const SQLITE_MISUSE: c_int = 21;
 pub const SQLITE_OK_LOAD_PERMANENTLY: c_int = 256;
 pub const SQLITE_IOERR_READ: c_int = SQLITE_IOERR | (1 << 8);
 pub const SQLITE_IOERR_SHORT_READ: c_int = SQLITE_IOERR | (2 << 8);
@@ -99,15 +97,8 @@ pub const SQLITE_IOERR_LOCK: c_int = SQLITE_IOERR | (15 << 8);
 pub const SQLITE_OPEN_READONLY: c_int = 0x0000_0001;
 pub const SQLITE_OPEN_MAIN_DB: c_int = 0x0000_0100;
 
-pub const SQLITE_LOCK_NONE: c_int = 0;
-pub const SQLITE_LOCK_SHARED: c_int = 1;
-pub const SQLITE_LOCK_RESERVED: c_int = 2;
-
 pub const SQLITE_FCNTL_FILE_POINTER: c_int = 7;
 pub const SQLITE_FCNTL_PRAGMA: c_int = 14;
-pub const SQLITE_FCNTL_VFSNAME: c_int = 12;
-
-pub const SQLITE_ACCESS_EXISTS: c_int = 0;
 
 pub const SQLITE_IOCAP_POWERSAFE_OVERWRITE: c_int = 0x0000_1000;
 pub const SQLITE_IOCAP_UNDELETABLE_WHEN_OPEN: c_int = 0x0000_0800;
@@ -115,7 +106,6 @@ pub const SQLITE_IOCAP_UNDELETABLE_WHEN_OPEN: c_int = 0x0000_0800;
 pub const SQLITE_UTF8: c_int = 1;
 pub const SQLITE_DIRECTONLY: c_int = 0x0008_0000;
 
-pub const SQLITE_TEXT: c_int = 3;
 pub const SQLITE_NULL: c_int = 5;
 
 /// `SQLITE_TRANSIENT`: SQLite copies the buffer before the call returns.

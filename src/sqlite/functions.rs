@@ -8,10 +8,10 @@ use std::ptr;
 
 use super::api;
 use super::ffi::*;
-use super::guard::guard_unit;
-use super::vfs::db_file;
+use super::guard::{catch_panic, guard_unit};
+use super::vfs::main_file_of;
 use crate::error::{Error, Result};
-use crate::vfs::DbFile;
+use crate::vfs::{DbFile, PanicHook};
 
 type Impl = fn(&DbFile, Option<String>) -> Result<Value>;
 
@@ -92,19 +92,7 @@ pub unsafe fn register(db: *mut sqlite3) -> c_int {
             return rc;
         }
     }
-    let Some(module) = api::get().and_then(|a| a.create_module_v2) else {
-        return SQLITE_ERROR;
-    };
-    // SAFETY: `db` is open; the module is a static that outlives it.
-    unsafe {
-        module(
-            db,
-            super::history_vtab::NAME.as_ptr(),
-            (&raw const super::history_vtab::MODULE).cast(),
-            ptr::null_mut(),
-            None,
-        )
-    }
+    SQLITE_OK
 }
 
 unsafe extern "C" fn call(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mut sqlite3_value) {
@@ -121,8 +109,15 @@ unsafe extern "C" fn call(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mu
         let arg = (argc > 0 && !argv.is_null())
             .then(|| unsafe { text_of(*argv) })
             .flatten();
-        // SAFETY: `ctx` is the live context of this call.
-        let result = unsafe { main_file(ctx) }.and_then(|file| (f.run)(file, arg));
+        // A panic in the function is an error on the context, not a NULL
+        // that looks like data.
+        let result = catch_panic(|| {
+            // SAFETY: `ctx` is the live context of this call.
+            unsafe { main_file(ctx) }.and_then(|file| {
+                file.test_panic(PanicHook::Function);
+                (f.run)(file, arg)
+            })
+        });
         // SAFETY: `ctx` is the live context of this call.
         unsafe { set_result(api, ctx, f.name, result) };
     });
@@ -201,30 +196,4 @@ unsafe fn main_file<'a>(ctx: *mut sqlite3_context) -> Result<&'a DbFile> {
     };
     // SAFETY: `ctx` is live, so is its connection.
     unsafe { main_file_of(db_of(ctx)) }
-}
-
-/// The replica file behind a connection's main database.
-///
-/// # Safety
-/// `db` must be a live connection, used from the thread that holds its mutex.
-pub unsafe fn main_file_of<'a>(db: *mut sqlite3) -> Result<&'a DbFile> {
-    let api = api::get().ok_or_else(|| Error::Internal("no API table".into()))?;
-    let Some(fcntl) = api.file_control else {
-        return Err(Error::Internal("host lacks sqlite3_file_control".into()));
-    };
-    let mut file: *mut sqlite3_file = ptr::null_mut();
-    // SAFETY: FILE_POINTER writes the main database's sqlite3_file pointer.
-    unsafe {
-        fcntl(
-            db,
-            c"main".as_ptr(),
-            SQLITE_FCNTL_FILE_POINTER,
-            (&raw mut file).cast(),
-        )
-    };
-    // SAFETY: `file` is null or the connection's open main database file,
-    // which stays open for the duration of this call.
-    unsafe { db_file(file) }.ok_or_else(|| {
-        Error::Usage("this connection's main database is not a Litestream replica (open it with vfs=litestream)".into())
-    })
 }

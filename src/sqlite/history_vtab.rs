@@ -10,11 +10,11 @@ use std::ptr;
 
 use super::api::{self, alloc_cstr};
 use super::ffi::*;
-use super::functions::main_file_of;
 use super::guard::guard;
+use super::vfs::main_file_of;
 use crate::replica::State;
 use crate::runtime;
-use crate::vfs::format_rfc3339_ms;
+use crate::timefmt::format_rfc3339_nano;
 
 pub const NAME: &CStr = c"litestream_history";
 const SCHEMA: &CStr = c"CREATE TABLE x(txid TEXT, time TEXT, level INTEGER, file TEXT)";
@@ -191,7 +191,7 @@ unsafe extern "C" fn x_column(
         };
         let text = match col {
             0 => row.txid.to_string(),
-            1 => format_rfc3339_ms(row.timestamp_ms),
+            1 => format_rfc3339_nano(row.timestamp_ms),
             2 => {
                 if let Some(ri) = api.result_int64 {
                     // SAFETY: `ctx` is the live column context.
@@ -207,4 +207,25 @@ unsafe extern "C" fn x_column(
         }
         SQLITE_OK
     })
+}
+
+/// Registers the `litestream_history` table-valued module on `db`.
+///
+/// # Safety
+/// `db` must be an open connection of the host whose API table is set.
+pub unsafe fn register(db: *mut sqlite3) -> c_int {
+    let Some(module) = api::get().and_then(|a| a.create_module_v2) else {
+        return SQLITE_ERROR;
+    };
+    // SAFETY: `db` is open (caller's contract); the module is a static that
+    // outlives it.
+    unsafe {
+        module(
+            db,
+            NAME.as_ptr(),
+            (&raw const MODULE).cast(),
+            std::ptr::null_mut(),
+            None,
+        )
+    }
 }

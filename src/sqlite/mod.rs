@@ -6,8 +6,11 @@
 pub mod api;
 #[allow(clippy::all)]
 mod api_table;
+mod codes;
 pub mod ext;
 pub mod ffi;
+#[cfg(unix)]
+mod fork;
 mod functions;
 mod guard;
 mod history_vtab;

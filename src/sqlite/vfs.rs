@@ -10,6 +10,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::ptr;
 
 use super::api::{self, alloc_cstr};
+use super::codes::{self, Call};
 use super::ffi::*;
 use super::guard::guard;
 use crate::config::{Config, Sources};
@@ -125,9 +126,12 @@ unsafe fn default_vfs<'a>(vfs: *mut sqlite3_vfs) -> &'a mut sqlite3_vfs {
     unsafe { &mut *(*vfs).pAppData.cast::<sqlite3_vfs>() }
 }
 
-fn report(what: &str, e: &Error) {
+/// Logs a failed call and returns its SQLite code.
+fn report(what: &str, e: &Error, call: Call) -> c_int {
     log::error!("{what}: {e}");
-    api::log(e.sqlite_code(), &format!("litestream: {what}: {e}"));
+    let rc = codes::code(e, call);
+    api::log(rc, &format!("litestream: {what}: {e}"));
+    rc
 }
 
 unsafe extern "C" fn x_open(
@@ -172,10 +176,7 @@ unsafe extern "C" fn x_open(
                 }
                 SQLITE_OK
             }
-            Err(e) => {
-                report("cannot open replica", &e);
-                SQLITE_CANTOPEN
-            }
+            Err(e) => report("cannot open replica", &e, Call::Open),
         }
     })
 }
@@ -222,13 +223,7 @@ unsafe extern "C" fn x_read(
         match db.read(out, off) {
             Ok(true) => SQLITE_OK,
             Ok(false) => SQLITE_IOERR_SHORT_READ,
-            Err(e) => {
-                report("read failed", &e);
-                match e.sqlite_code() {
-                    SQLITE_CORRUPT => SQLITE_CORRUPT,
-                    _ => SQLITE_IOERR_READ,
-                }
-            }
+            Err(e) => report("read failed", &e, Call::Read),
         }
     })
 }
@@ -252,10 +247,7 @@ unsafe extern "C" fn x_file_size(file: *mut sqlite3_file, size: *mut i64) -> c_i
             unsafe { *size = i64::try_from(n).unwrap_or(i64::MAX) };
             SQLITE_OK
         }
-        Err(e) => {
-            report("file size failed", &e);
-            SQLITE_IOERR
-        }
+        Err(e) => report("file size failed", &e, Call::Io),
     })
 }
 
@@ -266,14 +258,8 @@ unsafe extern "C" fn x_lock(file: *mut sqlite3_file, level: c_int) -> c_int {
         };
         match db.lock(level) {
             Ok(()) => SQLITE_OK,
-            Err(Error::ReadOnly) => SQLITE_READONLY,
-            Err(e) => {
-                report("lock failed", &e);
-                match e.sqlite_code() {
-                    SQLITE_BUSY => SQLITE_BUSY,
-                    _ => SQLITE_IOERR_LOCK,
-                }
-            }
+            Err(Error::ReadOnly) => codes::code(&Error::ReadOnly, Call::Lock),
+            Err(e) => report("lock failed", &e, Call::Lock),
         }
     })
 }
@@ -322,7 +308,7 @@ unsafe extern "C" fn x_file_control(file: *mut sqlite3_file, op: c_int, arg: *mu
         let (rc, text) = match result {
             Ok(Some(text)) => (SQLITE_OK, Some(text)),
             Ok(None) => (SQLITE_OK, None),
-            Err(e) => (SQLITE_ERROR, Some(e.to_string())),
+            Err(e) => (codes::code(&e, Call::Sql), Some(e.to_string())),
         };
         if let Some(text) = text {
             // SAFETY: slot 0 is ours to fill with an sqlite3_malloc string.
@@ -470,4 +456,30 @@ unsafe extern "C" fn x_current_time_int64(vfs: *mut sqlite3_vfs, out: *mut i64) 
     // SAFETY: delegating with SQLite's own arguments.
     d.xCurrentTimeInt64
         .map_or(SQLITE_ERROR, |f| unsafe { f(d, out) })
+}
+
+/// The replica file behind a connection's main database.
+///
+/// # Safety
+/// `db` must be a live connection, used from the thread that holds its mutex.
+pub unsafe fn main_file_of<'a>(db: *mut sqlite3) -> crate::error::Result<&'a DbFile> {
+    let api = api::get().ok_or_else(|| Error::Internal("no API table".into()))?;
+    let Some(fcntl) = api.file_control else {
+        return Err(Error::Internal("host lacks sqlite3_file_control".into()));
+    };
+    let mut file: *mut sqlite3_file = ptr::null_mut();
+    // SAFETY: FILE_POINTER writes the main database's sqlite3_file pointer.
+    unsafe {
+        fcntl(
+            db,
+            c"main".as_ptr(),
+            SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    // SAFETY: `file` is null or the connection's open main database file,
+    // which stays open for the duration of this call.
+    unsafe { db_file(file) }.ok_or_else(|| {
+        Error::Usage("this connection's main database is not a Litestream replica (open it with vfs=litestream)".into())
+    })
 }

@@ -35,10 +35,6 @@ impl StorageError {
             message: message.into(),
         }
     }
-
-    pub fn is_not_found(&self) -> bool {
-        self.kind == StorageErrorKind::NotFound
-    }
 }
 
 impl fmt::Display for StorageError {

@@ -9,8 +9,10 @@ mod aws_profile;
 mod error;
 mod file;
 mod gcs;
+mod nats;
 mod object;
 mod object_error;
+mod oss;
 mod params;
 mod retry;
 mod s3;
@@ -18,6 +20,9 @@ mod secrets;
 mod sftp;
 mod tls;
 mod url;
+mod webdav;
+#[cfg(test)]
+mod window_tests;
 
 use std::future::Future;
 use std::ops::Range;
@@ -110,6 +115,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         Box::pin(async {})
     }
 
+    /// Closes any file handles kept open between reads. Called when the
+    /// replica was reset: the same names now belong to other files, and a
+    /// kept handle would still read the old one.
+    fn forget_open_files(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Listing requests one `list_all` costs (for the statistics).
     fn list_all_requests(&self) -> u64 {
         10
@@ -138,8 +150,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 
 /// Opens the backend a URL names.
 ///
-/// `timeouts` bounds each call of the object-store backends (S3, GCS,
-/// Azure); SFTP keeps its own fixed timeouts.
+/// `timeouts` bounds each request and the retry window of the object-store
+/// backends (S3, GCS, Azure, OSS), WebDAV and NATS; SFTP keeps its own
+/// fixed timeouts.
 pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
     match url.scheme() {
         Scheme::File => {
@@ -156,5 +169,8 @@ pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, St
         Scheme::Gs => gcs::open(url, timeouts),
         Scheme::Abs => abs::open(url, timeouts),
         Scheme::Sftp => sftp::open(url),
+        Scheme::Webdav | Scheme::Webdavs => webdav::open(url, timeouts),
+        Scheme::Nats => nats::open(url, timeouts),
+        Scheme::Oss => oss::open(url, timeouts),
     }
 }

@@ -10,7 +10,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::error::{StorageError, StorageErrorKind};
-use super::secrets::Secrets;
+pub use super::object_error::Context;
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
 use crate::ltx::{FileName, parse_name};
 
@@ -37,20 +37,6 @@ impl Layout {
             format!("{prefix}/{dir}")
         }
     }
-}
-
-/// What the backend tells the user when something fails: its name, where the
-/// replica is, and which secrets to keep out of messages.
-#[derive(Debug)]
-pub struct Context {
-    pub backend: &'static str,
-    pub describe: String,
-    /// Bucket or container, for "does not exist" messages.
-    pub bucket: String,
-    /// Environment variables or parameters that hold the credentials, named
-    /// in "credentials refused" messages.
-    pub credential_hint: &'static str,
-    pub secrets: Secrets,
 }
 
 #[derive(Debug)]
@@ -257,6 +243,7 @@ impl Storage for ObjectStorage {
 mod tests {
     use super::*;
     use crate::ltx::Txid;
+    use crate::storage::secrets::Secrets;
     use object_store::memory::InMemory;
     use object_store::{ObjectStoreExt, PutPayload};
 

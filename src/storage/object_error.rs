@@ -7,7 +7,21 @@ use std::error::Error as StdError;
 use object_store::client::{HttpError, HttpErrorKind};
 
 use super::error::{StorageError, StorageErrorKind};
-use super::object::Context;
+use super::secrets::Secrets;
+
+/// What the backend tells the user when something fails: its name, where the
+/// replica is, and which secrets to keep out of messages.
+#[derive(Debug)]
+pub struct Context {
+    pub backend: &'static str,
+    pub describe: String,
+    /// Bucket or container, for "does not exist" messages.
+    pub bucket: String,
+    /// Environment variables or parameters that hold the credentials, named
+    /// in "credentials refused" messages.
+    pub credential_hint: &'static str,
+    pub secrets: Secrets,
+}
 
 pub fn classify(cx: &Context, op: &str, what: &str, e: &object_store::Error) -> StorageError {
     let cause = cx.secrets.scrub(&chain(e));

@@ -26,7 +26,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_RETRIES: usize = 4;
 
 /// No retry starts after this much time since the first attempt, whatever
-/// `MAX_RETRIES` says: bounds the total time of one storage call.
+/// `MAX_RETRIES` says: bounds the total time of one storage call. The
+/// default of `storage_timeout`; SFTP, which has no such setting, always
+/// uses it.
 pub const RETRY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// First backoff; doubles each retry (with full jitter), up to `MAX_BACKOFF`.
@@ -89,8 +91,10 @@ pub fn client_options(allow_http: bool, skip_verify: bool, t: Timeouts) -> Clien
 }
 
 /// Runs `op` until it succeeds, fails with an error a retry cannot cure, or
-/// the retry budget is spent. Only `Transient` errors are retried.
-pub async fn with_retries<T, F, Fut>(mut op: F) -> Result<T, StorageError>
+/// the retry budget is spent: `MAX_RETRIES` retries, none started later
+/// than `window` after the first attempt (as object_store's `retry_timeout`
+/// for S3, GCS and Azure). Only `Transient` errors are retried.
+pub async fn with_retries<T, F, Fut>(window: Duration, mut op: F) -> Result<T, StorageError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StorageError>>,
@@ -103,7 +107,7 @@ where
             Err(e)
                 if e.kind == StorageErrorKind::Transient
                     && retries < MAX_RETRIES
-                    && start.elapsed() < RETRY_TIMEOUT =>
+                    && start.elapsed() < window =>
             {
                 retries += 1;
                 tokio::time::sleep(jitter(backoff)).await;
@@ -144,7 +148,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_only_transient_errors() {
         let calls = AtomicUsize::new(0);
-        let r: Result<(), _> = with_retries(|| async {
+        let r: Result<(), _> = with_retries(RETRY_TIMEOUT, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(StorageError::new("t", StorageErrorKind::Transient, "x"))
         })
@@ -153,7 +157,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), MAX_RETRIES + 1);
 
         calls.store(0, Ordering::SeqCst);
-        let r: Result<(), _> = with_retries(|| async {
+        let r: Result<(), _> = with_retries(RETRY_TIMEOUT, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(StorageError::new("t", StorageErrorKind::Auth, "x"))
         })

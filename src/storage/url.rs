@@ -13,6 +13,11 @@ pub enum Scheme {
     Gs,
     Abs,
     Sftp,
+    /// `webdav://` (HTTP) and `webdavs://` (HTTPS).
+    Webdav,
+    Webdavs,
+    Nats,
+    Oss,
 }
 
 impl Scheme {
@@ -23,6 +28,10 @@ impl Scheme {
             Scheme::Gs => "gs",
             Scheme::Abs => "abs",
             Scheme::Sftp => "sftp",
+            Scheme::Webdav => "webdav",
+            Scheme::Webdavs => "webdavs",
+            Scheme::Nats => "nats",
+            Scheme::Oss => "oss",
         }
     }
 }
@@ -39,6 +48,9 @@ const SECRET_PARAMS: &[&str] = &[
     "token",
     "credential",
     "connection-string",
+    "jwt",
+    "seed",
+    "nkey",
 ];
 
 /// A parsed replica URL. `Display` shows it with credentials removed.
@@ -51,7 +63,7 @@ pub struct ReplicaUrl {
 
 impl ReplicaUrl {
     /// Parses `file:///path`, a bare local path, `s3://`, `gs://`, `gcs://`,
-    /// `abs://` or `sftp://`.
+    /// `abs://`, `sftp://`, `webdav://`, `webdavs://`, `nats://` or `oss://`.
     pub fn parse(raw: &str) -> Result<ReplicaUrl, StorageError> {
         let raw = raw.trim();
         if raw.is_empty() {
@@ -72,11 +84,15 @@ impl ReplicaUrl {
             "gs" | "gcs" => Scheme::Gs,
             "abs" => Scheme::Abs,
             "sftp" => Scheme::Sftp,
+            "webdav" => Scheme::Webdav,
+            "webdavs" => Scheme::Webdavs,
+            "nats" => Scheme::Nats,
+            "oss" => Scheme::Oss,
             other => {
                 return Err(config(
                     "url",
                     format!(
-                        "unsupported replica URL scheme {other:?}: use file://, s3://, gs://, abs:// or sftp://"
+                        "unsupported replica URL scheme {other:?}: use file://, s3://, gs://, abs://, sftp://, webdav://, webdavs://, nats:// or oss://"
                     ),
                 ));
             }
@@ -151,6 +167,9 @@ pub fn redact(url: &url::Url) -> String {
     let mut out = url.clone();
     if out.password().is_some() {
         let _ = out.set_password(Some("REDACTED"));
+    } else if out.scheme() == "nats" && !out.username().is_empty() {
+        // nats://TOKEN@host: a user name without a password is a token.
+        let _ = out.set_username("REDACTED");
     }
     if out.query().is_some() {
         let pairs: Vec<(String, String)> = out
@@ -198,6 +217,10 @@ mod tests {
             ("gcs://bucket/db", Scheme::Gs),
             ("abs://account@container/db", Scheme::Abs),
             ("sftp://user:pw@host:22/db", Scheme::Sftp),
+            ("webdav://u:p@127.0.0.1:8080/db", Scheme::Webdav),
+            ("webdavs://dav.example.com/db", Scheme::Webdavs),
+            ("nats://127.0.0.1:4222/bucket", Scheme::Nats),
+            ("oss://bucket.oss-cn-hangzhou.aliyuncs.com/db", Scheme::Oss),
         ];
         for (raw, scheme) in cases {
             assert_eq!(
@@ -232,6 +255,8 @@ mod tests {
             shown.contains("key=%2Fk") || shown.contains("key=/k"),
             "{shown}"
         );
+        let n = ReplicaUrl::parse("nats://s3cr3t-token@127.0.0.1:4222/b").unwrap();
+        assert!(!n.to_string().contains("s3cr3t"), "{n}");
         assert_eq!(
             redact_raw("sftp://u:secret@h/x?sig=1"),
             "sftp://REDACTED@h/x"

@@ -313,16 +313,14 @@ impl DiskStore {
     }
 
     fn writes_paused(&self) -> bool {
-        crate::replica::now_ms() < self.writes_off_until.load(Ordering::Relaxed)
+        now_ms() < self.writes_off_until.load(Ordering::Relaxed)
     }
 
     /// A write failed: pause writes, warn once; reads go on.
     fn write_failed(&self, what: &str, e: &std::io::Error) {
         self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
-        self.writes_off_until.store(
-            crate::replica::now_ms() + WRITE_BACKOFF_MS,
-            Ordering::Relaxed,
-        );
+        self.writes_off_until
+            .store(now_ms() + WRITE_BACKOFF_MS, Ordering::Relaxed);
         if !self.warned.swap(true, Ordering::Relaxed) {
             log::warn!(
                 "local store {}: {what} failed ({e}); queries keep reading from storage",
@@ -545,6 +543,13 @@ impl DiskStore {
         os::lock(&f, os::LockMode::Try).ok()?;
         Some(f)
     }
+}
+
+/// Unix milliseconds now (the store depends on nothing above it).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn fill_lock_path(path: &Path) -> PathBuf {

@@ -1,6 +1,7 @@
 //! One open replica database.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -71,18 +72,31 @@ impl Inner {
     }
 }
 
+/// Where the armed test hook panics (see `PRAGMA litestream_test_panic`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PanicHook {
+    Off = 0,
+    /// In the next read, before the connection's lock is taken.
+    Read = 1,
+    /// In the next read, while the connection's lock is held.
+    Locked = 2,
+    /// In the next SQL function call.
+    Function = 3,
+}
+
 /// An open replica database, as SQLite's main database file.
 pub struct DbFile {
     config: Config,
     inner: Mutex<Inner>,
-    /// Test hook: the next read panics (see `PRAGMA litestream_test_panic`).
-    panic_next_read: std::sync::atomic::AtomicBool,
+    /// Test hook: a `PanicHook` as a number.
+    panic_hook: AtomicU8,
 }
 
 impl DbFile {
     /// Opens (or joins) the shared replica that `config` names.
     pub fn open(config: Config) -> Result<DbFile> {
-        let handle = runtime::process().registry().open(&config)?;
+        let handle = crate::replica::registry().open(&config)?;
         Ok(DbFile {
             config,
             inner: Mutex::new(Inner {
@@ -91,21 +105,39 @@ impl DbFile {
                 travel: None,
                 readahead: ReadAhead::default(),
             }),
-            panic_next_read: std::sync::atomic::AtomicBool::new(false),
+            panic_hook: AtomicU8::new(PanicHook::Off as u8),
         })
     }
 
+    /// The connection's state. A panic while it was held (caught at the
+    /// SQLite boundary) poisons the mutex; the state is only `Arc`s and
+    /// values replaced whole, never left half-written, so the connection
+    /// takes it back instead of failing every call from then on.
     fn inner(&self) -> Result<MutexGuard<'_, Inner>> {
-        self.inner
-            .lock()
-            .map_err(|_| Error::Internal("connection state lock poisoned".into()))
+        Ok(self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Test hook: arms a panic (see `PRAGMA litestream_test_panic`).
+    pub fn arm_panic(&self, hook: PanicHook) {
+        self.panic_hook.store(hook as u8, Ordering::SeqCst);
+    }
+
+    /// Panics if `hook` is armed (and disarms it).
+    pub fn test_panic(&self, hook: PanicHook) {
+        if self
+            .panic_hook
+            .compare_exchange(hook as u8, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            panic!("test hook: panic ({hook:?})");
+        }
     }
 
     /// Reopens the replica if this process is a fork child of the one that
     /// opened it (the parent's runtime does not exist here).
     fn ensure_epoch(&self, inner: &mut Inner) -> Result<()> {
         if inner.handle.epoch() != runtime::fork_epoch() {
-            inner.handle = runtime::process().registry().open(&self.config)?;
+            inner.handle = crate::replica::registry().open(&self.config)?;
         }
         Ok(())
     }
@@ -127,19 +159,26 @@ impl DbFile {
     }
 
     /// Moves this connection to `target` from its next read transaction on.
+    /// The snapshot is built without holding the connection's lock.
     pub fn set_time(&self, target: TimeTarget) -> Result<()> {
-        let mut inner = self.inner()?;
-        if matches!(inner.lock, Lock::Shared(_)) {
-            return Err(Error::Usage(
-                "cannot change the time inside an open read transaction: finish it (COMMIT or ROLLBACK) first"
-                    .into(),
-            ));
-        }
-        inner.travel = match target {
+        let not_in_transaction = |inner: &Inner| {
+            if matches!(inner.lock, Lock::Shared(_)) {
+                return Err(Error::Usage(
+                    "cannot change the time inside an open read transaction: finish it (COMMIT or ROLLBACK) first"
+                        .into(),
+                ));
+            }
+            Ok(())
+        };
+        let replica = {
+            let mut inner = self.inner()?;
+            not_in_transaction(&inner)?;
+            self.replica_in(&mut inner)?
+        };
+        let travel = match target {
             TimeTarget::Latest => None,
             TimeTarget::At(target_ms) => {
-                let replica = self.replica_in(&mut inner)?;
-                let at = runtime::block_on(replica.io.build_at_time(target_ms))??;
+                let at = runtime::block_on(replica.at_time(target_ms))??;
                 if !at.exact {
                     crate::log::warn!(
                         "{}: the newest state before the requested time was compacted away; reading TXID {}",
@@ -154,6 +193,9 @@ impl DbFile {
                 })
             }
         };
+        let mut inner = self.inner()?;
+        not_in_transaction(&inner)?;
+        inner.travel = travel;
         Ok(())
     }
 
@@ -206,46 +248,31 @@ impl DbFile {
 
     /// Fills `buf` from byte `offset`. Returns `false` for a short read (past
     /// the end of the database; the rest of `buf` is zeroed).
-    /// Test hook: makes the next read panic.
-    pub fn panic_on_next_read(&self) {
-        self.panic_next_read
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
+    ///
+    /// The connection's lock is held only to pick the snapshot and the
+    /// read-ahead window, never across storage I/O.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
-        if self
-            .panic_next_read
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            panic!("test hook: panic inside xRead");
-        }
-
-        // The read runs under the connection's own lock (SQLite serialises
-        // calls per connection anyway), borrowing the replica and the pinned
-        // snapshot instead of cloning their shared reference counts.
-        let mut inner = self.inner()?;
-        self.ensure_epoch(&mut inner)?;
-        // Outside a transaction and not travelling: the newest snapshot,
-        // loaded once for this read.
-        let newest = inner
-            .fixed_snapshot()
-            .is_none()
-            .then(|| inner.handle.replica().current());
-        let page_size = match (&newest, inner.fixed_snapshot()) {
-            (Some(s), _) | (None, Some(s)) => s.page_size,
-            (None, None) => return Err(Error::Internal("no snapshot to read".into())),
+        self.test_panic(PanicHook::Read);
+        let (replica, snap, window) = {
+            let mut inner = self.inner()?;
+            self.test_panic(PanicHook::Locked);
+            self.ensure_epoch(&mut inner)?;
+            let replica = Arc::clone(inner.handle.replica());
+            // Outside a transaction and not travelling: the newest snapshot.
+            let snap = match inner.fixed_snapshot() {
+                Some(s) => Arc::clone(s),
+                None => replica.current(),
+            };
+            let first = PageNo(
+                u32::try_from(offset / u64::from(snap.page_size.get()) + 1).unwrap_or(u32::MAX),
+            );
+            (replica, snap, inner.readahead.observe(first))
         };
-        let first =
-            PageNo(u32::try_from(offset / u64::from(page_size.get()) + 1).unwrap_or(u32::MAX));
-        let window = inner.readahead.observe(first);
-        let replica = inner.handle.replica();
-        let Some(snap) = newest.as_ref().or_else(|| inner.fixed_snapshot()) else {
-            return Err(Error::Internal("no snapshot to read".into()));
-        };
-        match read_at(replica, snap, buf, offset, window) {
+        // A snapshot held since before a reset must not read the files that
+        // now carry its names.
+        replica.check_lineage(&snap)?;
+        match read_at(&replica, &snap, buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
-                let (replica, snap) = (Arc::clone(replica), Arc::clone(snap));
-                drop(inner);
                 // A file vanished (compaction, retention): rebuild the same
                 // TXID from what exists, re-pin it, and read again.
                 crate::log::info!(
@@ -254,18 +281,19 @@ impl DbFile {
                     snap.txid
                 );
                 let fresh = runtime::block_on(replica.replan(&snap))??;
-                let mut inner = self.inner()?;
-                if let Lock::Shared(pinned) = &inner.lock {
-                    if Arc::ptr_eq(pinned, &snap) {
-                        inner.lock = Lock::Shared(Arc::clone(&fresh));
+                {
+                    let mut inner = self.inner()?;
+                    if let Lock::Shared(pinned) = &inner.lock {
+                        if Arc::ptr_eq(pinned, &snap) {
+                            inner.lock = Lock::Shared(Arc::clone(&fresh));
+                        }
+                    }
+                    if let Some(t) = &mut inner.travel {
+                        if Arc::ptr_eq(&t.snapshot, &snap) {
+                            t.snapshot = Arc::clone(&fresh);
+                        }
                     }
                 }
-                if let Some(t) = &mut inner.travel {
-                    if Arc::ptr_eq(&t.snapshot, &snap) {
-                        t.snapshot = Arc::clone(&fresh);
-                    }
-                }
-                drop(inner);
                 read_at(&replica, &fresh, buf, offset, window)
             }
             other => other,
@@ -304,7 +332,7 @@ fn read_at(
             })?;
             if pgno.0 == 1 {
                 let mut p1 = page.to_vec();
-                page1::patch(&mut p1, snap.txid, snap.page_count);
+                page1::patch(&mut p1, snap.txid, snap.lineage, snap.page_count);
                 dst.copy_from_slice(&p1[in_page..in_page + want]);
             } else {
                 dst.copy_from_slice(&page[in_page..in_page + want]);

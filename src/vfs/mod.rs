@@ -5,10 +5,8 @@
 mod file;
 mod page1;
 mod pragma;
-mod timefmt;
 mod timeparse;
 
-pub use file::{DbFile, LockLevel};
+pub use file::{DbFile, LockLevel, PanicHook};
 pub use pragma::PragmaResult;
-pub use timefmt::format_rfc3339_ms;
 pub use timeparse::{ACCEPTED as ACCEPTED_TIMES, TimeTarget, parse_time};

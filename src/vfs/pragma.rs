@@ -2,9 +2,9 @@
 
 use crate::error::{Error, Result};
 
-use super::file::DbFile;
-use super::timefmt::format_rfc3339_ms;
+use super::file::{DbFile, PanicHook};
 use super::timeparse::parse_time;
+use crate::timefmt::format_rfc3339_nano;
 
 /// What a pragma returns: one text row, or nothing.
 pub type PragmaResult = Option<String>;
@@ -43,13 +43,14 @@ impl DbFile {
             "litestream_stats" => read_only(self.stats_text()),
             // Test hooks for the panic-safety tests; inert unless enabled.
             "litestream_test_panic" if std::env::var_os("LITESTREAM_VFS_TEST_HOOKS").is_some() => {
-                match value {
-                    Some("read") => {
-                        self.panic_on_next_read();
-                        Ok(Some("armed".into()))
-                    }
+                let hook = match value {
+                    Some("read") => PanicHook::Read,
+                    Some("locked") => PanicHook::Locked,
+                    Some("function") => PanicHook::Function,
                     _ => panic!("test hook: panic inside the pragma callback"),
-                }
+                };
+                self.arm_panic(hook);
+                Ok(Some("armed".into()))
             }
 
             _ => return None,
@@ -70,12 +71,12 @@ impl DbFile {
     /// The RFC 3339 time of the state read (the target time while travelling).
     pub fn time_text(&self) -> Result<String> {
         if let Some(ms) = self.travel_time_ms()? {
-            return Ok(format_rfc3339_ms(ms));
+            return Ok(format_rfc3339_nano(ms));
         }
         let snap = self.snapshot()?;
 
         Ok(if snap.timestamp_ms > 0 {
-            format_rfc3339_ms(snap.timestamp_ms)
+            format_rfc3339_nano(snap.timestamp_ms)
         } else {
             "latest".into()
         })
@@ -90,14 +91,15 @@ impl DbFile {
         let r = self.replica()?;
         let snap = r.current();
         Ok(format!(
-            "{}{} cache_bytes={} cache_budget={} txid={} pages={} replicas={} pollers={}",
+            "{}{} hydration_reads={} cache_bytes={} cache_budget={} txid={} pages={} replicas={} pollers={}",
             r.io.stats.render(),
             r.io.local.render(),
+            r.hydration_requests(),
             r.io.cache.weight(),
             r.io.cache.budget(),
             snap.txid,
             snap.page_count,
-            crate::runtime::process().registry().len(),
+            crate::replica::registry().len(),
             crate::replica::running_pollers()
         ))
     }

@@ -1,6 +1,6 @@
 //! The times `litestream_set_time()` and `PRAGMA litestream_time` accept.
 
-use super::timefmt::days_from_civil;
+use crate::timefmt::days_from_civil;
 
 /// The accepted forms, for error messages.
 pub const ACCEPTED: &str = "RFC 3339 ('2024-01-15T10:30:00Z', '2024-01-15T10:30:00.5+02:00'), \

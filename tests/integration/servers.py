@@ -13,6 +13,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,6 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "harness" / "servers.sh"
 BACKENDS = ("s3", "gs", "abs", "sftp")
+# Backends only Litestream (not the upload helpers below) writes to, and
+# whose servers the set-up also starts.
+MORE_BACKENDS = ("webdav", "nats")
+SERVICES = {"s3", "gcs", "abs", "sftp", "webdav", "nats"}
 
 
 def harness(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -46,7 +51,7 @@ def running() -> set[str]:
 
 
 def all_running() -> bool:
-    return {"s3", "gcs", "abs", "sftp"} <= running()
+    return SERVICES <= running()
 
 
 class Servers:
@@ -69,6 +74,16 @@ class Servers:
         if backend == "sftp":
             q = urllib.parse.urlencode({"key": e["LSVFS_SFTP_KEY"], "known-hosts": e["LSVFS_SFTP_KNOWN_HOSTS"]})
             return f"sftp://{e['LSVFS_SFTP_USER']}@{e['LSVFS_SFTP_HOST']}:{e['LSVFS_SFTP_PORT']}/{path}?{q}"
+        if backend == "webdav":
+            return f"webdav://{e['LSVFS_WEBDAV_USER']}:{e['LSVFS_WEBDAV_PASSWORD']}@{e['LSVFS_WEBDAV_HOST']}/{path}"
+        if backend == "nats":
+            # Litestream's NATS client puts every file at ltx/<level>/ of the
+            # bucket: one replica per bucket, so `path` names the bucket.
+            return f"nats://{e['LSVFS_NATS_USER']}:{e['LSVFS_NATS_PASSWORD']}@{e['LSVFS_NATS_HOST']}/{path}"
+        if backend == "oss":
+            # OSS's layout is S3's; s3s-fs stands in for the service.
+            return (f"oss://{self.bucket}/{path}?endpoint={e['LSVFS_S3_ENDPOINT']}"
+                    "&force-path-style=true")
         raise ValueError(backend)
 
     def reader_env(self, backend: str) -> dict[str, str]:
@@ -81,6 +96,8 @@ class Servers:
             return {**base, "STORAGE_EMULATOR_HOST": e["LSVFS_GCS_HOST"]}
         if backend == "abs":
             return {**base, "LITESTREAM_AZURE_ACCOUNT_KEY": e["LSVFS_ABS_KEY"]}
+        if backend == "oss":
+            return {**base, "OSS_ACCESS_KEY_ID": e["LSVFS_S3_KEY"], "OSS_ACCESS_KEY_SECRET": e["LSVFS_S3_SECRET"]}
         return base
 
     # -- what litestream writes ----------------------------------------------------------
@@ -114,6 +131,15 @@ class Servers:
       host-key: {e['LSVFS_SFTP_HOST_KEY']}
       path: {path}
 """
+        if backend == "webdav":
+            return f"      url: {self.url(backend, path)}\n"
+        if backend == "nats":
+            # Litestream's config takes NATS credentials as keys only: it
+            # drops the user and password of a nats:// URL.
+            return f"""      url: nats://{e['LSVFS_NATS_HOST']}/{path}
+      username: {e['LSVFS_NATS_USER']}
+      password: {e['LSVFS_NATS_PASSWORD']}
+"""
         raise ValueError(backend)
 
     def litestream_env(self, backend: str) -> dict[str, str]:
@@ -140,6 +166,9 @@ class Servers:
                 self._gcs_put(f"{path}/ltx/{level}/{f.name}", data)
             elif backend == "abs":
                 self._abs_put(f"{path}/ltx/{level}/{f.name}", data)
+            elif backend == "webdav":
+                # Through the server: rclone caches its folder listings.
+                self._webdav_put(f"{path}/ltx/{level}/{f.name}", data)
             elif backend == "sftp":
                 dest = Path(self.env["LSVFS_SFTP_HOME"]) / path / "ltx" / str(level) / f.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +177,33 @@ class Servers:
             else:
                 raise ValueError(backend)
         return len(files)
+
+    def _webdav_put(self, name: str, data: bytes) -> None:
+        e = self.env
+        auth = base64.b64encode(f"{e['LSVFS_WEBDAV_USER']}:{e['LSVFS_WEBDAV_PASSWORD']}".encode()).decode()
+        base = f"http://{e['LSVFS_WEBDAV_HOST']}"
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            folder = urllib.parse.quote("/".join(parts[:i])) + "/"
+            req = urllib.request.Request(f"{base}/{folder}", method="MKCOL",
+                                         headers={"Authorization": f"Basic {auth}"})
+            try:
+                urllib.request.urlopen(req, timeout=10).close()
+            except urllib.error.HTTPError as err:
+                if err.code != 405:  # 405: it exists
+                    raise
+        req = urllib.request.Request(f"{base}/{urllib.parse.quote(name)}", data=data, method="PUT",
+                                     headers={"Authorization": f"Basic {auth}",
+                                              "Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status in (200, 201, 204), r.status
+
+    def nats_bucket(self, bucket: str) -> None:
+        """Creates an object store bucket (Litestream does not)."""
+        host, port = self.env["LSVFS_NATS_HOST"].rsplit(":", 1)
+        subprocess.run([sys.executable, str(ROOT / "tests" / "harness" / "nats_bucket.py"), host, port,
+                        self.env["LSVFS_NATS_USER"], self.env["LSVFS_NATS_PASSWORD"], bucket],
+                       check=True, capture_output=True, timeout=60)
 
     def _gcs_put(self, name: str, data: bytes) -> None:
         q = urllib.parse.urlencode({"uploadType": "media", "name": name})
@@ -183,7 +239,7 @@ def start() -> tuple[Servers, bool]:
     whether this call started all of them (then the caller stops them;
     servers someone else started are left running)."""
     before = running()
-    if {"s3", "gcs", "abs", "sftp"} <= before:
+    if SERVICES <= before:
         return Servers(read_env()), False
     r = harness("up", check=False)
     if r.returncode != 0:

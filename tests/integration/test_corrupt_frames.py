@@ -50,28 +50,64 @@ def literal(data, offset, size):
     data[offset + size // 2] ^= 0x01  # a literal byte: LZ4 itself cannot notice
 
 
-@pytest.mark.parametrize("how", [size_field, literal])
-def test_damaged_frame_fails_the_query(tmp_path, big_replica, how):
+def damaged_copy(tmp_path, big_replica, how):
     replica = tmp_path / "replica"
     shutil.copytree(big_replica[0], replica)
     assert damage(replica, how, big_replica[2]) >= 1
-    url = lsvfs.file_url(replica)
+    return lsvfs.file_url(replica)
 
-    def refused(attempt=[0]) -> bool:
-        attempt[0] += 1
-        try:
-            conn = lsvfs.connect(url, name=f"dmg-{how.__name__}-{attempt[0]}.db")
-            conn.execute("SELECT * FROM items ORDER BY id").fetchall()
-            return False
-        except sqlite3.DatabaseError as e:
-            assert "malformed" in str(e)
-            return True
 
-    # A damaged literal is only caught by the file checksum, which the
-    # background verification checks as soon as the file is first used.
-    lsvfs.wait_for(refused, 30, interval=0.2, what="the damaged page to be refused")
-    for _ in range(3):
-        assert refused()
+def read_all(url, name, **params):
+    """A new connection and every row of `items` through it, or the error
+    (the connection is None when the open itself failed)."""
+    conn = None
+    try:
+        conn = lsvfs.connect(url, name=name, **params)
+        return conn, conn.execute("SELECT * FROM items ORDER BY id").fetchall()
+    except sqlite3.DatabaseError as e:
+        return conn, e
+
+
+def stat(conn, name) -> int:
+    text = conn.execute("PRAGMA litestream_stats").fetchone()[0]
+    return int(dict(kv.split("=", 1) for kv in text.split())[name])
+
+
+def test_structural_damage_fails_the_first_query(tmp_path, big_replica):
+    """A damaged size field breaks the LZ4 block: the very first query that
+    needs the page fails, with no background check at all (verify=fetched)."""
+    url = damaged_copy(tmp_path, big_replica, size_field)
+    for i in range(3):
+        _, got = read_all(url, f"dmg-size-{i}.db", verify="fetched")
+        assert isinstance(got, sqlite3.DatabaseError) and "malformed" in str(got), got
+
+
+def test_a_flipped_literal_is_refused_once_the_background_check_ends(tmp_path, big_replica):
+    """verify=full (the file:// default): the file checksum, checked in the
+    background when the file is first used, marks the file corrupt; from
+    then on every query that needs its pages fails. (Before the check ends,
+    such a query may return the flipped value: the README says so.)"""
+    url = damaged_copy(tmp_path, big_replica, literal)
+    conn = lsvfs.connect(url, name="dmg-lit.db", verify="full")
+    lsvfs.wait_for(lambda: stat(conn, "corrupt") >= 1, 60, interval=0.1,
+                   what="the background check to find the damaged file")
+    assert stat(conn, "corrupt") == 1
+    for i in range(3):
+        _, got = read_all(url, f"dmg-lit-{i}.db", verify="full")
+        assert isinstance(got, sqlite3.DatabaseError) and "malformed" in str(got), type(got)
+
+
+def test_with_verify_fetched_a_flipped_literal_goes_unnoticed(tmp_path, big_replica):
+    """verify=fetched (the default on object storage) never streams a large
+    file to check it: a bit flipped inside a compressed literal decodes to a
+    wrong value, returned as data. The README's failure table says exactly
+    this; this test keeps it honest."""
+    url = damaged_copy(tmp_path, big_replica, literal)
+    conn, got = read_all(url, "dmg-fetched.db", verify="fetched")
+    assert not isinstance(got, Exception), got
+    assert len(got) == 20_000
+    assert lsvfs.digest(conn) != big_replica[1], "the flipped bit was not in the rows after all"
+    assert stat(conn, "corrupt") == 0 and stat(conn, "verified") == 0
 
 
 def test_undamaged_copy_reads_exactly(tmp_path, big_replica):

@@ -10,13 +10,22 @@ import lsvfs
 BASIC = lsvfs.FIXTURES / "basic-4k"
 
 
+def our_message(stderr: str) -> str:
+    """What the extension said, without the shell's line that repeats the
+    URI (which holds every word of the parameters a test checks for)."""
+    lines = [line for line in stderr.splitlines() if 'unable to open database "' not in line]
+    assert lines, stderr
+    return "\n".join(lines)
+
+
 def open_error(url_params: str, env: dict | None = None) -> str:
     """Opens through the sqlite3 shell and returns what it printed on stderr."""
     r = lsvfs.shell(f".open file:x.db?vfs=litestream{url_params}", "SELECT count(*) FROM sqlite_master;",
                     env={"LITESTREAM_REPLICA_URL": "", **(env or {})})
-    # The shell goes on after a failed .open, so look at what it printed.
+    # The shell goes on after a failed .open, so look at what it printed:
+    # our message only, without the shell's line that repeats the URI.
     assert "unable to open database" in r.stderr, r.stderr
-    return r.stderr
+    return our_message(r.stderr)
 
 
 def test_no_url_names_both_sources():
@@ -93,3 +102,18 @@ def test_readonly_pragmas_refuse_writes_with_their_message():
     conn = lsvfs.connect(lsvfs.file_url(BASIC / "replica"), name="p.db")
     with pytest.raises(sqlite3.OperationalError, match="litestream_txid is read-only"):
         conn.execute("PRAGMA litestream_txid = 5")
+
+
+def test_a_gap_at_open_fails_naming_the_missing_txids(tmp_path):
+    replica = copy_replica(tmp_path)
+    # TXIDs 5 and 6: their level-0 files and the compactions that cover them.
+    for f in ["0/0000000000000005-0000000000000005.ltx", "0/0000000000000006-0000000000000006.ltx",
+              "1/0000000000000004-0000000000000005.ltx", "1/0000000000000006-0000000000000007.ltx"]:
+        (replica / "ltx" / f).unlink()
+    url = lsvfs.file_url(replica)
+    with pytest.raises(sqlite3.Error) as e:
+        lsvfs.connect(url, name="gap.db").execute("SELECT count(*) FROM sqlite_master").fetchone()
+    msg = str(e.value)
+    assert "unable to open" in msg, msg
+    err = open_error(f"&replica_url={url}")
+    assert "gap in the replica" in err and "TXIDs 0000000000000005..0000000000000006 are missing" in err, err

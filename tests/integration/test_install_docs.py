@@ -80,7 +80,7 @@ def python(code: str, site: Path, cwd: Path, **env: str) -> str:
 
 def test_every_marked_snippet_is_known():
     assert set(snippets()) == {"shell", "shell-interactive", "python", "python-official-api", "python-apsw",
-                               "django-settings", "node", "go"}
+                               "django-settings", "django-ours", "node", "go"}
 
 
 def test_shell(tmp, replica):
@@ -152,6 +152,53 @@ def test_django_settings(tmp, replica, our_package):
         "orders_replica": newest("basic-4k")["tables"]["seed"],
         "analytics_replica": newest("page-512")["tables"]["seed"],
     }
+
+
+def test_django_ours(tmp, replica, our_package):
+    """litestream_vfs.django's settings snippet as a project's settings, both
+    replicas real (the S3 one replaced by a second folder): each alias reads
+    its own, the status and the command report both, the router reads from
+    the replica it lists."""
+    pytest.importorskip("django")
+    shutil.copytree(lsvfs.FIXTURES / "page-512" / "replica", tmp / "replica-2")
+    settings = fill(snippets()["django-ours"], replica).replace(
+        "s3://my-bucket/analytics?region=us-east-1", lsvfs.file_url(tmp / "replica-2"))
+    (tmp / "oursettings.py").write_text(textwrap.dedent(f"""
+        from pathlib import Path
+        BASE_DIR = Path({str(tmp)!r})
+        SECRET_KEY = "test-only"
+        USE_TZ = True
+    """) + settings)
+    code = textwrap.dedent("""
+        import io, json, django
+        django.setup()
+        from django.contrib.contenttypes.models import ContentType
+        from django.core.management import call_command
+        from django.db import connections, router
+        from litestream_vfs.django import get_vfs_status
+        out = {}
+        for alias in ("orders_replica", "analytics_replica"):
+            with connections[alias].cursor() as cur:
+                cur.execute("SELECT count(*) FROM seed")
+                out[alias] = cur.fetchone()[0]
+        buf = io.StringIO()
+        call_command("litestream_vfs_status", "--json", stdout=buf)
+        out["command"] = [s["ok"] for s in json.loads(buf.getvalue())]
+        out["status"] = get_vfs_status("analytics_replica")["txid"]
+        out["read"] = router.db_for_read(ContentType)
+        out["write"] = router.db_for_write(ContentType)
+        print(json.dumps(out))
+    """)
+    out = json.loads(python(code, our_package, tmp, DJANGO_SETTINGS_MODULE="oursettings").strip().splitlines()[-1])
+    assert out == {
+        "orders_replica": newest("basic-4k")["tables"]["seed"],
+        "analytics_replica": newest("page-512")["tables"]["seed"],
+        "command": [True, True],
+        "status": out["status"],
+        "read": "orders_replica",
+        "write": "default",
+    }
+    assert len(out["status"]) == 16
 
 
 def test_node(tmp, replica):

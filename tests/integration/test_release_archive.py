@@ -62,8 +62,10 @@ def test_archive_name_and_layout(tmp):
     assert path.name == f"litestream-vfs-v{VERSION}-linux-amd64.tar.gz"
     with tarfile.open(path) as t:
         members = t.getmembers()
-        assert [(m.name, m.isfile(), m.mode & 0o111 != 0) for m in members] == [("litestream.so", True, True)]
+        assert [(m.name, m.isfile(), m.mode & 0o111 != 0) for m in members] == [
+            ("litestream.so", True, True), ("LICENSE", True, False)]
         assert t.extractfile(members[0]).read() == lsvfs.LIB.read_bytes()
+        assert t.extractfile(members[1]).read() == (lsvfs.ROOT / "LICENSE").read_bytes()
 
 
 @pytest.fixture

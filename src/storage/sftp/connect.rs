@@ -3,7 +3,7 @@
 //! the `sftp` subsystem. Bounded in time as a whole.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use russh::client::{self, Handle};
 use russh::keys::{self, PrivateKeyWithHashAlg, PublicKey};
@@ -16,6 +16,7 @@ use super::super::error::{StorageError, StorageErrorKind};
 use super::super::retry::{CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::BACKEND;
 use super::config::{HostKeyPolicy, SftpConfig};
+use super::pool::Handles;
 
 /// A live connection: the SSH handle keeps the session's channel alive.
 pub struct Conn {
@@ -27,26 +28,37 @@ pub struct Conn {
     files: std::sync::Mutex<HashMap<FileId, OpenFile>>,
 }
 
-pub type OpenFile = Arc<tokio::sync::Mutex<File>>;
+pub type OpenFile = Arc<Handles<File>>;
 
 /// Open handles kept per connection; past this many, all are closed and the
 /// count starts again (a replica reads from a handful of files at a time).
 const MAX_OPEN_FILES: usize = 32;
 
 impl Conn {
-    /// The open handle of `path` (the file `id`), opening it if needed.
-    pub async fn file(&self, id: FileId, path: &str) -> Result<OpenFile, SftpError> {
-        if let Some(f) = self.files.lock().ok().and_then(|m| m.get(&id).cloned()) {
-            return Ok(f);
-        }
-        let f = Arc::new(tokio::sync::Mutex::new(self.sftp.open(path).await?));
-        if let Ok(mut m) = self.files.lock() {
-            if m.len() >= MAX_OPEN_FILES {
+    /// A handle of `path` (the file `id`) for this read alone: a free one
+    /// of the file's handles, or a new one (see [`Handles`]).
+    pub async fn file(
+        &self,
+        id: FileId,
+        path: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<File>, SftpError> {
+        let handles = {
+            let mut m = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+            if !m.contains_key(&id) && m.len() >= MAX_OPEN_FILES {
                 m.clear();
             }
-            m.insert(id, Arc::clone(&f));
-        }
-        Ok(f)
+            Arc::clone(m.entry(id).or_default())
+        };
+        handles.acquire(|| self.sftp.open(path)).await
+    }
+
+    /// Closes every kept handle: after a replica reset the same names
+    /// belong to other files, and a handle would still read the old one.
+    pub fn forget_all(&self) {
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Closes the handle of `id` after a failed read.

@@ -10,6 +10,7 @@
 
 mod config;
 mod connect;
+mod pool;
 
 use std::io::SeekFrom;
 use std::ops::Range;
@@ -21,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::Mutex;
 
 use super::error::{StorageError, StorageErrorKind};
-use super::retry::{REQUEST_TIMEOUT, with_retries};
+use super::retry::{REQUEST_TIMEOUT, RETRY_TIMEOUT, with_retries};
 use super::secrets::Secrets;
 use super::url::ReplicaUrl;
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
@@ -147,8 +148,7 @@ impl SftpStorage {
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| self.fail(StorageErrorKind::Other, "range too large".into()))?;
         self.attempt(&format!("read {path}"), |c| async move {
-            let handle = c.file(file, &path).await?;
-            let mut f = handle.lock().await;
+            let mut f = c.file(file, &path).await?;
             let mut buf = vec![0u8; len];
             let read = async {
                 f.seek(SeekFrom::Start(range.start)).await?;
@@ -208,7 +208,7 @@ impl Storage for SftpStorage {
         after: Option<FileName>,
     ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
         Box::pin(async move {
-            with_retries(|| self.list_once(level, after))
+            with_retries(RETRY_TIMEOUT, || self.list_once(level, after))
                 .await
                 .map_err(|e| self.scrubbed(e))
         })
@@ -220,9 +220,17 @@ impl Storage for SftpStorage {
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
         Box::pin(async move {
-            with_retries(|| self.read_once(file, range.clone()))
+            with_retries(RETRY_TIMEOUT, || self.read_once(file, range.clone()))
                 .await
                 .map_err(|e| self.scrubbed(e))
+        })
+    }
+
+    fn forget_open_files(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(c) = self.conn.lock().await.as_ref() {
+                c.forget_all();
+            }
         })
     }
 }

@@ -18,3 +18,25 @@ class Order(models.Model):
 
     product_name = models.TextField()
     created = models.DateTimeField(auto_now_add=True)
+
+
+class RegionalProduct(models.Model):
+    """The same table, pinned by the router (litestream_vfs.django) to
+    replica B whatever the default read replicas are."""
+
+    litestream_replica = "replica_b"
+
+    name = models.TextField()
+    region = models.TextField()
+
+    class Meta:
+        managed = False
+        db_table = "shop_product"
+
+
+class AuditEntry(models.Model):
+    """Opts out of replica reads: the router reads it from `default`."""
+
+    litestream_replica = False
+
+    what = models.TextField()

@@ -1,0 +1,327 @@
+//! A replica that was reset: Litestream's state and the replica's files were
+//! removed and replication restarted (or the replica was re-created from
+//! another database), so TXIDs start again at 1 and the new files reuse the
+//! old names for other bytes.
+//!
+//! The poller watches for the signs of a new lineage and then rebuilds the
+//! state from scratch with the lineage number one higher. Cache keys hold
+//! each file's size and header timestamp (`FileRef::key`), so no page cached
+//! from the old lineage is found for the new one; the page-1 change counter
+//! mixes in the lineage (`vfs/page1.rs`), so SQLite drops its own cache; and a
+//! snapshot of the old lineage that a read transaction or a time-travelling
+//! connection still holds fails its reads instead of mixing the two.
+//!
+//! Litestream 0.5 writes no database checksums, so the signs are what the
+//! listing and the headers show:
+//! - the newest level-0 file we applied (the *tip*) is listed with another
+//!   size, or its header has another timestamp;
+//! - a level-0 file spans our TXID (within one lineage level-0 files follow
+//!   each other, and our TXID always ends one);
+//! - TXIDs went backwards: every file of the replica ends before our TXID.
+//!   Checked only when the tip is not listed any more (or we have none),
+//!   at most every [`PROBE_INTERVAL`], because it lists every level.
+//!
+//! The tip's header is read when new files arrive, and while the replica is
+//! quiet at most every [`PROBE_INTERVAL`]: a new lineage that reached our
+//! TXID with files of the same names and sizes is seen within that interval.
+//! Until a reset is seen, a reader of the old state whose page is not cached
+//! may read it from a file that now holds the new lineage's bytes (a frame
+//! that does not decode as the page asked for is refused as corrupt).
+
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::log;
+use crate::ltx::{HEADER_SIZE, Header, Txid};
+use crate::storage::{FileInfo, Level};
+
+use super::{Replica, Stats};
+
+/// How often the poller lists every level to see whether TXIDs went
+/// backwards, while the tip is not in the level-0 listing: a full listing
+/// costs ten requests on some backends, and a reset is rare.
+pub(super) const PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The newest level-0 file of the current state, as listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tip {
+    /// The state it ends (the file's max TXID).
+    pub txid: Txid,
+    pub file: FileInfo,
+    /// Its header timestamp, when known.
+    pub written_ms: Option<i64>,
+}
+
+/// What a level-0 listing says about the lineage of the state at `cur`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Same lineage; whether the tip was in the listing.
+    Same { tip_listed: bool },
+    /// A new lineage, and why we think so.
+    Reset(String),
+}
+
+/// Checks a level-0 listing against the state at `cur` and its tip.
+pub fn check_listing(cur: Txid, tip: Option<&Tip>, listed: &[FileInfo]) -> Seen {
+    let tip = tip.filter(|t| t.txid == cur);
+    let mut tip_listed = false;
+    for f in listed {
+        if let Some(t) = tip.filter(|t| t.file.id == f.id) {
+            if t.file.size != f.size {
+                return Seen::Reset(format!(
+                    "{} is now {} bytes, it was {}",
+                    f.id, f.size, t.file.size
+                ));
+            }
+            tip_listed = true;
+        } else if f.id.level == Level::L0 && f.id.name.min <= cur && f.id.name.max > cur {
+            return Seen::Reset(format!(
+                "{} spans TXID {cur}, where a level-0 file of the state we read ends",
+                f.id
+            ));
+        }
+    }
+    Seen::Same { tip_listed }
+}
+
+/// Whether a listing of every level shows TXIDs gone backwards: the
+/// replica holds files, and all of them end before `cur`.
+pub fn went_backwards(cur: Txid, listing: &[FileInfo]) -> Option<String> {
+    let newest = listing.iter().map(|f| f.id.name.max).max()?;
+    (newest < cur).then(|| format!("its newest file ends at TXID {newest}, before ours ({cur})"))
+}
+
+/// The tip of a freshly built state: the plan's last file when it is at
+/// level 0 (its timestamp is the snapshot's), else the level-0 file listed
+/// with the same end (its timestamp learnt at the first check).
+pub fn tip_of(snap: &super::Snapshot, plan: &super::Plan) -> Option<Tip> {
+    match plan.files.last() {
+        Some(f) if f.id.level == Level::L0 => Some(Tip {
+            txid: snap.txid,
+            file: *f,
+            written_ms: Some(snap.timestamp_ms),
+        }),
+        _ => plan.level0_end.map(|f| Tip {
+            txid: snap.txid,
+            file: f,
+            written_ms: None,
+        }),
+    }
+}
+
+/// The tip a listing offers for the state at `cur`: the level-0 file that
+/// ends there.
+pub fn tip_in(cur: Txid, listing: &[FileInfo]) -> Option<Tip> {
+    listing
+        .iter()
+        .find(|f| f.id.level == Level::L0 && f.id.name.max == cur)
+        .map(|f| Tip {
+            txid: cur,
+            file: *f,
+            written_ms: None,
+        })
+}
+
+impl Replica {
+    /// The lineage of the newest state (see [`Snapshot::lineage`](super::Snapshot)).
+    pub fn lineage(&self) -> u32 {
+        self.current.load().lineage
+    }
+
+    pub(super) fn tip(&self) -> Option<Tip> {
+        self.tip.lock().map_or(None, |t| *t)
+    }
+
+    pub(super) fn set_tip(&self, tip: Option<Tip>) {
+        if let Ok(mut t) = self.tip.lock() {
+            *t = tip;
+        }
+    }
+
+    /// Whether the header of the tip still has the timestamp we know; a
+    /// tip without a known timestamp learns it here.
+    pub(super) async fn tip_header_matches(&self, tip: &Tip) -> Result<Option<String>> {
+        Stats::add(&self.io.stats.reads, 1);
+        let bytes = self
+            .io
+            .storage
+            .read(tip.file.id, 0..HEADER_SIZE as u64)
+            .await?;
+        let header = Header::decode(&bytes).map_err(|e| {
+            Error::corrupt(format!("{} {}", self.io.storage.describe(), tip.file.id), e)
+        })?;
+        match tip.written_ms {
+            Some(ms) if ms != header.timestamp_ms => Ok(Some(format!(
+                "{} was written at {} ms, it now says {} ms",
+                tip.file.id, ms, header.timestamp_ms
+            ))),
+            Some(_) => Ok(None),
+            None => {
+                self.set_tip(Some(Tip {
+                    written_ms: Some(header.timestamp_ms),
+                    ..*tip
+                }));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Lists every level to see whether TXIDs went backwards (at most every
+    /// [`PROBE_INTERVAL`]); adopts a tip when the listing offers one.
+    pub(super) async fn probe(&self, next_probe: &mut Option<Instant>) -> Result<Option<String>> {
+        if next_probe.is_some_and(|t| Instant::now() < t) {
+            return Ok(None);
+        }
+        let cur = self.current();
+        let listing = self.io.list_all().await?;
+        // An empty replica is what a reset looks like halfway (the files
+        // removed, the new lineage not written yet): look again next poll.
+        if !listing.is_empty() {
+            *next_probe = Some(Instant::now() + PROBE_INTERVAL);
+        }
+        if let Some(why) = went_backwards(cur.txid, &listing) {
+            return Ok(Some(why));
+        }
+        if let Some(tip) = tip_in(cur.txid, &listing) {
+            self.set_tip(Some(tip));
+        }
+        Ok(None)
+    }
+
+    /// Rebuilds the state from scratch after the replica was found reset:
+    /// a new lineage, whose snapshots never share a cache key, a page-1
+    /// change counter or a read with the old one.
+    pub(super) async fn reset(&self, why: &str) -> Result<()> {
+        let _guard = self.replan_lock.lock().await;
+        let old = self.current();
+        log::warn!(
+            "{}: the replica was reset ({why}): its TXIDs started again; rebuilding from scratch \
+             (the old state at TXID {} is gone)",
+            self.io.storage.describe(),
+            old.txid
+        );
+        Stats::add(&self.io.stats.resets, 1);
+        self.io.forget_headers();
+        self.io.storage.forget_open_files().await;
+        let Some((mut snap, plan)) = self.io.build(None).await? else {
+            return Err(Error::Unavailable(format!(
+                "{}: the replica was reset and holds no snapshot to start from yet",
+                self.io.storage.describe()
+            )));
+        };
+        snap.lineage = old.lineage.wrapping_add(1);
+        self.set_tip(tip_of(&snap, &plan));
+        log::info!(
+            "{}: now at TXID {} of the new lineage ({} pages)",
+            self.io.storage.describe(),
+            snap.txid,
+            snap.page_count
+        );
+        self.publish(snap);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::FileName;
+    use crate::storage::FileId;
+
+    fn f(level: u8, min: u64, max: u64, size: u64) -> FileInfo {
+        FileInfo {
+            id: FileId {
+                level: Level::new(level).unwrap(),
+                name: FileName {
+                    min: Txid(min),
+                    max: Txid(max),
+                },
+            },
+            size,
+        }
+    }
+
+    fn tip(file: FileInfo) -> Tip {
+        Tip {
+            txid: file.id.name.max,
+            file,
+            written_ms: Some(1),
+        }
+    }
+
+    #[test]
+    fn the_tip_with_another_size_is_a_reset() {
+        let t = tip(f(0, 5, 5, 100));
+        let same = check_listing(Txid(5), Some(&t), &[f(0, 5, 5, 100), f(0, 6, 6, 80)]);
+        assert_eq!(same, Seen::Same { tip_listed: true });
+        let gone = check_listing(Txid(5), Some(&t), &[f(0, 6, 6, 80)]);
+        assert_eq!(gone, Seen::Same { tip_listed: false });
+        let Seen::Reset(why) = check_listing(Txid(5), Some(&t), &[f(0, 5, 5, 101)]) else {
+            panic!("a resized tip is a reset");
+        };
+        assert!(why.contains("101") && why.contains("100"), "{why}");
+        // A tip of another state is not compared.
+        let stale = check_listing(Txid(6), Some(&t), &[f(0, 5, 5, 101)]);
+        assert_eq!(stale, Seen::Same { tip_listed: false });
+    }
+
+    #[test]
+    fn a_level_zero_file_across_our_txid_is_a_reset() {
+        assert!(matches!(
+            check_listing(Txid(5), None, &[f(0, 4, 6, 10)]),
+            Seen::Reset(_)
+        ));
+        // Compactions span any TXID; level 0 ending at ours is fine.
+        assert_eq!(
+            check_listing(
+                Txid(5),
+                None,
+                &[f(1, 4, 6, 10), f(0, 5, 5, 1), f(0, 6, 6, 1)]
+            ),
+            Seen::Same { tip_listed: false }
+        );
+    }
+
+    #[test]
+    fn a_file_of_another_lineage_has_other_cache_keys() {
+        use crate::ltx::{LtxBuilder, PageSize};
+        use crate::replica::FileRef;
+        let id = f(0, 2, 2, 0).id;
+        let ps = PageSize::new(4096).unwrap();
+        let header =
+            |ts| Header::decode(&LtxBuilder::new(ps, 2, 2, 2).timestamp_ms(ts).build()).unwrap();
+        let old = FileRef::new(id, 500, header(1));
+        assert_eq!(old.key(100), FileRef::new(id, 500, header(1)).key(100));
+        assert_ne!(
+            old.key(100),
+            FileRef::new(id, 500, header(2)).key(100),
+            "other timestamp"
+        );
+        assert_ne!(
+            old.key(100),
+            FileRef::new(id, 501, header(1)).key(100),
+            "other size"
+        );
+        assert_ne!(old.key(100), old.key(101));
+    }
+
+    #[test]
+    fn backwards_only_when_everything_ends_before_us() {
+        assert!(went_backwards(Txid(3000), &[f(9, 1, 1, 1), f(0, 1, 1, 1)]).is_some());
+        assert_eq!(
+            went_backwards(Txid(3), &[f(9, 1, 1, 1), f(1, 2, 3, 1)]),
+            None
+        );
+        assert_eq!(
+            went_backwards(Txid(3), &[]),
+            None,
+            "an empty listing is no proof"
+        );
+        assert_eq!(
+            tip_in(Txid(3), &[f(1, 2, 3, 1), f(0, 3, 3, 7)])
+                .unwrap()
+                .file,
+            f(0, 3, 3, 7)
+        );
+    }
+}

@@ -1,0 +1,37 @@
+"""Licences: the LICENSE file is the Apache-2.0 text Cargo.toml names, and
+every dependency's licence is one deny.toml allows (`cargo deny check
+licenses`, offline: it needs no advisory database). .ci/run installs
+cargo-deny (`cargo install --locked cargo-deny`)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import lsvfs
+
+
+def test_license_file_is_the_apache_2_text():
+    text = (lsvfs.ROOT / "LICENSE").read_text()
+    assert 'license = "Apache-2.0"' in (lsvfs.ROOT / "Cargo.toml").read_text()
+    assert "Apache License\n                           Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text and len(text) > 11000
+
+
+def cargo_deny() -> str | None:
+    found = shutil.which("cargo-deny")
+    if found:
+        return found
+    home = Path.home() / ".cargo" / "bin" / "cargo-deny"
+    return str(home) if home.exists() else None
+
+
+def test_dependency_licences_are_allowed():
+    tool = cargo_deny()
+    if tool is None:
+        pytest.skip("cargo-deny is not installed: cargo install --locked cargo-deny")
+    proc = subprocess.run([tool, "deny", "--offline", "check", "licenses"], cwd=lsvfs.ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "licenses ok" in proc.stderr + proc.stdout

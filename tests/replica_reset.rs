@@ -1,0 +1,277 @@
+//! A replica that is reset (its files removed, TXIDs restarting at 1, the
+//! same file names holding other bytes) is seen by the poller, rebuilt from
+//! scratch, and nothing of the old lineage is read for the new one: not a
+//! cached page, not a snapshot a reader still holds.
+//!
+//! Real files in a folder (`file://`), written with the crate's LTX builder.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use litestream_vfs::config::{Config, Sources};
+use litestream_vfs::ltx::{LtxBuilder, PageNo, PageSize};
+use litestream_vfs::replica::{PollState, Replica};
+
+/// One lineage: file `i` (TXID i+1) sets page 2 to `pages[i]`; the
+/// database has 2 pages. Written with header timestamps from `ts`.
+fn write_lineage(root: &Path, ts: i64, pages: &[&str], level0: &[(u64, u64)]) {
+    let _ = std::fs::remove_dir_all(root.join("ltx"));
+    let dir = root.join("ltx").join("0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ps = PageSize::new(4096).unwrap();
+    for (i, (min, max)) in level0.iter().enumerate() {
+        let mut b = LtxBuilder::new(ps, *min, *max, 2).timestamp_ms(ts + i as i64 * 1000);
+        if *min == 1 {
+            b = b.page(1, b"page one");
+        }
+        b = b.page(2, pages[i].as_bytes());
+        std::fs::write(dir.join(format!("{min:016x}-{max:016x}.ltx")), b.build()).unwrap();
+    }
+}
+
+fn open(root: &Path, rt: &tokio::runtime::Runtime) -> Arc<Replica> {
+    let url = url::Url::from_directory_path(root).unwrap().to_string();
+    let uri = vec![("replica_url".to_string(), url)];
+    let env = |_: &str| None;
+    let config = Config::parse(&Sources {
+        uri: &uri,
+        env: &env,
+    })
+    .unwrap();
+    rt.block_on(Replica::open(config)).unwrap()
+}
+
+fn page2(replica: &Replica) -> String {
+    let snap = replica.current();
+    let page = replica.io.read_page(&snap, PageNo(2), 1).unwrap().unwrap();
+    String::from_utf8_lossy(&page[..8]).into_owned()
+}
+
+fn poll(replica: &Replica, rt: &tokio::runtime::Runtime, state: &mut PollState) {
+    assert!(rt.block_on(replica.poll_once(state)).unwrap());
+}
+
+fn resets(replica: &Replica) -> u64 {
+    replica.io.stats.resets.load(Ordering::Relaxed)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn txids_going_backwards_rebuild_the_new_lineage() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_lineage(
+        dir.path(),
+        1_000_000,
+        &["old 1...", "old 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    let replica = open(dir.path(), &rt);
+    assert_eq!(page2(&replica), "old 2...");
+    let old = replica.current();
+    assert_eq!((old.txid.0, old.lineage), (2, 0));
+
+    write_lineage(dir.path(), 9_000_000, &["new 1..."], &[(1, 1)]);
+    let mut state = PollState::default();
+    poll(&replica, &rt, &mut state);
+    let new = replica.current();
+    assert_eq!((new.txid.0, new.lineage, resets(&replica)), (1, 1, 1));
+    assert_eq!(page2(&replica), "new 1...");
+    // The reader that still holds the old snapshot fails instead of mixing.
+    let e = replica.check_lineage(&old).unwrap_err().to_string();
+    assert!(
+        e.contains("reset") && e.contains("TXID 0000000000000002"),
+        "{e}"
+    );
+    replica.check_lineage(&new).unwrap();
+    // A quiet poll changes nothing.
+    poll(&replica, &rt, &mut state);
+    assert_eq!((replica.current().lineage, resets(&replica)), (1, 1));
+}
+
+#[test]
+fn the_same_names_and_sizes_with_other_bytes_are_a_reset() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_lineage(
+        dir.path(),
+        1_000_000,
+        &["old 1...", "old 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    let replica = open(dir.path(), &rt);
+    assert_eq!(page2(&replica), "old 2...");
+    let size = |name: &str| {
+        std::fs::metadata(dir.path().join("ltx/0").join(name))
+            .unwrap()
+            .len()
+    };
+    let before = size("0000000000000002-0000000000000002.ltx");
+
+    // The new lineage got past our TXID before we looked: file 2 has the
+    // same name and size, only its header timestamp tells it apart.
+    write_lineage(
+        dir.path(),
+        9_000_000,
+        &["new 1...", "new 2...", "new 3..."],
+        &[(1, 1), (2, 2), (3, 3)],
+    );
+    assert_eq!(size("0000000000000002-0000000000000002.ltx"), before);
+    let mut state = PollState::default();
+    poll(&replica, &rt, &mut state);
+    let snap = replica.current();
+    assert_eq!((snap.txid.0, snap.lineage, resets(&replica)), (3, 1, 1));
+    assert_eq!(page2(&replica), "new 3...");
+}
+
+#[test]
+fn a_level_zero_file_across_our_txid_is_a_reset() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_lineage(
+        dir.path(),
+        1_000_000,
+        &["old 1...", "old 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    let replica = open(dir.path(), &rt);
+    assert_eq!(page2(&replica), "old 2...");
+    write_lineage(
+        dir.path(),
+        9_000_000,
+        &["new 1...", "new 3..."],
+        &[(1, 1), (2, 3)],
+    );
+    poll(&replica, &rt, &mut PollState::default());
+    assert_eq!((replica.current().txid.0, resets(&replica)), (3, 1));
+    assert_eq!(page2(&replica), "new 3...");
+}
+
+#[test]
+fn following_one_lineage_is_no_reset() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_lineage(
+        dir.path(),
+        1_000_000,
+        &["old 1...", "old 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    let replica = open(dir.path(), &rt);
+    write_lineage(
+        dir.path(),
+        1_000_000,
+        &["old 1...", "old 2...", "old 3..."],
+        &[(1, 1), (2, 2), (3, 3)],
+    );
+    let mut state = PollState::default();
+    poll(&replica, &rt, &mut state);
+    poll(&replica, &rt, &mut state);
+    assert_eq!(
+        (replica.current().txid.0, replica.current().lineage),
+        (3, 0)
+    );
+    assert_eq!(
+        (page2(&replica), resets(&replica)),
+        ("old 3...".to_string(), 0)
+    );
+}
+
+#[test]
+fn a_new_lineage_that_reached_our_txid_with_the_same_sizes_is_seen_while_quiet() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_lineage(
+        dir.path(),
+        1_000_000,
+        &["old 1...", "old 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    let replica = open(dir.path(), &rt);
+    assert_eq!(page2(&replica), "old 2...");
+    // Same names, same sizes, same offsets: only the timestamps differ. The
+    // old page 2 is cached under the old file's key.
+    write_lineage(
+        dir.path(),
+        9_000_000,
+        &["new 1...", "new 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    let mut state = PollState::default();
+    poll(&replica, &rt, &mut state);
+    let snap = replica.current();
+    assert_eq!((snap.txid.0, snap.lineage, resets(&replica)), (2, 1, 1));
+    assert_eq!(
+        page2(&replica),
+        "new 2...",
+        "a page cached from the old lineage was served"
+    );
+}
+
+/// A lineage of two files: a snapshot, then TXID 2 rewriting pages 2..=300
+/// with incompressible bytes that begin with `mark`. Both lineages compress
+/// to the same sizes, so every frame sits at the same offset of a file of
+/// the same name and size: only the header timestamp tells them apart.
+fn write_big_lineage(root: &Path, ts: i64, mark: &[u8; 4]) {
+    let _ = std::fs::remove_dir_all(root.join("ltx"));
+    let dir = root.join("ltx").join("0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ps = PageSize::new(4096).unwrap();
+    let mut noise = 0x2545_f491_4f6c_dd1du64;
+    let mut page = |pgno: u32| {
+        let mut p: Vec<u8> = (0..4096)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                noise as u8
+            })
+            .collect();
+        p[..4].copy_from_slice(mark);
+        p[4..8].copy_from_slice(&pgno.to_be_bytes());
+        p
+    };
+    let snap = LtxBuilder::new(ps, 1, 1, 300)
+        .timestamp_ms(ts)
+        .page(1, b"page one");
+    std::fs::write(dir.join(format!("{:016x}-{:016x}.ltx", 1, 1)), snap.build()).unwrap();
+    let mut b = LtxBuilder::new(ps, 2, 2, 300).timestamp_ms(ts + 1000);
+    for pgno in 2..=300 {
+        b = b.page(pgno, &page(pgno));
+    }
+    std::fs::write(dir.join(format!("{:016x}-{:016x}.ltx", 2, 2)), b.build()).unwrap();
+}
+
+#[test]
+fn a_page_cached_from_the_old_lineage_is_never_served_for_the_new_one() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_big_lineage(dir.path(), 1_000_000, b"OLD!");
+    let replica = open(dir.path(), &rt);
+    let read = |pgno: u32| {
+        let snap = replica.current();
+        let page = replica
+            .io
+            .read_page(&snap, PageNo(pgno), 1)
+            .unwrap()
+            .unwrap();
+        page[..4].to_vec()
+    };
+    assert_eq!(read(300), b"OLD!");
+    let old = replica.current().frame(PageNo(300)).unwrap().clone();
+    write_big_lineage(dir.path(), 9_000_000, b"NEW!");
+    poll(&replica, &rt, &mut PollState::default());
+    let new = replica.current().frame(PageNo(300)).unwrap().clone();
+    assert_eq!(
+        (new.file.id, new.file.size, new.offset),
+        (old.file.id, old.file.size, old.offset)
+    );
+    assert_eq!(resets(&replica), 1);
+    assert_eq!(
+        read(300),
+        b"NEW!",
+        "a page cached from the old lineage was served"
+    );
+}
