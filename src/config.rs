@@ -2,6 +2,7 @@
 //! variables read at open time, then defaults. Parsed once into [`Config`];
 //! anything unknown or malformed fails the open with a message naming it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -29,6 +30,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// query against an unreachable server fails while someone still waits.
 pub const DEFAULT_STORAGE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Disk tier budget per replica: room for a database of about a gigabyte,
+/// bounded so that a forgotten cache directory cannot fill a disk.
+pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
+
 /// Smallest cache we accept: a few 64 KiB pages.
 const MIN_CACHE_SIZE: u64 = 1024 * 1024;
 
@@ -55,6 +60,19 @@ pub struct Config {
     /// The time budget of one storage call (request and retries) on object
     /// storage: how long a query waits for an unreachable server.
     pub storage_timeout: Duration,
+    /// The directory of the host-wide disk tier, if any.
+    pub disk_cache: Option<PathBuf>,
+    /// Bytes the disk tier may use per replica.
+    pub disk_cache_size: u64,
+    /// Hydration: a full local copy filled in the background.
+    pub hydration: Option<Hydration>,
+}
+
+/// Where hydration keeps its copy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Hydration {
+    /// `hydration_path`; `None`: a temporary file removed with the replica.
+    pub path: Option<PathBuf>,
 }
 
 /// Which LTX files have their file checksum verified.
@@ -122,6 +140,14 @@ const HYDRATION_PATH: Param = Param {
     uri: "hydration_path",
     env: "LITESTREAM_HYDRATION_PATH",
 };
+const DISK_CACHE: Param = Param {
+    uri: "disk_cache",
+    env: "LITESTREAM_DISK_CACHE",
+};
+const DISK_CACHE_SIZE: Param = Param {
+    uri: "disk_cache_size",
+    env: "LITESTREAM_DISK_CACHE_SIZE",
+};
 const WRITE_ENABLED: Param = Param {
     uri: "write_enabled",
     env: "LITESTREAM_WRITE_ENABLED",
@@ -145,6 +171,8 @@ const ALL: &[&Param] = &[
     &STORAGE_TIMEOUT,
     &HYDRATION_ENABLED,
     &HYDRATION_PATH,
+    &DISK_CACHE,
+    &DISK_CACHE_SIZE,
     &WRITE_ENABLED,
     &SYNC_INTERVAL,
     &BUFFER_PATH,
@@ -193,14 +221,28 @@ impl Config {
             &WRITE_ENABLED,
             "write mode is not supported: this VFS only reads replicas",
         )?;
-        reject_enabled(
-            src,
-            &HYDRATION_ENABLED,
-            "hydration is not supported: pages are fetched on demand and cached instead",
-        )?;
-        // hydration_path, sync_interval and buffer_path are accepted for
-        // compatibility with the official extension; with their modes off they
-        // mean nothing.
+        // sync_interval and buffer_path are accepted for compatibility with
+        // the official extension; with write mode off they mean nothing, as
+        // hydration_path does without hydration_enabled.
+        let hydration = parse_with(src, &HYDRATION_ENABLED, parse_bool)?
+            .unwrap_or(false)
+            .then(|| Hydration {
+                path: src
+                    .get(&HYDRATION_PATH)
+                    .map(|(v, _)| PathBuf::from(v.trim()))
+                    .filter(|p| !p.as_os_str().is_empty()),
+            });
+        let disk_cache = src
+            .get(&DISK_CACHE)
+            .map(|(v, _)| PathBuf::from(v.trim()))
+            .filter(|p| !p.as_os_str().is_empty());
+        let disk_cache_size =
+            parse_with(src, &DISK_CACHE_SIZE, parse_size)?.unwrap_or(DEFAULT_DISK_CACHE_SIZE);
+        if disk_cache_size < MIN_CACHE_SIZE {
+            return Err(Error::Config(format!(
+                "disk_cache_size {disk_cache_size} is below the minimum of 1MiB"
+            )));
+        }
         let poll_interval =
             parse_with(src, &POLL_INTERVAL, parse_duration)?.unwrap_or(DEFAULT_POLL_INTERVAL);
         if poll_interval < Duration::from_millis(1) {
@@ -239,6 +281,9 @@ impl Config {
             idle_timeout,
             verify,
             storage_timeout,
+            disk_cache,
+            disk_cache_size,
+            hydration,
         })
     }
 }
@@ -400,6 +445,61 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("write_enabled"), "{e}");
+    }
+
+    #[test]
+    fn disk_tier_and_hydration_settings() {
+        let c = parse(&[("replica_url", "file:///a")], &[]).unwrap();
+        assert_eq!(
+            (c.disk_cache, c.hydration),
+            (None, None),
+            "off unless configured"
+        );
+        assert_eq!(c.disk_cache_size, DEFAULT_DISK_CACHE_SIZE);
+        let c = parse(
+            &[
+                ("replica_url", "file:///a"),
+                ("disk_cache", "/var/cache/ls"),
+            ],
+            &[
+                ("LITESTREAM_DISK_CACHE_SIZE", "64MiB"),
+                ("LITESTREAM_HYDRATION_ENABLED", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.disk_cache, Some(PathBuf::from("/var/cache/ls")));
+        assert_eq!(c.disk_cache_size, 64 << 20);
+        assert_eq!(c.hydration, Some(Hydration { path: None }));
+        let c = parse(
+            &[
+                ("replica_url", "file:///a"),
+                ("hydration_enabled", "1"),
+                ("hydration_path", "/d/h.db"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.hydration.unwrap().path, Some(PathBuf::from("/d/h.db")));
+        let c = parse(
+            &[("replica_url", "file:///a"), ("hydration_path", "/d/h.db")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.hydration, None, "a path alone enables nothing");
+        let e = parse(
+            &[("replica_url", "file:///a"), ("disk_cache_size", "1KB")],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("disk_cache_size"), "{e}");
+        assert!(
+            parse(
+                &[("replica_url", "file:///a"), ("hydration_enabled", "maybe")],
+                &[]
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! replica/  one per URL per process: snapshot, restore plan, poller, registry
 //! cache     page cache keyed by frame location
 //! timefmt   RFC 3339 times (a leaf)
+//! store/    host-wide local page store on disk (disk tier, hydration)
 //! storage/  where replicas live (the Storage trait and its backends)
 //! ltx/      pure decoding of LTX files
 //! ```
@@ -27,6 +28,7 @@ pub mod replica;
 pub mod runtime;
 pub mod sqlite;
 pub mod storage;
+pub mod store;
 pub mod timefmt;
 pub mod vfs;
 

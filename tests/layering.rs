@@ -55,3 +55,17 @@ fn no_file_level_cycles_in_sqlite_and_storage() {
 fn error_rs_knows_no_sqlite_constant() {
     assert!(!mentions("src/error.rs", "sqlite"));
 }
+
+#[test]
+fn the_local_store_knows_pages_not_replicas() {
+    for f in files_under("src/store") {
+        for m in [
+            "crate::replica",
+            "crate::vfs",
+            "crate::sqlite",
+            "crate::storage",
+        ] {
+            assert!(!mentions(&f, m), "{f} imports {m}");
+        }
+    }
+}

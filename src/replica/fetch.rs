@@ -20,11 +20,12 @@ use std::sync::Arc;
 
 use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
-use crate::ltx::{self, PageNo};
+use crate::ltx::{self, PageNo, Txid};
 use crate::storage::Storage;
 use crate::{log, runtime};
 
 use super::flight::{Claim, Flight, Flights};
+use super::local::Local;
 use super::{FileRef, FrameLoc, Snapshot, Stats};
 
 /// Read-ahead never spans more pages than this...
@@ -113,6 +114,9 @@ pub type Landed = Arc<dyn Fn(PageNo, &Page) + Send + Sync>;
 struct Run {
     file: Arc<FileRef>,
     frames: Vec<(PageNo, FrameLoc, Arc<Flight>)>,
+    /// Keep the fetched pages in the local store, constant up to this TXID
+    /// (see `Local::keep_until`).
+    keep_until: Option<Txid>,
 }
 
 impl Run {
@@ -130,14 +134,22 @@ pub struct Fetcher {
     stats: Arc<Stats>,
     flights: Flights,
     slots: Arc<tokio::sync::Semaphore>,
+    /// The host-wide local store: asked before storage, filled after it.
+    local: Arc<Local>,
 }
 
 impl Fetcher {
-    pub fn new(storage: Arc<dyn Storage>, cache: Arc<PageCache>, stats: Arc<Stats>) -> Fetcher {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        cache: Arc<PageCache>,
+        stats: Arc<Stats>,
+        local: Arc<Local>,
+    ) -> Fetcher {
         Fetcher {
             storage,
             cache,
             stats,
+            local,
             flights: Flights::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_IN_FLIGHT)),
         }
@@ -186,6 +198,10 @@ impl Fetcher {
             return Ok(Some((page, false)));
         }
         Stats::add(&self.stats.cache_misses, 1);
+        // Asked before storage...
+        if let Some(page) = self.local.read(&self.cache, snap, pgno, &loc) {
+            return Ok(Some((page, false)));
+        }
         let mut waited = false;
         let flight = loop {
             match self.flights.claim_demand(key) {
@@ -266,6 +282,7 @@ impl Fetcher {
         Run {
             file: Arc::clone(&loc.file),
             frames,
+            keep_until: self.local.keep_until(snap, loc),
         }
     }
 
@@ -299,6 +316,10 @@ impl Fetcher {
             if loc.file.corrupt.get().is_some() || self.cache.get(&key).is_some() {
                 continue;
             }
+            // On local disk already: into memory (while it has room), no fetch.
+            if self.local.read(&self.cache, snap, pgno, &loc).is_some() {
+                continue;
+            }
             if let Some(f) = self.flights.claim_queued(key) {
                 claimed.push((pgno, loc, f));
             }
@@ -327,6 +348,7 @@ impl Fetcher {
             }
             runs.push(Run {
                 file: Arc::clone(&frame.1.file),
+                keep_until: self.local.keep_until(snap, &frame.1),
                 frames: vec![frame],
             });
         }
@@ -437,6 +459,10 @@ impl Fetcher {
             let result = bytes.and_then(|(range, bytes)| {
                 self.decode_run(run, range, &bytes, page_size, in_pool, to_cache)
             });
+            // ...and filled after it.
+            if let (Ok(pages), Some(until)) = (&result, run.keep_until) {
+                self.local.keep(&run.file, until, pages);
+            }
             let landed: Vec<Option<Page>> = match &result {
                 Ok(pages) => pages.iter().map(|(_, p)| Some(Arc::clone(p))).collect(),
                 Err(_) => vec![None; run.frames.len()],
@@ -568,6 +594,7 @@ mod tests {
             storage,
             Arc::new(PageCache::new(budget)),
             Arc::clone(&stats),
+            Arc::default(),
         ));
         (dir, fetcher, snap, stats)
     }

@@ -51,6 +51,7 @@ pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
         };
         check_name(&decoded.header, &info, &describe)?;
         let file = Arc::new(FileRef::new(info.id, info.size, decoded.header));
+        let _ = file.file_checksum.set(decoded.trailer.file_checksum);
         return Ok(Loaded {
             file,
             index: decoded.index,
@@ -86,6 +87,9 @@ pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
         PageIndex::decode(bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
     let pages = leading_pages(&head, &index, header.page_size);
     let file = Arc::new(FileRef::new(info.id, info.size, header));
+    if let Ok(t) = ltx::Trailer::decode(&tail) {
+        let _ = file.file_checksum.set(t.file_checksum);
+    }
     Ok(Loaded {
         file,
         index,

@@ -5,8 +5,10 @@ mod ahead;
 mod fetch;
 mod flight;
 mod history;
+mod hydrate;
 mod lineage;
 mod load;
+mod local;
 
 mod plan;
 mod poller;
@@ -66,6 +68,8 @@ pub struct Io {
     verdicts: Arc<std::sync::Mutex<std::collections::HashMap<FrameKey, Verdict>>>,
     /// Headers of listed files (by name and size), for time travel.
     headers: std::sync::Mutex<std::collections::HashMap<(storage::FileId, u64), ltx::Header>>,
+    /// The host-wide local page store, when configured.
+    pub local: Arc<local::Local>,
 }
 
 impl Io {
@@ -188,6 +192,8 @@ pub struct Replica {
     replan_lock: tokio::sync::Mutex<()>,
     /// The newest level-0 file of the current state, to see a reset by.
     tip: std::sync::Mutex<Option<lineage::Tip>>,
+    /// Hydration progress of this process, when it fills.
+    hydration: hydrate::Progress,
 }
 
 impl Replica {
@@ -201,10 +207,12 @@ impl Replica {
         .map_err(|e| Error::Config(e.to_string()))?;
         let cache = Arc::new(PageCache::new(config.cache_size));
         let stats = Arc::new(Stats::default());
+        let local = Arc::new(local::Local::default());
         let fetcher = Arc::new(Fetcher::new(
             Arc::clone(&storage),
             Arc::clone(&cache),
             Arc::clone(&stats),
+            Arc::clone(&local),
         ));
         let io = Io {
             storage,
@@ -215,6 +223,7 @@ impl Replica {
             verdicts: Default::default(),
 
             headers: Default::default(),
+            local,
         };
 
         let deadline = Instant::now() + config.open_timeout;
@@ -274,14 +283,21 @@ impl Replica {
             snap.txid,
             snap.page_count
         );
-        Ok(Arc::new(Replica {
+        io.local.open(&config, &snap)?;
+        let hydrating = config.hydration.is_some() && io.local.get().is_some();
+        let replica = Arc::new(Replica {
             config,
             io,
             current: ArcSwap::from_pointee(snap),
             last_poll_ms: AtomicI64::new(now_ms()),
             replan_lock: tokio::sync::Mutex::new(()),
             tip: std::sync::Mutex::new(tip),
-        }))
+            hydration: Default::default(),
+        });
+        if hydrating {
+            hydrate::spawn(&replica);
+        }
+        Ok(replica)
     }
 
     /// The newest published snapshot.

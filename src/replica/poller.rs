@@ -115,6 +115,7 @@ impl Replica {
             for l in &loaded {
                 snap = snap.apply(&l.file, &l.index)?;
             }
+            self.io.local_follow(&loaded);
             if let (Some(f), Some(l)) = (run.last(), loaded.last()) {
                 self.set_tip(Some(lineage::Tip {
                     txid: snap.txid,
@@ -139,6 +140,7 @@ impl Replica {
             if snap.txid > newest.txid {
                 snap.lineage = newest.lineage;
                 self.set_tip(lineage::tip_of(&snap, &plan));
+                self.io.local_attach(&snap);
                 self.publish(snap);
             }
             if let Some(gap) = plan.gap {

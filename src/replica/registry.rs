@@ -67,12 +67,15 @@ fn release(slot: &Slot) {
 /// change how it is read.
 fn key(config: &Config) -> String {
     format!(
-        "{}\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{:?}",
+        "{}\u{0}{:?}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{}\u{0}{:?}",
         config.replica_url.url().as_str(),
         config.poll_interval,
         config.cache_size,
         config.verify,
-        config.storage_timeout
+        config.storage_timeout,
+        config.disk_cache,
+        config.disk_cache_size,
+        config.hydration
     )
 }
 

@@ -39,6 +39,8 @@ pub struct FileRef {
     pub header: Header,
     /// Set when the file failed verification: every read from it fails.
     pub corrupt: std::sync::OnceLock<String>,
+    /// The file checksum of its trailer, once read.
+    pub file_checksum: std::sync::OnceLock<u64>,
 }
 
 impl FileRef {
@@ -48,6 +50,7 @@ impl FileRef {
             size,
             header,
             corrupt: std::sync::OnceLock::new(),
+            file_checksum: std::sync::OnceLock::new(),
         }
     }
 

@@ -31,8 +31,15 @@ impl DbFile {
                     .and_then(|()| self.time_text())
                     .map(Some),
             },
-            "litestream_hydration_progress" => read_only(Ok("0".into())),
-            "litestream_hydration_file" => read_only(Ok(String::new())),
+            "litestream_hydration_progress" => read_only(self.replica().map(|r| {
+                // One decimal, as the official extension prints it.
+                format!("{:.1}", r.hydration_progress().unwrap_or(0.0))
+            })),
+            "litestream_hydration_file" => read_only(self.replica().map(|r| {
+                r.hydration_file()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            })),
             "litestream_stats" => read_only(self.stats_text()),
             // Test hooks for the panic-safety tests; inert unless enabled.
             "litestream_test_panic" if std::env::var_os("LITESTREAM_VFS_TEST_HOOKS").is_some() => {
@@ -84,8 +91,10 @@ impl DbFile {
         let r = self.replica()?;
         let snap = r.current();
         Ok(format!(
-            "{} cache_bytes={} cache_budget={} txid={} pages={} index_bytes={} replicas={} pollers={}",
+            "{}{} hydration_reads={} cache_bytes={} cache_budget={} txid={} pages={} index_bytes={} replicas={} pollers={}",
             r.io.stats.render(),
+            r.io.local.render(),
+            r.hydration_requests(),
             r.io.cache.weight(),
             r.io.cache.budget(),
             snap.txid,

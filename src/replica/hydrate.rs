@@ -1,0 +1,359 @@
+//! Hydration: filling the local store with the whole current state in the
+//! background, so that every read becomes local.
+//!
+//! One process per store file fills (it holds the fill lock); the others
+//! read what it wrote and report its progress. The fill asks storage for
+//! large ranges of frames, several at a time, never for single pages.
+//! Catching up needs no request of its own: the poller fetches each new
+//! small LTX file whole and its pages go into the store as it follows
+//! (see `local_follow`); a round after a new snapshot only looks at the
+//! pages whose frame moved, and fetches those the store does not hold.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+
+use futures_util::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::log;
+use crate::ltx::{self, PageNo, lock_page};
+use crate::store::{DiskStore, Fill, PageStore, Span};
+
+use super::local::span;
+use super::{FileRef, FrameLoc, Replica, Snapshot, Stats};
+
+/// Largest ranged read of a fill: a few round trips' worth of bandwidth,
+/// and a bounded buffer per request in flight.
+const FILL_RANGE_MAX: u64 = 8 * 1024 * 1024;
+/// Smallest: below this a request's round trip costs more than its bytes.
+const FILL_RANGE_MIN: u64 = 1024 * 1024;
+/// A fill aims at this many ranged reads per request slot, so that all
+/// slots stay busy and progress moves in steps a user can see.
+const RANGES_PER_SLOT: u64 = 4;
+/// Bytes of frames the store already holds that a range may span rather
+/// than start another request: a request costs a round trip, 512 KiB cost
+/// about as much on a fast link.
+const FILL_GAP: u64 = 512 * 1024;
+/// Ranged reads in flight.
+const FILL_PARALLEL: usize = 4;
+
+/// Hydration progress of the process that fills.
+#[derive(Debug, Default)]
+pub struct Progress {
+    filling: AtomicBool,
+    filled: AtomicU64,
+    wanted: AtomicU64,
+    /// Storage requests the fill made.
+    requests: AtomicU64,
+}
+
+/// One ranged read of a fill: frames of one file.
+struct Run {
+    file: Arc<FileRef>,
+    bytes: Range<u64>,
+    pages: Vec<(PageNo, FrameLoc)>,
+}
+
+impl Replica {
+    /// Hydration progress in percent, `None` without hydration.
+    pub fn hydration_progress(&self) -> Option<f64> {
+        self.config.hydration.as_ref()?;
+        let store = self.io.local.get()?;
+        let (filled, wanted) = if self.hydration.filling.load(Ordering::Relaxed) {
+            (
+                self.hydration.filled.load(Ordering::Relaxed),
+                self.hydration.wanted.load(Ordering::Relaxed),
+            )
+        } else {
+            store.fill().map_or((0, 0), |f| (f.filled, f.wanted))
+        };
+        Some(if wanted == 0 {
+            0.0
+        } else {
+            (filled.min(wanted) as f64) * 100.0 / wanted as f64
+        })
+    }
+
+    /// Storage requests this process made to fill its copy.
+    pub fn hydration_requests(&self) -> u64 {
+        self.hydration.requests.load(Ordering::Relaxed)
+    }
+
+    /// The file hydration fills, `None` without hydration.
+    pub fn hydration_file(&self) -> Option<PathBuf> {
+        self.config.hydration.as_ref()?;
+        Some(self.io.local.get()?.path().to_path_buf())
+    }
+}
+
+/// Starts the fill task of `replica`; it ends with the replica.
+pub fn spawn(replica: &Arc<Replica>) {
+    let weak = Arc::downgrade(replica);
+    tokio::spawn(run(weak));
+}
+
+async fn run(weak: Weak<Replica>) {
+    // Held for as long as this process fills.
+    let mut claim = None;
+    let mut done: Option<Arc<Snapshot>> = None;
+    let mut failing = false;
+    loop {
+        let Some(r) = weak.upgrade() else { return };
+        let Some(store) = r.io.local.get().cloned() else {
+            return;
+        };
+        if claim.is_none() {
+            claim = store.try_fill_lock();
+            r.hydration
+                .filling
+                .store(claim.is_some(), Ordering::Relaxed);
+        }
+        if claim.is_some() {
+            match fill(&r, &store, done.as_ref()).await {
+                Ok(snap) => {
+                    if std::mem::take(&mut failing) {
+                        log::info!("{}: hydration works again", r.io.storage.describe());
+                    }
+                    done = Some(snap);
+                }
+                Err(e) if failing => log::debug!("hydration: {e}"),
+                Err(e) => {
+                    failing = true;
+                    log::warn!(
+                        "{}: hydration paused, retrying: {e}",
+                        r.io.storage.describe()
+                    );
+                }
+            }
+        }
+        let interval = r.config.poll_interval;
+        drop((r, store));
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One round: brings the store to the current snapshot. Returns the
+/// snapshot it completed.
+async fn fill(
+    r: &Replica,
+    store: &DiskStore,
+    done: Option<&Arc<Snapshot>>,
+) -> Result<Arc<Snapshot>> {
+    let snap = r.current();
+    if done.is_some_and(|d| Arc::ptr_eq(d, &snap)) {
+        return Ok(snap);
+    }
+    if !r.io.local.covers(&snap) {
+        return Err(Error::Unavailable(format!(
+            "the local store {} does not serve the lineage of TXID {} (yet)",
+            store.path().display(),
+            snap.txid
+        )));
+    }
+    let lock = lock_page(snap.page_size);
+    let mut wanted = 0u64;
+    let mut missing = Vec::new();
+    let mut cached = Vec::new();
+    for p in (1..=snap.page_count).map(PageNo).filter(|&p| p != lock) {
+        let Some(loc) = snap.frame(p) else { continue };
+        wanted += 1;
+        // A page whose frame did not move since a complete round is held.
+        let same = done
+            .and_then(|d| d.frame(p))
+            .is_some_and(|o| Arc::ptr_eq(&o.file, &loc.file) && o.offset == loc.offset);
+        if same || store.has(p, span(&snap, &loc)) {
+            continue;
+        }
+        // Pages the open already fetched (small files, the head of a
+        // snapshot) need no request.
+        let key = loc.key();
+        match r.io.cache.get(&key) {
+            Some(page) => cached.push((p, span(&snap, &loc), page)),
+            None => missing.push((p, loc.clone())),
+        }
+    }
+    let batch: Vec<(PageNo, Span, &[u8])> =
+        cached.iter().map(|(p, s, b)| (*p, *s, &b[..])).collect();
+    store.put(&batch);
+    drop(batch);
+    let progress = &r.hydration;
+    progress.wanted.store(wanted, Ordering::Relaxed);
+    progress
+        .filled
+        .store(wanted - missing.len() as u64, Ordering::Relaxed);
+    let record = || {
+        store.set_fill(Fill {
+            filled: progress.filled.load(Ordering::Relaxed),
+            wanted,
+            txid: snap.txid,
+        })
+    };
+    record();
+    if missing.is_empty() {
+        return Ok(snap);
+    }
+    log::debug!(
+        "{}: hydrating {} of {wanted} pages at TXID {}",
+        r.io.storage.describe(),
+        missing.len(),
+        snap.txid
+    );
+    let runs = plan_runs(missing);
+    let mut results =
+        futures_util::stream::iter(runs.into_iter().map(|run| fetch_run(r, store, &snap, run)))
+            .buffer_unordered(FILL_PARALLEL);
+    let mut first_error = None;
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(n) => {
+                progress.filled.fetch_add(n, Ordering::Relaxed);
+                record();
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    drop(results);
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(snap),
+    }
+}
+
+/// Groups missing frames into ranged reads: one file each, frames close
+/// together, each at most a share of the total between
+/// [`FILL_RANGE_MIN`] and [`FILL_RANGE_MAX`] bytes.
+fn plan_runs(mut missing: Vec<(PageNo, FrameLoc)>) -> Vec<Run> {
+    missing.sort_by_key(|(_, l)| (Arc::as_ptr(&l.file) as usize, l.offset));
+    let total: u64 = missing.iter().map(|(_, l)| u64::from(l.size)).sum();
+    let range_max =
+        (total / (FILL_PARALLEL as u64 * RANGES_PER_SLOT)).clamp(FILL_RANGE_MIN, FILL_RANGE_MAX);
+    let mut runs: Vec<Run> = Vec::new();
+    for (p, loc) in missing {
+        let end = loc.offset + u64::from(loc.size);
+        // `size` bounds a frame from above, so a run's end may lie past the
+        // start of the next frame: frames in order, within the gap of the
+        // run's end, join it.
+        if let Some(run) = runs.last_mut() {
+            let after_last = run.pages.last().is_some_and(|(_, l)| loc.offset > l.offset);
+            if Arc::ptr_eq(&run.file, &loc.file)
+                && after_last
+                && loc.offset <= run.bytes.end.saturating_add(FILL_GAP)
+                && end.max(run.bytes.end) - run.bytes.start <= range_max
+            {
+                run.bytes.end = end.max(run.bytes.end);
+                run.pages.push((p, loc));
+                continue;
+            }
+        }
+        runs.push(Run {
+            file: Arc::clone(&loc.file),
+            bytes: loc.offset..end,
+            pages: vec![(p, loc)],
+        });
+    }
+    runs
+}
+
+/// Fetches one run, decodes its frames and keeps them. Returns how many
+/// pages it stored.
+async fn fetch_run(r: &Replica, store: &DiskStore, snap: &Snapshot, run: Run) -> Result<u64> {
+    if let Some(reason) = run.file.corrupt.get() {
+        return Err(Error::Missing(reason.clone()));
+    }
+    Stats::add(&r.io.stats.reads, 1);
+    Stats::add(&r.hydration.requests, 1);
+    let bytes = r.io.storage.read(run.file.id, run.bytes.clone()).await?;
+    Stats::add(&r.io.stats.read_bytes, bytes.len() as u64);
+    let describe = || format!("{} {}", r.io.storage.describe(), run.file.id);
+    let mut pages: Vec<(PageNo, Span, Vec<u8>)> = Vec::with_capacity(run.pages.len());
+    for (p, loc) in &run.pages {
+        let from = usize::try_from(loc.offset - run.bytes.start).unwrap_or(usize::MAX);
+        let rest = bytes
+            .get(from..)
+            .ok_or_else(|| Error::Missing(format!("short read of {}", describe())))?;
+        let len = ltx::frame_len(rest).map_err(|e| Error::corrupt(describe(), e))?;
+        let raw = rest
+            .get(..len)
+            .ok_or_else(|| Error::Missing(format!("short read of {}", describe())))?;
+        let frame =
+            ltx::decode_frame(raw, snap.page_size).map_err(|e| Error::corrupt(describe(), e))?;
+        if frame.header.pgno != *p {
+            return Err(Error::Missing(format!(
+                "{}: offset {} holds page {}, not {}",
+                describe(),
+                loc.offset,
+                frame.header.pgno.0,
+                p.0
+            )));
+        }
+        pages.push((*p, span(snap, loc), frame.page));
+    }
+    let batch: Vec<(PageNo, Span, &[u8])> = pages
+        .iter()
+        .map(|(p, s, b)| (*p, *s, b.as_slice()))
+        .collect();
+    store.put(&batch);
+    Ok(pages.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::{FileName, Header, LtxBuilder, PageSize, Txid};
+    use crate::storage::{FileId, Level};
+
+    fn file(txid: u64) -> Arc<FileRef> {
+        let bytes = LtxBuilder::new(PageSize::new(4096).unwrap(), 1, txid, 10).build();
+        let id = FileId {
+            level: Level::L0,
+            name: FileName {
+                min: Txid(1),
+                max: Txid(txid),
+            },
+        };
+        Arc::new(FileRef::new(id, 1 << 30, Header::decode(&bytes).unwrap()))
+    }
+
+    fn frames(f: &Arc<FileRef>, pages: std::ops::Range<u32>, at: u64) -> Vec<(PageNo, FrameLoc)> {
+        pages
+            .enumerate()
+            .map(|(i, p)| {
+                let loc = FrameLoc {
+                    file: Arc::clone(f),
+                    offset: at + i as u64 * 4000,
+                    size: 4000,
+                };
+                (PageNo(p), loc)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fills_in_large_ranges_per_file_never_page_by_page() {
+        let (a, b) = (file(5), file(6));
+        let mut missing = frames(&a, 1..2001, 100);
+        // A hole of 1 MiB (pages the store holds) starts another range.
+        missing.extend(frames(&a, 3000..3010, 100 + 2000 * 4000 + (1 << 20)));
+        missing.extend(frames(&b, 5000..5100, 100));
+        missing.reverse();
+        let runs = plan_runs(missing);
+        let pages: usize = runs.iter().map(|r| r.pages.len()).sum();
+        assert_eq!(pages, 2110);
+        assert!(runs.len() <= 12, "{} runs", runs.len());
+        for r in &runs {
+            assert!(r.bytes.end - r.bytes.start <= FILL_RANGE_MAX);
+            assert!(r.pages.iter().all(|(_, l)| Arc::ptr_eq(&l.file, &r.file)));
+            assert!(r.pages.windows(2).all(|w| w[0].1.offset < w[1].1.offset));
+        }
+        // 8 MB of frames in file a: several ranges, all slots busy.
+        let in_a = runs.iter().filter(|r| Arc::ptr_eq(&r.file, &a)).count();
+        assert!(
+            (FILL_PARALLEL..=10).contains(&in_a),
+            "{in_a} ranges for file a"
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! The replica's side of the local page store ([`crate::store`]): which
+//! store a configuration names, the span a snapshot knows for a page, and
+//! the hooks the read path and the poller call. Everything here is best
+//! effort: without a store, or when the disk fails, reads go to storage.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::cache::{Page, PageCache};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::log;
+use crate::ltx::{PageNo, Txid};
+use crate::store::{
+    Capacity, DiskStore, Followed, Identity, OpenError, PageStore, Span, StateFacts, identity,
+};
+
+use super::load::Loaded;
+use super::{FrameLoc, Io, Snapshot};
+
+/// After an attach failed, reads skip the store's lineage check for this
+/// long instead of retrying it at every read (it walks the page index).
+const ATTACH_RETRY_MS: i64 = 5_000;
+
+/// The local store of one replica, once its page size is known.
+#[derive(Default)]
+pub struct Local {
+    store: OnceLock<Arc<DiskStore>>,
+    known: Mutex<Known>,
+}
+
+/// The files whose pages may be read from and written to the store: those
+/// of states attached to the lineage the store serves this process. A
+/// snapshot built elsewhere (time travel, a re-plan after compaction) from
+/// files not in the set is attached first, so a replica that was reset
+/// under this process never mixes with the stored lineage.
+#[derive(Default)]
+struct Known {
+    lineage: u64,
+    files: HashSet<Identity>,
+    failed_at_ms: i64,
+}
+
+impl Local {
+    pub fn get(&self) -> Option<&Arc<DiskStore>> {
+        self.store.get()
+    }
+
+    /// Whether pages of `loc`'s file in `snap` may use the store; attaches
+    /// `snap` when its files are new to the store's lineage.
+    fn verified(&self, snap: &Snapshot, loc: &FrameLoc) -> Option<&Arc<DiskStore>> {
+        let store = self.get()?;
+        let id = file_identity(&loc.file);
+        {
+            let known = self.known.lock().ok()?;
+            if known.lineage != 0 && known.lineage == store.lineage() && known.files.contains(&id) {
+                return Some(store);
+            }
+            if super::now_ms() - known.failed_at_ms < ATTACH_RETRY_MS {
+                return None;
+            }
+        }
+        self.attach(store, snap);
+        let known = self.known.lock().ok()?;
+        (known.lineage == store.lineage() && known.files.contains(&id)).then_some(store)
+    }
+
+    /// Whether every file of `snap` may use the store (attaching it first
+    /// if needed): what a hydration round checks before it fills.
+    pub(super) fn covers(&self, snap: &Snapshot) -> bool {
+        let Some(store) = self.get() else {
+            return false;
+        };
+        let all_known = |files: &[Identity]| {
+            self.known.lock().is_ok_and(|k| {
+                k.lineage != 0
+                    && k.lineage == store.lineage()
+                    && files.iter().all(|f| k.files.contains(f))
+            })
+        };
+        let files = identities(snap);
+        if all_known(&files) {
+            return true;
+        }
+        self.attach(store, snap);
+        all_known(&files)
+    }
+
+    /// Attaches `snap` and records its files as known in the lineage that
+    /// results.
+    fn attach(&self, store: &DiskStore, snap: &Snapshot) {
+        let files = identities(snap);
+        let ok = store.attach(&StateFacts {
+            txid: snap.txid,
+            page_count: snap.page_count,
+            checkpoints: &files,
+            since: &|p: PageNo| snap.frame(p).map(|l| l.file.header.max_txid),
+        });
+        let Ok(mut known) = self.known.lock() else {
+            return;
+        };
+        let lineage = store.lineage();
+        if !ok || lineage == 0 {
+            known.failed_at_ms = super::now_ms();
+            return;
+        }
+        if known.lineage != lineage {
+            *known = Known {
+                lineage,
+                files: HashSet::new(),
+                failed_at_ms: 0,
+            };
+        }
+        known.files.extend(files);
+    }
+
+    /// A file the poller applied on top of a known state: known too.
+    fn followed(&self, store: &DiskStore, id: Identity) {
+        if let Ok(mut known) = self.known.lock() {
+            if known.lineage != 0 && known.lineage == store.lineage() {
+                known.files.insert(id);
+            }
+        }
+    }
+
+    /// Opens the store `config` names (hydration's file, else the disk
+    /// tier's) for a database of `snap`'s page size. A network filesystem
+    /// or another replica's file fails the open; a disk that cannot be
+    /// written only loses the store, with a warning.
+    pub fn open(&self, config: &Config, snap: &Snapshot) -> Result<()> {
+        let ident = config.replica_url.redacted();
+        let (path, capacity, temporary) = match (&config.hydration, &config.disk_cache) {
+            (Some(h), _) => match &h.path {
+                Some(p) => (p.clone(), Capacity::Unbounded, false),
+                None => (temp_path(), Capacity::Unbounded, true),
+            },
+            (None, Some(dir)) => (
+                dir.join(format!(
+                    "{:016x}.pages",
+                    twox_hash::XxHash3_64::oneshot(ident.as_bytes())
+                )),
+                Capacity::Bytes(config.disk_cache_size),
+                false,
+            ),
+            (None, None) => return Ok(()),
+        };
+        match DiskStore::open(&path, ident, snap.page_size, capacity, temporary) {
+            Ok(store) => {
+                let store = Arc::new(store);
+                self.attach(&store, snap);
+                let _ = self.store.set(store);
+                Ok(())
+            }
+            Err(e @ (OpenError::NetworkFs { .. } | OpenError::OtherReplica { .. })) => {
+                Err(Error::Config(e.to_string()))
+            }
+            Err(e) => {
+                log::warn!("local store unavailable, reading from storage only: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    /// The page from the local store, put into the memory cache as well
+    /// while that has room: a page the disk holds is never worth evicting
+    /// another for (a scan of a hydrated database larger than the memory
+    /// cache would otherwise churn it on every page).
+    pub(super) fn read(
+        &self,
+        cache: &PageCache,
+        snap: &Snapshot,
+        pgno: PageNo,
+        loc: &FrameLoc,
+    ) -> Option<Page> {
+        let page = self.verified(snap, loc)?.get(pgno, span(snap, loc))?;
+        if cache.weight() + 2 * page.len() as u64 <= cache.budget() {
+            cache.insert(loc.key(), Arc::clone(&page));
+        }
+        Some(page)
+    }
+
+    /// The TXID up to which pages of `loc`'s file fetched for `snap` may be
+    /// kept in the store (`None`: not kept). A fetch run reads one file, so
+    /// this is asked once per run, when the run is made.
+    pub(super) fn keep_until(&self, snap: &Snapshot, loc: &FrameLoc) -> Option<Txid> {
+        self.verified(snap, loc).map(|_| snap.txid)
+    }
+
+    /// Keeps pages fetched from one file, constant from the end of that
+    /// file to `until`, in the store.
+    pub(super) fn keep(&self, file: &super::FileRef, until: Txid, pages: &[(PageNo, Page)]) {
+        let Some(store) = self.get() else {
+            return;
+        };
+        let span = Span::new(file.header.max_txid, until);
+        let batch: Vec<(PageNo, Span, &[u8])> = pages
+            .iter()
+            .map(|(p, page)| (*p, span, &page[..]))
+            .collect();
+        store.put(&batch);
+    }
+
+    /// Counters for `PRAGMA litestream_stats`.
+    pub fn render(&self) -> String {
+        self.get()
+            .map(|s| format!(" {}", s.render()))
+            .unwrap_or_default()
+    }
+}
+
+/// A file name of this process under the temporary directory.
+fn temp_path() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "litestream-vfs-{}-{}-{n}.hydrate",
+        std::process::id(),
+        super::now_ms()
+    ))
+}
+
+/// The states over which `snap` knows the page at `loc` is constant: from
+/// the end of the file holding it to the snapshot's TXID.
+pub fn span(snap: &Snapshot, loc: &FrameLoc) -> Span {
+    Span::new(loc.file.header.max_txid, snap.txid)
+}
+
+/// The identity of a file for the store's lineage checks. A compaction
+/// (levels 1–8) keeps the header timestamp of the newest file it merges, so
+/// every file of a lineage that ends at TXID `t` below level 9 carries the
+/// time of transaction `t`: those files share one identity, `(t, time)`,
+/// and a replica reset since wrote its TXID `t` at another time. A snapshot
+/// (level 9) has a timestamp of its own, so it is known by its own bytes.
+fn file_identity(f: &super::FileRef) -> Identity {
+    let h = &f.header;
+    if f.id.level == crate::storage::Level::SNAPSHOT {
+        identity(
+            f.id.level.get(),
+            h.min_txid,
+            h.max_txid,
+            h.timestamp_ms,
+            f.file_checksum.get().copied().unwrap_or(0),
+        )
+    } else {
+        identity(0, crate::ltx::Txid(0), h.max_txid, h.timestamp_ms, 0)
+    }
+}
+
+/// The identities of the files `snap` reads from.
+fn identities(snap: &Snapshot) -> Vec<Identity> {
+    let mut out: Vec<Identity> = Vec::new();
+    let mut seen: HashSet<*const super::FileRef> = HashSet::new();
+    let mut last: *const super::FileRef = std::ptr::null();
+    for p in 1..=snap.page_count {
+        let Some(loc) = snap.frame(PageNo(p)) else {
+            continue;
+        };
+        let ptr = Arc::as_ptr(&loc.file);
+        if ptr == last || !seen.insert(ptr) {
+            continue;
+        }
+        last = ptr;
+        out.push(file_identity(&loc.file));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Io {
+    /// Follows files the poller applied, oldest first: the store learns
+    /// which pages changed, and keeps the pages of files read whole.
+    pub(super) fn local_follow(&self, loaded: &[Loaded]) {
+        let Some(store) = self.local.get() else {
+            return;
+        };
+        for l in loaded {
+            let h = &l.file.header;
+            let pages: Vec<PageNo> = l
+                .index
+                .entries
+                .iter()
+                .map(|e| e.pgno)
+                .filter(|p| p.0 <= h.commit)
+                .collect();
+            let identity = file_identity(&l.file);
+            store.follow(&Followed {
+                min: h.min_txid,
+                max: h.max_txid,
+                identity,
+                pages: &pages,
+            });
+            self.local.followed(store, identity);
+            if l.file.corrupt.get().is_some() {
+                continue;
+            }
+            let span = Span::new(h.max_txid, h.max_txid);
+            let batch: Vec<(PageNo, Span, &[u8])> = l
+                .pages
+                .iter()
+                .filter(|(p, _)| p.0 <= h.commit)
+                .map(|(p, page)| (*p, span, page.as_slice()))
+                .collect();
+            store.put(&batch);
+        }
+    }
+
+    /// Re-binds the store after a re-plan built a new state.
+    pub(super) fn local_attach(&self, snap: &Snapshot) {
+        if let Some(store) = self.local.get() {
+            self.local.attach(store, snap);
+        }
+    }
+}

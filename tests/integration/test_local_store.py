@@ -1,0 +1,428 @@
+"""The host-wide local store (disk tier and hydration), with real processes
+reading real Litestream replicas on S3 (s3s-fs behind a counting proxy) and
+in folders: sharing between processes and across restarts, kill -9 during
+hydration, compaction and new snapshots under sharing readers, a reset
+replica, a full disk and a corrupted store file."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+import lsvfs
+from faultproxy import FaultProxy
+from test_backends import servers, unique  # noqa: F401  (session fixture)
+from test_follow import ACCOUNTS, START, bank, transfer
+from test_replicate import fill
+
+CHILD = Path(__file__).with_name("store_child.py")
+ROWS = 20_000
+
+
+def run_child(uri: str, action: str, arg=None, env=None, timeout=180) -> dict:
+    args = [sys.executable, str(CHILD), uri, action] + ([str(arg)] if arg is not None else [])
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["stderr"] = proc.stderr
+    return out
+
+
+def page_reads(out: dict) -> int:
+    """Storage reads the action caused, beyond those of the open."""
+    return out["after"]["reads"] - out["open"]["reads"]
+
+
+@pytest.fixture(scope="module")
+def replica(servers, tmp_path_factory):  # noqa: F811
+    """A replica with a multi-MiB snapshot (read frame by frame), in a folder
+    and on S3."""
+    tmp = tmp_path_factory.mktemp("store")
+    db, local = tmp / "primary.db", tmp / "replica"
+    primary = lsvfs.primary(db)
+    fill(primary, ROWS, 300)
+    expected = lsvfs.digest(primary)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp):
+        lsvfs.wait_replica_matches(lsvfs.file_url(local), expected, timeout=90, name="store-src.db").close()
+    path = unique("store")
+    servers.upload_tree("s3", local, path)
+    os.environ.update(servers.reader_env("s3"))
+    return servers, path, local, expected
+
+
+@pytest.fixture
+def proxied(replica):
+    servers, path, local, expected = replica
+    port = int(urllib.parse.urlsplit(servers.env["LSVFS_S3_ENDPOINT"]).port)
+    proxy = FaultProxy(port).start()
+    url = (f"s3://{servers.bucket}/{path}?endpoint=http://127.0.0.1:{proxy.port}"
+           "&region=us-east-1&force-path-style=true")
+    yield proxy, url, expected
+    proxy.stop()
+
+
+def uri(url: str, **params) -> str:
+    params.setdefault("verify", "fetched")
+    # Polls would add requests that the counts below do not expect.
+    params.setdefault("poll_interval", "60s")
+    return lsvfs.replica_uri(url, "store.db", **params)
+
+
+def test_eight_processes_share_one_disk_tier_and_a_restart_reads_from_disk(proxied, tmp_path):
+    proxy, url, expected = proxied
+    cache = tmp_path / "cache"
+    # Without the disk tier every process pays for its pages.
+    cold = run_child(uri(url), "digest")
+    assert cold["digest"] == expected and page_reads(cold) > 0
+
+    first = run_child(uri(url, disk_cache=cache), "digest")
+    assert first["digest"] == expected
+    assert page_reads(first) == page_reads(cold), "the first process fetches as before"
+    # What a bare open costs at the server (listing, page indexes).
+    before = proxy.requests
+    run_child(uri(url, disk_cache=cache), "lookups", 0)
+    open_requests = proxy.requests - before
+
+    before = proxy.requests
+    outs = [None] * 8
+
+    def reader(i):
+        outs[i] = run_child(uri(url, disk_cache=cache), "digest")
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    during = proxy.requests - before
+    for out in outs:
+        assert out["digest"] == expected
+        assert page_reads(out) == 0, out["after"]
+        assert out["after"]["store_hits"] > 10
+    # Only what each open costs reached the server.
+    assert during <= 8 * open_requests, (during, open_requests)
+
+    # A restart, after every process exited: still from disk.
+    again = run_child(uri(url, disk_cache=cache), "lookups", 300)
+    assert page_reads(again) == 0 and again["after"]["store_hits"] > 0
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".pages", files
+
+
+def test_cold_processes_filling_one_tier_at_once(proxied, tmp_path):
+    proxy, url, expected = proxied
+    cache = tmp_path / "cache"
+    outs = [None] * 6
+
+    def reader(i):
+        outs[i] = run_child(uri(url, disk_cache=cache), "digest" if i % 2 else "lookups", None if i % 2 else 400)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(o["digest"] == expected for o in outs if "digest" in o)
+    assert sum(o["after"]["store_writes"] for o in outs) > 0
+    after = run_child(uri(url, disk_cache=cache), "digest")
+    assert after["digest"] == expected and page_reads(after) == 0
+    assert after["after"]["store_bad"] == 0, "concurrent writers tore an entry"
+
+
+def test_two_replicas_in_one_directory_never_mix(replica, proxied, tmp_path):
+    proxy, url, expected = proxied
+    servers, path, local, _ = replica
+    cache = tmp_path / "cache"
+    # Another replica of other content in the same directory.
+    other_db, other = tmp_path / "other.db", tmp_path / "other"
+    conn = lsvfs.primary(other_db)
+    fill(conn, 3000, 300, seed=9)
+    other_expected = lsvfs.digest(conn)
+    with lsvfs.Litestream(lsvfs.file_replica_config(other_db, other), tmp_path):
+        lsvfs.wait_replica_matches(lsvfs.file_url(other), other_expected, timeout=60, name="o.db").close()
+    a = run_child(uri(url, disk_cache=cache), "digest")
+    b = run_child(uri(lsvfs.file_url(other), disk_cache=cache), "digest")
+    assert (a["digest"], b["digest"]) == (expected, other_expected)
+    assert len(list(cache.glob("*.pages"))) == 2
+    a2 = run_child(uri(url, disk_cache=cache), "digest")
+    b2 = run_child(uri(lsvfs.file_url(other), disk_cache=cache), "digest")
+    assert (a2["digest"], b2["digest"]) == (expected, other_expected)
+    assert page_reads(a2) == 0 and page_reads(b2) == 0
+
+
+def hydrate_proc(u: str, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(CHILD), u, "hydrate", "300"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def test_hydration_fills_in_large_ranges_and_resumes_after_kill_9(proxied, tmp_path):
+    proxy, url, expected = proxied
+    path = tmp_path / "hydrated.db"
+    u = uri(url, hydration_enabled="true", hydration_path=path)
+    # Slow storage, so that the kill lands mid-fill.
+    proxy.set("delay:400")
+    p = hydrate_proc(u)
+    progress = 0.0
+    for line in p.stdout:
+        progress = json.loads(line).get("progress", progress)
+        if 0 < progress < 100:
+            break
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert 0 < progress < 100, f"killed at {progress}%"
+    proxy.set("pass")
+    before = proxy.requests
+    out = run_child(u, "hydrate", 300)
+    assert out["progress"] == 100.0 and out["file"] == str(path)
+    assert out["digest"] == expected
+    # Once hydrated, reading everything costs no storage request.
+    assert out["after"]["reads"] == out["before_reads"]["reads"], (out["before_reads"], out["after"])
+    # The resume fetched ranges, never pages one by one.
+    fill_reads = out["before_reads"]["reads"] - out["open"]["reads"]
+    assert fill_reads < 20, out
+    assert proxy.requests - before < 60
+    # Persistent: a restart is hydrated at once.
+    again = run_child(u, "hydrate", 60)
+    assert again["progress"] == 100.0 and again["digest"] == expected
+    assert again["after"]["reads"] == again["open"]["reads"]
+
+
+def test_processes_naming_one_path_cooperate(proxied, tmp_path):
+    proxy, url, expected = proxied
+    path = tmp_path / "shared.db"
+    u = uri(url, hydration_enabled="true", hydration_path=path)
+    proxy.set("delay:50")
+    procs = [hydrate_proc(u) for _ in range(3)]
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    proxy.set("pass")
+    for o in outs:
+        assert o["progress"] == 100.0 and o["digest"] == expected
+    # One process filled (wrote pages); the others waited for it and read
+    # its pages, writing none.
+    writes = sorted(o["after"]["store_writes"] for o in outs)
+    assert writes[0] == 0 and writes[1] == 0 and writes[2] > 0, writes
+    assert all(o["after"]["store_hits"] > 0 for o in outs)
+
+
+def test_temporary_hydration_is_removed_with_the_replica(replica, tmp_path):
+    _, _, local, expected = replica
+    tmpdir = tmp_path / "t"
+    tmpdir.mkdir()
+    out = run_child(uri(lsvfs.file_url(local), hydration_enabled="true", idle_timeout="0s"), "hydrate", 120,
+                    env={"TMPDIR": str(tmpdir)})
+    assert out["progress"] == 100.0 and out["digest"] == expected
+    assert out["file"].startswith(str(tmpdir))
+    assert list(tmpdir.iterdir()) == [], "the temporary copy outlived its process"
+
+
+def test_compaction_and_new_snapshots_under_processes_sharing_the_store(tmp_path):
+    db, replica_dir = tmp_path / "bank.db", tmp_path / "replica"
+    conn = bank(db)
+    conn.execute("BEGIN")
+    rnd = random.Random(11)  # incompressible: the snapshot is read frame by frame
+    conn.executemany("INSERT INTO log(n, note) VALUES (0, ?)", [(rnd.randbytes(750).hex(),) for _ in range(3000)])
+    conn.execute("COMMIT")
+    config = ("l0-retention: 3s\nl0-retention-check-interval: 1s\n"
+              + lsvfs.file_replica_config(db, replica_dir, l1_interval="2s", snapshot_interval="6s"))
+    cache = tmp_path / "cache"
+    u = uri(lsvfs.file_url(replica_dir), disk_cache=cache, poll_interval="200ms")
+    with lsvfs.Litestream(config, tmp_path) as ls:
+        lsvfs.wait_replica_matches(lsvfs.file_url(replica_dir), lsvfs.digest(conn), timeout=60,
+                                   name="bank.db").close()
+        stop = threading.Event()
+
+        def write():
+            rnd, n = random.Random(3), 0
+            while not stop.is_set():
+                n += 1
+                transfer(conn, rnd, n)
+                time.sleep(rnd.uniform(0.01, 0.04))
+
+        w = threading.Thread(target=write)
+        w.start()
+        try:
+            outs = [None] * 3
+
+            def reader(i):
+                time.sleep(i * 4)  # later readers open after compactions and snapshots
+                outs[i] = run_child(u, "bank", 14)
+
+            threads = [threading.Thread(target=reader, args=(i,)) for i in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            stop.set()
+            w.join()
+        assert "compaction complete" in ls.output()
+    for o in outs:
+        assert o["seen"] > 50 and o["integrity"] == "ok", o
+    # Readers that opened after compactions and a new snapshot still found
+    # the pages the first one stored.
+    assert all(o["after"]["store_hits"] > 100 and o["after"]["store_hits"] > 10 * o["after"]["store_misses"]
+               for o in outs[1:]), [{k: v for k, v in o["after"].items() if k.startswith(("store", "reads"))} for o in outs]
+    snapshots = list((replica_dir / "ltx" / "9").iterdir())
+    assert len(snapshots) >= 2, "no new snapshot was written under the readers"
+
+
+def test_time_travel_reads_old_versions_through_the_store(tmp_path):
+    db, replica_dir, cache = tmp_path / "p.db", tmp_path / "replica", tmp_path / "cache"
+    conn = lsvfs.primary(db)
+    fill(conn, 4000, 400, seed=3)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, replica_dir), tmp_path):
+        lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"]
+                       == lsvfs.digest(conn), 60, interval=0.5, what="the first state")
+        then = lsvfs.digest(conn)
+        time.sleep(1.5)
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 0.7))
+        conn.execute("UPDATE items SET data = randomblob(400) WHERE id % 3 = 0")
+        now = lsvfs.digest(conn)
+        lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"] == now,
+                       60, interval=0.5, what="the second state")
+    u = uri(lsvfs.file_url(replica_dir), disk_cache=cache)
+    first = run_child(u, "travel", at)
+    assert (first["digest_then"], first["digest"]) == (then, now)
+    again = run_child(u, "travel", at)
+    assert (again["digest_then"], again["digest"]) == (then, now)
+    assert again["after"]["store_hits"] > 0
+
+
+def test_a_hydrated_follower_catches_up_with_the_files_the_poller_fetches(tmp_path):
+    db, replica_dir = tmp_path / "bank.db", tmp_path / "replica"
+    conn = bank(db)
+    rnd = random.Random(5)
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO log(n, note) VALUES (0, ?)", [(rnd.randbytes(750).hex(),) for _ in range(2000)])
+    conn.execute("COMMIT")
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, replica_dir), tmp_path):
+        lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"]
+                       == lsvfs.digest(conn), 60, interval=0.5, what="the replica")
+        stop = threading.Event()
+
+        def write():
+            n = 0
+            while not stop.is_set():
+                n += 1
+                transfer(conn, rnd, n)
+                time.sleep(0.05)
+
+        w = threading.Thread(target=write)
+        w.start()
+        try:
+            out = run_child(uri(lsvfs.file_url(replica_dir), hydration_enabled="true",
+                                hydration_path=tmp_path / "copy", poll_interval="500ms"), "follow", 8)
+        finally:
+            stop.set()
+            w.join()
+    new_txids = out["txid_after"] - out["txid_before"]
+    fill_reads = out["after"]["hydration_reads"] - out["hydrated"]["hydration_reads"]
+    assert new_txids > 5, out
+    # The poller fetches each new LTX file whole (one request per file,
+    # each covering one TXID or more) and its pages go into the copy:
+    # catching up, hydration itself asks storage for nothing.
+    assert fill_reads == 0, out["after"]
+    assert out["hydrated"]["hydration_reads"] > 0, "the fill was counted"
+    loads = (out["after"]["reads"] - out["hydrated"]["reads"]) - fill_reads
+    assert loads <= 2 * new_txids, (loads, new_txids)  # file loads, plus the poller's lineage probes
+    assert out["progress"] == 100.0
+    store_misses = out["after"]["store_misses"] - out["hydrated"]["store_misses"]
+    assert store_misses == 0, out["after"]
+
+
+def one_shot_replica(tmp: Path, replica_dir: Path, value: str) -> str:
+    """A replica whose whole content is TXID 1: the primary is written before
+    Litestream starts, so two such replicas share every TXID."""
+    db = tmp / f"primary-{value}.db"
+    conn = lsvfs.primary(db)
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("BEGIN")
+    rnd = random.Random(value)
+    conn.executemany("INSERT INTO t(v) VALUES (?)", [(rnd.randbytes(400).hex(),) for _ in range(5000)])
+    conn.execute("COMMIT")
+    expected = lsvfs.digest(conn)
+    conn.close()
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, replica_dir), tmp):
+        # Checked from fresh processes: this one may still hold the replica
+        # of the old lineage in its registry.
+        lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"] == expected,
+                       60, interval=0.5, what="the replica")
+    return expected
+
+
+def test_a_reset_replica_is_never_served_from_the_old_lineage(tmp_path):
+    replica_dir, cache = tmp_path / "replica", tmp_path / "cache"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old = one_shot_replica(tmp_path / "a", replica_dir, "a")
+    u = uri(lsvfs.file_url(replica_dir), disk_cache=cache)
+    first = run_child(u, "digest")
+    assert first["digest"] == old and first["after"]["store_writes"] > 0
+    # The replica is deleted and re-created: TXIDs start again at 1.
+    shutil.rmtree(replica_dir)
+    new = one_shot_replica(tmp_path / "b", replica_dir, "b")
+    assert new != old
+    assert sorted(p.name for p in (replica_dir / "ltx" / "0").iterdir())[0].startswith("0000000000000001-")
+    out = run_child(u, "digest")
+    assert out["digest"] == new
+    assert out["after"]["store_hits"] == 0, "served a page of the old lineage"
+    assert run_child(u, "digest")["after"]["store_hits"] > 0, "the new lineage is kept in turn"
+
+
+def test_a_full_disk_keeps_queries_working_with_one_warning(proxied, tmp_path):
+    proxy, url, expected = proxied
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        out = run_child(uri(url, disk_cache=mnt / "cache"), "digest", env={"LITESTREAM_LOG_LEVEL": "WARN"})
+        assert out["digest"] == expected
+        assert out["after"]["store_write_errors"] >= 1
+        warnings = [l for l in out["stderr"].splitlines() if "local store" in l]
+        assert len(warnings) == 1, out["stderr"]
+        assert "No space left" in warnings[0] or "os error 28" in warnings[0], warnings
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_an_unwritable_directory_keeps_queries_working(proxied, tmp_path):
+    proxy, url, expected = proxied
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = run_child(uri(url, disk_cache=blocker / "cache"), "digest")
+    assert out["digest"] == expected
+    warnings = [l for l in out["stderr"].splitlines() if "local store" in l]
+    assert len(warnings) == 1, out["stderr"]
+
+
+def test_a_corrupted_store_file_is_a_miss(proxied, tmp_path):
+    proxy, url, expected = proxied
+    cache = tmp_path / "cache"
+    run_child(uri(url, disk_cache=cache), "digest")
+    (store,) = cache.glob("*.pages")
+    data = bytearray(store.read_bytes())
+    rnd = random.Random(1)
+    for _ in range(200):
+        at = rnd.randrange(8192, len(data))
+        data[at] ^= 0x5A
+    store.write_bytes(bytes(data))
+    out = run_child(uri(url, disk_cache=cache), "digest")
+    assert out["digest"] == expected
+    assert out["after"]["store_bad"] > 0 and page_reads(out) > 0
