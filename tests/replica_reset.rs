@@ -46,7 +46,8 @@ fn page2(replica: &Replica) -> String {
     let snap = replica.current();
     let page = replica
         .io
-        .read_page(&snap, PageNo(2), 1, &ScanBuf::default())
+        .fetcher
+        .read(&snap, PageNo(2), 1, &ScanBuf::default())
         .unwrap()
         .unwrap()
         .0;
@@ -259,7 +260,8 @@ fn a_page_cached_from_the_old_lineage_is_never_served_for_the_new_one() {
         let snap = replica.current();
         let page = replica
             .io
-            .read_page(&snap, PageNo(pgno), 1, &ScanBuf::default())
+            .fetcher
+            .read(&snap, PageNo(pgno), 1, &ScanBuf::default())
             .unwrap()
             .unwrap()
             .0;

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::log;
-use crate::ltx::{HEADER_SIZE, Header, Txid};
+use crate::ltx::Txid;
 use crate::storage::{FileInfo, Level};
 
 use super::{Replica, Stats};
@@ -141,15 +141,7 @@ impl Replica {
     /// Whether the header of the tip still has the timestamp we know; a
     /// tip without a known timestamp learns it here.
     pub(super) async fn tip_header_matches(&self, tip: &Tip) -> Result<Option<String>> {
-        Stats::add(&self.io.stats.reads, 1);
-        let bytes = self
-            .io
-            .storage
-            .read(tip.file.id, 0..HEADER_SIZE as u64)
-            .await?;
-        let header = Header::decode(&bytes).map_err(|e| {
-            Error::corrupt(format!("{} {}", self.io.storage.describe(), tip.file.id), e)
-        })?;
+        let header = self.io.catalog.read_header(tip.file.id).await?;
         match tip.written_ms {
             Some(ms) if ms != header.timestamp_ms => Ok(Some(format!(
                 "{} was written at {} ms, it now says {} ms",
@@ -173,7 +165,7 @@ impl Replica {
             return Ok(None);
         }
         let cur = self.current();
-        let listing = self.io.list_all().await?;
+        let listing = self.io.catalog.list_all().await?;
         // An empty replica is what a reset looks like halfway (the files
         // removed, the new lineage not written yet): look again next poll.
         if !listing.is_empty() {
@@ -201,9 +193,8 @@ impl Replica {
             old.txid
         );
         Stats::add(&self.io.stats.resets, 1);
-        self.io.forget_headers();
-        self.io.storage.forget_open_files().await;
-        let Some((mut snap, plan)) = self.io.build(None).await? else {
+        self.io.catalog.forget().await;
+        let Some((mut snap, plan)) = self.io.catalog.build(None).await? else {
             return Err(Error::Unavailable(format!(
                 "{}: the replica was reset and holds no snapshot to start from yet",
                 self.io.storage.describe()
@@ -225,7 +216,7 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ltx::FileName;
+    use crate::ltx::{FileName, Header};
     use crate::storage::FileId;
 
     fn f(level: u8, min: u64, max: u64, size: u64) -> FileInfo {

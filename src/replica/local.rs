@@ -17,7 +17,7 @@ use crate::store::{
 };
 
 use super::load::Loaded;
-use super::{FrameLoc, Io, Snapshot};
+use super::{FrameLoc, Snapshot};
 
 /// After an attach failed, reads skip the store's lineage check for this
 /// long instead of retrying it at every read (it walks the page index).
@@ -268,11 +268,11 @@ fn identities(snap: &Snapshot) -> Vec<Identity> {
     out
 }
 
-impl Io {
+impl Local {
     /// Follows files the poller applied, oldest first: the store learns
     /// which pages changed, and keeps the pages of files read whole.
-    pub(super) fn local_follow(&self, loaded: &[Loaded]) {
-        let Some(store) = self.local.get() else {
+    pub(super) fn follow_loaded(&self, loaded: &[Loaded]) {
+        let Some(store) = self.get() else {
             return;
         };
         for l in loaded {
@@ -291,7 +291,7 @@ impl Io {
                 identity,
                 pages: &pages,
             });
-            self.local.followed(store, identity);
+            self.followed(store, identity);
             if l.file.corrupt.get().is_some() {
                 continue;
             }
@@ -307,9 +307,9 @@ impl Io {
     }
 
     /// Re-binds the store after a re-plan built a new state.
-    pub(super) fn local_attach(&self, snap: &Snapshot) {
-        if let Some(store) = self.local.get() {
-            self.local.attach(store, snap);
+    pub(super) fn attach_built(&self, snap: &Snapshot) {
+        if let Some(store) = self.get() {
+            self.attach(store, snap);
         }
     }
 }

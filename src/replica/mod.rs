@@ -2,9 +2,9 @@
 //! snapshot, and the poller that keeps that snapshot following the primary.
 
 mod ahead;
+mod catalog;
 mod fetch;
 mod flight;
-mod history;
 mod hydrate;
 mod lineage;
 mod load;
@@ -15,6 +15,7 @@ mod poller;
 mod registry;
 mod snapshot;
 mod stats;
+mod verifier;
 mod verify;
 
 use std::sync::Arc;
@@ -23,16 +24,15 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::cache::{FrameKey, Page, PageCache};
-use crate::config::{Config, Verify};
+use crate::cache::PageCache;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log;
-use crate::ltx::{self, Txid};
-use crate::storage::{self, FileInfo, Storage, StorageErrorKind};
+use crate::storage::{self, Storage, StorageErrorKind};
 
 pub use ahead::after_read;
+pub use catalog::{AtTime, Catalog, State};
 pub use fetch::{Fetcher, Landed, MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
-pub use history::{AtTime, State};
 pub use lineage::Tip;
 pub use load::WHOLE_FILE_MAX;
 pub use plan::{Plan, plan};
@@ -42,142 +42,59 @@ pub use poller::{PollState, running as running_pollers};
 pub use registry::{Registry, ReplicaHandle, registry};
 pub use snapshot::{FileRef, FrameLoc, Snapshot};
 pub use stats::Stats;
+pub use verifier::Verifier;
 
 /// How often an open retries while the replica has no files yet.
 const EMPTY_RETRY: Duration = Duration::from_millis(250);
 
-/// What the background verification of a large file found.
-#[derive(Clone, Debug)]
-enum Verdict {
-    Pending,
-    Good,
-    Corrupt(String),
-}
-
-/// Storage, cache and counters: what every read and poll goes through.
+/// What every read and poll goes through: the shared storage, cache,
+/// counters and local store, and the rooms that use them.
 pub struct Io {
     pub storage: Arc<dyn Storage>,
     pub cache: Arc<PageCache>,
     pub stats: Arc<Stats>,
     /// The page reader: cache, single-flight, coalesced and parallel reads.
     pub fetcher: Arc<Fetcher>,
-    /// Which files get their checksum verified.
-    verify: Verify,
-    /// Outcome of the background verification of large files, by the
-    /// file's identity (the key of its offset 0: name, size, timestamp).
-    verdicts: Arc<std::sync::Mutex<std::collections::HashMap<FrameKey, Verdict>>>,
-    /// Headers of listed files (by name and size), for time travel.
-    headers: std::sync::Mutex<std::collections::HashMap<(storage::FileId, u64), ltx::Header>>,
+    /// Listing, headers, plans, builds and history.
+    pub catalog: Catalog,
+    /// The background verification of large files.
+    pub verifier: Arc<Verifier>,
     /// The host-wide local page store, when configured.
     pub local: Arc<local::Local>,
 }
 
 impl Io {
-    /// Every LTX file of every level, listed concurrently.
-    pub async fn list_all(&self) -> Result<Vec<FileInfo>> {
-        Stats::add(&self.stats.lists, self.storage.list_all_requests());
-        Ok(self.storage.list_all().await?)
-    }
-
-    /// Loads files and puts the pages of those read whole into the cache.
-    async fn load(&self, files: &[FileInfo]) -> Result<Vec<load::Loaded>> {
-        Stats::add(&self.stats.reads, files.len() as u64);
-        let loaded = load::load_all(self.storage.as_ref(), files).await?;
-        for l in &loaded {
-            self.cache_pages(l);
-            if !l.verified && self.verify == Verify::Full {
-                self.verify_in_background(l);
-            }
-        }
-        Ok(loaded)
-    }
-
-    /// Forgets every header read so far: after a reset the same names
-    /// hold other files.
-    fn forget_headers(&self) {
-        if let Ok(mut h) = self.headers.lock() {
-            h.clear();
-        }
-    }
-
-    fn verify_in_background(&self, l: &load::Loaded) {
-        let Ok(mut verdicts) = self.verdicts.lock() else {
-            return;
-        };
-        let identity = l.file.key(0);
-        match verdicts.get(&identity) {
-            Some(Verdict::Corrupt(reason)) => {
-                let _ = l.file.corrupt.set(reason.clone());
-                return;
-            }
-            Some(Verdict::Good | Verdict::Pending) => return,
-            None => {}
-        }
-        verdicts.insert(identity, Verdict::Pending);
-        drop(verdicts);
-        let (storage, file, index) = (
-            Arc::clone(&self.storage),
-            Arc::clone(&l.file),
-            Arc::new(l.index.clone()),
+    fn new(storage: Arc<dyn Storage>, config: &Config) -> Io {
+        let cache = Arc::new(PageCache::new(config.cache_size));
+        let stats = Arc::new(Stats::default());
+        let local = Arc::new(local::Local::default());
+        let fetcher = Arc::new(Fetcher::new(
+            Arc::clone(&storage),
+            Arc::clone(&cache),
+            Arc::clone(&stats),
+            Arc::clone(&local),
+        ));
+        let verifier = Arc::new(Verifier::new(
+            Arc::clone(&storage),
+            Arc::clone(&cache),
+            Arc::clone(&stats),
+            config.verify,
+        ));
+        let catalog = Catalog::new(
+            Arc::clone(&storage),
+            Arc::clone(&cache),
+            Arc::clone(&stats),
+            Arc::clone(&verifier),
         );
-        let (stats, verdicts) = (Arc::clone(&self.stats), Arc::clone(&self.verdicts));
-        let cache = Arc::clone(&self.cache);
-        tokio::spawn(async move {
-            let verdict = match verify::verify(storage, cache, Arc::clone(&file), index).await {
-                Ok(()) => {
-                    Stats::add(&stats.verified, 1);
-                    log::debug!("verified {}", file.id);
-                    Some(Verdict::Good)
-                }
-                Err(e @ (Error::Corrupt { .. } | Error::Missing(_))) => {
-                    Stats::add(&stats.corrupt, 1);
-                    log::error!("{e}: reads of its pages will fail");
-                    let _ = file.corrupt.set(e.to_string());
-                    Some(Verdict::Corrupt(e.to_string()))
-                }
-                Err(e) => {
-                    log::info!("could not verify {}: {e}", file.id);
-                    None
-                }
-            };
-            if let Ok(mut v) = verdicts.lock() {
-                match verdict {
-                    Some(verdict) => v.insert(identity, verdict),
-                    None => v.remove(&identity),
-                };
-            }
-        });
-    }
-
-    fn cache_pages(&self, l: &load::Loaded) {
-        for (entry, (_, page)) in l.index.entries.iter().zip(&l.pages) {
-            self.cache
-                .insert(l.file.key(entry.offset), Page::from(page.as_slice()));
+        Io {
+            storage,
+            cache,
+            stats,
+            fetcher,
+            catalog,
+            verifier,
+            local,
         }
-    }
-
-    /// One page of a snapshot, from the cache or storage, and up to
-    /// `window - 1` following frames of its file into the cache. The flag
-    /// says whether storage was read. `None`: no file holds the page.
-    pub fn read_page(
-        &self,
-        snap: &Snapshot,
-        pgno: ltx::PageNo,
-        window: u32,
-        scan: &ScanBuf,
-    ) -> Result<Option<(Page, bool)>> {
-        self.fetcher.read(snap, pgno, window, scan)
-    }
-
-    /// The newest state at or before `limit`, from what storage holds now.
-    pub async fn build(&self, limit: Option<Txid>) -> Result<Option<(Snapshot, Plan)>> {
-        let listing = self.list_all().await?;
-        let Some(plan) = plan::plan(&listing, limit) else {
-            return Ok(None);
-        };
-        let loaded = self.load(&plan.files).await?;
-        let snap = Snapshot::build(loaded.iter().map(|l| (&l.file, &l.index)))?;
-        Ok(Some((snap, plan)))
     }
 }
 
@@ -205,34 +122,15 @@ impl Replica {
             storage::Timeouts::within(config.storage_timeout),
         )
         .map_err(|e| Error::Config(e.to_string()))?;
-        let cache = Arc::new(PageCache::new(config.cache_size));
-        let stats = Arc::new(Stats::default());
-        let local = Arc::new(local::Local::default());
-        let fetcher = Arc::new(Fetcher::new(
-            Arc::clone(&storage),
-            Arc::clone(&cache),
-            Arc::clone(&stats),
-            Arc::clone(&local),
-        ));
-        let io = Io {
-            storage,
-            cache,
-            stats,
-            fetcher,
-            verify: config.verify,
-            verdicts: Default::default(),
-
-            headers: Default::default(),
-            local,
-        };
+        let io = Io::new(storage, &config);
 
         let deadline = Instant::now() + config.open_timeout;
         let mut first = true;
         let (snap, tip) = loop {
             let built = if std::mem::take(&mut first) {
-                tokio::join!(io.build(None), io.storage.prewarm()).0
+                tokio::join!(io.catalog.build(None), io.storage.prewarm()).0
             } else {
-                io.build(None).await
+                io.catalog.build(None).await
             };
             match built {
                 Ok(Some((snap, plan))) => {
@@ -337,7 +235,7 @@ impl Replica {
             return Ok(cur);
         }
         Stats::add(&self.io.stats.replans, 1);
-        let rebuilt = self.io.build(Some(failed.txid)).await?;
+        let rebuilt = self.io.catalog.build(Some(failed.txid)).await?;
         match rebuilt {
             Some((mut snap, _)) if snap.txid == failed.txid => {
                 snap.lineage = failed.lineage;
@@ -351,11 +249,11 @@ impl Replica {
         }
     }
 
-    /// The snapshot for a point in time (see [`Io::build_at_time`]), of the
+    /// The snapshot for a point in time (see [`Catalog::build_at_time`]), of the
     /// current lineage.
     pub async fn at_time(&self, at_ms: i64) -> Result<AtTime> {
         let lineage = self.lineage();
-        let mut at = self.io.build_at_time(at_ms).await?;
+        let mut at = self.io.catalog.build_at_time(at_ms).await?;
         at.snapshot.lineage = lineage;
         Ok(at)
     }

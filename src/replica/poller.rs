@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::error::Result;
 use crate::log;
 use crate::ltx::{FileName, Txid};
-use crate::storage::{FileInfo, Level};
+use crate::storage::FileInfo;
 
 use super::lineage::{self, Seen};
 use super::{Replica, Stats};
@@ -59,8 +59,7 @@ impl Replica {
                 max: cur.txid,
             },
         };
-        Stats::add(&self.io.stats.lists, 1);
-        let listed = self.io.storage.list(Level::L0, Some(after)).await?;
+        let listed = self.io.catalog.list_l0(after).await?;
         let tip_listed = match lineage::check_listing(cur.txid, tip.as_ref(), &listed) {
             Seen::Reset(why) => return self.reset(&why).await.map(|()| true),
             Seen::Same { tip_listed } => tip_listed,
@@ -107,7 +106,7 @@ impl Replica {
                     _ => Ok(None),
                 }
             };
-            let (changed, loaded) = tokio::try_join!(check_tip, self.io.load(&run))?;
+            let (changed, loaded) = tokio::try_join!(check_tip, self.io.catalog.load(&run))?;
             if let Some(why) = changed {
                 return self.reset(&why).await.map(|()| true);
             }
@@ -115,7 +114,7 @@ impl Replica {
             for l in &loaded {
                 snap = snap.apply(&l.file, &l.index)?;
             }
-            self.io.local_follow(&loaded);
+            self.io.local.follow_loaded(&loaded);
             if let (Some(f), Some(l)) = (run.last(), loaded.last()) {
                 self.set_tip(Some(lineage::Tip {
                     txid: snap.txid,
@@ -136,11 +135,11 @@ impl Replica {
         // never saw, or a real gap. Re-plan from every level.
         Stats::add(&self.io.stats.replans, 1);
         let newest = self.current();
-        if let Some((mut snap, plan)) = self.io.build(None).await? {
+        if let Some((mut snap, plan)) = self.io.catalog.build(None).await? {
             if snap.txid > newest.txid {
                 snap.lineage = newest.lineage;
                 self.set_tip(lineage::tip_of(&snap, &plan));
-                self.io.local_attach(&snap);
+                self.io.local.attach_built(&snap);
                 self.publish(snap);
             }
             if let Some(gap) = plan.gap {

@@ -142,7 +142,7 @@ unsafe extern "C" fn x_filter(
         // SAFETY: `db` is the live connection the table belongs to.
         let rows = unsafe { main_file_of(db) }
             .and_then(|f| f.replica())
-            .and_then(|r| runtime::block_on(async move { r.io.history().await })?);
+            .and_then(|r| runtime::block_on(async move { r.io.catalog.history().await })?);
         match rows {
             Ok(rows) => {
                 c.rows = rows;

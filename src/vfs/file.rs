@@ -357,16 +357,16 @@ fn read_at(
         } else if pgno == lock_page(snap.page_size) {
             dst.fill(0);
         } else {
-            let (page, missed) =
-                replica
-                    .io
-                    .read_page(snap, pgno, window, scan)?
-                    .ok_or_else(|| {
-                        Error::Missing(format!(
-                            "page {} of the database at TXID {} is in no LTX file of the replica",
-                            pgno.0, snap.txid
-                        ))
-                    })?;
+            let (page, missed) = replica
+                .io
+                .fetcher
+                .read(snap, pgno, window, scan)?
+                .ok_or_else(|| {
+                    Error::Missing(format!(
+                        "page {} of the database at TXID {} is in no LTX file of the replica",
+                        pgno.0, snap.txid
+                    ))
+                })?;
             replica::after_read(&replica.io.fetcher, snap, pf, pgno, &page, missed, window);
             if pgno.0 == 1 {
                 let mut p1 = page.to_vec();

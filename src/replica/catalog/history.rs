@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::ltx::{HEADER_SIZE, Header, Txid};
+use crate::ltx::{Header, Txid};
 use crate::storage::{FileId, FileInfo};
 use crate::timefmt::format_rfc3339_nano;
 
-use super::{Io, Snapshot, Stats, plan};
+use super::super::{Snapshot, Stats, plan};
+use super::Catalog;
 
 /// A state the replica can be read at: the TXID a file ends at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub struct AtTime {
     pub exact: bool,
 }
 
-impl Io {
+impl Catalog {
     /// Headers of `listing`, from the cache or fetched concurrently. Files
     /// never change, so a header is fetched once (per name and size: a
     /// reset replica reuses names, and the cache is cleared on a reset).
@@ -42,9 +43,7 @@ impl Io {
         };
         Stats::add(&self.stats.reads, missing.len() as u64);
         let fetched = futures_util::future::try_join_all(missing.iter().map(|f| async move {
-            let bytes = self.storage.read(f.id, 0..HEADER_SIZE as u64).await?;
-            let header = Header::decode(&bytes)
-                .map_err(|e| Error::corrupt(format!("{} {}", self.storage.describe(), f.id), e))?;
+            let header = self.fetch_header(f.id).await?;
             Ok::<_, Error>(((f.id, f.size), header))
         }))
         .await?;
