@@ -69,3 +69,42 @@ fn the_local_store_knows_pages_not_replicas() {
         }
     }
 }
+
+/// The field lines of `pub struct name { … }` in `file`.
+fn fields(file: &str, name: &str) -> Vec<String> {
+    let src = source(file);
+    let open = format!("pub struct {name} {{");
+    let start = src
+        .find(&open)
+        .unwrap_or_else(|| panic!("{file} has no {open}"));
+    src[start + open.len()..]
+        .lines()
+        .take_while(|l| l.trim() != "}")
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with("//"))
+        .collect()
+}
+
+#[test]
+fn the_rooms_of_a_replica_keep_their_fields_private() {
+    for (file, name) in [
+        ("src/replica/fetch.rs", "Fetcher"),
+        ("src/replica/catalog.rs", "Catalog"),
+        ("src/replica/verifier.rs", "Verifier"),
+    ] {
+        let fields = fields(file, name);
+        assert!(!fields.is_empty(), "{name} has no fields in {file}");
+        for f in fields {
+            assert!(!f.starts_with("pub"), "{name} exposes a field: {f}");
+        }
+    }
+}
+
+#[test]
+fn io_is_a_holder_with_no_behaviour_elsewhere() {
+    let mut files = files_under("src/replica");
+    files.extend(files_under("src/replica/catalog"));
+    for f in files.iter().filter(|f| !f.ends_with("/mod.rs")) {
+        assert!(!source(f).contains("impl Io {"), "{f} adds behaviour to Io");
+    }
+}
