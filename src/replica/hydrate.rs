@@ -6,7 +6,7 @@
 //! large ranges of frames, several at a time, never for single pages.
 //! Catching up needs no request of its own: the poller fetches each new
 //! small LTX file whole and its pages go into the store as it follows
-//! (see `local_follow`); a round after a new snapshot only looks at the
+//! (see `Local::follow_loaded`); a round after a new snapshot only looks at the
 //! pages whose frame moved, and fetches those the store does not hold.
 
 use std::ops::Range;
