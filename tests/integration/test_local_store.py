@@ -87,7 +87,11 @@ def test_eight_processes_share_one_disk_tier_and_a_restart_reads_from_disk(proxi
 
     first = run_child(uri(url, disk_cache=cache), "digest")
     assert first["digest"] == expected
-    assert page_reads(first) == page_reads(cold), "the first process fetches as before"
+    # Prefetch and demand reads race (a demand read may take over a queued
+    # frame or join its flight), so two cold processes differ by a read or
+    # two; the disk tier must add none beyond that.
+    slack = max(2, page_reads(cold) // 10)
+    assert abs(page_reads(first) - page_reads(cold)) <= slack, "the first process fetches as before"
     # What a bare open costs at the server (listing, page indexes).
     before = proxy.requests
     run_child(uri(url, disk_cache=cache), "lookups", 0)

@@ -308,4 +308,8 @@ def test_short_soak_with_a_live_primary():
     assert r["errors"] == []
     assert r["reads"] > 1000 and r["written"] > 100
     fds = [s[2] for s in r["samples"]]
-    assert max(fds) - min(fds) <= 4, r["samples"]
+    # 32 threads missing the cache at once each hold a descriptor for a
+    # moment while the cache warms up; a leak is growth, so the last sample
+    # must be back at the lowest, and no sample may run away.
+    assert fds[-1] - min(fds) <= 4, r["samples"]
+    assert max(fds) <= min(fds) + 64, r["samples"]
