@@ -141,13 +141,14 @@ pub fn config_url(data: &[u8]) {
     let _ = parse_bool(s);
     if let Ok(url) = ReplicaUrl::parse(s) {
         // A password never shows in what is printed. (Only the authority is
-        // checked: the same text may legitimately appear in the path.)
+        // checked: the same text may legitimately appear in the path or the
+        // query; the authority ends at the first `/`, `?` or `#`.)
         if let Some(pw) = url.url().password() {
             let needle = format!(":{pw}@");
             for shown in [url.redacted().to_owned(), format!("{url:?}")] {
                 let authority = shown
                     .split_once("://")
-                    .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(rest));
+                    .map_or("", |(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest));
                 assert!(
                     pw == "REDACTED" || !authority.contains(&needle),
                     "password shown in {shown}"
