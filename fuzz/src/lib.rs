@@ -146,9 +146,9 @@ pub fn config_url(data: &[u8]) {
         if let Some(pw) = url.url().password() {
             let needle = format!(":{pw}@");
             for shown in [url.redacted().to_owned(), format!("{url:?}")] {
-                let authority = shown
-                    .split_once("://")
-                    .map_or("", |(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(rest));
+                let authority = shown.split_once("://").map_or("", |(_, rest)| {
+                    rest.split(['/', '?', '#']).next().unwrap_or(rest)
+                });
                 assert!(
                     pw == "REDACTED" || !authority.contains(&needle),
                     "password shown in {shown}"
