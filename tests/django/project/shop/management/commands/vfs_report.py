@@ -44,11 +44,19 @@ def rows(qs):
 
 
 def wait(step, want, timeout=60.0):
+    """`step()` until it returns `want`. Until Litestream has shipped the
+    migration, the replica has no such table yet: errors are retried too,
+    and the last one is raised at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        value = step()
-        if value == want or time.monotonic() > deadline:
-            return value
+        try:
+            value = step()
+        except Exception:  # noqa: BLE001
+            if time.monotonic() > deadline:
+                raise
+        else:
+            if value == want or time.monotonic() > deadline:
+                return value
         time.sleep(0.1)
 
 
