@@ -277,20 +277,6 @@ impl Storage for NatsStorage {
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
         Box::pin(self.read_range(file, range))
     }
-
-    fn read_ranges(
-        &self,
-        file: FileId,
-        ranges: Vec<Range<u64>>,
-    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StorageError>> {
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(ranges.len());
-            for r in ranges {
-                out.push(self.read_range(file, r).await?);
-            }
-            Ok(out)
-        })
-    }
 }
 
 /// Litestream's object name for a file (its `Path` is empty for NATS).
