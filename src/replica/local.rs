@@ -13,15 +13,19 @@ use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{PageNo, Txid};
 use crate::store::{
-    Capacity, DiskStore, Followed, Identity, OpenError, PageStore, Span, StateFacts, identity,
+    Attached, Capacity, DiskStore, Followed, Identity, OpenError, PageStore, Span, StateFacts,
+    identity,
 };
 
 use super::load::Loaded;
 use super::{FrameLoc, Snapshot};
 
 /// After an attach failed, reads skip the store's lineage check for this
-/// long instead of retrying it at every read (it walks the page index).
+/// long instead of retrying it at every read.
 const ATTACH_RETRY_MS: i64 = 5_000;
+/// After an attach found the stored lineage behind this state while another
+/// process follows it: that process polls about once a second.
+const BEHIND_RETRY_MS: i64 = 200;
 
 /// The local store of one replica, once its page size is known.
 #[derive(Default)]
@@ -39,7 +43,9 @@ pub struct Local {
 struct Known {
     lineage: u64,
     files: HashSet<Identity>,
-    failed_at_ms: i64,
+    /// Until when reads skip the lineage check after an attach that did
+    /// not bind the store.
+    retry_at_ms: i64,
 }
 
 impl Local {
@@ -57,7 +63,7 @@ impl Local {
             if known.lineage != 0 && known.lineage == store.lineage() && known.files.contains(&id) {
                 return Some(store);
             }
-            if super::now_ms() - known.failed_at_ms < ATTACH_RETRY_MS {
+            if super::now_ms() < known.retry_at_ms {
                 return None;
             }
         }
@@ -91,7 +97,7 @@ impl Local {
     /// results.
     fn attach(&self, store: &DiskStore, snap: &Snapshot) {
         let files = identities(snap);
-        let ok = store.attach(&StateFacts {
+        let attached = store.attach(&StateFacts {
             txid: snap.txid,
             page_count: snap.page_count,
             checkpoints: &files,
@@ -101,15 +107,20 @@ impl Local {
             return;
         };
         let lineage = store.lineage();
-        if !ok || lineage == 0 {
-            known.failed_at_ms = super::now_ms();
+        let wait = match attached {
+            Attached::Serving if lineage != 0 => 0,
+            Attached::Behind => BEHIND_RETRY_MS,
+            Attached::Serving | Attached::Failed => ATTACH_RETRY_MS,
+        };
+        if wait > 0 {
+            known.retry_at_ms = super::now_ms() + wait;
             return;
         }
         if known.lineage != lineage {
             *known = Known {
                 lineage,
                 files: HashSet::new(),
-                failed_at_ms: 0,
+                retry_at_ms: 0,
             };
         }
         known.files.extend(files);
@@ -247,22 +258,14 @@ fn file_identity(f: &super::FileRef) -> Identity {
     }
 }
 
-/// The identities of the files `snap` reads from.
+/// The identities of the files `snap` was built from: all of its file
+/// table, not only the files that still hold a page. A state opened on a
+/// new snapshot holds most pages in that snapshot (unknown to the store)
+/// and the rest in its newest file (often not yet followed by the process
+/// that keeps the store); the files in between are what it shares with the
+/// stored lineage.
 fn identities(snap: &Snapshot) -> Vec<Identity> {
-    let mut out: Vec<Identity> = Vec::new();
-    let mut seen: HashSet<*const super::FileRef> = HashSet::new();
-    let mut last: *const super::FileRef = std::ptr::null();
-    for p in 1..=snap.page_count {
-        let Some(loc) = snap.frame(PageNo(p)) else {
-            continue;
-        };
-        let ptr = Arc::as_ptr(&loc.file);
-        if ptr == last || !seen.insert(ptr) {
-            continue;
-        }
-        last = ptr;
-        out.push(file_identity(&loc.file));
-    }
+    let mut out: Vec<Identity> = snap.files().map(|f| file_identity(f)).collect();
     out.sort();
     out.dedup();
     out
@@ -313,3 +316,7 @@ impl Local {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "local_tests.rs"]
+mod tests;

@@ -224,6 +224,12 @@ impl Snapshot {
                 * (std::mem::size_of::<Arc<FileRef>>() + std::mem::size_of::<FileRef>())
     }
 
+    /// The files of the file table: every file applied since its last
+    /// compaction, including those whose pages later files superseded.
+    pub fn files(&self) -> impl Iterator<Item = &Arc<FileRef>> {
+        self.files.iter()
+    }
+
     /// Files in the file table.
     pub fn file_count(&self) -> usize {
         self.files.len()

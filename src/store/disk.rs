@@ -17,6 +17,8 @@
 //!   A process uses the store only after its own state matched a
 //!   checkpoint with no conflicting one; otherwise it starts a new lineage,
 //!   and the old entries are dead for everyone who verified the new one.
+//!   A state wholly newer than the stored lineage, while another process
+//!   still follows it, waits for that process instead (`Attached::Behind`).
 //! - **Open entries and the horizon.** An entry written by a reader at
 //!   the store's horizon `H` is *open*: constant from `lo` to `H`, for as
 //!   long as every later file is followed. Following file `[a, b]` closes
@@ -37,11 +39,15 @@ use crate::log;
 use crate::ltx::{PageNo, PageSize, Txid};
 
 use super::layout::{FileHeader, HEADER_LEN, OPEN, SLOT_HEADER, SlotHeader, page_sum};
-use super::{Fill, Followed, PageStore, Span, StateFacts, os};
+use super::{Attached, Fill, Followed, PageStore, Span, StateFacts, os};
 
 /// After a failed write (disk full, read-only filesystem), writes pause for
 /// this long: the next attempt is cheap to make and likely to fail again.
 const WRITE_BACKOFF_MS: i64 = 30_000;
+
+/// A store file written this recently has a process following its lineage
+/// (every applied file rewrites the header).
+pub(super) const FOLLOWED_RECENTLY_MS: u128 = 10_000;
 
 /// Catching up at open closes the pages that changed since the horizon one
 /// by one, unless more changed than this (then the era ends instead, in one
@@ -477,7 +483,7 @@ impl PageStore for DiskStore {
         self.follow_file(f);
     }
 
-    fn attach(&self, s: &StateFacts<'_>) -> bool {
+    fn attach(&self, s: &StateFacts<'_>) -> Attached {
         self.attach_state(s)
     }
 

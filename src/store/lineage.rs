@@ -8,8 +8,8 @@ use crate::log;
 use crate::ltx::{PageNo, Txid};
 
 use super::super::layout::{FileHeader, OPEN};
-use super::super::{Followed, Identity, StateFacts, os};
-use super::{CATCH_UP_MAX, DiskStore, View};
+use super::super::{Attached, Followed, Identity, StateFacts, os};
+use super::{CATCH_UP_MAX, DiskStore, FOLLOWED_RECENTLY_MS, View};
 
 impl DiskStore {
     /// Closes the open entry of `pgno` at `at`, if it is one of the current
@@ -92,9 +92,9 @@ impl DiskStore {
         }
     }
 
-    pub(super) fn attach_state(&self, s: &StateFacts<'_>) -> bool {
+    pub(super) fn attach_state(&self, s: &StateFacts<'_>) -> Attached {
         if self.writes_paused() {
-            return false;
+            return Attached::Failed;
         }
         let result = (|| {
             let _lock = self.lock()?;
@@ -105,7 +105,15 @@ impl DiskStore {
                 ..FileHeader::default()
             });
             let boot = os::boot_id();
-            if h.lineage == 0 || compare(&h.checkpoints, s.checkpoints) != Verdict::Match {
+            let verdict = compare(&h.checkpoints, s.checkpoints);
+            if h.lineage != 0
+                && verdict == Verdict::Unknown
+                && s.checkpoints.iter().all(|&(k, _)| k >> 4 > h.horizon)
+                && self.followed_recently()
+            {
+                return Ok(Attached::Behind);
+            }
+            if h.lineage == 0 || verdict != Verdict::Match {
                 if h.lineage != 0 {
                     log::info!(
                         "local store {}: the replica's history does not match the stored lineage; \
@@ -131,15 +139,23 @@ impl DiskStore {
             h.boot = boot;
             self.write_header(&h)?;
             self.view.store(Arc::new(View::of(&h)));
-            Ok::<_, std::io::Error>(())
+            Ok::<_, std::io::Error>(Attached::Serving)
         })();
-        match result {
-            Ok(()) => true,
-            Err(e) => {
-                self.write_failed("opening", &e);
-                false
-            }
-        }
+        result.unwrap_or_else(|e| {
+            self.write_failed("opening", &e);
+            Attached::Failed
+        })
+    }
+
+    /// Whether some process wrote the store file in the last
+    /// `FOLLOWED_RECENTLY_MS`.
+    fn followed_recently(&self) -> bool {
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_millis() < FOLLOWED_RECENTLY_MS)
     }
 
     /// Moves the horizon from `h.horizon` to the state `s`: pages whose

@@ -98,6 +98,20 @@ pub struct Fill {
     pub txid: Txid,
 }
 
+/// What an `attach` made of a state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// The store serves the state's lineage.
+    Serving,
+    /// The state is newer than everything the stored lineage has seen, and
+    /// another process is still following that lineage: it may reach the
+    /// state's files soon, so ask again shortly instead of starting over
+    /// (which would drop every stored page for every process).
+    Behind,
+    /// The store cannot serve now (a write failed).
+    Failed,
+}
+
 /// What `replica/` asks of a local page store.
 pub trait PageStore: Send + Sync {
     /// The bytes of `pgno` in some state of `want`, if held and intact.
@@ -110,9 +124,8 @@ pub trait PageStore: Send + Sync {
     /// being valid past the state before it.
     fn follow(&self, file: &Followed<'_>);
     /// Binds the store to the lineage of a state the replica built (at open
-    /// and after a re-plan): checks the lineage, catches up. Returns
-    /// whether the store now serves that lineage.
-    fn attach(&self, state: &StateFacts<'_>) -> bool;
+    /// and after a re-plan): checks the lineage, catches up.
+    fn attach(&self, state: &StateFacts<'_>) -> Attached;
     /// The lineage this process verified and reads (0: none yet). It
     /// changes when an `attach` started a new one.
     fn lineage(&self) -> u64;
