@@ -114,7 +114,7 @@ unsafe extern "C" fn call(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mu
         let result = catch_panic(|| {
             // SAFETY: `ctx` is the live context of this call.
             unsafe { main_file(ctx) }.and_then(|file| {
-                file.test_panic(PanicHook::Function);
+                file.hooks().fire(PanicHook::Function);
                 (f.run)(file, arg)
             })
         });

@@ -1,7 +1,8 @@
 //! One open replica database.
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::hooks::{Hooks, PanicHook};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -78,25 +79,12 @@ impl Inner {
     }
 }
 
-/// Where the armed test hook panics (see `PRAGMA litestream_test_panic`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum PanicHook {
-    Off = 0,
-    /// In the next read, before the connection's lock is taken.
-    Read = 1,
-    /// In the next read, while the connection's lock is held.
-    Locked = 2,
-    /// In the next SQL function call.
-    Function = 3,
-}
-
 /// An open replica database, as SQLite's main database file.
 pub struct DbFile {
     config: Config,
     inner: Mutex<Inner>,
-    /// Test hook: a `PanicHook` as a number.
-    panic_hook: AtomicU8,
+    /// Fault hooks of the panic-safety tests (empty in a normal build).
+    hooks: Hooks,
 }
 
 impl DbFile {
@@ -113,7 +101,7 @@ impl DbFile {
                 prefetch: None,
                 scan: Arc::default(),
             }),
-            panic_hook: AtomicU8::new(PanicHook::Off as u8),
+            hooks: Hooks::default(),
         })
     }
 
@@ -125,20 +113,9 @@ impl DbFile {
         Ok(self.inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Test hook: arms a panic (see `PRAGMA litestream_test_panic`).
-    pub fn arm_panic(&self, hook: PanicHook) {
-        self.panic_hook.store(hook as u8, Ordering::SeqCst);
-    }
-
-    /// Panics if `hook` is armed (and disarms it).
-    pub fn test_panic(&self, hook: PanicHook) {
-        if self
-            .panic_hook
-            .compare_exchange(hook as u8, 0, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            panic!("test hook: panic ({hook:?})");
-        }
+    /// The connection's fault hooks (see `vfs::hooks`).
+    pub fn hooks(&self) -> &Hooks {
+        &self.hooks
     }
 
     /// Reopens the replica if this process is a fork child of the one that
@@ -264,10 +241,10 @@ impl DbFile {
     /// The connection's lock is held only to pick the snapshot and the
     /// read-ahead window, never across storage I/O.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
-        self.test_panic(PanicHook::Read);
+        self.hooks.fire(PanicHook::Read);
         let (replica, snap, window, pf, scan) = {
             let mut inner = self.inner()?;
-            self.test_panic(PanicHook::Locked);
+            self.hooks.fire(PanicHook::Locked);
             self.ensure_epoch(&mut inner)?;
             let replica = Arc::clone(inner.handle.replica());
             // Outside a transaction and not travelling: the newest snapshot.

@@ -3,10 +3,12 @@
 //! SQL functions report. The C trampolines in `sqlite::vfs` call into this.
 
 mod file;
+mod hooks;
 mod page1;
 mod pragma;
 mod timeparse;
 
-pub use file::{DbFile, LockLevel, PanicHook};
+pub use file::{DbFile, LockLevel};
+pub use hooks::PanicHook;
 pub use pragma::PragmaResult;
 pub use timeparse::{ACCEPTED as ACCEPTED_TIMES, TimeTarget, parse_time};

@@ -2,7 +2,9 @@
 
 use crate::error::{Error, Result};
 
-use super::file::{DbFile, PanicHook};
+use super::file::DbFile;
+#[cfg(feature = "test-hooks")]
+use super::hooks::PanicHook;
 use super::timeparse::parse_time;
 use crate::timefmt::format_rfc3339_nano;
 
@@ -41,17 +43,15 @@ impl DbFile {
                     .unwrap_or_default()
             })),
             "litestream_stats" => read_only(self.stats_text()),
-            // Test hooks for the panic-safety tests; inert unless enabled.
-            "litestream_test_panic" if std::env::var_os("LITESTREAM_VFS_TEST_HOOKS").is_some() => {
-                let hook = match value {
-                    Some("read") => PanicHook::Read,
-                    Some("locked") => PanicHook::Locked,
-                    Some("function") => PanicHook::Function,
-                    _ => panic!("test hook: panic inside the pragma callback"),
-                };
-                self.arm_panic(hook);
-                Ok(Some("armed".into()))
-            }
+            // The panic-safety tests' fault hooks (`vfs::hooks`).
+            #[cfg(feature = "test-hooks")]
+            "litestream_test_panic" => match value.and_then(PanicHook::named) {
+                Some(hook) => {
+                    self.hooks().arm(hook);
+                    Ok(Some("armed".into()))
+                }
+                None => panic!("test hook: panic inside the pragma callback"),
+            },
 
             _ => return None,
         })

@@ -25,7 +25,19 @@ def run_py(code: str, timeout: float = 120, env: dict | None = None) -> subproce
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def test_panics_become_errors_and_the_process_lives_on():
+@pytest.fixture(scope="module")
+def hooks_env() -> dict:
+    """The environment that makes lsvfs load a build with the fault hooks
+    (the `test-hooks` feature, which no release has), built here."""
+    target = lsvfs.ROOT / "target" / "test-hooks"
+    subprocess.run(["cargo", "build", "--quiet", "--lib", "--features", "test-hooks",
+                    "--target-dir", str(target)], cwd=lsvfs.ROOT, check=True, timeout=1800)
+    lib = target / "debug" / lsvfs.LIB.name
+    assert lib.exists(), lib
+    return {"LITESTREAM_VFS_LIB": str(lib)}
+
+
+def test_panics_become_errors_and_the_process_lives_on(hooks_env):
     r = run_py(f"""
         import sqlite3
         c = lsvfs.connect({lsvfs.file_url(BASIC / 'replica')!r}, name="panic.db")
@@ -39,13 +51,13 @@ def test_panics_become_errors_and_the_process_lives_on():
         except sqlite3.Error as e:
             print("read:", type(e).__name__, e)
         print("after:", lsvfs.digest(c) == {WANT!r})
-    """, env={"LITESTREAM_VFS_TEST_HOOKS": "1"})
+    """, env=hooks_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["pragma: OperationalError", "read: OperationalError disk I/O error", "after: True"]
     assert "panic caught at the SQLite boundary" in r.stderr
 
 
-def test_a_panic_in_a_function_is_an_error_and_a_panic_under_the_lock_does_not_poison():
+def test_a_panic_in_a_function_is_an_error_and_a_panic_under_the_lock_does_not_poison(hooks_env):
     r = run_py(f"""
         import sqlite3
         c = lsvfs.connect({lsvfs.file_url(BASIC / 'replica')!r}, name="panic2.db")
@@ -62,7 +74,7 @@ def test_a_panic_in_a_function_is_an_error_and_a_panic_under_the_lock_does_not_p
             print("locked:", type(e).__name__, e)
         for _ in range(3):
             print("locked after:", lsvfs.digest(c) == {WANT!r}, c.execute("SELECT litestream_txid()").fetchone())
-    """, env={"LITESTREAM_VFS_TEST_HOOKS": "1"})
+    """, env=hooks_env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [
         "function: OperationalError True",
@@ -72,10 +84,11 @@ def test_a_panic_in_a_function_is_an_error_and_a_panic_under_the_lock_does_not_p
     assert r.stderr.count("panic caught at the SQLite boundary") >= 2, r.stderr
 
 
-def test_test_hooks_are_inert_by_default():
+def test_the_release_library_has_no_test_hooks():
     c = lsvfs.connect(lsvfs.file_url(BASIC / "replica"), name="nohooks.db")
-    # Not ours without the variable: SQLite ignores an unknown pragma.
+    # Not ours: SQLite ignores an unknown pragma.
     assert c.execute("PRAGMA litestream_test_panic").fetchall() == []
+    assert b"litestream_test_panic" not in lsvfs.LIB.read_bytes()
 
 
 FORK = """
