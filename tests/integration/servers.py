@@ -17,6 +17,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from email.utils import formatdate
 from pathlib import Path
 
@@ -27,6 +28,11 @@ BACKENDS = ("s3", "gs", "abs", "sftp")
 # whose servers the set-up also starts.
 MORE_BACKENDS = ("webdav", "nats")
 SERVICES = {"s3", "gcs", "abs", "sftp", "webdav", "nats"}
+
+
+def unique(prefix: str) -> str:
+    """A fresh replica path (also a valid NATS bucket name)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def harness(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -20,21 +20,9 @@ import pytest
 
 import lsvfs
 import servers as srv
+from servers import unique
 
 BACKENDS = srv.BACKENDS
-
-
-@pytest.fixture(scope="session")
-def servers():
-    os.environ.pop("AWS_CA_BUNDLE", None)  # litestream 0.5.17 refuses to start with it set
-    s, started = srv.start()
-    yield s
-    if started:
-        srv.stop()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def fill(conn, rows: int, start: int = 0) -> None:

@@ -19,24 +19,11 @@ import pytest
 
 import lsvfs
 import servers as srv
+from servers import unique
 from faultproxy import FaultProxy
 from test_backends import PROBE, assert_refused, closed_port, config_for, fill, probe
 
 MORE = srv.MORE_BACKENDS
-
-
-@pytest.fixture(scope="module")
-def servers():
-    os.environ.pop("AWS_CA_BUNDLE", None)  # litestream 0.5.17 refuses to start with it set
-    s, started = srv.start()
-    yield s
-    if started:
-        srv.stop()
-
-
-def unique(prefix: str) -> str:
-    # NATS bucket names: letters, digits, - and _.
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def replica_path(servers, backend: str, prefix: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 import lsvfs
 from faultproxy import FaultProxy
-from test_backends import servers, unique  # noqa: F401  (session fixture)
+from servers import unique
 from test_replicate import fill
 
 ROWS = 20_000

@@ -20,7 +20,7 @@ import pytest
 
 import lsvfs
 from faultproxy import FaultProxy
-from test_backends import servers, unique  # noqa: F401  (session fixture)
+from servers import unique
 from test_follow import ACCOUNTS, START, bank, transfer
 from test_replicate import fill
 

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 import lsvfs
-from test_backends import config_for, servers, unique  # noqa: F401  (session fixture)
+from test_backends import config_for
+from servers import unique
 from test_follow import ACCOUNTS, COMPACTING, START, bank
 
 RTT_MS = 20
