@@ -11,6 +11,7 @@ use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
 use crate::ltx::{FileName, HEADER_SIZE, Header, Txid};
 use crate::storage::{FileId, FileInfo, Level, Storage};
+use crate::store::Blobs;
 
 pub use history::{AtTime, State};
 
@@ -26,6 +27,9 @@ pub struct Catalog {
     verifier: Arc<Verifier>,
     /// Headers of listed files (by name and size), for time travel.
     headers: Mutex<HashMap<(FileId, u64), Header>>,
+    /// What earlier loads learnt of the files, kept on disk next to the
+    /// local store (when one is configured).
+    blobs: Option<Arc<Blobs>>,
 }
 
 impl Catalog {
@@ -34,6 +38,7 @@ impl Catalog {
         cache: Arc<PageCache>,
         stats: Arc<Stats>,
         verifier: Arc<Verifier>,
+        blobs: Option<Arc<Blobs>>,
     ) -> Catalog {
         Catalog {
             storage,
@@ -41,7 +46,13 @@ impl Catalog {
             stats,
             verifier,
             headers: Default::default(),
+            blobs,
         }
+    }
+
+    /// The file metadata kept on disk, when configured.
+    pub fn blobs(&self) -> Option<&Blobs> {
+        self.blobs.as_deref()
     }
 
     /// Every LTX file of every level, listed concurrently.
@@ -71,8 +82,9 @@ impl Catalog {
 
     /// Loads files and puts the pages of those read whole into the cache.
     pub async fn load(&self, files: &[FileInfo]) -> Result<Vec<Loaded>> {
-        Stats::add(&self.stats.reads, files.len() as u64);
-        let loaded = load::load_all(self.storage.as_ref(), files).await?;
+        let loaded = load::load_all(self.storage.as_ref(), files, self.blobs()).await?;
+        let fetched = loaded.iter().filter(|l| !l.kept).count();
+        Stats::add(&self.stats.reads, fetched as u64);
         for l in &loaded {
             self.cache_pages(l);
             self.verifier.check(l);
@@ -100,6 +112,10 @@ impl Catalog {
     /// The newest state at or before `limit`, from what storage holds now.
     pub async fn build(&self, limit: Option<Txid>) -> Result<Option<(Snapshot, Plan)>> {
         let listing = self.list_all().await?;
+        if let Some(b) = self.blobs() {
+            let names = load::blob_names(&listing);
+            b.retain(|n| names.contains(n));
+        }
         let Some(plan) = plan::plan(&listing, limit) else {
             return Ok(None);
         };

@@ -73,6 +73,9 @@ pub fn check_listing(cur: Txid, tip: Option<&Tip>, listed: &[FileInfo]) -> Seen 
                     f.id, f.size, t.file.size
                 ));
             }
+            if t.file.version != 0 && f.version != 0 && t.file.version != f.version {
+                return Seen::Reset(format!("{} was written again", f.id));
+            }
             tip_listed = true;
         } else if f.id.level == Level::L0 && f.id.name.min <= cur && f.id.name.max > cur {
             return Seen::Reset(format!(
@@ -229,6 +232,7 @@ mod tests {
                 },
             },
             size,
+            version: 0,
         }
     }
 
@@ -254,6 +258,21 @@ mod tests {
         // A tip of another state is not compared.
         let stale = check_listing(Txid(6), Some(&t), &[f(0, 5, 5, 101)]);
         assert_eq!(stale, Seen::Same { tip_listed: false });
+    }
+
+    #[test]
+    fn the_tip_listed_with_another_version_is_a_reset() {
+        let v = |file: FileInfo, version| FileInfo { version, ..file };
+        let t = tip(v(f(0, 5, 5, 100), 7));
+        let same = check_listing(Txid(5), Some(&t), &[v(f(0, 5, 5, 100), 7)]);
+        assert_eq!(same, Seen::Same { tip_listed: true });
+        // A backend that tells no version compares sizes only.
+        let untold = check_listing(Txid(5), Some(&t), &[f(0, 5, 5, 100)]);
+        assert_eq!(untold, Seen::Same { tip_listed: true });
+        let Seen::Reset(why) = check_listing(Txid(5), Some(&t), &[v(f(0, 5, 5, 100), 8)]) else {
+            panic!("a rewritten tip is a reset");
+        };
+        assert!(why.contains("written again"), "{why}");
     }
 
     #[test]

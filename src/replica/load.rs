@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::ltx::{self, HEADER_SIZE, Header, PageIndex, PageNo};
-use crate::storage::{FileInfo, Storage};
+use crate::storage::{FileInfo, Level, Storage};
+use crate::store::Blobs;
 
 use super::snapshot::FileRef;
 
@@ -35,29 +36,43 @@ pub struct Loaded {
     pub pages: Vec<(PageNo, Vec<u8>)>,
     /// Whether the file checksum was checked (files read whole).
     pub verified: bool,
+    /// Whether it came from the blobs kept on disk, not from storage.
+    pub kept: bool,
 }
 
-/// Loads one file's metadata (and, if small, its pages).
-pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
+/// Loads one file's metadata (and, if small, its pages), from `blobs` when
+/// they hold it: a file read whole is kept whole, a large one as its
+/// header, page index and file checksum. Only files whose listing names a
+/// version use them, so a file written again under the same name is
+/// fetched again.
+pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) -> Result<Loaded> {
     let describe = || format!("{} {}", storage.describe(), info.id);
+    let blobs = blobs.filter(|_| info.version != 0);
+    let name = blob_name(&info);
     if info.size <= WHOLE_FILE_MAX {
-        let bytes = storage.read(info.id, 0..info.size).await?;
-        let decoded = match ltx::decode_file(&bytes) {
-            Ok(decoded) => decoded,
-            Err(e @ ltx::LtxError::Checksum { .. }) => {
-                return structure_only(&bytes, info, e, describe);
+        let kept = blobs
+            .and_then(|b| b.get(&name))
+            .filter(|b| b.len() as u64 == info.size);
+        let from_blobs = kept.is_some();
+        let bytes = match kept {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = storage.read(info.id, 0..info.size).await?;
+                if let Some(b) = blobs {
+                    b.put(&name, &bytes);
+                }
+                bytes
             }
-            Err(e) => return Err(Error::corrupt(describe(), e)),
         };
-        check_name(&decoded.header, &info, &describe)?;
-        let file = Arc::new(FileRef::new(info.id, info.size, decoded.header));
-        let _ = file.file_checksum.set(decoded.trailer.file_checksum);
-        return Ok(Loaded {
-            file,
-            index: decoded.index,
-            pages: decoded.pages,
-            verified: true,
-        });
+        let mut loaded = whole(&bytes, info, describe)?;
+        loaded.kept = from_blobs;
+        return Ok(loaded);
+    }
+    if let Some(loaded) = blobs
+        .and_then(|b| b.get(&name))
+        .and_then(|meta| from_meta(&meta, info))
+    {
+        return Ok(loaded);
     }
     let tail_len = (info.size / TAIL_SHARE)
         .clamp(TAIL_MIN, TAIL_MAX)
@@ -87,14 +102,98 @@ pub async fn load(storage: &dyn Storage, info: FileInfo) -> Result<Loaded> {
         PageIndex::decode(bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
     let pages = leading_pages(&head, &index, header.page_size);
     let file = Arc::new(FileRef::new(info.id, info.size, header));
-    if let Ok(t) = ltx::Trailer::decode(&tail) {
-        let _ = file.file_checksum.set(t.file_checksum);
+    let checksum = ltx::Trailer::decode(&tail).ok().map(|t| t.file_checksum);
+    if let Some(c) = checksum {
+        let _ = file.file_checksum.set(c);
+    }
+    if let (Some(b), Some(raw)) = (blobs, head.get(..HEADER_SIZE)) {
+        b.put(&name, &to_meta(raw, region.start, checksum, bytes));
     }
     Ok(Loaded {
         file,
         index,
         pages,
         verified: false,
+        kept: false,
+    })
+}
+
+/// A file read whole: decoded and checksum verified.
+fn whole(bytes: &[u8], info: FileInfo, describe: impl Fn() -> String) -> Result<Loaded> {
+    let decoded = match ltx::decode_file(bytes) {
+        Ok(decoded) => decoded,
+        Err(e @ ltx::LtxError::Checksum { .. }) => {
+            return structure_only(bytes, info, e, describe);
+        }
+        Err(e) => return Err(Error::corrupt(describe(), e)),
+    };
+    check_name(&decoded.header, &info, &describe)?;
+    let file = Arc::new(FileRef::new(info.id, info.size, decoded.header));
+    let _ = file.file_checksum.set(decoded.trailer.file_checksum);
+    Ok(Loaded {
+        file,
+        index: decoded.index,
+        pages: decoded.pages,
+        verified: true,
+        kept: false,
+    })
+}
+
+/// The blob of a listed file: its place, size and version.
+fn blob_name(info: &FileInfo) -> String {
+    format!(
+        "{}-{}-{}-{:016x}",
+        info.id.level.get(),
+        info.id.name,
+        info.size,
+        info.version
+    )
+}
+
+/// Whether a blob name is of a level-0 file (those age out of the blobs).
+pub fn blob_is_level0(name: &str) -> bool {
+    name.starts_with(&format!("{}-", Level::L0.get()))
+}
+
+/// The blob names of a listing.
+pub fn blob_names(listing: &[FileInfo]) -> std::collections::HashSet<String> {
+    listing.iter().map(blob_name).collect()
+}
+
+/// A large file's metadata as kept: its header, where its page index
+/// starts, its file checksum (flag byte, then 8 bytes) and the index.
+fn to_meta(header: &[u8], index_start: u64, checksum: Option<u64>, index: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len() + 17 + index.len());
+    out.extend_from_slice(header);
+    out.extend_from_slice(&index_start.to_le_bytes());
+    out.push(u8::from(checksum.is_some()));
+    out.extend_from_slice(&checksum.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(index);
+    out
+}
+
+/// A file loaded from kept metadata, decoded by the same checks as a
+/// fetched one; anything that does not decode is a miss.
+fn from_meta(meta: &[u8], info: FileInfo) -> Option<Loaded> {
+    let header = Header::decode(meta.get(..HEADER_SIZE)?).ok()?;
+    if header.min_txid != info.id.name.min || header.max_txid != info.id.name.max {
+        return None;
+    }
+    let rest = meta.get(HEADER_SIZE..)?;
+    let index_start = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
+    let has_checksum = *rest.get(8)? == 1;
+    let checksum = u64::from_le_bytes(rest.get(9..17)?.try_into().ok()?);
+    let index = PageIndex::decode(rest.get(17..)?, index_start).ok()?;
+    let file = Arc::new(FileRef::new(info.id, info.size, header));
+    if has_checksum {
+        let _ = file.file_checksum.set(checksum);
+    }
+    Some(Loaded {
+        file,
+        index,
+        pages: Vec::new(),
+        verified: false,
+        kept: true,
     })
 }
 
@@ -153,12 +252,17 @@ fn structure_only(
         index,
         pages: Vec::new(),
         verified: true,
+        kept: false,
     })
 }
 
 /// Loads several files concurrently, keeping their order.
-pub async fn load_all(storage: &dyn Storage, files: &[FileInfo]) -> Result<Vec<Loaded>> {
-    futures_util::future::try_join_all(files.iter().map(|f| load(storage, *f))).await
+pub async fn load_all(
+    storage: &dyn Storage,
+    files: &[FileInfo],
+    blobs: Option<&Blobs>,
+) -> Result<Vec<Loaded>> {
+    futures_util::future::try_join_all(files.iter().map(|f| load(storage, *f, blobs))).await
 }
 
 fn check_name(h: &Header, info: &FileInfo, describe: &impl Fn() -> String) -> Result<()> {
@@ -176,3 +280,7 @@ fn check_name(h: &Header, info: &FileInfo, describe: &impl Fn() -> String) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

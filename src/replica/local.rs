@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{PageNo, Txid};
 use crate::store::{
-    Attached, Capacity, DiskStore, Followed, Identity, OpenError, PageStore, Span, StateFacts,
+    Attached, Blobs, Capacity, DiskStore, Followed, Identity, OpenError, PageStore, Span, StateFacts,
     identity,
 };
 
@@ -147,10 +147,7 @@ impl Local {
                 None => (temp_path(), Capacity::Unbounded, true),
             },
             (None, Some(dir)) => (
-                dir.join(format!(
-                    "{:016x}.pages",
-                    twox_hash::XxHash3_64::oneshot(ident.as_bytes())
-                )),
+                dir.join(format!("{:016x}.pages", name_hash(ident))),
                 Capacity::Bytes(config.disk_cache_size),
                 false,
             ),
@@ -212,12 +209,65 @@ impl Local {
         store.put(&batch);
     }
 
+    /// Keeps in the store the first `pages` pages of `snap` that the open
+    /// brought into the memory cache (a snapshot's first frames come with
+    /// its header): a restart that finds the file's index on disk finds
+    /// page 1 and the schema there too.
+    pub fn keep_cached(&self, cache: &PageCache, snap: &Snapshot, pages: u32) {
+        // Pages of one file go to the store in one write.
+        let mut runs: Vec<(FrameLoc, Txid, Vec<(PageNo, Page)>)> = Vec::new();
+        for p in 1..=pages.min(snap.page_count) {
+            let Some(loc) = snap.frame(PageNo(p)) else {
+                continue;
+            };
+            let Some(page) = cache.get(&loc.key()) else {
+                continue;
+            };
+            match runs.iter_mut().find(|r| Arc::ptr_eq(&r.0.file, &loc.file)) {
+                Some(run) => run.2.push((PageNo(p), page)),
+                None => {
+                    if let Some(until) = self.keep_until(snap, &loc) {
+                        runs.push((loc, until, vec![(PageNo(p), page)]));
+                    }
+                }
+            }
+        }
+        for (loc, until, pages) in runs {
+            self.keep(&loc.file, until, &pages);
+        }
+    }
+
     /// Counters for `PRAGMA litestream_stats`.
     pub fn render(&self) -> String {
         self.get()
             .map(|s| format!(" {}", s.render()))
             .unwrap_or_default()
     }
+}
+
+/// What names the files of a replica in a shared folder.
+fn name_hash(ident: &str) -> u64 {
+    twox_hash::XxHash3_64::oneshot(ident.as_bytes())
+}
+
+/// Where the file metadata of the replica `config` names is kept, next to
+/// its local store: `<hash>.index/` in the disk tier's folder, or
+/// `<hydration path>.index/`. None without a store, or for a temporary
+/// hydration copy.
+pub fn blobs_for(config: &Config) -> Option<Blobs> {
+    let dir = match (&config.hydration, &config.disk_cache) {
+        (Some(h), _) => {
+            let mut p = h.path.clone()?.into_os_string();
+            p.push(".index");
+            PathBuf::from(p)
+        }
+        (None, Some(dir)) => dir.join(format!(
+            "{:016x}.index",
+            name_hash(config.replica_url.redacted())
+        )),
+        (None, None) => return None,
+    };
+    Some(Blobs::new(dir, super::load::blob_is_level0))
 }
 
 /// A file name of this process under the temporary directory.

@@ -36,6 +36,7 @@ fn file(level: Level, min: u64, max: u64, ts: i64, pages: &[u32]) -> Loaded {
         index,
         pages: Vec::new(),
         verified: true,
+        kept: false,
     }
 }
 

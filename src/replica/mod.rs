@@ -44,6 +44,10 @@ pub use snapshot::{FileRef, FrameLoc, Snapshot};
 pub use stats::Stats;
 pub use verifier::Verifier;
 
+/// Pages from the start of a fresh state that the open puts into the local
+/// store when it has them in memory (what `load` brings with a header).
+const LEADING_PAGES: u32 = 64;
+
 /// How often an open retries while the replica has no files yet.
 const EMPTY_RETRY: Duration = Duration::from_millis(250);
 
@@ -85,6 +89,7 @@ impl Io {
             Arc::clone(&cache),
             Arc::clone(&stats),
             Arc::clone(&verifier),
+            local::blobs_for(config).map(Arc::new),
         );
         Io {
             storage,
@@ -182,6 +187,7 @@ impl Replica {
             snap.page_count
         );
         io.local.open(&config, &snap)?;
+        io.local.keep_cached(&io.cache, &snap, LEADING_PAGES);
         let hydrating = config.hydration.is_some() && io.local.get().is_some();
         let replica = Arc::new(Replica {
             config,

@@ -100,6 +100,7 @@ mod tests {
                 },
             },
             size: 1,
+            version: 0,
         }
     }
 

@@ -77,13 +77,6 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
     if let Some(e) = endpoint {
         builder = builder.with_endpoint(e);
     }
-    let store = builder
-        .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
-        .with_retry(retry::object_store_retry(timeouts))
-        .build()
-        .map_err(|e| {
-            config(secrets.scrub(&format!("cannot set up Azure Blob Storage for {url}: {e}")))
-        })?;
     let cx = Context {
         backend: BACKEND,
         describe: url.redacted().to_owned(),
@@ -91,12 +84,12 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         credential_hint: "LITESTREAM_AZURE_ACCOUNT_KEY/AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING",
         secrets,
     };
-    Ok(Arc::new(ObjectStorage::new(
-        Arc::new(store),
-        url_prefix(url),
-        Layout::Decimal,
-        cx,
-    )))
+    ObjectStorage::build("Azure Blob Storage", url_prefix(url), Layout::Decimal, cx, || {
+        builder
+            .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
+            .with_retry(retry::object_store_retry(timeouts))
+            .build()
+    })
 }
 
 fn config(msg: String) -> StorageError {

@@ -68,6 +68,8 @@ impl FileStorage {
                 files.push(FileInfo {
                     id: FileId { level, name },
                     size: meta.len(),
+                    // Local files are read directly: nothing to cache.
+                    version: 0,
                 });
             }
         }

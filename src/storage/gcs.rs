@@ -50,17 +50,6 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         builder = builder.with_skip_signature(true);
     }
     let secrets = Secrets::new();
-    let store = builder
-        .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
-        .with_retry(retry::object_store_retry(timeouts))
-        .build()
-        .map_err(|e| {
-            StorageError::new(
-                BACKEND,
-                StorageErrorKind::Config,
-                format!("cannot set up Google Cloud Storage for {url}: {e}"),
-            )
-        })?;
     let cx = Context {
         backend: BACKEND,
         describe: url.redacted().to_owned(),
@@ -68,12 +57,12 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         credential_hint: "GOOGLE_APPLICATION_CREDENTIALS or the application-default credentials",
         secrets,
     };
-    Ok(Arc::new(ObjectStorage::new(
-        Arc::new(store),
-        url_prefix(url),
-        Layout::Decimal,
-        cx,
-    )))
+    ObjectStorage::build("Google Cloud Storage", url_prefix(url), Layout::Decimal, cx, || {
+        builder
+            .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
+            .with_retry(retry::object_store_retry(timeouts))
+            .build()
+    })
 }
 
 /// `host:port` → `{default}://host:port`; a URL stays as it is.

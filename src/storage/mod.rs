@@ -75,11 +75,21 @@ impl std::fmt::Display for FileId {
     }
 }
 
-/// A listed file and its size in bytes.
+/// A listed file: its size in bytes and the version the listing names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileInfo {
     pub id: FileId,
     pub size: u64,
+    /// A hash of what the service says identifies this object's bytes (its
+    /// ETag or generation, else its modification time): a file written
+    /// again under the same name lists another version. 0 when the backend
+    /// tells none.
+    pub version: u64,
+}
+
+/// The version of a listed object, from what its listing tells.
+pub fn version_of(tag: &[u8]) -> u64 {
+    twox_hash::XxHash3_64::oneshot(tag).max(1)
 }
 
 /// Read access to one replica.

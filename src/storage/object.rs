@@ -48,6 +48,32 @@ pub struct ObjectStorage {
 }
 
 impl ObjectStorage {
+    /// Builds the client (`build` returns its error unchanged) and wraps
+    /// it: the last step every object_store backend shares. A build error
+    /// names the service and the redacted URL, with every secret scrubbed.
+    pub fn build<S: ObjectStore>(
+        service: &str,
+        prefix: String,
+        layout: Layout,
+        cx: Context,
+        build: impl FnOnce() -> object_store::Result<S>,
+    ) -> Result<Arc<dyn Storage>, StorageError> {
+        let store = build().map_err(|e| {
+            StorageError::new(
+                cx.backend,
+                StorageErrorKind::Config,
+                cx.secrets
+                    .scrub(&format!("cannot set up {service} for {}: {e}", cx.describe)),
+            )
+        })?;
+        Ok(Arc::new(ObjectStorage::new(
+            Arc::new(store),
+            prefix,
+            layout,
+            cx,
+        )))
+    }
+
     pub fn new(
         store: Arc<dyn ObjectStore>,
         prefix: String,
@@ -101,6 +127,7 @@ impl ObjectStorage {
             files.push(FileInfo {
                 id: FileId { level, name },
                 size: meta.size,
+                version: object_version(&meta),
             });
         }
         files.sort_by_key(|f| f.id.name);
@@ -141,6 +168,7 @@ impl ObjectStorage {
             files.push(FileInfo {
                 id: FileId { level, name },
                 size: meta.size,
+                version: object_version(&meta),
             });
         }
         files.sort_by_key(|f| f.id);
@@ -165,6 +193,15 @@ impl ObjectStorage {
 
     fn error(&self, op: &str, what: &str, e: &object_store::Error) -> StorageError {
         super::object_error::classify(&self.cx, op, what, e)
+    }
+}
+
+/// An object's version: its ETag (S3, GCS and Azure all list one), else its
+/// version id, else its modification time.
+fn object_version(meta: &object_store::ObjectMeta) -> u64 {
+    match meta.e_tag.as_deref().or(meta.version.as_deref()) {
+        Some(tag) => super::version_of(tag.as_bytes()),
+        None => super::version_of(&meta.last_modified.timestamp_millis().to_le_bytes()),
     }
 }
 

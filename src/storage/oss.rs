@@ -136,17 +136,6 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
             .with_endpoint(bucket_host(&endpoint, &host.bucket))
             .with_virtual_hosted_style_request(true)
     };
-    let store = builder
-        .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
-        .with_retry(retry::object_store_retry(timeouts))
-        .build()
-        .map_err(|e| {
-            StorageError::new(
-                BACKEND,
-                StorageErrorKind::Config,
-                secrets.scrub(&format!("cannot set up OSS for {url}: {e}")),
-            )
-        })?;
     let cx = Context {
         backend: BACKEND,
         describe: url.redacted().to_owned(),
@@ -154,12 +143,12 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         credential_hint: CREDENTIAL_HINT,
         secrets,
     };
-    Ok(Arc::new(ObjectStorage::new(
-        Arc::new(store),
-        url_prefix(url),
-        Layout::Hex,
-        cx,
-    )))
+    ObjectStorage::build("OSS", url_prefix(url), Layout::Hex, cx, || {
+        builder
+            .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
+            .with_retry(retry::object_store_retry(timeouts))
+            .build()
+    })
 }
 
 /// Access key id, secret and session token, from the first set of

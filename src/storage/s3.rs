@@ -76,17 +76,6 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         }
         None => builder = builder.with_virtual_hosted_style_request(!path_style.unwrap_or(false)),
     }
-    let store = builder
-        .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
-        .with_retry(retry::object_store_retry(timeouts))
-        .build()
-        .map_err(|e| {
-            StorageError::new(
-                BACKEND,
-                StorageErrorKind::Config,
-                secrets.scrub(&format!("cannot set up S3 for {url}: {e}")),
-            )
-        })?;
     let cx = Context {
         backend: BACKEND,
         describe: url.redacted().to_owned(),
@@ -94,12 +83,12 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         credential_hint: "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, LITESTREAM_ACCESS_KEY_ID/LITESTREAM_SECRET_ACCESS_KEY or the AWS profile",
         secrets,
     };
-    Ok(Arc::new(ObjectStorage::new(
-        Arc::new(store),
-        url_prefix(url),
-        Layout::Hex,
-        cx,
-    )))
+    ObjectStorage::build("S3", url_prefix(url), Layout::Hex, cx, || {
+        builder
+            .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
+            .with_retry(retry::object_store_retry(timeouts))
+            .build()
+    })
 }
 
 /// Applies the credentials found, in order of precedence, and records

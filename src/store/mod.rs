@@ -14,6 +14,7 @@
 //! See [`disk::DiskStore`] for the file, its lineage checks and its
 //! multi-process rules.
 
+mod blobs;
 mod disk;
 mod layout;
 mod os;
@@ -23,6 +24,7 @@ use std::path::Path;
 use crate::cache::Page;
 use crate::ltx::{PageNo, Txid};
 
+pub use blobs::Blobs;
 pub use disk::{Capacity, DiskStore, OpenError};
 
 /// TXIDs `lo..=hi`: the states over which a page is known to be constant.

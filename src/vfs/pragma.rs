@@ -91,9 +91,13 @@ impl DbFile {
         let r = self.replica()?;
         let snap = r.current();
         Ok(format!(
-            "{}{} hydration_reads={} cache_bytes={} cache_budget={} txid={} pages={} index_bytes={} replicas={} pollers={}",
+            "{}{}{} hydration_reads={} cache_bytes={} cache_budget={} txid={} pages={} index_bytes={} replicas={} pollers={}",
             r.io.stats.render(),
             r.io.local.render(),
+            r.io.catalog
+                .blobs()
+                .map(|b| format!(" {}", b.render()))
+                .unwrap_or_default(),
             r.hydration_requests(),
             r.io.cache.weight(),
             r.io.cache.budget(),

@@ -116,11 +116,16 @@ def test_eight_processes_share_one_disk_tier_and_a_restart_reads_from_disk(proxi
     # Only what each open costs reached the server.
     assert during <= 8 * open_requests, (during, open_requests)
 
-    # A restart, after every process exited: still from disk.
+    # A restart, after every process exited: still from disk, and so is
+    # the open (file headers and page indexes): only the listing, and the
+    # connection warm-up, reach the server.
+    before = proxy.requests
     again = run_child(uri(url, disk_cache=cache), "lookups", 300)
     assert page_reads(again) == 0 and again["after"]["store_hits"] > 0
-    files = list(cache.iterdir())
-    assert len(files) == 1 and files[0].suffix == ".pages", files
+    assert again["after"]["reads"] == 0 and again["after"]["index_hits"] > 0, again["after"]
+    assert proxy.requests - before <= again["after"]["lists"] + 1, (proxy.requests - before, again["after"])
+    files = sorted(p.name for p in cache.iterdir())
+    assert [os.path.splitext(f)[1] for f in files] == [".index", ".pages"], files
 
 
 def test_cold_processes_filling_one_tier_at_once(proxied, tmp_path):

@@ -293,6 +293,8 @@ fn file_info(name: &str, size: u64) -> Option<FileInfo> {
     Some(FileInfo {
         id: FileId { level, name },
         size,
+        // Object infos carry a nuid, not read here.
+        version: 0,
     })
 }
 
@@ -313,7 +315,7 @@ mod tests {
         );
         assert_eq!(
             file_info(&object_name(id), 77),
-            Some(FileInfo { id, size: 77 })
+            Some(FileInfo { id, size: 77, version: 0 })
         );
         assert_eq!(
             file_info("ltx/10/0000000000000001-0000000000000005.ltx", 1),

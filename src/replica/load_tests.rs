@@ -1,0 +1,129 @@
+//! Loading files through the blobs kept on disk: what a restart fetches.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::*;
+use crate::ltx::{FileName, LtxBuilder, PageSize, Txid};
+use crate::storage::{BoxFuture, FileId, StorageError};
+
+/// Files in memory; counts reads.
+#[derive(Debug, Default)]
+struct Mem {
+    files: Mutex<HashMap<FileId, Vec<u8>>>,
+    reads: AtomicU64,
+}
+
+impl Storage for Mem {
+    fn describe(&self) -> &str {
+        "mem"
+    }
+
+    fn list(
+        &self,
+        _level: Level,
+        _after: Option<FileName>,
+    ) -> BoxFuture<'_, std::result::Result<Vec<FileInfo>, StorageError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn read(
+        &self,
+        file: FileId,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, std::result::Result<Vec<u8>, StorageError>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let bytes = self.files.lock().unwrap()[&file]
+            [range.start as usize..range.end as usize]
+            .to_vec();
+        Box::pin(async move { Ok(bytes) })
+    }
+}
+
+/// A snapshot of `pages` pages of incompressible bytes (large ones are not
+/// read whole), stored in `mem` with `version`.
+fn snapshot(mem: &Mem, pages: u32, version: u64) -> FileInfo {
+    let ps = PageSize::new(4096).unwrap();
+    let mut b = LtxBuilder::new(ps, 1, 1, pages);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for p in 1..=pages {
+        let page: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        b = b.page(p, &page);
+    }
+    let bytes = b.build();
+    let id = FileId {
+        level: Level::SNAPSHOT,
+        name: FileName {
+            min: Txid(1),
+            max: Txid(1),
+        },
+    };
+    let info = FileInfo {
+        id,
+        size: bytes.len() as u64,
+        version,
+    };
+    mem.files.lock().unwrap().insert(id, bytes);
+    info
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn a_second_load_of_a_listed_version_reads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().join("idx"), blob_is_level0);
+    for pages in [8, 400] {
+        let mem = Mem::default();
+        let info = snapshot(&mem, pages, 7);
+        assert_eq!(pages > 8, info.size > WHOLE_FILE_MAX, "one small, one large");
+        let first = run(load(&mem, info, Some(&blobs))).unwrap();
+        let fetched = mem.reads.load(Ordering::Relaxed);
+        assert!(fetched > 0 && !first.kept);
+        let again = run(load(&mem, info, Some(&blobs))).unwrap();
+        assert_eq!(mem.reads.load(Ordering::Relaxed), fetched, "{pages} pages: no read");
+        assert!(again.kept);
+        assert_eq!(again.file.header, first.file.header);
+        assert_eq!(again.index.entries, first.index.entries);
+        assert_eq!(again.file.file_checksum.get(), first.file.file_checksum.get());
+        // A file written again lists another version: fetched again.
+        let rewritten = FileInfo { version: 8, ..info };
+        assert!(!run(load(&mem, rewritten, Some(&blobs))).unwrap().kept);
+        // A backend that lists no version never uses the blobs.
+        let untold = FileInfo { version: 0, ..info };
+        assert!(!run(load(&mem, untold, Some(&blobs))).unwrap().kept);
+    }
+}
+
+#[test]
+fn a_damaged_blob_is_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::new(dir.path().to_owned(), blob_is_level0);
+    let mem = Mem::default();
+    let info = snapshot(&mem, 400, 7);
+    run(load(&mem, info, Some(&blobs))).unwrap();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let before = mem.reads.load(Ordering::Relaxed);
+    let again = run(load(&mem, info, Some(&blobs))).unwrap();
+    assert!(!again.kept && mem.reads.load(Ordering::Relaxed) > before);
+}

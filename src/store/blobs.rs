@@ -1,0 +1,208 @@
+//! A folder of small immutable blobs by name, shared by the processes of a
+//! host: what the replica learnt of its LTX files (headers, page indexes,
+//! small files whole), so that a restart needs only the listing.
+//!
+//! Each blob is one file, written under a temporary name and renamed into
+//! place, so a reader sees a whole blob or none. Its last 8 bytes are an
+//! XXH3 of its name and contents: a torn, truncated or foreign file is a
+//! miss, never data. Everything is best effort: a folder that cannot be
+//! written only costs the requests it would have saved.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::log;
+
+/// Blob files end with this; anything else in the folder is not ours.
+const SUFFIX: &str = ".blob";
+/// Every this many writes, blobs whose names `prune` matches and that were
+/// written longer than `PRUNE_AGE` ago are removed: a follower writes one
+/// per new level-0 file, and those go from storage within minutes.
+const PRUNE_EVERY: u64 = 256;
+const PRUNE_AGE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The blobs of one replica.
+#[derive(Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+    /// Which blobs age out (see `PRUNE_EVERY`).
+    prune: fn(&str) -> bool,
+    warned: AtomicBool,
+    hits: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl Blobs {
+    /// The blobs kept in `dir` (created at the first write); those `prune`
+    /// matches age out.
+    pub fn new(dir: PathBuf, prune: fn(&str) -> bool) -> Blobs {
+        Blobs {
+            dir,
+            prune,
+            warned: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}{SUFFIX}"))
+    }
+
+    /// The blob `name`, if it is present and whole.
+    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
+        let mut bytes = fs::read(self.path(name)).ok()?;
+        let body = bytes.len().checked_sub(8)?;
+        let stored = u64::from_le_bytes(bytes.get(body..)?.try_into().ok()?);
+        bytes.truncate(body);
+        (sum(name, &bytes) == stored).then(|| {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            bytes
+        })
+    }
+
+    /// Keeps `bytes` as the blob `name`.
+    pub fn put(&self, name: &str, bytes: &[u8]) {
+        let tmp = self.dir.join(format!(
+            ".{name}.{}.{}",
+            std::process::id(),
+            unique()
+        ));
+        let written = (|| {
+            fs::create_dir_all(&self.dir)?;
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.write_all(&sum(name, bytes).to_le_bytes())?;
+            drop(f);
+            fs::rename(&tmp, self.path(name))
+        })();
+        match written {
+            Ok(()) => {
+                let n = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % PRUNE_EVERY == 0 {
+                    self.prune_old();
+                }
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                if !self.warned.swap(true, Ordering::Relaxed) {
+                    log::warn!(
+                        "cannot keep file indexes in {}: {e}; a restart will fetch them again",
+                        self.dir.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes every blob whose name `keep` refuses (files the replica no
+    /// longer lists).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let Some(name) = file.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
+                continue;
+            };
+            if !name.starts_with('.') && !keep(name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    fn prune_old(&self) {
+        let prune = self.prune;
+        let old = |path: &Path| {
+            fs::metadata(path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > PRUNE_AGE)
+        };
+        let dir = self.dir.clone();
+        self.retain(|name| !(prune(name) && old(&dir.join(format!("{name}{SUFFIX}")))));
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `name=value` counters for `PRAGMA litestream_stats`.
+    pub fn render(&self) -> String {
+        format!(
+            "index_hits={} index_writes={}",
+            self.hits.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed)
+        )
+    }
+}
+
+fn sum(name: &str, bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = twox_hash::XxHash3_64::default();
+    h.write(name.as_bytes());
+    h.write(&[0]);
+    h.write(bytes);
+    h.finish()
+}
+
+/// A number no other call of this process gets.
+fn unique() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blob_comes_back_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blobs::new(dir.path().join("idx"), |_| false);
+        assert_eq!(b.get("a"), None, "nothing yet");
+        b.put("a", b"hello");
+        assert_eq!(b.get("a").as_deref(), Some(&b"hello"[..]));
+        // Torn: cut short.
+        let path = b.path("a");
+        let full = fs::read(&path).unwrap();
+        fs::write(&path, &full[..full.len() - 3]).unwrap();
+        assert_eq!(b.get("a"), None);
+        // Another blob's bytes under this name.
+        b.put("b", b"hello");
+        fs::copy(b.path("b"), &path).unwrap();
+        assert_eq!(b.get("a"), None);
+        // Damaged inside.
+        let mut bad = full.clone();
+        bad[1] ^= 1;
+        fs::write(&path, &bad).unwrap();
+        assert_eq!(b.get("a"), None);
+    }
+
+    #[test]
+    fn retain_removes_what_is_no_longer_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blobs::new(dir.path().to_owned(), |_| false);
+        b.put("keep", b"1");
+        b.put("drop", b"2");
+        fs::write(dir.path().join("not-ours.txt"), b"x").unwrap();
+        b.retain(|n| n == "keep");
+        assert!(b.get("keep").is_some());
+        assert!(b.get("drop").is_none());
+        assert!(dir.path().join("not-ours.txt").exists());
+    }
+
+    #[test]
+    fn an_unwritable_folder_is_a_miss_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        fs::write(&file, b"x").unwrap();
+        let b = Blobs::new(file.join("idx"), |_| false);
+        b.put("a", b"1");
+        assert_eq!(b.get("a"), None);
+    }
+}
