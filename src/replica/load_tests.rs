@@ -35,9 +35,8 @@ impl Storage for Mem {
         range: Range<u64>,
     ) -> BoxFuture<'_, std::result::Result<Vec<u8>, StorageError>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        let bytes = self.files.lock().unwrap()[&file]
-            [range.start as usize..range.end as usize]
-            .to_vec();
+        let bytes =
+            self.files.lock().unwrap()[&file][range.start as usize..range.end as usize].to_vec();
         Box::pin(async move { Ok(bytes) })
     }
 }
@@ -90,16 +89,27 @@ fn a_second_load_of_a_listed_version_reads_nothing() {
     for pages in [8, 400] {
         let mem = Mem::default();
         let info = snapshot(&mem, pages, 7);
-        assert_eq!(pages > 8, info.size > WHOLE_FILE_MAX, "one small, one large");
+        assert_eq!(
+            pages > 8,
+            info.size > WHOLE_FILE_MAX,
+            "one small, one large"
+        );
         let first = run(load(&mem, info, Some(&blobs))).unwrap();
         let fetched = mem.reads.load(Ordering::Relaxed);
         assert!(fetched > 0 && !first.kept);
         let again = run(load(&mem, info, Some(&blobs))).unwrap();
-        assert_eq!(mem.reads.load(Ordering::Relaxed), fetched, "{pages} pages: no read");
+        assert_eq!(
+            mem.reads.load(Ordering::Relaxed),
+            fetched,
+            "{pages} pages: no read"
+        );
         assert!(again.kept);
         assert_eq!(again.file.header, first.file.header);
         assert_eq!(again.index.entries, first.index.entries);
-        assert_eq!(again.file.file_checksum.get(), first.file.file_checksum.get());
+        assert_eq!(
+            again.file.file_checksum.get(),
+            first.file.file_checksum.get()
+        );
         // A file written again lists another version: fetched again.
         let rewritten = FileInfo { version: 8, ..info };
         assert!(!run(load(&mem, rewritten, Some(&blobs))).unwrap().kept);

@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{PageNo, Txid};
 use crate::store::{
-    Attached, Blobs, Capacity, DiskStore, Followed, Identity, OpenError, PageStore, Span, StateFacts,
-    identity,
+    Attached, Blobs, Capacity, DiskStore, Followed, Identity, OpenError, PageStore, Span,
+    StateFacts, identity,
 };
 
 use super::load::Loaded;
@@ -215,7 +215,12 @@ impl Local {
     /// page 1 and the schema there too.
     pub fn keep_cached(&self, cache: &PageCache, snap: &Snapshot, pages: u32) {
         // Pages of one file go to the store in one write.
-        let mut runs: Vec<(FrameLoc, Txid, Vec<(PageNo, Page)>)> = Vec::new();
+        struct Run {
+            loc: FrameLoc,
+            until: Txid,
+            pages: Vec<(PageNo, Page)>,
+        }
+        let mut runs: Vec<Run> = Vec::new();
         for p in 1..=pages.min(snap.page_count) {
             let Some(loc) = snap.frame(PageNo(p)) else {
                 continue;
@@ -223,17 +228,21 @@ impl Local {
             let Some(page) = cache.get(&loc.key()) else {
                 continue;
             };
-            match runs.iter_mut().find(|r| Arc::ptr_eq(&r.0.file, &loc.file)) {
-                Some(run) => run.2.push((PageNo(p), page)),
+            match runs
+                .iter_mut()
+                .find(|r| Arc::ptr_eq(&r.loc.file, &loc.file))
+            {
+                Some(run) => run.pages.push((PageNo(p), page)),
                 None => {
                     if let Some(until) = self.keep_until(snap, &loc) {
-                        runs.push((loc, until, vec![(PageNo(p), page)]));
+                        let pages = vec![(PageNo(p), page)];
+                        runs.push(Run { loc, until, pages });
                     }
                 }
             }
         }
-        for (loc, until, pages) in runs {
-            self.keep(&loc.file, until, &pages);
+        for run in runs {
+            self.keep(&run.loc.file, run.until, &run.pages);
         }
     }
 

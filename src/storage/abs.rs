@@ -84,12 +84,18 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         credential_hint: "LITESTREAM_AZURE_ACCOUNT_KEY/AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING",
         secrets,
     };
-    ObjectStorage::build("Azure Blob Storage", url_prefix(url), Layout::Decimal, cx, || {
-        builder
-            .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
-            .with_retry(retry::object_store_retry(timeouts))
-            .build()
-    })
+    ObjectStorage::build(
+        "Azure Blob Storage",
+        url_prefix(url),
+        Layout::Decimal,
+        cx,
+        || {
+            builder
+                .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
+                .with_retry(retry::object_store_retry(timeouts))
+                .build()
+        },
+    )
 }
 
 fn config(msg: String) -> StorageError {

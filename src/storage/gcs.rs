@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use object_store::gcp::GoogleCloudStorageBuilder;
 
-use super::error::{StorageError, StorageErrorKind};
+use super::error::StorageError;
 use super::object::{Context, Layout, ObjectStorage};
 use super::params::{Params, env, url_prefix};
 use super::secrets::Secrets;
@@ -57,12 +57,18 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         credential_hint: "GOOGLE_APPLICATION_CREDENTIALS or the application-default credentials",
         secrets,
     };
-    ObjectStorage::build("Google Cloud Storage", url_prefix(url), Layout::Decimal, cx, || {
-        builder
-            .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
-            .with_retry(retry::object_store_retry(timeouts))
-            .build()
-    })
+    ObjectStorage::build(
+        "Google Cloud Storage",
+        url_prefix(url),
+        Layout::Decimal,
+        cx,
+        || {
+            builder
+                .with_client_options(retry::client_options(allow_http, skip_verify, timeouts))
+                .with_retry(retry::object_store_retry(timeouts))
+                .build()
+        },
+    )
 }
 
 /// `host:port` → `{default}://host:port`; a URL stays as it is.

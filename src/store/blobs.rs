@@ -65,11 +65,9 @@ impl Blobs {
 
     /// Keeps `bytes` as the blob `name`.
     pub fn put(&self, name: &str, bytes: &[u8]) {
-        let tmp = self.dir.join(format!(
-            ".{name}.{}.{}",
-            std::process::id(),
-            unique()
-        ));
+        let tmp = self
+            .dir
+            .join(format!(".{name}.{}.{}", std::process::id(), unique()));
         let written = (|| {
             fs::create_dir_all(&self.dir)?;
             let mut f = fs::File::create(&tmp)?;
@@ -142,12 +140,8 @@ impl Blobs {
 }
 
 fn sum(name: &str, bytes: &[u8]) -> u64 {
-    use std::hash::Hasher;
-    let mut h = twox_hash::XxHash3_64::default();
-    h.write(name.as_bytes());
-    h.write(&[0]);
-    h.write(bytes);
-    h.finish()
+    let seed = twox_hash::XxHash3_64::oneshot(name.as_bytes());
+    twox_hash::XxHash3_64::oneshot_with_seed(seed, bytes)
 }
 
 /// A number no other call of this process gets.

@@ -315,7 +315,11 @@ mod tests {
         );
         assert_eq!(
             file_info(&object_name(id), 77),
-            Some(FileInfo { id, size: 77, version: 0 })
+            Some(FileInfo {
+                id,
+                size: 77,
+                version: 0
+            })
         );
         assert_eq!(
             file_info("ltx/10/0000000000000001-0000000000000005.ltx", 1),

@@ -136,7 +136,9 @@ impl SftpStorage {
                 (meta.is_regular() && after.is_none_or(|a| name > a)).then(|| FileInfo {
                     id: FileId { level, name },
                     size: meta.size.unwrap_or(0),
-                    version: meta.mtime.map_or(0, |t| super::version_of(&t.to_le_bytes())),
+                    version: meta
+                        .mtime
+                        .map_or(0, |t| super::version_of(&t.to_le_bytes())),
                 })
             })
             .collect();

@@ -530,6 +530,13 @@ mod tests {
             },
         ];
         let got = st.files_in(entries, None);
-        assert_eq!(got, vec![FileInfo { id, size: 10, version: 0 }]);
+        assert_eq!(
+            got,
+            vec![FileInfo {
+                id,
+                size: 10,
+                version: 0
+            }]
+        );
     }
 }
