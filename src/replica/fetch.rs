@@ -219,10 +219,10 @@ impl Fetcher {
                     if let Some(page) = self.flights.wait(&f) {
                         return Ok(Some((page, true)));
                     }
-                    return Err(Error::Missing(format!(
-                        "page {} could not be fetched (see the earlier error)",
-                        pgno.0
-                    )));
+                    // Failed again under someone else: fetch it here, so
+                    // that the error is this read's own (a vanished file
+                    // re-plans; it is never taken for corruption).
+                    break self.flights.unshared();
                 }
             }
         };
@@ -679,6 +679,27 @@ mod tests {
                 fetcher.cached(&snap, PageNo(p)).is_some(),
                 "page {p} stayed"
             );
+        }
+    }
+
+    #[test]
+    fn a_frame_whose_shared_fetches_failed_is_fetched_by_the_reader_itself() {
+        let (dir, fetcher, snap, _stats) = fixture(64 << 20);
+        // The file is gone (compaction), and another reader's fetch of the
+        // frame failed before this read claimed it.
+        std::fs::remove_dir_all(dir.path().join("ltx")).unwrap();
+        let key = snap.frame(PageNo(7)).unwrap().key();
+        let other = fetcher.flights.claim_queued(key).unwrap();
+        assert!(other.start());
+        fetcher.flights.fail_in_place(&other);
+        // The read meets the storage's own error, which re-plans, and not
+        // one that SQLite would report as a malformed database.
+        match fetcher.read(&snap, PageNo(7), 1, &ScanBuf::default()) {
+            Err(Error::Storage(e)) => {
+                assert_eq!(e.kind, crate::storage::StorageErrorKind::NotFound, "{e}")
+            }
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("read a deleted file"),
         }
     }
 

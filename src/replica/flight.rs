@@ -138,6 +138,13 @@ impl Flights {
         Some(f)
     }
 
+    /// A flight of this reader alone, in no map: for a frame whose shared
+    /// flights failed twice, fetched outside single-flight so that the
+    /// reader meets the error itself.
+    pub fn unshared(&self) -> Arc<Flight> {
+        Flight::new(State::Running)
+    }
+
     /// Waits for a flight someone else runs.
     pub fn wait(&self, f: &Flight) -> Option<Page> {
         f.wait()
@@ -151,6 +158,13 @@ impl Flights {
                 map.remove(&key);
             }
         }
+    }
+
+    /// Fails a flight but leaves it in the map, as a failure looks to a
+    /// reader that claims the frame before the fetcher forgets it.
+    #[cfg(test)]
+    pub fn fail_in_place(&self, f: &Flight) {
+        f.finish(None);
     }
 
     /// Frames being fetched or queued now.
