@@ -46,6 +46,9 @@ pub struct Prefetcher {
     /// transaction asked for lands in the cache, but predicts nothing more.
     generation: AtomicU64,
     closed: AtomicBool,
+    /// Pages `start..end` already asked for ahead of a scan, in the
+    /// generation `.0`.
+    ahead: Mutex<(u64, u32, u32)>,
 }
 
 impl Prefetcher {
@@ -56,7 +59,29 @@ impl Prefetcher {
             predictor: Mutex::new(Predictor::new(usable, max_pages)),
             generation: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            ahead: Mutex::new((0, 0, 0)),
         })
+    }
+
+    /// The part of pages `from..to` that a scan has not asked for ahead of
+    /// itself yet in this transaction: a scan tops up its read-ahead every
+    /// few hundred pages, and each page needs asking for once. `again`
+    /// (the scan missed a page: what was asked for is not all there) asks
+    /// for the whole range.
+    pub fn ahead_span(&self, from: u32, to: u32, again: bool) -> (u32, u32) {
+        let generation = self.generation();
+        let Ok(mut a) = self.ahead.lock() else {
+            return (from, to);
+        };
+        let (g, start, end) = *a;
+        if !again && g == generation && start <= from && from <= end {
+            // It continues what was asked for: only what lies past that.
+            *a = (generation, start, end.max(to));
+            (end.clamp(from, to), to)
+        } else {
+            *a = (generation, from, to);
+            (from, to)
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -106,5 +131,24 @@ impl Prefetcher {
             Ok(mut p) => p.on_landed(pgno, page, pages),
             Err(_) => Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scan_asks_for_each_page_ahead_once() {
+        let pf = Prefetcher::new(4096, 100);
+        assert_eq!(pf.ahead_span(10, 4106, false), (10, 4106));
+        assert_eq!(pf.ahead_span(266, 4362, false), (4106, 4362));
+        assert_eq!(pf.ahead_span(300, 400, false), (400, 400), "all asked for");
+        // A miss: what was asked for is not all there; ask again.
+        assert_eq!(pf.ahead_span(522, 4618, true), (522, 4618));
+        // A jump elsewhere, and a new transaction, start over.
+        assert_eq!(pf.ahead_span(9000, 9100, false), (9000, 9100));
+        pf.end_transaction();
+        assert_eq!(pf.ahead_span(9050, 9200, false), (9050, 9200));
     }
 }

@@ -61,6 +61,7 @@ pub fn after_read(
         let to = from
             .saturating_add(ahead)
             .min(snap.page_count.saturating_add(1));
+        let (from, to) = pf.ahead_span(from, to, missed);
         let pages: Vec<PageNo> = (from..to).map(PageNo).collect();
         fetcher.prefetch_runs_of(snap, &pages, None, SCAN_RUN_BYTES);
     }

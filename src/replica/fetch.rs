@@ -316,8 +316,17 @@ impl Fetcher {
             if loc.file.corrupt.get().is_some() || self.cache.get(&key).is_some() {
                 continue;
             }
-            // On local disk already: into memory (while it has room), no fetch.
-            if self.local.read(&self.cache, snap, pgno, &loc).is_some() {
+            // On local disk already: no fetch. Into memory while it has
+            // room; when it has none the read would be thrown away, so only
+            // the slot header is checked.
+            let room =
+                self.cache.weight() + 2 * u64::from(snap.page_size.get()) <= self.cache.budget();
+            let local = if room {
+                self.local.read(&self.cache, snap, pgno, &loc).is_some()
+            } else {
+                self.local.holds(snap, pgno, &loc)
+            };
+            if local {
                 continue;
             }
             if let Some(f) = self.flights.claim_queued(key) {

@@ -188,6 +188,12 @@ impl Local {
         Some(page)
     }
 
+    /// Whether the store holds the page (a slot header read, no page).
+    pub(super) fn holds(&self, snap: &Snapshot, pgno: PageNo, loc: &FrameLoc) -> bool {
+        self.verified(snap, loc)
+            .is_some_and(|s| s.has(pgno, span(snap, loc)))
+    }
+
     /// The TXID up to which pages of `loc`'s file fetched for `snap` may be
     /// kept in the store (`None`: not kept). A fetch run reads one file, so
     /// this is asked once per run, when the run is made.

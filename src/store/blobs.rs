@@ -191,6 +191,33 @@ mod tests {
     }
 
     #[test]
+    fn old_blobs_that_age_out_are_pruned_as_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blobs::new(dir.path().to_owned(), |n| n.starts_with("0-"));
+        b.put("0-old", b"1");
+        b.put("9-old", b"2");
+        let long_ago = std::time::SystemTime::now() - 2 * PRUNE_AGE;
+        for name in ["0-old", "9-old"] {
+            fs::File::options()
+                .write(true)
+                .open(b.path(name))
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        for i in 2..PRUNE_EVERY {
+            assert!(
+                b.get("0-old").is_some(),
+                "not before the {PRUNE_EVERY}th write"
+            );
+            b.put(&format!("0-new{i}"), b"3");
+        }
+        assert!(b.get("0-old").is_none(), "an old level-0 blob goes");
+        assert!(b.get("9-old").is_some(), "one that does not age out stays");
+        assert!(b.get("0-new2").is_some(), "a new one stays");
+    }
+
+    #[test]
     fn an_unwritable_folder_is_a_miss_not_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plain-file");
