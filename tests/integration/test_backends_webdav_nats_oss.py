@@ -75,6 +75,30 @@ def test_litestream_writes_we_read_follow_and_travel(servers, backend, tmp_path)
             raise
 
 
+@pytest.mark.parametrize("backend", MORE)
+def test_a_restart_on_the_disk_tier_sends_only_the_listing(servers, backend, tmp_path):
+    """WebDAV lists ETags and NATS nuids: a second process on the same disk
+    tier finds every file's header and index on disk."""
+    from test_local_store import run_child
+
+    path = replica_path(servers, backend, f"restart-{backend}")
+    db = tmp_path / "primary.db"
+    primary = lsvfs.primary(db)
+    fill(primary, 3000)
+    cfg = config_for(db, servers.litestream_replica(backend, path))
+    with lsvfs.Litestream(cfg, tmp_path, env=servers.litestream_env(backend)), \
+            lsvfs.env(**servers.reader_env(backend)):
+        url = servers.url(backend, path)
+        lsvfs.wait_replica_matches(url, lsvfs.digest(primary), timeout=60).close()
+    u = lsvfs.replica_uri(url, "restart.db", disk_cache=tmp_path / "cache", poll_interval="60s")
+    env = servers.reader_env(backend)
+    first = run_child(u, "digest", env=env)
+    again = run_child(u, "digest", env=env)
+    assert first["digest"] == again["digest"] == lsvfs.digest(primary)
+    assert first["open"]["reads"] > 0 and first["open"]["index_hits"] == 0, first["open"]
+    assert again["after"]["reads"] == 0 and again["open"]["index_hits"] > 0, again["after"]
+
+
 def test_webdav_same_bytes_as_file_replica(servers, tmp_path):
     db = tmp_path / "primary.db"
     local = tmp_path / "replica"

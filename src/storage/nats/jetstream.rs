@@ -38,6 +38,8 @@ impl From<Failure> for JsError {
 pub struct Listed {
     pub name: String,
     pub size: u64,
+    /// The nuid of its chunks: new at every put of the object.
+    pub nuid: String,
 }
 
 struct Meta {
@@ -162,6 +164,7 @@ pub async fn list(conn: &Conn, bucket: &str, t: Duration) -> Result<Vec<Listed>,
             out.push(Listed {
                 name: name.to_owned(),
                 size,
+                nuid: v["nuid"].as_str().unwrap_or_default().to_owned(),
             });
         }
     }

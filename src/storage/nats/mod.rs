@@ -165,7 +165,7 @@ impl NatsStorage {
                 Ok(listed) => {
                     let mut files: Vec<FileInfo> = listed
                         .iter()
-                        .filter_map(|o| file_info(&o.name, o.size))
+                        .filter_map(|o| file_info(&o.name, o.size, &o.nuid))
                         .collect();
                     files.sort_by_key(|f| f.id);
                     files.dedup_by_key(|f| f.id);
@@ -284,8 +284,9 @@ fn object_name(file: FileId) -> String {
     format!("ltx/{}/{}", file.level.get(), file.name)
 }
 
-/// The file an object name stands for, if it is one of the replica's.
-fn file_info(name: &str, size: u64) -> Option<FileInfo> {
+/// The file an object name stands for, if it is one of the replica's;
+/// its version is the object's nuid.
+fn file_info(name: &str, size: u64, nuid: &str) -> Option<FileInfo> {
     let rest = name.strip_prefix("ltx/")?;
     let (dir, file) = rest.split_once('/')?;
     let level = dir.parse::<u8>().ok().and_then(Level::new)?;
@@ -293,8 +294,11 @@ fn file_info(name: &str, size: u64) -> Option<FileInfo> {
     Some(FileInfo {
         id: FileId { level, name },
         size,
-        // Object infos carry a nuid, not read here.
-        version: 0,
+        version: if nuid.is_empty() {
+            0
+        } else {
+            super::version_of(nuid.as_bytes())
+        },
     })
 }
 
@@ -314,22 +318,22 @@ mod tests {
             "ltx/9/0000000000000001-0000000000000005.ltx"
         );
         assert_eq!(
-            file_info(&object_name(id), 77),
+            file_info(&object_name(id), 77, "N1"),
             Some(FileInfo {
                 id,
                 size: 77,
-                version: 0
+                version: crate::storage::version_of(b"N1")
             })
         );
         assert_eq!(
-            file_info("ltx/10/0000000000000001-0000000000000005.ltx", 1),
+            file_info("ltx/10/0000000000000001-0000000000000005.ltx", 1, ""),
             None
         );
         assert_eq!(
-            file_info("db/ltx/0/0000000000000001-0000000000000005.ltx", 1),
+            file_info("db/ltx/0/0000000000000001-0000000000000005.ltx", 1, ""),
             None
         );
-        assert_eq!(file_info("ltx/0/notes.txt", 1), None);
+        assert_eq!(file_info("ltx/0/notes.txt", 1, ""), None);
     }
 
     #[test]

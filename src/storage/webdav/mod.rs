@@ -267,8 +267,10 @@ impl WebdavStorage {
             files.push(FileInfo {
                 id: FileId { level, name },
                 size,
-                // PROPFIND asks for no ETag.
-                version: 0,
+                version: e
+                    .version
+                    .as_deref()
+                    .map_or(0, |v| super::version_of(v.as_bytes())),
             });
         }
         files.sort_by_key(|f| f.id);
@@ -512,21 +514,28 @@ mod tests {
                 path: "/a/b/ltx/0/0000000000000001-0000000000000002.ltx".into(),
                 collection: false,
                 size: Some(10),
+                version: Some("\"abc\"".into()),
             },
             propfind::Entry {
                 path: "/a/b/ltx/0/junk.txt".into(),
                 collection: false,
                 size: Some(1),
+
+                version: None,
             },
             propfind::Entry {
                 path: "/a/b/ltx/0/sub/0000000000000003-0000000000000003.ltx".into(),
                 collection: false,
                 size: Some(1),
+
+                version: None,
             },
             propfind::Entry {
                 path: "/a/b/ltx/9".into(),
                 collection: true,
                 size: None,
+
+                version: None,
             },
         ];
         let got = st.files_in(entries, None);
@@ -535,7 +544,7 @@ mod tests {
             vec![FileInfo {
                 id,
                 size: 10,
-                version: 0
+                version: crate::storage::version_of(b"\"abc\"")
             }]
         );
     }

@@ -1,5 +1,6 @@
 //! PROPFIND answers (RFC 4918 multistatus): the entries of a folder, each
-//! with its path, whether it is a folder and its size.
+//! with its path, whether it is a folder, its size and what names its
+//! version (the ETag, else the modification time).
 //!
 //! Servers differ in namespace prefixes (`D:`, `d:`, none), in absolute or
 //! path-only hrefs, and in splitting properties over several `propstat`
@@ -9,11 +10,12 @@
 use quick_xml::Reader;
 use quick_xml::events::Event;
 
-/// The request body: ask for just the two properties we use, so that a
-/// large folder's answer stays small.
+/// The request body: ask for just the properties we use, so that a large
+/// folder's answer stays small.
 pub const REQUEST_BODY: &str = concat!(
     r#"<?xml version="1.0" encoding="utf-8"?>"#,
-    r#"<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>"#
+    r#"<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/>"#,
+    r#"<D:getetag/><D:getlastmodified/></D:prop></D:propfind>"#
 );
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,12 +24,16 @@ pub struct Entry {
     pub path: String,
     pub collection: bool,
     pub size: Option<u64>,
+    /// The ETag, else the last-modified date, as the server wrote it.
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Field {
     Href,
     Length,
+    Etag,
+    Modified,
     Status,
 }
 
@@ -35,6 +41,8 @@ enum Field {
 struct PropStat {
     collection: bool,
     size: Option<u64>,
+    etag: Option<String>,
+    modified: Option<String>,
     status: Option<String>,
 }
 
@@ -43,6 +51,8 @@ struct Response {
     href: Option<String>,
     collection: bool,
     size: Option<u64>,
+    etag: Option<String>,
+    modified: Option<String>,
     /// A `status` directly in the `response` (a member that failed).
     status: Option<String>,
 }
@@ -91,6 +101,14 @@ pub fn parse(body: &[u8]) -> Result<Vec<Entry>, String> {
                     field = Some(Field::Length);
                     text.clear();
                 }
+                b"getetag" if propstat.is_some() => {
+                    field = Some(Field::Etag);
+                    text.clear();
+                }
+                b"getlastmodified" if propstat.is_some() => {
+                    field = Some(Field::Modified);
+                    text.clear();
+                }
                 b"status" if response.is_some() => {
                     field = Some(Field::Status);
                     text.clear();
@@ -133,6 +151,18 @@ pub fn parse(body: &[u8]) -> Result<Vec<Entry>, String> {
                     }
                     field = None;
                 }
+                b"getetag" if field == Some(Field::Etag) => {
+                    if let Some(p) = propstat.as_mut() {
+                        p.etag = non_empty(&text);
+                    }
+                    field = None;
+                }
+                b"getlastmodified" if field == Some(Field::Modified) => {
+                    if let Some(p) = propstat.as_mut() {
+                        p.modified = non_empty(&text);
+                    }
+                    field = None;
+                }
                 b"status" if field == Some(Field::Status) => {
                     let status = Some(std::mem::take(&mut text));
                     match (propstat.as_mut(), response.as_mut()) {
@@ -149,6 +179,8 @@ pub fn parse(body: &[u8]) -> Result<Vec<Entry>, String> {
                     {
                         r.collection |= p.collection;
                         r.size = r.size.or(p.size);
+                        r.etag = r.etag.take().or(p.etag);
+                        r.modified = r.modified.take().or(p.modified);
                     }
                 }
                 b"response" => {
@@ -160,6 +192,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Entry>, String> {
                             path: href_path(&href),
                             collection: r.collection,
                             size: r.size,
+                            version: r.etag.or(r.modified),
                         });
                     }
                 }
@@ -173,6 +206,11 @@ pub fn parse(body: &[u8]) -> Result<Vec<Entry>, String> {
         return Err("the answer to PROPFIND is not a DAV multistatus".into());
     }
     Ok(out)
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    let t = text.trim();
+    (!t.is_empty()).then(|| t.to_owned())
 }
 
 /// `HTTP/1.1 200 OK` and friends.
@@ -231,12 +269,14 @@ mod tests {
                 Entry {
                     path: "/dav/db/ltx/0".into(),
                     collection: true,
-                    size: None
+                    size: None,
+                    version: None
                 },
                 Entry {
                     path: "/dav/db/ltx/0/0000000000000001-0000000000000001.ltx".into(),
                     collection: false,
-                    size: Some(4096)
+                    size: Some(4096),
+                    version: None
                 },
             ]
         );
@@ -257,8 +297,34 @@ mod tests {
             vec![Entry {
                 path: "/a b/it&s.ltx".into(),
                 collection: false,
-                size: Some(12)
+                size: Some(12),
+                version: None
             }]
+        );
+    }
+
+    #[test]
+    fn the_etag_names_the_version_else_the_modification_time() {
+        let body = br#"<D:multistatus xmlns:D="DAV:">
+<D:response><D:href>/a.ltx</D:href><D:propstat><D:prop><D:getcontentlength>1</D:getcontentlength>
+<D:getetag>"e1"</D:getetag><D:getlastmodified>Tue, 01 Dec 2026 10:00:00 GMT</D:getlastmodified>
+</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>
+<D:response><D:href>/b.ltx</D:href><D:propstat><D:prop><D:getcontentlength>1</D:getcontentlength>
+<D:getlastmodified>Tue, 01 Dec 2026 10:00:00 GMT</D:getlastmodified></D:prop>
+<D:status>HTTP/1.1 200 OK</D:status></D:propstat>
+<D:propstat><D:prop><D:getetag/></D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>
+</D:response>
+<D:response><D:href>/c.ltx</D:href><D:propstat><D:prop><D:getcontentlength>1</D:getcontentlength>
+<D:getetag></D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>
+</D:multistatus>"#;
+        let got: Vec<_> = parse(body).unwrap().into_iter().map(|e| e.version).collect();
+        assert_eq!(
+            got,
+            vec![
+                Some("\"e1\"".to_owned()),
+                Some("Tue, 01 Dec 2026 10:00:00 GMT".to_owned()),
+                None
+            ]
         );
     }
 
