@@ -317,7 +317,11 @@ mod tests {
 <D:response><D:href>/c.ltx</D:href><D:propstat><D:prop><D:getcontentlength>1</D:getcontentlength>
 <D:getetag></D:getetag></D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>
 </D:multistatus>"#;
-        let got: Vec<_> = parse(body).unwrap().into_iter().map(|e| e.version).collect();
+        let got: Vec<_> = parse(body)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.version)
+            .collect();
         assert_eq!(
             got,
             vec![
