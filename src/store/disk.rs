@@ -200,13 +200,19 @@ impl DiskStore {
                 kind,
             });
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_err)?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        if remove_on_drop {
+            // A private copy in a shared temporary folder: a new file only
+            // this user can read, never one that is already there (a
+            // planted file or symlink would otherwise be truncated).
+            options.create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        } else {
+            options.create(true).truncate(false);
+        }
+        let file = options.open(path).map_err(io_err)?;
         let slot_len = (SLOT_HEADER as u64) + u64::from(page_size.get());
         let wanted_slots = match capacity {
             Capacity::Unbounded => 0,

@@ -223,3 +223,21 @@ fn the_fill_lock_admits_one_holder() {
     drop(held);
     assert!(b.try_fill_lock().is_some());
 }
+
+#[test]
+fn a_private_copy_is_a_new_file_only_its_user_reads() {
+    let d = Dir::new();
+    let path = d.path();
+    let s = DiskStore::open(&path, "file:///replica", ps(), Capacity::Unbounded, true).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = s.file.metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    drop(s);
+    // A file planted at the name is refused, not opened and truncated.
+    std::fs::write(&path, b"someone else's").unwrap();
+    assert!(DiskStore::open(&path, "file:///replica", ps(), Capacity::Unbounded, true).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+}
