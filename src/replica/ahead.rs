@@ -16,10 +16,16 @@ use super::fetch::{Fetcher, Landed, MAX_WINDOW, SCAN_AHEAD_WINDOWS};
 const SCAN_FROM_WINDOW: u32 = 64;
 /// While a scan goes on, the pages in flight ahead of it are topped up
 /// each time it crosses a multiple of this many pages (and at each miss).
-const SCAN_STEP: u32 = 256;
-/// Bytes per request of the reads ahead of a scan: small enough that a few
-/// go out in parallel, large enough to amortise a round trip.
-const SCAN_RUN_BYTES: u64 = 1024 * 1024;
+/// A top-up asks only for pages not asked for yet, so it is about one
+/// request of up to `SCAN_RUN_BYTES`.
+const SCAN_STEP: u32 = 1024;
+/// Bytes per request of the reads ahead of a scan: the lead (4,096 pages)
+/// goes out in a few parallel requests, each large enough that the
+/// service's cost per request does not dominate. Measured with cold.py
+/// (250,000 rows, s3s-fs, 20 ms): 1 MiB requests and top-ups every 256
+/// pages scanned in 0.96-1.03 s with 45-47 requests, 4 MiB and every 1,024
+/// pages in 0.63-0.66 s with 17-18, against 0.21-0.33 s for one GET.
+const SCAN_RUN_BYTES: u64 = 4 * 1024 * 1024;
 
 /// The pages of one snapshot that are in memory.
 struct InMemory<'a> {
