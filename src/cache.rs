@@ -89,6 +89,12 @@ impl PageCache {
     pub fn budget(&self) -> u64 {
         self.budget
     }
+
+    /// Whether a page of `len` bytes fits without evicting another (with a
+    /// page of slack for what other threads insert meanwhile).
+    pub fn has_room(&self, len: u64) -> bool {
+        self.weight() + 2 * len <= self.budget
+    }
 }
 
 impl std::fmt::Debug for PageCache {

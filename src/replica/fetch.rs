@@ -319,9 +319,7 @@ impl Fetcher {
             // On local disk already: no fetch. Into memory while it has
             // room; when it has none the read would be thrown away, so only
             // the slot header is checked.
-            let room =
-                self.cache.weight() + 2 * u64::from(snap.page_size.get()) <= self.cache.budget();
-            let local = if room {
+            let local = if self.cache.has_room(u64::from(snap.page_size.get())) {
                 self.local.read(&self.cache, snap, pgno, &loc).is_some()
             } else {
                 self.local.holds(snap, pgno, &loc)

@@ -152,7 +152,8 @@ fn blob_name(info: &FileInfo) -> String {
 
 /// Whether a blob name is of a level-0 file (those age out of the blobs).
 pub fn blob_is_level0(name: &str) -> bool {
-    name.starts_with(&format!("{}-", Level::L0.get()))
+    name.split_once('-')
+        .is_some_and(|(level, _)| level.parse() == Ok(Level::L0.get()))
 }
 
 /// The blob names of a listing.
@@ -176,9 +177,7 @@ fn to_meta(header: &[u8], index_start: u64, checksum: Option<u64>, index: &[u8])
 /// fetched one; anything that does not decode is a miss.
 fn from_meta(meta: &[u8], info: FileInfo) -> Option<Loaded> {
     let header = Header::decode(meta.get(..HEADER_SIZE)?).ok()?;
-    if header.min_txid != info.id.name.min || header.max_txid != info.id.name.max {
-        return None;
-    }
+    check_name(&header, &info, &String::new).ok()?;
     let rest = meta.get(HEADER_SIZE..)?;
     let index_start = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
     let has_checksum = *rest.get(8)? == 1;

@@ -182,7 +182,7 @@ impl Local {
         loc: &FrameLoc,
     ) -> Option<Page> {
         let page = self.verified(snap, loc)?.get(pgno, span(snap, loc))?;
-        if cache.weight() + 2 * page.len() as u64 <= cache.budget() {
+        if cache.has_room(page.len() as u64) {
             cache.insert(loc.key(), Arc::clone(&page));
         }
         Some(page)
