@@ -42,6 +42,18 @@ fn open(root: &Path, rt: &tokio::runtime::Runtime) -> Arc<Replica> {
     rt.block_on(Replica::open(config)).unwrap()
 }
 
+/// Writes the old lineage (TXIDs 1 and 2, pages "old 1..." and "old 2...",
+/// written at 1,000,000 ms) and opens it.
+fn open_old_lineage(root: &Path, rt: &tokio::runtime::Runtime) -> Arc<Replica> {
+    write_lineage(
+        root,
+        1_000_000,
+        &["old 1...", "old 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    open(root, rt)
+}
+
 fn page2(replica: &Replica) -> String {
     let snap = replica.current();
     let page = replica
@@ -73,13 +85,7 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn txids_going_backwards_rebuild_the_new_lineage() {
     let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
-    write_lineage(
-        dir.path(),
-        1_000_000,
-        &["old 1...", "old 2..."],
-        &[(1, 1), (2, 2)],
-    );
-    let replica = open(dir.path(), &rt);
+    let replica = open_old_lineage(dir.path(), &rt);
     assert_eq!(page2(&replica), "old 2...");
     let old = replica.current();
     assert_eq!((old.txid.0, old.lineage), (2, 0));
@@ -105,13 +111,7 @@ fn txids_going_backwards_rebuild_the_new_lineage() {
 #[test]
 fn the_same_names_and_sizes_with_other_bytes_are_a_reset() {
     let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
-    write_lineage(
-        dir.path(),
-        1_000_000,
-        &["old 1...", "old 2..."],
-        &[(1, 1), (2, 2)],
-    );
-    let replica = open(dir.path(), &rt);
+    let replica = open_old_lineage(dir.path(), &rt);
     assert_eq!(page2(&replica), "old 2...");
     let size = |name: &str| {
         std::fs::metadata(dir.path().join("ltx/0").join(name))
@@ -139,13 +139,7 @@ fn the_same_names_and_sizes_with_other_bytes_are_a_reset() {
 #[test]
 fn a_level_zero_file_across_our_txid_is_a_reset() {
     let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
-    write_lineage(
-        dir.path(),
-        1_000_000,
-        &["old 1...", "old 2..."],
-        &[(1, 1), (2, 2)],
-    );
-    let replica = open(dir.path(), &rt);
+    let replica = open_old_lineage(dir.path(), &rt);
     assert_eq!(page2(&replica), "old 2...");
     write_lineage(
         dir.path(),
@@ -161,13 +155,7 @@ fn a_level_zero_file_across_our_txid_is_a_reset() {
 #[test]
 fn following_one_lineage_is_no_reset() {
     let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
-    write_lineage(
-        dir.path(),
-        1_000_000,
-        &["old 1...", "old 2..."],
-        &[(1, 1), (2, 2)],
-    );
-    let replica = open(dir.path(), &rt);
+    let replica = open_old_lineage(dir.path(), &rt);
     write_lineage(
         dir.path(),
         1_000_000,
@@ -190,13 +178,7 @@ fn following_one_lineage_is_no_reset() {
 #[test]
 fn a_new_lineage_that_reached_our_txid_with_the_same_sizes_is_seen_while_quiet() {
     let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
-    write_lineage(
-        dir.path(),
-        1_000_000,
-        &["old 1...", "old 2..."],
-        &[(1, 1), (2, 2)],
-    );
-    let replica = open(dir.path(), &rt);
+    let replica = open_old_lineage(dir.path(), &rt);
     assert_eq!(page2(&replica), "old 2...");
     // Same names, same sizes, same offsets: only the timestamps differ. The
     // old page 2 is cached under the old file's key.
