@@ -33,6 +33,18 @@ def fill(conn, rows: int, start: int = 0) -> None:
     conn.execute("COMMIT")
 
 
+def folder_replica(tmp: Path, rows: int):
+    """A primary of `rows` rows (`fill`) at tmp/primary.db, replicated by the
+    real Litestream into tmp/replica until a reader matches it. Returns the
+    primary, the folder and that reader."""
+    db, local = tmp / "primary.db", tmp / "replica"
+    primary = lsvfs.primary(db)
+    fill(primary, rows)
+    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp):
+        conn = lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    return primary, local, conn
+
+
 def config_for(db: Path, replica_yaml: str) -> str:
     return f"""levels:
   - interval: 2s
@@ -71,12 +83,7 @@ def test_litestream_replica_reads_like_the_primary(servers, backend, tmp_path):
 
 
 def test_same_bytes_read_identically_everywhere(servers, tmp_path):
-    db = tmp_path / "primary.db"
-    local = tmp_path / "replica"
-    primary = lsvfs.primary(db)
-    fill(primary, 300)
-    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
-        conn = lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    _, local, conn = folder_replica(tmp_path, 300)
     want = (lsvfs.digest(conn), conn.execute("SELECT litestream_txid()").fetchone())
     path = unique("same")
     for backend in BACKENDS:
@@ -90,12 +97,7 @@ def test_same_bytes_read_identically_everywhere(servers, tmp_path):
 
 def test_sftp_password_and_pinned_host_key(servers, tmp_path):
     path = unique("pw")
-    local = tmp_path / "replica"
-    db = tmp_path / "primary.db"
-    primary = lsvfs.primary(db)
-    fill(primary, 50)
-    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
-        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    primary, local, _ = folder_replica(tmp_path, 50)
     servers.upload_tree("sftp", local, path)
     e = servers.env
     import urllib.parse
@@ -164,12 +166,7 @@ def test_s3_credentials_from_profile_file(servers, tmp_path):
                      f"aws_access_key_id = {servers.env['LSVFS_S3_KEY']}\n"
                      f"aws_secret_access_key = {servers.env['LSVFS_S3_SECRET']}\n")
     path = unique("profile")
-    local = tmp_path / "replica"
-    db = tmp_path / "primary.db"
-    primary = lsvfs.primary(db)
-    fill(primary, 20)
-    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
-        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    _, local, _ = folder_replica(tmp_path, 20)
     servers.upload_tree("s3", local, path)
     env = {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_PROFILE": "lsvfs",
            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"}
@@ -321,12 +318,7 @@ class TlsProxy:
 
 def test_tls_is_verified_unless_told_otherwise(servers, tmp_path):
     path = unique("tls")
-    local = tmp_path / "replica"
-    db = tmp_path / "primary.db"
-    primary = lsvfs.primary(db)
-    fill(primary, 20)
-    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
-        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    _, local, _ = folder_replica(tmp_path, 20)
     servers.upload_tree("s3", local, path)
     s3_port = int(servers.env["LSVFS_S3_ENDPOINT"].rsplit(":", 1)[1])
     proxy = TlsProxy(s3_port, tmp_path)
@@ -350,12 +342,7 @@ def test_unknown_url_parameter_is_named(servers):
 @pytest.fixture(scope="module")
 def small_replica(servers, tmp_path_factory):
     """One small file:// replica, copied to every backend under one path."""
-    tmp = tmp_path_factory.mktemp("small")
-    db, local = tmp / "primary.db", tmp / "replica"
-    primary = lsvfs.primary(db)
-    fill(primary, 30)
-    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp):
-        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    _, local, _ = folder_replica(tmp_path_factory.mktemp("small"), 30)
     path = unique("small")
     for backend in BACKENDS:
         servers.upload_tree(backend, local, path)

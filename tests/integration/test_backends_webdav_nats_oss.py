@@ -21,7 +21,7 @@ import lsvfs
 import servers as srv
 from servers import unique
 from faultproxy import FaultProxy
-from test_backends import PROBE, assert_refused, closed_port, config_for, fill, probe
+from test_backends import PROBE, assert_refused, closed_port, config_for, fill, folder_replica, probe
 
 MORE = srv.MORE_BACKENDS
 
@@ -100,12 +100,7 @@ def test_a_restart_on_the_disk_tier_sends_only_the_listing(servers, backend, tmp
 
 
 def test_webdav_same_bytes_as_file_replica(servers, tmp_path):
-    db = tmp_path / "primary.db"
-    local = tmp_path / "replica"
-    primary = lsvfs.primary(db)
-    fill(primary, 300)
-    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
-        conn = lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    _, local, conn = folder_replica(tmp_path, 300)
     want = (lsvfs.digest(conn), conn.execute("SELECT litestream_txid()").fetchone())
     path = unique("same")
     assert servers.upload_tree("webdav", local, path) > 0
@@ -277,12 +272,7 @@ def test_unreachable_server_fails_in_bounded_time(servers, backend):
 def test_webdavs_verifies_certificates(servers, tmp_path):
     from test_backends import TlsProxy
     path = unique("tls")
-    db = tmp_path / "primary.db"
-    local = tmp_path / "replica"
-    primary = lsvfs.primary(db)
-    fill(primary, 20)
-    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp_path):
-        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    _, local, _ = folder_replica(tmp_path, 20)
     servers.upload_tree("webdav", local, path)
     e = servers.env
     proxy = TlsProxy(int(e["LSVFS_WEBDAV_HOST"].rsplit(":", 1)[1]), tmp_path)
@@ -300,12 +290,7 @@ def test_webdavs_verifies_certificates(servers, tmp_path):
 @pytest.fixture(scope="module")
 def oss_replica(servers, tmp_path_factory):
     """A small replica in s3s-fs, in the layout Litestream's oss client writes."""
-    tmp = tmp_path_factory.mktemp("oss")
-    db, local = tmp / "primary.db", tmp / "replica"
-    primary = lsvfs.primary(db)
-    fill(primary, 30)
-    with lsvfs.Litestream(lsvfs.file_replica_config(db, local), tmp):
-        lsvfs.wait_replica_matches(lsvfs.file_url(local), lsvfs.digest(primary), timeout=60)
+    primary, local, _ = folder_replica(tmp_path_factory.mktemp("oss"), 30)
     path = unique("oss")
     servers.upload_tree("s3", local, path)  # <path>/<level as 4 hex digits>/<name>
     return path, lsvfs.digest(primary)
