@@ -6,7 +6,7 @@ use std::error::Error as StdError;
 
 use object_store::client::{HttpError, HttpErrorKind};
 
-use super::error::{StorageError, StorageErrorKind};
+use super::error::{StorageError, StorageErrorKind, chain};
 use super::secrets::Secrets;
 
 /// What the backend tells the user when something fails: its name, where the
@@ -66,21 +66,6 @@ fn refused(cx: &Context) -> String {
         "credentials missing or refused (check {})",
         cx.credential_hint
     )
-}
-
-/// The error and all its sources, as one line.
-fn chain(e: &object_store::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur: Option<&(dyn StdError + 'static)> = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// An HTTP transport failure (connect, timeout, reset) anywhere in the chain.

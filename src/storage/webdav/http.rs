@@ -1,13 +1,12 @@
 //! One WebDAV request with retries: what a status or a transport failure
 //! means, and a message with every secret removed.
 
-use std::error::Error as StdError;
 use std::time::Duration;
 
 use reqwest::{RequestBuilder, StatusCode};
 
 use super::BACKEND;
-use crate::storage::error::{StorageError, StorageErrorKind};
+use crate::storage::error::{StorageError, StorageErrorKind, chain};
 use crate::storage::retry::with_retries;
 use crate::storage::secrets::Secrets;
 
@@ -105,21 +104,6 @@ impl Call<'_> {
             )),
         )
     }
-}
-
-/// The error and its sources, as one line.
-fn chain(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur: Option<&(dyn StdError + 'static)> = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
