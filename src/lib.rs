@@ -10,6 +10,7 @@
 //! replica/  one per URL per process: snapshot, restore plan, poller, registry
 //! cache     page cache keyed by frame location
 //! timefmt   RFC 3339 times (a leaf)
+//! pause     named pause points for interleaving tests (test builds only)
 //! store/    host-wide local page store on disk (disk tier, hydration)
 //! storage/  where replicas live (the Storage trait and its backends)
 //! ltx/      pure decoding of LTX files
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod log;
 pub mod ltx;
+pub mod pause;
 pub mod prefetch;
 pub mod replica;
 pub mod runtime;
