@@ -80,3 +80,27 @@ pub unsafe extern "C" fn sqlite3_extension_init(
     // SAFETY: forwarding SQLite's entry-point arguments unchanged.
     unsafe { sqlite::ext::init(db, err, api) }
 }
+
+/// Copies the message of the last replica open that failed in the calling
+/// thread into `buf` (at most `len - 1` bytes and a NUL) and returns the
+/// message's full length in bytes, 0 when there is none. Hosts that see only
+/// SQLite's "unable to open database file" call it right after the failed
+/// open (Python: `ctypes`, through the same loaded library).
+///
+/// # Safety
+/// `buf` must be null or point to `len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn litestream_vfs_last_error(buf: *mut c_char, len: c_int) -> c_int {
+    // SAFETY: forwarding the caller's buffer under the same contract.
+    sqlite::guard_int(0, || unsafe { sqlite::last_error::copy_into(buf, len) })
+}
+
+/// Forgets the calling thread's last failed open (call it before an open to
+/// be sure a message read afterwards is that open's).
+#[unsafe(no_mangle)]
+pub extern "C" fn litestream_vfs_clear_last_error() {
+    sqlite::guard_int(0, || {
+        sqlite::last_error::clear();
+        0
+    });
+}

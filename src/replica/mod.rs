@@ -110,6 +110,10 @@ pub struct Replica {
     current: ArcSwap<Snapshot>,
     /// Unix milliseconds of the last successful poll; -1 before the first.
     last_poll_ms: AtomicI64,
+    /// Unix milliseconds at which the newest confirmation that the published
+    /// state is the newest storage has started (the open's or a poll's
+    /// listing); only moves forward.
+    confirmed_ms: AtomicI64,
     /// One re-plan at a time; others wait and reuse its result.
     replan_lock: tokio::sync::Mutex<()>,
     /// The newest level-0 file of the current state, to see a reset by.
@@ -130,6 +134,8 @@ impl Replica {
         let io = Io::new(storage, &config);
 
         let deadline = Instant::now() + config.open_timeout;
+        // Before the listing: the state built is the newest as of then.
+        let listed_ms = now_ms();
         let mut first = true;
         let (snap, tip) = loop {
             let built = if std::mem::take(&mut first) {
@@ -194,6 +200,7 @@ impl Replica {
             io,
             current: ArcSwap::from_pointee(snap),
             last_poll_ms: AtomicI64::new(now_ms()),
+            confirmed_ms: AtomicI64::new(listed_ms),
             replan_lock: tokio::sync::Mutex::new(()),
             tip: std::sync::Mutex::new(tip),
             hydration: Default::default(),
@@ -215,6 +222,24 @@ impl Replica {
 
     fn mark_polled(&self) {
         self.last_poll_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// Records that a poll which started at `started_ms` (Unix ms) saw the
+    /// replica as far as storage goes. Never moves back (`fetch_max`).
+    fn mark_confirmed(&self, started_ms: i64) {
+        self.confirmed_ms.fetch_max(started_ms, Ordering::AcqRel);
+    }
+
+    /// Unix milliseconds since which the published state is known to be the
+    /// newest storage holds: the start of the last listing that found
+    /// nothing newer than it, or whose newer files it published.
+    pub fn confirmed_ms(&self) -> i64 {
+        self.confirmed_ms.load(Ordering::Acquire)
+    }
+
+    /// Seconds (fractional) since [`Replica::confirmed_ms`].
+    pub fn confirmed_lag(&self) -> f64 {
+        (now_ms() - self.confirmed_ms()).max(0) as f64 / 1000.0
     }
 
     /// Whole seconds since the last successful poll; -1 before the first.

@@ -204,8 +204,10 @@ async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
         }
         // The first failure of a run is a warning; repeats are debug lines
         // until a poll succeeds again, so an outage does not flood the log.
+        let started_ms = super::now_ms();
         match replica.poll_once(&mut state).await {
             Ok(true) => {
+                replica.mark_confirmed(started_ms);
                 if std::mem::take(&mut failing) {
                     log::info!("{}: polling works again", replica.io.storage.describe());
                 }

@@ -92,7 +92,7 @@ pub struct ApiRoutines {
     pub realloc: *const c_void,
     pub reset: *const c_void,
     pub result_blob: *const c_void,
-    pub result_double: *const c_void,
+    pub result_double: Option<unsafe extern "C" fn(*mut sqlite3_context, f64)>,
     pub result_error: Option<unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int)>,
     pub result_error16: *const c_void,
     pub result_int: *const c_void,

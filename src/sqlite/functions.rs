@@ -1,4 +1,8 @@
-//! SQL functions: `litestream_txid()`, `litestream_time()`, `litestream_lag()`.
+//! SQL functions: `litestream_txid()`, `litestream_time()`, `litestream_lag()`
+//! (whole seconds since the last successful poll, as the official extension
+//! has it), `litestream_confirmed_lag()` (REAL seconds since the replica last
+//! confirmed that it holds the newest state storage has) and
+//! `litestream_confirmed_time()` (that moment, RFC 3339).
 //! Registered on every connection (an automatic extension), they report on
 //! the connection's main database and fail with a clear message on a
 //! connection that is not a replica.
@@ -18,6 +22,7 @@ type Impl = fn(&DbFile, Option<String>) -> Result<Value>;
 enum Value {
     Text(String),
     Int(i64),
+    Real(f64),
     Null,
 }
 
@@ -46,6 +51,21 @@ const FUNCTIONS: &[Function] = &[
         args: 0,
         flags: SQLITE_UTF8,
         run: |f, _| f.lag().map(Value::Int),
+    },
+    Function {
+        name: c"litestream_confirmed_lag",
+        args: 0,
+        flags: SQLITE_UTF8,
+        run: |f, _| f.replica().map(|r| Value::Real(r.confirmed_lag())),
+    },
+    Function {
+        name: c"litestream_confirmed_time",
+        args: 0,
+        flags: SQLITE_UTF8,
+        run: |f, _| {
+            f.replica()
+                .map(|r| Value::Text(crate::timefmt::format_rfc3339_millis(r.confirmed_ms())))
+        },
     },
     // DIRECTONLY: a view or trigger must not move a connection in time.
     Function {
@@ -165,6 +185,12 @@ unsafe fn set_result(
             if let Some(ri) = api.result_int64 {
                 // SAFETY: `ctx` is live.
                 unsafe { ri(ctx, v) };
+            }
+        }
+        Ok(Value::Real(v)) => {
+            if let Some(rd) = api.result_double {
+                // SAFETY: `ctx` is live.
+                unsafe { rd(ctx, v) };
             }
         }
         Ok(Value::Null) => {

@@ -14,6 +14,15 @@ mod fork;
 mod functions;
 mod guard;
 mod history_vtab;
+pub mod last_error;
 mod vfs;
 
 pub use api_table::ApiRoutines;
+
+/// Runs `f`, a panic becoming `on_panic`: for the C functions of `lib.rs`.
+pub fn guard_int(
+    on_panic: std::ffi::c_int,
+    f: impl FnOnce() -> std::ffi::c_int,
+) -> std::ffi::c_int {
+    guard::guard(on_panic, f)
+}

@@ -176,7 +176,10 @@ unsafe extern "C" fn x_open(
                 }
                 SQLITE_OK
             }
-            Err(e) => report("cannot open replica", &e, Call::Open),
+            Err(e) => {
+                super::last_error::record(format!("cannot open replica: {e}"));
+                report("cannot open replica", &e, Call::Open)
+            }
         }
     })
 }

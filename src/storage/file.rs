@@ -35,17 +35,39 @@ impl FileStorage {
         self.level_dir(file.level).join(file.name.to_string())
     }
 
+    /// Why the root cannot be listed: missing, or a file (often the
+    /// primary database itself, named instead of Litestream's folder).
+    fn not_a_folder(&self) -> StorageError {
+        let root = self.root.display();
+        if !self.root.is_file() {
+            return StorageError::new(
+                BACKEND,
+                StorageErrorKind::NotFound,
+                format!("replica folder {root} does not exist"),
+            );
+        }
+        let mut magic = [0u8; 16];
+        let sqlite = std::fs::File::open(&self.root)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && &magic == b"SQLite format 3\0";
+        let what = if sqlite {
+            "is a SQLite database file, not a replica folder: this is the database; point \
+             replica_url at Litestream's replica folder (the `path` of the replica in litestream.yml)"
+        } else {
+            "is a file, not a replica folder: point replica_url at the folder Litestream \
+             replicates into (the `path` of the replica in litestream.yml)"
+        };
+        StorageError::new(BACKEND, StorageErrorKind::Config, format!("{root} {what}"))
+    }
+
     fn list_sync(
         &self,
         level: Level,
         after: Option<FileName>,
     ) -> Result<Vec<FileInfo>, StorageError> {
         if !self.root.is_dir() {
-            return Err(StorageError::new(
-                BACKEND,
-                StorageErrorKind::NotFound,
-                format!("replica folder {} does not exist", self.root.display()),
-            ));
+            return Err(self.not_a_folder());
         }
         let dir = self.level_dir(level);
         let entries = match std::fs::read_dir(&dir) {
