@@ -7,21 +7,26 @@ Same module API as the official ``litestream-vfs`` wheel:
 * ``load(conn)`` -- load it into a ``sqlite3`` connection; the ``litestream``
   VFS then stays registered for the whole process.
 
-And one helper of our own:
+And helpers of our own:
 
 * ``connect(replica_url, **options)`` -- open a replica read-only and return
-  a ``sqlite3.Connection``.
+  a ``sqlite3.Connection``; a failed open raises ``sqlite3.OperationalError``
+  with the extension's reason (``unable to open database file: cannot open
+  replica: replica folder /srv/replica does not exist``);
+* ``last_error()`` -- the extension's message for the last replica open that
+  failed in this thread (what ``connect()`` appends), or ``None``.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sqlite3
 import sys
 import threading
 import urllib.parse
 
-__all__ = ["loadable_path", "load", "connect", "replica_uri", "ExtensionLoadingUnavailable"]
+__all__ = ["loadable_path", "load", "connect", "replica_uri", "last_error", "ExtensionLoadingUnavailable"]
 
 _EXT_MAP = {
     "linux": "litestream-vfs.so",
@@ -133,6 +138,66 @@ def replica_uri(replica_url: str | None = None, name: str = "replica.db", **opti
     return f"file:{quoted}?" + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
 
 
+_lib: ctypes.CDLL | None = None
+
+
+def _library() -> ctypes.CDLL | None:
+    """The loaded extension itself, for its exported C functions: dlopen of
+    the path SQLite loaded returns the same library (same file), so the
+    message read is the one the VFS recorded."""
+    global _lib
+    if _lib is None and _loaded:
+        path = _loaded
+        if not os.path.exists(path):  # given without its suffix, as SQLite takes it
+            path += os.path.splitext(_EXT_MAP.get("linux" if sys.platform.startswith("linux") else sys.platform,
+                                                  ".so"))[1]
+        try:
+            lib = ctypes.CDLL(path)
+            lib.litestream_vfs_last_error.argtypes = [ctypes.c_char_p, ctypes.c_int]
+            lib.litestream_vfs_last_error.restype = ctypes.c_int
+            lib.litestream_vfs_clear_last_error.argtypes = []
+            lib.litestream_vfs_clear_last_error.restype = None
+        except (OSError, AttributeError):  # another build, without the functions
+            return None
+        _lib = lib
+    return _lib
+
+
+def last_error() -> str | None:
+    """The extension's message for the last replica open that failed in the
+    calling thread (``None`` when there is none, or the loaded library does
+    not export it)."""
+    lib = _library()
+    if lib is None:
+        return None
+    buf = ctypes.create_string_buffer(4096)
+    n = lib.litestream_vfs_last_error(buf, len(buf))
+    return buf.value.decode("utf-8", "replace") if n > 0 else None
+
+
+def clear_last_error() -> None:
+    """Forgets this thread's last failed open (done before each open here)."""
+    lib = _library()
+    if lib is not None:
+        lib.litestream_vfs_clear_last_error()
+
+
+def explain_open_error(error: sqlite3.Error) -> sqlite3.Error:
+    """``error`` with the extension's reason appended, as the same type, or
+    ``error`` itself when the extension recorded none."""
+    reason = last_error()
+    if not reason or reason in str(error):
+        return error
+    explained = type(error)(f"{error}: {reason}")
+    for attr in ("sqlite_errorcode", "sqlite_errorname"):
+        if hasattr(error, attr):
+            try:
+                setattr(explained, attr, getattr(error, attr))
+            except AttributeError:
+                pass
+    return explained
+
+
 def connect(replica_url: str | None = None, *, name: str = "replica.db", timeout: float = 5.0,
             check_same_thread: bool = True, **options) -> sqlite3.Connection:
     """Open a Litestream replica read-only and return a ``sqlite3.Connection``.
@@ -147,4 +212,11 @@ def connect(replica_url: str | None = None, *, name: str = "replica.db", timeout
     """
     _ensure_loaded()
     uri = replica_uri(replica_url, name=name, **options)
-    return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=check_same_thread)
+    clear_last_error()
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=check_same_thread)
+    except sqlite3.OperationalError as e:
+        explained = explain_open_error(e)
+        if explained is e:
+            raise
+        raise explained from e

@@ -119,7 +119,10 @@ def test_databases_carry_the_replica_url_in_the_uri(report, replicas):
         assert name.startswith(f"file:{alias}.db?"), name
         query = dict(urllib.parse.parse_qsl(name.split("?", 1)[1]))
         assert query["vfs"] == "litestream" and query["mode"] == "ro" and query["replica_url"] == url, name
-        assert "&" not in urllib.parse.unquote(name.split("replica_url=", 1)[1].split("&", 1)[0]) or "?" in url
+        # Percent-encoded: the raw value runs to the next raw "&" and decodes
+        # to the whole URL, so a "&" or "?" inside the URL was encoded.
+        raw = name.split("replica_url=", 1)[1].split("&", 1)[0]
+        assert "?" not in raw and "&" not in raw and urllib.parse.unquote(raw) == url, name
     assert "poll_interval=500ms" in names["replica_b"]
 
 
@@ -162,12 +165,16 @@ def test_status_of_each_replica(report, replicas):
         assert status["replica_url"] == url, status
         assert len(status["txid"]) == 16 and int(status["txid"], 16) >= 1, status
         assert status["time"].endswith("Z") and status["time"][:2] == "20", status
-        assert isinstance(status["lag_seconds"], int) and 0 <= status["lag_seconds"] <= 5, status
+        # A float that is truthy on a healthy replica (never the integer 0).
+        assert isinstance(status["lag_seconds"], float) and 0 < status["lag_seconds"] <= 5, status
+        assert status["healthy"] is True and status["state"] == "Healthy", status
+        assert isinstance(status["poll_lag"], int) and 0 <= status["poll_lag"] <= 5, status
         assert status["pages"] >= 2, status
         cache = status["cache"]
         assert cache["budget"] == 128 * 1024 * 1024 and 0 < cache["bytes"] <= cache["budget"], status
         assert isinstance(cache["hits"], int) and isinstance(cache["misses"], int), status
-        assert status["storage"]["lists"] >= 1 and status["storage"]["polls"] >= 0, status
+        # The report ran for seconds after the open: the poller has polled.
+        assert status["storage"]["lists"] >= 1 and status["storage"]["polls"] >= 1, status
         assert isinstance(status["hydration"]["progress"], (int, float)), status
     assert report["status"]["replica_b"]["replica_url"].split(":", 1)[0] == replica_b_backend()
 
@@ -177,7 +184,11 @@ def test_status_of_an_unreachable_replica_is_an_error(report, alias):
     """No replica in the folder; an S3 endpoint that refuses connections."""
     status = report["status"][alias]
     assert status["ok"] is False and status["txid"] is None and status["lag_seconds"] is None, status
-    assert "unable to open database file" in status["error"] and "storage unreachable" in status["error"], status
+    # The extension's own reason, not only SQLite's "unable to open database file".
+    cause = {"replica_missing": "does not exist", "replica_down": "127.0.0.1:9"}[alias]
+    assert status["error"].startswith("OperationalError: unable to open database file: cannot open replica: "), status
+    assert cause in status["error"], status
+    assert status["healthy"] is False, status
     assert status["cache"] == {} and status["hydration"] == {}, status
 
 
@@ -198,8 +209,9 @@ def test_status_command_prints_every_alias(command_env, replicas):
     proc = manage(command_env, "litestream_vfs_status")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     out = proc.stdout
-    assert f"replica_a: {replicas['url_a']}\n  txid " in out, out
-    assert f"replica_b: {replicas['url_b']}\n  txid " in out, out
+    assert f"replica_a: {replicas['url_a']}\n  state: Healthy (lag " in out, out
+    assert f"replica_b: {replicas['url_b']}\n  state: Healthy (lag " in out, out
+    assert out.count("\n  txid ") == 2, out
     assert "replica_missing: file://" in out and "  error: OperationalError: unable to open database file" in out, out
     assert "replica_down: s3://litestream/down?endpoint=http://127.0.0.1:9" in out, out
     assert "cannot read replica_missing, replica_down" in proc.stderr, proc.stderr

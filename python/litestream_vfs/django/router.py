@@ -1,15 +1,27 @@
-"""Sends reads to the replica aliases and writes to `default`.
+"""Sends reads to healthy replica aliases and writes to `default`.
 
     DATABASE_ROUTERS = ["litestream_vfs.django.LitestreamReplicaRouter"]
 
 Reads go to the aliases of `LITESTREAM["vfs_router"]["replicas"]` (default:
 every alias of `LITESTREAM["vfs"]`; several are taken in turn, so list only
 replicas of the `default` database), writes to `LITESTREAM["vfs_router"]
-["write"]` (default: `default`). A read stays on the write alias:
+["write"]` (default: `default`).
+
+A read goes to a replica only while it is healthy: readable, and its
+`lag_seconds` (see `get_vfs_status`) at most `LITESTREAM["vfs_router"]
+["max_lag_seconds"]` (default 60; `None` turns the check off). Health is
+checked once per replica per poll interval, through a connection of its
+own, not per query. No healthy replica: the read goes to the write alias.
+
+With `litestream_vfs.django.ReadYourWritesMiddleware`, a client that wrote
+reads the write alias until a replica holds its write (see there).
+
+A read also stays on the write alias:
 
 - for a model whose class sets `litestream_replica = False` (a class
   attribute: Django refuses unknown `Meta` options); `litestream_replica =
-  "alias"` pins a model to one replica instead;
+  "alias"` pins a model to one replica instead (whatever its health: such a
+  replica may hold another database, which `default` cannot stand in for);
 - inside `transaction.atomic()` on the write alias (read your own writes);
 - for objects related to an instance that was read from or saved to it.
 
@@ -31,10 +43,20 @@ class LitestreamReplicaRouter:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _settings() -> tuple[list[str], str]:
+    def read_replicas() -> list[str]:
         router = conf.user_settings().get("vfs_router", {}) or {}
-        replicas = list(router.get("replicas") or conf.replicas())
-        return replicas, router.get("write", "default")
+        return list(router.get("replicas") or conf.replicas())
+
+    @staticmethod
+    def _max_lag():
+        router = conf.user_settings().get("vfs_router", {}) or {}
+        if "max_lag_seconds" in router:
+            value = router["max_lag_seconds"]
+            return None if value is None else float(value)
+        return conf.max_lag_seconds()
+
+    def _settings(self) -> tuple[list[str], str]:
+        return self.read_replicas(), conf.write_alias()
 
     def db_for_read(self, model, **hints):
         replicas, write = self._settings()
@@ -48,13 +70,27 @@ class LitestreamReplicaRouter:
             return write
         if not replicas or self._in_atomic_block(write):
             return write
-        if len(replicas) == 1:
-            return replicas[0]
-        with self._lock:
-            return replicas[next(self._turn) % len(replicas)]
+        from .health import healthy
+        from .middleware import current
+
+        state = current()
+        if state is not None and state.wrote:
+            return write
+        if len(replicas) > 1:
+            with self._lock:
+                start = next(self._turn) % len(replicas)
+            replicas = replicas[start:] + replicas[:start]
+        max_lag = self._max_lag()
+        for alias in replicas:
+            if not healthy(alias, max_lag):
+                continue
+            if state is not None and not state.replica_has_write(alias):
+                continue
+            return alias
+        return write
 
     def db_for_write(self, model, **hints):
-        return self._settings()[1]
+        return conf.write_alias()
 
     def allow_relation(self, obj1, obj2, **hints):
         replicas, write = self._settings()

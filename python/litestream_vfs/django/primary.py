@@ -1,0 +1,280 @@
+"""Where the primary is, read from files on this host: its WAL position, and
+what `litestream replicate` has captured of it.
+
+- The primary's position: the WAL-index header at the start of the `-shm`
+  file (salts and `mxFrame`, the last committed frame; both copies must
+  agree), else the `-wal` header and size. A position is the WAL's salts and
+  the byte offset just past its last commit.
+- Litestream's state beside the primary, `.NAME-litestream/ltx/0/*.ltx`:
+  each level-0 file's header names its TXIDs, when Litestream wrote it, and
+  the WAL offset, size and salts it was read from. The first such file whose
+  WAL range (same salts) reaches a position is the TXID that holds every
+  commit up to it.
+
+Nothing here writes to the primary or to Litestream's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WAL_HEADER = 32
+FRAME_HEADER = 24
+LTX_HEADER = 100
+
+
+@dataclass(frozen=True)
+class WalPosition:
+    """Just past the last commit in the WAL of a given generation (salts)."""
+
+    salt1: int
+    salt2: int
+    offset: int
+
+    def encode(self) -> str:
+        return f"{self.salt1:08x}{self.salt2:08x}:{self.offset}"
+
+    @classmethod
+    def decode(cls, text: str) -> "WalPosition | None":
+        try:
+            salts, offset = text.split(":")
+            return cls(int(salts[:8], 16), int(salts[8:16], 16), int(offset))
+        except (ValueError, AttributeError):
+            return None
+
+
+@dataclass(frozen=True)
+class LtxHeader:
+    min_txid: int
+    max_txid: int
+    timestamp_ms: int
+    wal_offset: int
+    wal_size: int
+    salt1: int
+    salt2: int
+
+    @property
+    def wal_end(self) -> int:
+        return self.wal_offset + self.wal_size
+
+    def same_wal(self, pos: WalPosition) -> bool:
+        return (self.salt1, self.salt2) == (pos.salt1, pos.salt2)
+
+
+def _page_size(raw: int) -> int:
+    return 65536 if raw == 1 else raw
+
+
+def _shm_position(db: Path) -> WalPosition | None:
+    """From the WAL-index header (native byte order, two copies that agree)."""
+    try:
+        with open(f"{db}-shm", "rb") as f:
+            head = f.read(96)
+    except OSError:
+        return None
+    if len(head) < 96 or head[:48] != head[48:96]:
+        return None
+    order = "<" if struct.unpack("<I", head[:4])[0] == 3007000 else ">"
+    version, _, _, is_init, _, sz_page, mx_frame = struct.unpack(order + "IIIBBHI", head[:20])
+    if version != 3007000 or not is_init:
+        return None
+    page = _page_size(sz_page)
+    salts = head[32:40]  # copied byte for byte from the WAL header
+    salt1, salt2 = struct.unpack(">II", salts)
+    offset = WAL_HEADER + mx_frame * (FRAME_HEADER + page) if mx_frame else 0
+    return WalPosition(salt1, salt2, offset)
+
+
+def _wal_position(db: Path) -> WalPosition | None:
+    """From the `-wal` header and size (frames past the last commit count)."""
+    try:
+        with open(f"{db}-wal", "rb") as f:
+            head = f.read(WAL_HEADER)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < WAL_HEADER:
+        return WalPosition(0, 0, 0)
+    page = _page_size(struct.unpack(">I", head[8:12])[0])
+    salt1, salt2 = struct.unpack(">II", head[16:24])
+    frames = max(0, size - WAL_HEADER) // (FRAME_HEADER + page)
+    return WalPosition(salt1, salt2, WAL_HEADER + frames * (FRAME_HEADER + page) if frames else 0)
+
+
+def wal_position(db: Path) -> WalPosition | None:
+    """The primary's position now; None when it has no WAL (not in WAL mode)."""
+    for _ in range(3):
+        pos = _shm_position(db)
+        if pos is not None:
+            return pos
+    return _wal_position(db)
+
+
+def wal_mtime(db: Path) -> float | None:
+    try:
+        return os.stat(f"{db}-wal").st_mtime
+    except OSError:
+        return None
+
+
+def state_dir(db: Path) -> Path:
+    """Litestream's folder beside the primary: `.NAME-litestream`."""
+    return db.parent / f".{db.name}-litestream"
+
+
+_headers: dict[Path, LtxHeader] = {}
+_headers_lock = threading.Lock()
+
+
+def read_header(path: Path) -> LtxHeader | None:
+    """An LTX file's header (files never change once written: cached)."""
+    with _headers_lock:
+        found = _headers.get(path)
+    if found is not None:
+        return found
+    try:
+        with open(path, "rb") as f:
+            head = f.read(LTX_HEADER)
+    except OSError:
+        return None
+    if len(head) < LTX_HEADER or head[:4] != b"LTX1":
+        return None
+    min_txid, max_txid, ts, _, wal_offset, wal_size, salt1, salt2 = struct.unpack(">QQQQQQII", head[16:72])
+    header = LtxHeader(min_txid, max_txid, ts, wal_offset, wal_size, salt1, salt2)
+    with _headers_lock:
+        if len(_headers) > 4096:
+            _headers.clear()
+        _headers[path] = header
+    return header
+
+
+def level0(db: Path) -> list[LtxHeader]:
+    """Litestream's local level-0 files, by TXID (empty when there is no state)."""
+    folder = state_dir(db) / "ltx" / "0"
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".ltx"))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        header = read_header(folder / name)
+        if header is not None:
+            out.append(header)
+    out.sort(key=lambda h: h.max_txid)
+    return out
+
+
+def _later_wal(a: LtxHeader, pos: WalPosition) -> bool:
+    """Whether `a` was read from a WAL generation after `pos`'s (SQLite adds
+    one to salt 1 at each WAL restart)."""
+    return 0 < ((a.salt1 - pos.salt1) & 0xFFFFFFFF) < 0x80000000
+
+
+def covering_txid(files: list[LtxHeader], pos: WalPosition) -> int | None:
+    """The first TXID whose state holds every commit up to `pos`, or None
+    when Litestream has not captured it (yet)."""
+    for h in files:
+        if h.same_wal(pos) and h.wal_end >= pos.offset:
+            return h.max_txid
+        if _later_wal(h, pos):
+            # Litestream moved to a later WAL only after capturing this one
+            # (or snapshotting the database, which holds it too).
+            return h.max_txid
+    if pos.offset == 0 and files:
+        return files[-1].max_txid
+    return None
+
+
+@dataclass
+class Pending:
+    """How far the replica is behind the primary here."""
+
+    #: Seconds the oldest commit the replica lacks has been waiting (0.0: none).
+    seconds: float
+    #: The primary's TXID that Litestream captured last (None: no local state).
+    captured_txid: int | None
+    #: Whether the primary has commits Litestream has not captured yet.
+    uncaptured: bool
+    #: Why nothing could be said, when so.
+    note: str | None = None
+
+
+_observed_lock = threading.Lock()
+
+
+def _observations_file() -> Path:
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"litestream-vfs-{uid}" / "uncaptured.json"
+
+
+def _uncaptured_since(db: Path, key: str, mtime: float, floor: float) -> float:
+    """The earliest time the commits past Litestream's capture point `key`
+    can be said to have existed: the WAL's mtime when first seen past that
+    point (kept in a small file in the temp folder, so that separate
+    processes, such as health checks, agree), never before `floor`."""
+    path = _observations_file()
+    with _observed_lock:
+        try:
+            seen = json.loads(path.read_text())
+            if not isinstance(seen, dict):
+                seen = {}
+        except (OSError, ValueError):
+            seen = {}
+        entry = seen.get(str(db))
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] == key:
+            since = min(float(entry[1]), mtime)
+        else:
+            since = mtime
+            seen[str(db)] = [key, since]
+            if len(seen) > 256:
+                seen = {str(db): seen[str(db)]}
+            try:
+                path.parent.mkdir(mode=0o700, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+                tmp.write_text(json.dumps(seen))
+                os.replace(tmp, path)
+            except OSError:
+                pass
+    return max(since, floor)
+
+
+def pending(db: Path, replica_txid: int, now: float | None = None) -> Pending:
+    """How long the oldest commit of `db` that a replica at `replica_txid`
+    lacks has been waiting.
+
+    - Litestream captured it (a local level-0 file past `replica_txid`): since
+      that file's timestamp (Litestream writes it within its monitor interval
+      of the commit), however long the upload or the replica's poll takes.
+    - Litestream has not captured it (the WAL goes past the newest local
+      file): at least since the WAL's modification time when that was first
+      seen, so that it grows with wall time while `litestream replicate` is
+      stopped, even when writes go on.
+    """
+    now = time.time() if now is None else now
+    files = level0(db)
+    if not files:
+        return Pending(0.0, None, False, f"no Litestream state at {state_dir(db)}")
+    newest = files[-1]
+    if replica_txid > newest.max_txid:
+        return Pending(0.0, newest.max_txid, False,
+                       f"the replica (TXID {replica_txid:x}) is ahead of Litestream's state at {state_dir(db)} "
+                       f"(TXID {newest.max_txid:x}): is it a replica of this database?")
+    waiting = 0.0
+    ahead = [h for h in files if h.max_txid > replica_txid]
+    if ahead:
+        waiting = max(waiting, now - ahead[0].timestamp_ms / 1000)
+    pos = wal_position(db)
+    uncaptured = bool(pos and pos.offset and not (newest.same_wal(pos) and newest.wal_end >= pos.offset))
+    if uncaptured:
+        mtime = wal_mtime(db) or now
+        key = f"{newest.max_txid:x}:{newest.salt1:08x}{newest.salt2:08x}:{newest.wal_end}"
+        since = _uncaptured_since(db, key, mtime, newest.timestamp_ms / 1000)
+        waiting = max(waiting, now - since)
+    return Pending(max(0.0, waiting), newest.max_txid, uncaptured)
