@@ -214,19 +214,33 @@ def _observations_file() -> Path:
     return Path(tempfile.gettempdir()) / f"litestream-vfs-{uid}" / "uncaptured.json"
 
 
-def _uncaptured_since(db: Path, key: str, mtime: float, floor: float) -> float:
+def _load_observations(path: Path) -> dict:
+    try:
+        seen = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return seen if isinstance(seen, dict) else {}
+
+
+def _recorded(db: Path, key: str) -> float | None:
+    """When commits past Litestream's capture point `key` were first seen,
+    if they were and Litestream has captured nothing since."""
+    with _observed_lock:
+        entry = _load_observations(_observations_file()).get(str(db))
+    if isinstance(entry, list) and len(entry) == 2 and entry[0] == key:
+        return float(entry[1])
+    return None
+
+
+def _observe(db: Path, key: str, mtime: float, floor: float) -> float:
     """The earliest time the commits past Litestream's capture point `key`
-    can be said to have existed: the WAL's mtime when first seen past that
-    point (kept in a small file in the temp folder, so that separate
-    processes, such as health checks, agree), never before `floor`."""
+    can be said to have existed: the WAL's (or database's) mtime when first
+    seen past that point, kept in a small file in the temp folder so that
+    separate processes (health checks) and later checks agree, even once a
+    checkpoint has emptied the WAL. Never before `floor`."""
     path = _observations_file()
     with _observed_lock:
-        try:
-            seen = json.loads(path.read_text())
-            if not isinstance(seen, dict):
-                seen = {}
-        except (OSError, ValueError):
-            seen = {}
+        seen = _load_observations(path)
         entry = seen.get(str(db))
         if isinstance(entry, list) and len(entry) == 2 and entry[0] == key:
             since = min(float(entry[1]), mtime)
@@ -255,7 +269,11 @@ def pending(db: Path, replica_txid: int, now: float | None = None) -> Pending:
     - Litestream has not captured it (the WAL goes past the newest local
       file): at least since the WAL's modification time when that was first
       seen, so that it grows with wall time while `litestream replicate` is
-      stopped, even when writes go on.
+      stopped, even when writes go on, and after the last connection's
+      checkpoint has emptied the WAL into the database file (the first
+      sighting is kept until Litestream captures something new). With no
+      WAL and nothing seen before, a database file written after
+      Litestream's newest file says the same (since its mtime).
     """
     now = time.time() if now is None else now
     files = level0(db)
@@ -271,10 +289,28 @@ def pending(db: Path, replica_txid: int, now: float | None = None) -> Pending:
     if ahead:
         waiting = max(waiting, now - ahead[0].timestamp_ms / 1000)
     pos = wal_position(db)
-    uncaptured = bool(pos and pos.offset and not (newest.same_wal(pos) and newest.wal_end >= pos.offset))
+    floor = newest.timestamp_ms / 1000
+    key = f"{newest.max_txid:x}:{newest.salt1:08x}{newest.salt2:08x}:{newest.wal_end}"
+    since = None
+    if pos and pos.offset and not (newest.same_wal(pos) and newest.wal_end >= pos.offset):
+        # The WAL goes past Litestream's newest file.
+        since = _observe(db, key, wal_mtime(db) or now, floor)
+    else:
+        # Seen before, and Litestream has captured nothing since: a
+        # checkpoint moved them into the database file, they are still
+        # not in the replica.
+        since = _recorded(db, key)
+        if since is None and pos is None:
+            # No WAL at all: no connection is open, so neither is
+            # Litestream (it keeps one). A database written after its
+            # newest file holds commits it never saw.
+            try:
+                mtime = os.stat(db).st_mtime
+            except OSError:
+                mtime = None
+            if mtime is not None and mtime > floor + 1.0:
+                since = _observe(db, key, mtime, floor)
+    uncaptured = since is not None
     if uncaptured:
-        mtime = wal_mtime(db) or now
-        key = f"{newest.max_txid:x}:{newest.salt1:08x}{newest.salt2:08x}:{newest.wal_end}"
-        since = _uncaptured_since(db, key, mtime, newest.timestamp_ms / 1000)
         waiting = max(waiting, now - since)
     return Pending(max(0.0, waiting), newest.max_txid, uncaptured)
