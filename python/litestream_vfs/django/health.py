@@ -20,6 +20,8 @@ class _Probe:
         self.conn = None
         self.checked = float("-inf")
         self.value: dict = {}
+        #: Checks made (each one query on the replica and a look at the primary).
+        self.checks = 0
 
     def check(self, max_age: float) -> dict:
         with self.lock:
@@ -30,6 +32,7 @@ class _Probe:
                 max_age = max(max_age, ERROR_RETRY)
             if self.value and now - self.checked < max_age:
                 return self.value
+            self.checks += 1
             try:
                 if self.conn is None:
                     self.conn = conf.open_replica(self.alias, check_same_thread=False)
@@ -81,6 +84,11 @@ def replica_txid(alias: str, max_age: float) -> int | None:
     h = health(alias, max_age)
     txid = h.get("txid")
     return int(txid, 16) if txid else None
+
+
+def checks_made(alias: str) -> int:
+    """How many health checks this process made of `alias` (for tests)."""
+    return _probe(alias).checks
 
 
 def forget() -> None:

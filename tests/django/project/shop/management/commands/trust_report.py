@@ -55,6 +55,20 @@ def post_then_get(rounds: int, tag: str) -> dict:
     return {"counts": seen, "aliases": aliases}
 
 
+def routed_reads(n: int) -> dict:
+    """`n` reads through the router, as fast as they go: how many health
+    checks they cost, over how long."""
+    from django.db import router
+
+    from litestream_vfs.django.health import checks_made
+
+    before, start = checks_made("replica_a"), time.monotonic()
+    aliases = [router.db_for_read(Order) for _ in range(n)]
+    Order.objects.count()
+    return {"reads": n, "checks": checks_made("replica_a") - before,
+            "seconds": time.monotonic() - start, "aliases": sorted(set(aliases))}
+
+
 def seed_snippet() -> str:
     """The seed page's health check, verbatim but for the alias."""
     out = io.StringIO()
@@ -144,6 +158,7 @@ class Command(BaseCommand):
         if step == "healthy":
             report["status_before"] = get_vfs_status("replica_a")
             report["seed_snippet"] = seed_snippet()
+            report["routed"] = routed_reads(20000)
             report["rw"] = post_then_get(rounds, tag)
             report["time_travel"] = time_travel_steps(tag)
             report["status_after"] = get_vfs_status("replica_a")
