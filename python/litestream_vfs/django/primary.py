@@ -92,29 +92,46 @@ def _shm_position(db: Path) -> WalPosition | None:
     return WalPosition(salt1, salt2, offset)
 
 
-def _wal_position(db: Path) -> WalPosition | None:
-    """From the `-wal` header and size (frames past the last commit count)."""
+def _wal_position(db: Path, hint: WalPosition | None = None) -> WalPosition | None:
+    """From the `-wal` file: its header's salts, then the frame headers from
+    `hint` (when it is of this WAL) or the first frame on, up to the last
+    commit frame of that WAL (same salts; frames of an older WAL beyond it
+    carry other salts)."""
     try:
         with open(f"{db}-wal", "rb") as f:
             head = f.read(WAL_HEADER)
-            size = os.fstat(f.fileno()).st_size
+            if len(head) < WAL_HEADER:
+                return WalPosition(0, 0, 0)
+            page = _page_size(struct.unpack(">I", head[8:12])[0])
+            salts = head[16:24]
+            salt1, salt2 = struct.unpack(">II", salts)
+            frame = FRAME_HEADER + page
+            offset, end = WAL_HEADER, 0
+            if (hint is not None and (hint.salt1, hint.salt2) == (salt1, salt2)
+                    and hint.offset > WAL_HEADER and (hint.offset - WAL_HEADER) % frame == 0):
+                offset = end = hint.offset
+            while True:
+                f.seek(offset)
+                header = f.read(FRAME_HEADER)
+                if len(header) < FRAME_HEADER or header[8:16] != salts:
+                    break
+                offset += frame
+                if struct.unpack(">I", header[4:8])[0]:  # a commit frame
+                    end = offset
     except OSError:
         return None
-    if len(head) < WAL_HEADER:
-        return WalPosition(0, 0, 0)
-    page = _page_size(struct.unpack(">I", head[8:12])[0])
-    salt1, salt2 = struct.unpack(">II", head[16:24])
-    frames = max(0, size - WAL_HEADER) // (FRAME_HEADER + page)
-    return WalPosition(salt1, salt2, WAL_HEADER + frames * (FRAME_HEADER + page) if frames else 0)
+    return WalPosition(salt1, salt2, end)
 
 
-def wal_position(db: Path) -> WalPosition | None:
-    """The primary's position now; None when it has no WAL (not in WAL mode)."""
+def wal_position(db: Path, hint: WalPosition | None = None) -> WalPosition | None:
+    """The primary's position now; None when it has no WAL (not in WAL mode,
+    or no connection open). `hint`: a position known to end a commit, where
+    a scan of the `-wal` file may start if it is of the current WAL."""
     for _ in range(3):
         pos = _shm_position(db)
         if pos is not None:
             return pos
-    return _wal_position(db)
+    return _wal_position(db, hint)
 
 
 def wal_mtime(db: Path) -> float | None:
@@ -288,17 +305,18 @@ def pending(db: Path, replica_txid: int, now: float | None = None) -> Pending:
     ahead = [h for h in files if h.max_txid > replica_txid]
     if ahead:
         waiting = max(waiting, now - ahead[0].timestamp_ms / 1000)
-    pos = wal_position(db)
+    pos = wal_position(db, WalPosition(newest.salt1, newest.salt2, newest.wal_end))
     floor = newest.timestamp_ms / 1000
     key = f"{newest.max_txid:x}:{newest.salt1:08x}{newest.salt2:08x}:{newest.wal_end}"
     since = None
     if pos and pos.offset and not (newest.same_wal(pos) and newest.wal_end >= pos.offset):
         # The WAL goes past Litestream's newest file.
         since = _observe(db, key, wal_mtime(db) or now, floor)
-    else:
-        # Seen before, and Litestream has captured nothing since: a
-        # checkpoint moved them into the database file, they are still
-        # not in the replica.
+    elif pos is None or pos.offset == 0:
+        # The WAL is gone or empty. Commits seen past the capture point
+        # before, with nothing captured since: a checkpoint moved them into
+        # the database file, they are still not in the replica. (A WAL that
+        # shows everything captured is believed over such a record.)
         since = _recorded(db, key)
         if since is None and pos is None:
             # No WAL at all: no connection is open, so neither is
