@@ -19,8 +19,11 @@
   Once the replica holds it the cookie is dropped.
 - When the write alias is not a SQLite file on this host (no WAL to read a
   position from), a timer stands in: reads go to `default` for `pin_seconds`
-  (default 5) after the write. That is only as good as replication is fast;
-  the exact position is used whenever it can be.
+  (default 5) after the write. That is only as good as replication is fast
+  (docs/DJANGO.md has the measured failure rates: 32 % for a 1 s pin, 5 %
+  for 2 s, none of 150 for 5 s, with Litestream's default intervals; every
+  write while Litestream is down); the exact position is used whenever it
+  can be.
 
 Settings, all optional:
 
