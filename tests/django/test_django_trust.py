@@ -129,10 +129,18 @@ def healthy(site) -> dict:
 def test_a_request_sees_its_own_write_every_time(healthy):
     rw = healthy["rw"]
     assert rw["counts"] == [1] * ROUNDS, rw
+    assert rw["cookies"] == ["litestream_rw"], rw
     # Both ways are taken: the replica once it holds the write, `default`
     # while it does not yet.
     assert set(rw["aliases"]) <= {"replica_a", "default"}, rw
     assert "replica_a" in rw["aliases"], f"no GET was served by the replica: {rw}"
+
+
+def test_read_your_writes_with_the_position_in_the_session(site, healthy):
+    env = {**site.env, "LSVFS_RW_STORE": "session"}
+    rw = report(env, site.work, "rw", "--rounds", "20", "--tag", "rw-session")["rw"]
+    assert rw["counts"] == [1] * 20 and "replica_a" in rw["aliases"], rw
+    assert rw["cookies"] == ["sessionid"], rw  # the position rides in the session
 
 
 def test_lag_is_a_small_truthy_float_on_a_healthy_replica(healthy):
@@ -186,7 +194,7 @@ def test_stopped_litestream_lag_grows_and_reads_go_to_default(site, healthy):
     site.stop()
     stopped = report(env, site.work, "stopped", "--rounds", "5", "--tag", "stopped")
     # Read-your-writes with nothing replicating: every GET reads `default`, correctly.
-    assert stopped["rw"] == {"counts": [1] * 5, "aliases": ["default"] * 5}, stopped["rw"]
+    assert stopped["rw"] == {"counts": [1] * 5, "aliases": ["default"] * 5, "cookies": ["litestream_rw"]}, stopped["rw"]
     first = stopped["status"]
     assert first["ok"] and first["uncaptured_writes"] is True, first
     time.sleep(12)

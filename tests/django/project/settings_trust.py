@@ -9,6 +9,8 @@ The test passes, through the environment:
   LSVFS_REPLICA_A_URL   its replica's URL
   LSVFS_MAX_LAG         optional: max_lag_seconds
   LSVFS_RW_WAIT         optional: read-your-writes wait, seconds
+  LSVFS_RW_STORE        optional: "session" keeps the position in the session
+                        (signed-cookie sessions) instead of its own cookie
 """
 
 import os
@@ -26,13 +28,18 @@ INSTALLED_APPS = [
     "shop",
 ]
 MIDDLEWARE = ["litestream_vfs.django.ReadYourWritesMiddleware"]
+RW_STORE = os.environ.get("LSVFS_RW_STORE", "cookie")
+if RW_STORE == "session":
+    INSTALLED_APPS.append("django.contrib.sessions")
+    SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+    MIDDLEWARE.insert(0, "django.contrib.sessions.middleware.SessionMiddleware")
 
 LITESTREAM = {
     "vfs": {
         "replica_a": {"replica_url": os.environ["LSVFS_REPLICA_A_URL"], "poll_interval": "200ms"},
         "max_lag_seconds": float(os.environ.get("LSVFS_MAX_LAG", "60")),
     },
-    "vfs_router": {"read_your_writes": {"wait": float(os.environ.get("LSVFS_RW_WAIT", "2"))}},
+    "vfs_router": {"read_your_writes": {"wait": float(os.environ.get("LSVFS_RW_WAIT", "2")), "store": RW_STORE}},
 }
 
 DATABASES = {

@@ -11,6 +11,7 @@ STEP is one of:
   stopped   Litestream stopped: the same POST then GET, and the status.
   later     Litestream still stopped, some seconds on: the status, and
             where a fresh client's GET goes.
+  rw        only the POST then GET rounds.
 """
 
 import contextlib
@@ -43,16 +44,17 @@ class Recorder:
 
 def post_then_get(rounds: int, tag: str) -> dict:
     """POST an order, then GET its count, same client: what the GET saw."""
-    seen, aliases = [], []
+    seen, aliases, cookies = [], [], set()
     for i in range(rounds):
         client = Client()
         name = f"{tag}-{i}"
         post = client.post("/orders/", {"name": name})
         assert post.status_code == 200, post.content
+        cookies.update(client.cookies.keys())
         got = client.get("/orders/", {"name": name}).json()
         seen.append(got["count"])
         aliases.append(got["alias"])
-    return {"counts": seen, "aliases": aliases}
+    return {"counts": seen, "aliases": aliases, "cookies": sorted(cookies)}
 
 
 def routed_reads(n: int) -> dict:
@@ -149,7 +151,7 @@ def time_travel_steps(tag: str) -> dict:
 class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("out")
-        parser.add_argument("step", choices=["healthy", "stopped", "later"])
+        parser.add_argument("step", choices=["healthy", "rw", "stopped", "later"])
         parser.add_argument("--rounds", type=int, default=100)
         parser.add_argument("--tag", default="rw")
 
@@ -162,6 +164,8 @@ class Command(BaseCommand):
             report["rw"] = post_then_get(rounds, tag)
             report["time_travel"] = time_travel_steps(tag)
             report["status_after"] = get_vfs_status("replica_a")
+        elif step == "rw":
+            report["rw"] = post_then_get(rounds, tag)
         elif step == "stopped":
             report["rw"] = post_then_get(rounds, tag)
             report["status"] = get_vfs_status("replica_a")
