@@ -122,6 +122,9 @@ class Command(BaseCommand):
         report["allow_migrate"] = {a: router.allow_migrate(a, "shop") for a in settings.DATABASES}
         report["threads"] = threaded_opens()
         report["status"] = {a: get_vfs_status(a) for a in settings.LITESTREAM["vfs"]}
+        # Longer than replica_a's poll interval (1 s): the poll counter moves.
+        time.sleep(1.5)
+        report["status_later"] = {a: get_vfs_status(a) for a in ("replica_a", "replica_b")}
         report["redact"] = [redact_url(u) for u in (
             "sftp://deploy:hunter2@db.example:22/srv/app?key=/home/deploy/.ssh/id_ed25519",
             "s3://bucket/app?region=eu-west-1&secret-access-key=hunter2&access-key-id=AKIA1",
