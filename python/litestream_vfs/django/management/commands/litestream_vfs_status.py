@@ -29,7 +29,9 @@ def _size(n) -> str:
 
 
 def _seconds(value) -> str:
-    return "?" if value is None else f"{value:.1f} s"
+    if value is None:
+        return "?"
+    return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
 
 
 def render(status: dict) -> str:
