@@ -226,27 +226,65 @@ class Pending:
 _observed_lock = threading.Lock()
 
 
-def _observations_file() -> Path:
-    uid = os.getuid() if hasattr(os, "getuid") else "user"
-    return Path(tempfile.gettempdir()) / f"litestream-vfs-{uid}" / "uncaptured.json"
-
-
-def _load_observations(path: Path) -> dict:
+def _observations_file() -> Path | None:
+    """`litestream-vfs-UID/uncaptured.json` in the temp folder, in a folder of
+    our own (0700, ours, not a symlink, nobody else can write); None when
+    that cannot be had: sightings are then not kept across processes."""
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    folder = Path(tempfile.gettempdir()) / f"litestream-vfs-{uid if uid is not None else 'user'}"
     try:
-        seen = json.loads(path.read_text())
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    import stat
+
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & 0o022 or (uid is not None and st.st_uid != uid):
+        return None
+    return folder / "uncaptured.json"
+
+
+def _load_observations(path: Path | None) -> dict:
+    """The sightings file, read as untrusted input (no symlinks followed)."""
+    if path is None:
+        return {}
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "r") as f:
+            seen = json.loads(f.read(1 << 20))
     except (OSError, ValueError):
         return {}
     return seen if isinstance(seen, dict) else {}
+
+
+def _entry(seen: dict, db: Path, key: str) -> float | None:
+    entry = seen.get(str(db))
+    if isinstance(entry, list) and len(entry) == 2 and entry[0] == key and isinstance(entry[1], (int, float)):
+        return float(entry[1])
+    return None
+
+
+def _store_observations(path: Path | None, seen: dict) -> None:
+    if path is None:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(seen))
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _recorded(db: Path, key: str) -> float | None:
     """When commits past Litestream's capture point `key` were first seen,
     if they were and Litestream has captured nothing since."""
     with _observed_lock:
-        entry = _load_observations(_observations_file()).get(str(db))
-    if isinstance(entry, list) and len(entry) == 2 and entry[0] == key:
-        return float(entry[1])
-    return None
+        return _entry(_load_observations(_observations_file()), db, key)
 
 
 def _observe(db: Path, key: str, mtime: float, floor: float) -> float:
@@ -258,21 +296,15 @@ def _observe(db: Path, key: str, mtime: float, floor: float) -> float:
     path = _observations_file()
     with _observed_lock:
         seen = _load_observations(path)
-        entry = seen.get(str(db))
-        if isinstance(entry, list) and len(entry) == 2 and entry[0] == key:
-            since = min(float(entry[1]), mtime)
+        found = _entry(seen, db, key)
+        if found is not None:
+            since = min(found, mtime)
         else:
             since = mtime
+            if len(seen) >= 256:
+                seen = {}
             seen[str(db)] = [key, since]
-            if len(seen) > 256:
-                seen = {str(db): seen[str(db)]}
-            try:
-                path.parent.mkdir(mode=0o700, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-                tmp.write_text(json.dumps(seen))
-                os.replace(tmp, path)
-            except OSError:
-                pass
+            _store_observations(path, seen)
     return max(since, floor)
 
 
