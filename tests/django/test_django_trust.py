@@ -324,3 +324,60 @@ def test_confirmed_lag_grows_while_storage_is_gone(tmp_path):
     (tmp_path / "moved").rename(folder)
     lsvfs.wait_for(lambda: lag()[0] < 1.0, 30, what="a poll to confirm again")
     conn.close()
+
+
+def test_pending_commits_across_checkpoints_without_litestream(package, tmp_path):
+    """primary.pending() against a real WAL database and Litestream state
+    written by hand: captured, then commits past the capture point, still
+    pending once the last connection's checkpoint removed the WAL, and no
+    longer once a newer level-0 file covers them."""
+    code = """
+import json, os, sqlite3, struct, sys, time
+from pathlib import Path
+from litestream_vfs.django import primary as P
+
+db = Path(sys.argv[1])
+conn = sqlite3.connect(db, isolation_level=None)
+conn.execute("PRAGMA journal_mode=wal")
+conn.execute("CREATE TABLE t(x)")
+folder = P.state_dir(db) / "ltx" / "0"
+folder.mkdir(parents=True)
+
+def capture(txid, ts):
+    pos = P.wal_position(db)
+    head = b"LTX1" + struct.pack(">IIIQQQQQQIIQ", 2, 4096, 2, txid, txid, ts, 0, 32, pos.offset - 32,
+                                 pos.salt1, pos.salt2, 0) + bytes(20)
+    (folder / f"{txid:016x}-{txid:016x}.ltx").write_bytes(head)
+
+out = {}
+capture(1, int(time.time() * 1000) - 60_000)          # Litestream captured everything, a minute ago
+out["captured"] = P.pending(db, 1).uncaptured
+conn.execute("INSERT INTO t VALUES (1)")
+os.utime(f"{db}-wal", (time.time() - 30, time.time() - 30))   # that commit, 30 s ago
+p = P.pending(db, 1)
+out["past_capture"] = [p.uncaptured, round(p.seconds)]
+conn.close()                                           # last connection: checkpoint, WAL removed
+out["wal_exists"] = os.path.exists(f"{db}-wal")
+p = P.pending(db, 1)
+out["after_checkpoint"] = [p.uncaptured, round(p.seconds)]
+conn = sqlite3.connect(db, isolation_level=None)
+conn.execute("INSERT INTO t VALUES (2)")
+capture(2, int(time.time() * 1000))                    # Litestream back: a file covers it all
+p = P.pending(db, 1)                                   # the replica still at TXID 1
+out["captured_not_replicated"] = [p.uncaptured, round(p.seconds)]
+out["replicated"] = [P.pending(db, 2).uncaptured, P.pending(db, 2).seconds]
+print(json.dumps(out))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(PYTHONPATH=str(package), TMPDIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.db")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {
+        "captured": False,
+        "past_capture": [True, 30],
+        "wal_exists": False,
+        "after_checkpoint": [True, 30],
+        "captured_not_replicated": [False, 0],
+        "replicated": [False, 0.0],
+    }
