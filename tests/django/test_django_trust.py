@@ -381,3 +381,14 @@ print(json.dumps(out))
         "captured_not_replicated": [False, 0],
         "replicated": [False, 0.0],
     }
+
+
+def test_manage_py_test_reads_the_mirror(package, tmp_path):
+    """Under `manage.py test` each replica alias mirrors `default`: the
+    router reads it at once, with no health check of the (absent) replica."""
+    env = base_env(package, "settings_trust", LSVFS_DEFAULT_DB=str(tmp_path / "site.db"),
+                   LSVFS_REPLICA_A_URL=lsvfs.file_url(tmp_path / "nowhere"), TMPDIR=str(tmp_path))
+    proc = manage(env, "test", "shop", "-v", "2", timeout=120)
+    assert proc.returncode == 0 and "Ran 1 test" in proc.stderr and "\nOK\n" in proc.stderr, \
+        proc.stdout + proc.stderr
+    assert "MirroredReplicaTest.test_reads_go_to_the_mirror_without_a_health_check) ... ok" in proc.stderr

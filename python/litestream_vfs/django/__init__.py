@@ -24,7 +24,7 @@ See docs/DJANGO.md.
 
 from __future__ import annotations
 
-from .conf import redact_url
+from .conf import ENGINE, redact_url
 from .middleware import ReadYourWritesMiddleware
 from .router import LitestreamReplicaRouter
 from .status import get_vfs_status
@@ -32,8 +32,6 @@ from .timetravel import time_travel
 
 __all__ = ["get_vfs_databases", "get_vfs_status", "LitestreamReplicaRouter", "ReadYourWritesMiddleware",
            "time_travel", "redact_url", "ENGINE"]
-
-ENGINE = "litestream_vfs.django.backend"
 
 
 def get_vfs_databases() -> dict[str, dict]:

@@ -76,6 +76,21 @@ def replica(alias: str) -> dict:
     return found
 
 
+ENGINE = "litestream_vfs.django.backend"
+
+
+def is_mirrored(alias: str) -> bool:
+    """Whether `alias` is a test mirror now (`manage.py test` gives each
+    replica alias `default`'s test database NAME): its connection is then
+    not a replica."""
+    from django.db import connections
+
+    try:
+        return "vfs=litestream" not in str(connections[alias].settings_dict.get("NAME", ""))
+    except Exception:  # noqa: BLE001 - an unknown alias is not a mirror
+        return False
+
+
 #: Keys of a replica's dict that are ours, not URI parameters of the extension.
 OWN_KEYS = ("primary", "max_lag_seconds")
 
