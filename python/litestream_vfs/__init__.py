@@ -73,7 +73,10 @@ def load(conn) -> None:
     Loading once per process is enough: the ``litestream`` VFS outlives the
     connection that loaded it.
     """
-    _load_into(conn, loadable_path())
+    global _loaded
+    path = loadable_path()
+    _load_into(conn, path)
+    _loaded = _loaded or path  # the VFS is registered for the process now
 
 
 def _load_into(conn, path: str) -> None:
