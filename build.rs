@@ -6,7 +6,8 @@
 //! `crc_fast_*` functions into the host's symbol namespace. A second version
 //! script cannot be combined with rustc's on GNU ld, but `--exclude-libs=ALL`
 //! can: it hides every symbol that comes from a dependency's archive, so
-//! only this crate's three SQLite entry points stay exported
+//! only this crate's three SQLite entry points and its two
+//! `litestream_vfs_*last_error` functions stay exported
 //! (tests/integration/test_load.py checks that).
 
 fn main() {
