@@ -10,8 +10,9 @@ the test suite and at length by `scripts/soak`.
   path over S3 (through the latency proxy) while a bank-transfer writer
   runs on a WAL primary under the real `litestream replicate`, compaction
   every 2 s and a new snapshot every 20 s; readers are killed (SIGKILL) and
-  paused (SIGSTOP) at random, and the replica is reset to a different
-  database twice. Every read transaction checks the invariants of
+  paused (SIGSTOP) at random, some pauses aimed at a reader that holds the
+  shared store's lock, the test itself holds that lock past the limit now
+  and then, and the replica is reset to a different database twice. Every read transaction checks the invariants of
   `check_read`; see `churn()` for what is counted and what must be zero.
 
       .venv/bin/python tests/integration/soak.py --churn --minutes 10 [--seed N]
@@ -23,7 +24,9 @@ Exits non-zero when an invariant breaks."""
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -370,17 +373,23 @@ def reader_main(uri: str, limit: float) -> int:
     return 0
 
 
+def utc() -> str:
+    """The time of day in UTC, as the extension's log lines in readers.log."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
+
+
 class Reader:
     """One reader process and what it has said so far."""
 
-    def __init__(self, uri: str, limit: float, env: dict, log: Path):
+    def __init__(self, uri: str, limit: float, env: dict, log: Path, kind: int = 0):
+        self.kind = kind  # index into the churn's URIs: 0 hydrates, 1 uses the disk tier
         self.log = open(log, "ab")
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__)), "reader", uri, str(limit)],
                                      stdout=subprocess.PIPE, stderr=self.log, env=env, text=True)
         self.status: dict = {}
         self.violations: list[dict] = []
         self.stopped_until: float | None = None
-        self.kind = 0  # index into the churn's URIs: 0 hydrates, 1 uses the disk tier
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -394,6 +403,8 @@ class Reader:
                 self.status = ev
             elif ev.get("ev") == "violation":
                 ev["pid"] = self.proc.pid
+                ev["reader"] = ("hydrating", "disk tier")[self.kind]
+                ev["at"] = utc()
                 self.violations.append(ev)
 
     def signal(self, sig: int) -> None:
@@ -415,6 +426,57 @@ class Reader:
         self.thread.join(5)
         self.log.close()
         return ok
+
+
+def store_files(tmp: Path) -> set[str]:
+    """The shared store files of a churn run (the disk tier's page files and
+    the hydrated copy), as /proc/locks names them: major:minor:inode."""
+    out = set()
+    for p in [*(tmp / "disk-tier").glob("*.pages"), tmp / "hydrated"]:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            continue
+        out.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+    return out
+
+
+def lock_holders(files: set[str]) -> set[int]:
+    """Processes holding an exclusive flock on one of `files` now."""
+    holders = set()
+    with open("/proc/locks") as f:
+        for line in f:
+            x = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 12345 fe:00:1234 0 EOF"; waiters have "->"
+            if len(x) >= 6 and x[1] == "FLOCK" and x[3] == "WRITE" and x[5] in files:
+                holders.add(int(x[4]))
+    return holders
+
+
+def delete_prefix(servers, path: str) -> int:
+    """Deletes every object under `path` in the S3 bucket: the objects'
+    files, and the metadata files (ETag, user metadata) s3s-fs keeps beside
+    the bucket's folder, named by the base64 of bucket and key; s3s-fs's
+    own DeleteObject leaves those behind, so all of the prefix's go here.
+    Returns the number of objects."""
+    if not path or path.startswith("/") or ".." in path:
+        raise ValueError(f"not a replica prefix: {path!r}")
+    bucket_dir = Path(servers.env["LSVFS_S3_DIR"])
+    b64 = lambda b: base64.urlsafe_b64encode(b).decode().rstrip("=")  # noqa: E731
+    sidecar = f".bucket-{b64(servers.bucket.encode())}.object-"
+    for name in os.listdir(bucket_dir.parent):
+        if not name.startswith(sidecar):
+            continue
+        enc = name[len(sidecar):].split(".", 1)[0]
+        try:
+            key = base64.urlsafe_b64decode(enc + "=" * (-len(enc) % 4)).decode()
+        except ValueError:
+            continue
+        if key.startswith(path + "/"):
+            (bucket_dir.parent / name).unlink(missing_ok=True)
+    objects = [f for f in (bucket_dir / path).rglob("*") if f.is_file()]
+    shutil.rmtree(bucket_dir / path, ignore_errors=True)
+    return len(objects)
 
 
 def churn_config(db: Path, replica_yaml: str, snapshot_interval: str) -> str:
@@ -441,7 +503,7 @@ def remove_database(path: Path) -> None:
 
 def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int | None = None,
           snapshot_interval: str = "20s", storage_timeout: float = 3, margin: float = 5,
-          rtt_ms: int = 20, out=print, workdir: Path | None = None) -> dict:
+          rtt_ms: int = 20, out=print, workdir: Path | None = None, kinds: tuple[int, ...] = (0, 1)) -> dict:
     """The churn run. Returns the counts; the caller asserts. Must be zero:
     `wrong` rows (a checksum fails), `mixed` reads (two lineages in one
     transaction), `torn` reads (two states of one lineage), `back` (the
@@ -479,11 +541,11 @@ def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int 
                 lsvfs.replica_uri(url, "churn.db", disk_cache=tmp / "disk-tier", **common)]
         env = {**os.environ, **servers.reader_env("s3"), "LITESTREAM_LOG_LEVEL": "INFO"}
         config = churn_config(db, servers.litestream_replica("s3", path), snapshot_interval)
-        stack.callback(lambda: shutil.rmtree(s3_dir, ignore_errors=True))
+        stack.callback(delete_prefix, servers, path)
 
         lin = Lineage.nth(0, seed)
         state = {"conn": create_lineage(db, lin, rnd), "lin": lin, "n": 0, "ls": None}
-        counts = {"kills": 0, "stops": 0, "resets": 0, "compactions": 0}
+        counts = {"kills": 0, "stops": 0, "stops_holding_lock": 0, "lock_holds": 0, "resets": 0, "compactions": 0}
 
         def start_litestream():
             state["ls"] = lsvfs.Litestream(config, tmp, env=servers.litestream_env("s3")).__enter__()
@@ -533,13 +595,18 @@ def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int 
         stack.callback(lambda: [r.proc.kill() for r in pool if r.proc.poll() is None])
 
         def spawn(kind: int) -> Reader:
-            r = Reader(uris[kind], limit, env, logs)
-            r.kind = kind
+            r = Reader(uris[kind], limit, env, logs, kind)
             pool.append(r)
             return r
 
         for i in range(readers):
-            spawn(i % 2)
+            spawn(kinds[i % len(kinds)])
+        holds: list[tuple] = []  # (open store file holding our flock, until)
+        stack.callback(lambda: [f.close() for f, _ in holds])
+
+        def files_now() -> list[Path]:
+            return [p for p in [*(tmp / "disk-tier").glob("*.pages"), tmp / "hydrated"] if p.exists()]
+
         reset_at = [seconds * (i + 1) / (resets + 1) for i in range(resets)]
         t0 = time.monotonic()
         try:
@@ -548,6 +615,9 @@ def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int 
                     if r.stopped_until is not None and time.monotonic() >= r.stopped_until:
                         r.signal(signal.SIGCONT)
                         r.stopped_until = None
+                for h in [h for h in holds if time.monotonic() >= h[1]]:
+                    h[0].close()  # releases the flock
+                    holds.remove(h)
                 if reset_at and now >= reset_at[0]:
                     reset_at.pop(0)
                     writer_stop.set()
@@ -555,16 +625,18 @@ def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int 
                     stop_litestream()
                     state["conn"].close()
                     remove_database(db)
-                    shutil.rmtree(s3_dir, ignore_errors=True)
+                    delete_prefix(servers, path)
                     lin = Lineage.nth(state["lin"].index + 1, seed)
                     state.update(conn=create_lineage(db, lin, rnd), lin=lin, n=0)
                     start_litestream()
                     counts["resets"] += 1
-                    out(f"t={now:.0f}s reset to lineage {lin.tag}")
+                    out(f"{utc()} t={now:.0f}s reset to lineage {lin.tag}")
                     wait_first_state(lin)
                     writer = start_writer()
                     continue
                 action = rnd.random()
+                if not counts["lock_holds"] and now > seconds / 6:
+                    action = 0.45  # at least one lock hold per run (the branch below)
                 running = [r for r in pool if r.stopped_until is None]
                 if action < 0.25 and running:
                     victim = rnd.choice(running)
@@ -575,20 +647,68 @@ def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int 
                     retired.append(victim)
                     spawn(victim.kind)  # its successor uses the same kind of store
                     counts["kills"] += 1
-                elif action < 0.5 and len(running) > 1:
+                elif action < 0.4 and len(running) > 1:
                     victim = rnd.choice(running)
                     victim.signal(signal.SIGSTOP)
                     victim.stopped_until = time.monotonic() + rnd.uniform(2, 2.5 * limit)
                     counts["stops"] += 1
+                elif action < 0.5 and not holds and files_now():
+                    # The store's lock held by a process that makes no
+                    # progress, for longer than the limit: what a reader
+                    # stopped inside a store write does (aimed SIGSTOPs, below,
+                    # catch one only now and then: the lock is held for
+                    # microseconds at a time). Here this process holds it.
+                    store_path = rnd.choice(sorted(files_now()))
+                    f = open(store_path, "rb")
+                    deadline = time.monotonic() + 1
+                    while True:
+                        try:
+                            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            break
+                        except BlockingIOError:
+                            if time.monotonic() > deadline:
+                                f.close()
+                                f = None
+                                break
+                            time.sleep(0.001)
+                    if f is not None:
+                        holds.append((f, time.monotonic() + rnd.uniform(limit + 2, limit + 6)))
+                        counts["lock_holds"] += 1
+                        out(f"{utc()} t={now:.0f}s holding the lock of {store_path.name} for more than {limit:g} s")
+                elif action < 0.6 and len(running) > 1:
+                    # Aimed: a process stopped while it holds the shared
+                    # store's lock, for longer than the limit. Every other
+                    # reader that needs the lock must still not wait past
+                    # storage_timeout.
+                    files = store_files(tmp)
+                    pids = {r.proc.pid: r for r in running}
+                    # Locks are held for a moment at a time: look often.
+                    deadline = time.monotonic() + 3
+                    while time.monotonic() < deadline:
+                        held = lock_holders(files) & pids.keys()
+                        if held:
+                            victim = pids[rnd.choice(sorted(held))]
+                            victim.signal(signal.SIGSTOP)
+                            victim.stopped_until = time.monotonic() + rnd.uniform(limit + 2, limit + 6)
+                            counts["stops"] += 1
+                            if victim.proc.pid in lock_holders(files):
+                                counts["stops_holding_lock"] += 1
+                                out(f"{utc()} t={now:.0f}s stopped pid {victim.proc.pid} "
+                                    f"({('hydrating', 'disk tier')[victim.kind]}) holding the store lock")
+                            break
+                        time.sleep(0.0001)
                 time.sleep(rnd.uniform(0.5, 2.0))
             # The end: no more chaos; every reader must reach the final state.
+            for f, _ in holds:
+                f.close()
+            holds.clear()
             for r in pool:
                 r.signal(signal.SIGCONT)
                 r.stopped_until = None
             writer_stop.set()
             writer.join()
             final = [state["lin"].index, state["n"]]
-            out(f"writer stopped at lineage {state['lin'].tag} counter {final[1]}; waiting for every reader")
+            out(f"{utc()} writer stopped at lineage {state['lin'].tag} counter {final[1]}; waiting for every reader")
             try:
                 lsvfs.wait_for(lambda: all(r.status.get("last") == final for r in pool), 30, interval=0.2,
                                what="every reader at the final state")
@@ -633,11 +753,14 @@ FAILURES = ("wrong", "mixed", "torn", "back", "corrupt", "schema", "slow", "hung
 
 def churn_summary(r: dict) -> str:
     lines = [f"churn seed={r['seed']}: reads={r['reads']} io_errors={r['io_errors']} "
-             f"processes={r['processes']} kills={r['kills']} stops={r['stops']} resets={r['resets']} "
+             f"processes={r['processes']} kills={r['kills']} stops={r['stops']} "
+             f"(holding the store lock: {r['stops_holding_lock']}) store lock held by the test: {r['lock_holds']} "
+             f"resets={r['resets']} "
              f"compactions={r['compactions']} written(last lineage)={r['written']}",
              "  must be zero: " + " ".join(f"{k}={r[k]}" for k in FAILURES)]
     lines.append("  extension counters, all readers: " + " ".join(f"{k}={v}" for k, v in r["ext"].items()))
-    lines += [f"  {v['kind']} (pid {v['pid']}): {v['detail']}" for v in r["violations"][:10]]
+    lines += [f"  {v['at']} {v['kind']} (pid {v['pid']}, {v['reader']}): {v['detail']}"
+              for v in r["violations"][:10]]
     if r["stale_detail"]:
         lines.append(f"  stale readers (pid, last read): {r['stale_detail']}")
     return "\n".join(lines)
