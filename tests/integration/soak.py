@@ -379,6 +379,23 @@ def utc() -> str:
     return time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
 
 
+def waits(pid: int) -> dict[str, int]:
+    """Where the threads of a process wait in the kernel (wchan), counted:
+    `flock_lock_inode_wait` or `locks_lock_inode_wait` is a flock."""
+    out: dict[str, int] = {}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                    w = f.read().strip() or "-"
+            except OSError:
+                continue
+            out[w] = out.get(w, 0) + 1
+    except OSError:
+        pass
+    return out
+
+
 class Reader:
     """One reader process and what it has said so far."""
 
@@ -405,6 +422,8 @@ class Reader:
                 ev["pid"] = self.proc.pid
                 ev["reader"] = ("hydrating", "disk tier")[self.kind]
                 ev["at"] = utc()
+                if ev.get("kind") == "slow":
+                    ev["detail"] += f"; its threads wait in: {waits(self.proc.pid)}"
                 self.violations.append(ev)
 
     def signal(self, sig: int) -> None:
