@@ -136,6 +136,7 @@ def soak(seconds: float, threads: int = 32, conns: int = 64, cache: str = "32MiB
 # entries, and the counter and the lineage never move backwards.
 
 LOG_TAIL = 20  # log rows each read checks, ending at the counter
+LOG_KEEP = 500  # log rows the writer keeps
 FILL_READ = 30  # filler rows each read checks (a random range)
 
 
@@ -203,6 +204,9 @@ def churn_transfer(conn: sqlite3.Connection, lin: Lineage, rnd: random.Random, n
     # Notes up to 6 KB: some spill into overflow pages.
     note = rnd.randbytes(rnd.randrange(0, 3000)).hex()
     conn.execute("INSERT INTO log VALUES (?, ?, ?, ?)", (n, t, note, chk("log", n, t, note)))
+    # The log keeps its last LOG_KEEP entries: the database stays small in
+    # a long run (readers check the last LOG_TAIL).
+    conn.execute("DELETE FROM log WHERE n = ?", (n - LOG_KEEP,))
     for i in rnd.sample(range(lin.filler), 2):
         data = rnd.randbytes(700)
         conn.execute("UPDATE filler SET ver = ?, data = ?, chk = ? WHERE id = ?",
@@ -505,6 +509,7 @@ levels:
   - interval: 2s
 snapshot:
   interval: {snapshot_interval}
+  retention: 2m
 dbs:
   - path: {db}
     monitor-interval: 100ms
@@ -801,7 +806,8 @@ def main() -> int:
         os.environ.pop("AWS_CA_BUNDLE", None)  # litestream 0.5.17 refuses to start with it set
         s, started = srv.start()
         try:
-            r = churn(s, a.minutes * 60, readers=a.readers, resets=a.resets, seed=a.seed)
+            r = churn(s, a.minutes * 60, readers=a.readers, resets=a.resets, seed=a.seed,
+                      out=lambda m: print(m, flush=True))
         finally:
             if started:
                 srv.stop()
