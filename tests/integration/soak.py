@@ -411,6 +411,8 @@ class Reader:
         self.status: dict = {}
         self.violations: list[dict] = []
         self.stopped_until: float | None = None
+        self.wake_at_txid: int | None = None  # asleep through a reset until the new lineage is there
+        self.asleep_in = 0  # the lineage it fell asleep in
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -502,6 +504,17 @@ def delete_prefix(servers, path: str) -> int:
     return len(objects)
 
 
+def newest_txid(s3_dir: Path) -> int:
+    """The highest TXID any file of the replica ends at (0 when empty)."""
+    top = 0
+    for f in s3_dir.glob("*/*.ltx"):
+        try:
+            top = max(top, int(f.stem.split("-")[1], 16))
+        except (IndexError, ValueError):
+            continue
+    return top
+
+
 def churn_config(db: Path, replica_yaml: str, snapshot_interval: str) -> str:
     return f"""l0-retention: 3s
 l0-retention-check-interval: 1s
@@ -569,7 +582,8 @@ def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int 
 
         lin = Lineage.nth(0, seed)
         state = {"conn": create_lineage(db, lin, rnd), "lin": lin, "n": 0, "ls": None}
-        counts = {"kills": 0, "stops": 0, "stops_holding_lock": 0, "lock_holds": 0, "resets": 0, "compactions": 0}
+        counts = {"kills": 0, "stops": 0, "stops_holding_lock": 0, "lock_holds": 0, "resets": 0,
+                  "slept_through_reset": 0, "compactions": 0}
 
         def start_litestream():
             state["ls"] = lsvfs.Litestream(config, tmp, env=servers.litestream_env("s3")).__enter__()
@@ -632,16 +646,40 @@ def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int 
             return [p for p in [*(tmp / "disk-tier").glob("*.pages"), tmp / "hydrated"] if p.exists()]
 
         reset_at = [seconds * (i + 1) / (resets + 1) for i in range(resets)]
+        sleep_at = [t - seconds / (resets + 1) / 2 for t in reset_at]
         t0 = time.monotonic()
         try:
             while (now := time.monotonic() - t0) < seconds:
                 for r in pool:
+                    if (r.wake_at_txid is not None and state["lin"].index > r.asleep_in
+                            and newest_txid(s3_dir) >= r.wake_at_txid):
+                        out(f"{utc()} t={now:.0f}s waking pid {r.proc.pid}, asleep since the reset, "
+                            f"at TXID {r.wake_at_txid:#x} of the new lineage")
+                        r.stopped_until, r.wake_at_txid = time.monotonic(), None
                     if r.stopped_until is not None and time.monotonic() >= r.stopped_until:
                         r.signal(signal.SIGCONT)
                         r.stopped_until = None
                 for h in [h for h in holds if time.monotonic() >= h[1]]:
                     h[0].close()  # releases the flock
                     holds.remove(h)
+                if sleep_at and now >= sleep_at[0]:
+                    sleep_at.pop(0)
+                    # Halfway to a reset, one reader is stopped (SIGSTOP) and
+                    # sleeps through the reset until the new lineage has
+                    # reached the TXID of the state it holds: files of the
+                    # same names now hold the new lineage's bytes, and its
+                    # next reads may reach them before its poller sees the
+                    # reset. They must fail or read the new state, never mix.
+                    running = [r for r in pool if r.stopped_until is None]
+                    if len(running) > 1:
+                        sleeper = rnd.choice(running)
+                        sleeper.signal(signal.SIGSTOP)
+                        sleeper.stopped_until = float("inf")
+                        sleeper.wake_at_txid = newest_txid(s3_dir)
+                        sleeper.asleep_in = state["lin"].index
+                        counts["slept_through_reset"] += 1
+                        out(f"{utc()} t={now:.0f}s pid {sleeper.proc.pid} stopped at TXID "
+                            f"{sleeper.wake_at_txid:#x}, to sleep through the reset")
                 if reset_at and now >= reset_at[0]:
                     reset_at.pop(0)
                     writer_stop.set()
@@ -728,7 +766,7 @@ def churn(servers, seconds: float, readers: int = 4, resets: int = 2, seed: int 
             holds.clear()
             for r in pool:
                 r.signal(signal.SIGCONT)
-                r.stopped_until = None
+                r.stopped_until, r.wake_at_txid = None, None
             writer_stop.set()
             writer.join()
             final = [state["lin"].index, state["n"]]
@@ -779,7 +817,7 @@ def churn_summary(r: dict) -> str:
     lines = [f"churn seed={r['seed']}: reads={r['reads']} io_errors={r['io_errors']} "
              f"processes={r['processes']} kills={r['kills']} stops={r['stops']} "
              f"(holding the store lock: {r['stops_holding_lock']}) store lock held by the test: {r['lock_holds']} "
-             f"resets={r['resets']} "
+             f"resets={r['resets']} (a reader asleep through it: {r['slept_through_reset']}) "
              f"compactions={r['compactions']} written(last lineage)={r['written']}",
              "  must be zero: " + " ".join(f"{k}={r[k]}" for k in FAILURES)]
     lines.append("  extension counters, all readers: " + " ".join(f"{k}={v}" for k, v in r["ext"].items()))
