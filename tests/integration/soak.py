@@ -12,7 +12,9 @@ the test suite and at length by `scripts/soak`.
   every 2 s and a new snapshot every 20 s; readers are killed (SIGKILL) and
   paused (SIGSTOP) at random, some pauses aimed at a reader that holds the
   shared store's lock, the test itself holds that lock past the limit now
-  and then, and the replica is reset to a different database twice. Every read transaction checks the invariants of
+  and then, and the replica is reset to a different database twice (one
+  reader sleeps through each reset until the new lineage reuses the names
+  of the files its state was read from). Every read transaction checks the invariants of
   `check_read`; see `churn()` for what is counted and what must be zero.
 
       .venv/bin/python tests/integration/soak.py --churn --minutes 10 [--seed N]

@@ -5,7 +5,8 @@ snapshot every 10 s here, every 20 s in the long run), readers killed with
 SIGKILL and paused with SIGSTOP at random (some of the pauses aimed at a
 process holding the shared store's lock, and at least once the test holds
 that lock itself past the limit), and two full resets of the replica to a
-different database. Every read transaction checks the invariants
+different database (through each, one reader sleeps under SIGSTOP until the
+new lineage has files named as those of the state it holds). Every read transaction checks the invariants
 (soak.check_read); the counts below must be zero.
 
 The long run: `scripts/soak --churn [minutes]`. CHURN_SEED=N repeats a run's
