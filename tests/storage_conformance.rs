@@ -5,9 +5,16 @@
 //!
 //! `file://` always runs. S3 (s3s-fs), SFTP, WebDAV (rclone), NATS
 //! JetStream (nats-server) and OSS (s3s-fs, reached through the OSS URL
-//! form) run when the shared test servers' environment is set
-//! (`. "$(tests/harness/servers.sh envfile)"`); otherwise they are skipped
-//! and say so. Each backend that ran says so too (`--nocapture`).
+//! form) run against the shared test servers (`tests/harness/servers.sh`).
+//! Their endpoints come from the environment (`. "$(tests/harness/servers.sh
+//! envfile)"`) or, when it is not set, from the servers' env file.
+//!
+//! A backend is required, and its absence FAILS the test, when `CI` is set
+//! (CI runs `.ci/run`, which starts every server) or when servers.sh
+//! recorded the server as started (its pid file in the servers' folder).
+//! Only then, with no server started and outside CI, is a backend skipped,
+//! with a line saying why and how to run it. Each backend that ran says so
+//! too (`--nocapture`).
 
 mod conformance_servers;
 
@@ -175,8 +182,88 @@ fn unique(what: &str) -> String {
     )
 }
 
+/// The folder of tests/harness/servers.sh: its env file and pid files.
+fn servers_dir() -> PathBuf {
+    std::env::var_os("LSVFS_SERVERS_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/lsvfs-servers"))
+}
+
+/// The `export NAME='value'` lines of the servers' env file.
+fn env_file() -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(servers_dir().join("env.sh")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// A variable of the environment, else of the servers' env file.
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            env_file()
+                .into_iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v)
+                .filter(|v| !v.is_empty())
+        })
+}
+
+/// Why `service` (a servers.sh name) must run here, if it must: CI, or a
+/// pid file servers.sh wrote when it started the server (and removes when
+/// it stops it).
+fn required(service: &str) -> Option<String> {
+    if let Some(ci) = std::env::var("CI")
+        .ok()
+        .filter(|v| !v.is_empty() && v != "false" && v != "0")
+    {
+        return Some(format!("CI={ci} (.ci/run starts every server)"));
+    }
+    let pid_file = servers_dir().join(format!("{service}.pid"));
+    let text = std::fs::read_to_string(&pid_file).ok()?;
+    let mut fields = text.split_whitespace();
+    let (pid, started) = (fields.next()?, fields.next()?);
+    // The same test as servers.sh's `alive`: the process exists and started
+    // when the pid file says (field 22 of /proc/PID/stat).
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .is_some_and(|stat| stat.split_whitespace().nth(21) == Some(started));
+    Some(format!(
+        "{} records {service} as started (pid {pid}, {})",
+        pid_file.display(),
+        if alive { "running" } else { "NOT running" }
+    ))
+}
+
+/// A backend whose settings are missing: a failure when it is required,
+/// else a skip that says how to run it.
+fn missing(backend: &str, service: &str) {
+    if let Some(why) = required(service) {
+        panic!(
+            "{backend}: the server is required here ({why}) but its settings are missing: \
+             source the servers' env file (. \"$(tests/harness/servers.sh envfile)\")"
+        );
+    }
+    eprintln!(
+        "skipped: {backend}: no {service} server (not CI, and tests/harness/servers.sh did not \
+         start one; run `tests/harness/servers.sh up` to test it)"
+    );
+}
+
+/// Says which backend runs and why it is required, so that a connection
+/// failure below reads as a server that should have been there.
+fn running(backend: &str, service: &str) {
+    match required(service) {
+        Some(why) => eprintln!("running: {backend} (required: {why})"),
+        None => eprintln!("running: {backend} (its settings are in the environment)"),
+    }
 }
 
 /// One test, the backends one after another: the S3 part sets environment
@@ -210,9 +297,10 @@ fn sftp_backend_conforms() {
         env("LSVFS_SFTP_KEY"),
         env("LSVFS_SFTP_KNOWN_HOSTS"),
     ) else {
-        eprintln!("skipped: no SFTP server in the environment");
+        missing("sftp", "sftp");
         return;
     };
+    running("sftp", "sftp");
     let path = unique("sftp");
     let root = PathBuf::from(home).join(&path);
     write_tree(&root, |l| format!("ltx/{l}"));
@@ -237,9 +325,10 @@ fn s3_backend_conforms() {
         env("LSVFS_S3_KEY"),
         env("LSVFS_S3_SECRET"),
     ) else {
-        eprintln!("skipped: no S3 server in the environment");
+        missing("s3", "s3");
         return;
     };
+    running("s3", "s3");
     let path = unique("s3");
     // s3s-fs keeps objects as plain files under its root; S3's layout has
     // the level as four hex digits.
@@ -278,9 +367,10 @@ fn oss_backend_conforms() {
         env("LITESTREAM_ACCESS_KEY_ID"),
         env("LITESTREAM_SECRET_ACCESS_KEY"),
     ) else {
-        eprintln!("skipped: oss: no S3 server (s3s-fs) in the environment");
+        missing("oss", "s3");
         return;
     };
+    running("oss", "s3");
     let path = unique("oss");
     let root = PathBuf::from(dir).join(&path);
     write_tree(&root, |l| format!("{l:04x}"));
@@ -298,9 +388,10 @@ fn webdav_backend_conforms() {
         env("LSVFS_WEBDAV_USER"),
         env("LSVFS_WEBDAV_PASSWORD"),
     ) else {
-        eprintln!("skipped: webdav: no WebDAV server in the environment");
+        missing("webdav", "webdav");
         return;
     };
+    running("webdav", "webdav");
     let path = unique("webdav");
     let dav = conformance_servers::webdav::Dav {
         host: host.clone(),
@@ -322,10 +413,11 @@ fn nats_backend_conforms() {
         env("LSVFS_NATS_USER"),
         env("LSVFS_NATS_PASSWORD"),
     ) else {
-        eprintln!("skipped: nats: no NATS server in the environment");
+        missing("nats", "nats");
         return;
     };
     // The bucket is the replica; object names are `ltx/<level>/<name>`.
+    running("nats", "nats");
     let bucket = unique("nats");
     let mut nats = conformance_servers::nats::Nats::create_bucket(&host, &user, &password, &bucket);
     for (i, (rel, bytes)) in tree_files(|l| format!("ltx/{l}")).iter().enumerate() {

@@ -3,22 +3,66 @@ only. Tests switch its mode while the extension talks through it.
 
 modes: pass | delay:<ms> | status:<code>[:<count>] | reset[:<count>] |
        truncate[:<count>] | down
-Counts requests and bytes."""
+Counts requests and bytes, and keeps an event log in the order the proxy saw
+things: each request sent by the client and each answer it passed back, and
+marks the test sets (`mark()`). `round_trips(a, b)` reads the sequential
+round trips between two marks from that order alone, no clock involved.
+
+`delay:<ms>` holds each request that long before it goes upstream: one round
+trip per request/answer exchange, and concurrent requests overlap (each
+connection has its own delay)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Exchange:
+    """One request through the proxy: where in the event log it was sent
+    (arrived from the client) and answered (its answer passed back to the
+    client; None while pending or when there was no answer)."""
+
+    id: int
+    conn: int
+    kind: str  # LIST, RANGE, GET, HEAD or the method
+    target: str
+    sent: int
+    answered: int | None = None
+
+
+@dataclass
+class RoundTrips:
+    """What happened between two marks: `count` sequential round trips,
+    `requests` sent, and the requests of each round (by kind)."""
+
+    count: int
+    requests: int
+    rounds: list[dict] = field(default_factory=list)
+    unanswered: int = 0
+
+    def __str__(self) -> str:
+        return (f"{self.count} round trip(s), {self.requests} request(s) "
+                f"({self.unanswered} not answered before the end mark): {self.rounds}")
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, host: str = "127.0.0.1"):
+    def __init__(self, upstream_port: int, host: str = "127.0.0.1", log: bool = True):
         self.upstream = (host, upstream_port)
         self.host = host
         self.mode = "pass"
         self.remaining = 0
         self.requests = 0
         self.bytes_down = 0
+        # The event log: a position is an event's place in the order the
+        # proxy saw things (a request sent, an answer passed back, a mark).
+        self._log_lock = threading.Lock()
+        self._events = 0
+        self.exchanges: list[Exchange] = []
+        self._keep_log = log  # False for long runs that never read it
+        self._conns = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server = None
@@ -60,6 +104,60 @@ class FaultProxy:
             self.mode = mode
             self.remaining = -1
 
+    # --- the event log -------------------------------------------------------------------
+    def _next_event(self) -> int:
+        with self._log_lock:
+            self._events += 1
+            return self._events
+
+    def mark(self) -> int:
+        """A position in the event log: every request sent after this call
+        returns comes later, every answer passed back before it is earlier."""
+        return self._next_event()
+
+    def _sent(self, conn: int, head: bytes) -> Exchange:
+        line = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+        method, target = line[0], line[1] if len(line) > 1 else ""
+        kind = method
+        if method == "GET":
+            query = target.partition("?")[2]
+            if "list-type" in query or "prefix=" in query or "delimiter" in query:
+                kind = "LIST"
+            elif b"\r\nrange:" in head.lower():
+                kind = "RANGE"
+        with self._log_lock:
+            self._events += 1
+            ex = Exchange(len(self.exchanges), conn, kind, target, self._events)
+            if self._keep_log:
+                self.exchanges.append(ex)
+        return ex
+
+    def _answered(self, ex: Exchange) -> None:
+        ex.answered = self._next_event()
+
+    def round_trips(self, start: int, end: int) -> RoundTrips:
+        """Sequential round trips between marks `start` and `end`, from the
+        order of events alone: the longest chain of requests, each sent after
+        the previous one's answer went back to the client, among the requests
+        sent and answered between the marks. Requests in one round were all
+        sent before any answer of that round came back, so none of them can
+        have waited for another; a request sent after an answer may have (a
+        B-tree child after its parent), and starts a later round. A request
+        answered after `end` was not waited for by what ran between the
+        marks and is counted as sent, not as a round trip."""
+        with self._log_lock:
+            window = [e for e in self.exchanges if start < e.sent < end]
+        done = [e for e in window if e.answered is not None and e.answered < end]
+        depth: dict[int, int] = {}
+        for e in sorted(done, key=lambda e: e.sent):
+            depth[e.id] = 1 + max((depth[d.id] for d in done if d.answered < e.sent), default=0)
+        count = max(depth.values(), default=0)
+        rounds: list[dict] = [{} for _ in range(count)]
+        for e in done:
+            r = rounds[depth[e.id] - 1]
+            r[e.kind] = r.get(e.kind, 0) + 1
+        return RoundTrips(count, len(window), rounds, len(window) - len(done))
+
     # --- the proxy ----------------------------------------------------------------------
     async def _listen(self):
         self._server = await asyncio.start_server(self._client, self.host, 0)
@@ -75,6 +173,8 @@ class FaultProxy:
         return self.mode
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self._conns += 1
+        conn = self._conns
         try:
             if self.mode == "down":
                 writer.transport.abort()
@@ -90,6 +190,7 @@ class FaultProxy:
                     break
                 body = await _read_body(reader, head)
                 self.requests += 1
+                ex = self._sent(conn, head)
                 fault = self._take_fault()
                 if fault == "down":
                     writer.transport.abort()
@@ -99,6 +200,7 @@ class FaultProxy:
                 if fault.startswith("status:"):
                     code = int(fault.split(":")[1])
                     msg = f"HTTP/1.1 {code} Injected\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n"
+                    self._answered(ex)
                     writer.write(msg.encode())
                     await writer.drain()
                     continue
@@ -119,6 +221,9 @@ class FaultProxy:
                     writer.transport.abort()
                     break
                 self.bytes_down += len(resp_body)
+                # Logged before the write: nothing else runs on this loop in
+                # between, and the client cannot see the answer any sooner.
+                self._answered(ex)
                 writer.write(resp_head + resp_body)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

@@ -1,18 +1,16 @@
 """Cold reads over S3 in a few round trips: B-tree-aware prefetch and the
-parallel fetcher, measured as sequential round trips (waves of concurrent
-requests) in the request log of a proxy that adds 20 ms to every request.
-Nothing here is timed: the proxy's log is counted.
+parallel fetcher, measured as sequential round trips in the event log of a
+proxy that holds every request for 20 ms: a round trip is a request sent
+after an earlier request's answer came back (see FaultProxy.round_trips).
+Nothing here is timed: the proxy's order of events is counted.
 
 And prefetch never returns wrong data: a reader whose queries go through an
 index (lookups, overflow chains) on a live replica under compaction sees the
 bank-transfer invariant hold."""
 
-import json
 import os
 import random
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import lsvfs
+from faultproxy import FaultProxy
 from test_backends import config_for
 from servers import unique
 from test_follow import ACCOUNTS, COMPACTING, START, bank
@@ -28,7 +27,6 @@ from test_follow import ACCOUNTS, COMPACTING, START, bank
 RTT_MS = 20
 ROWS = 200_000
 CUSTOMERS = 800  # ~250 rows each, scattered over the table
-PROXY = lsvfs.ROOT / "benches" / "compare" / "proxy.py"
 
 
 def build(db: Path):
@@ -57,52 +55,14 @@ def s3_orders(servers, tmp_path_factory):  # noqa: F811
     return servers, path, primary
 
 
-class Proxy:
-    """benches/compare/proxy.py in front of s3s-fs, logging every request."""
-
-    def __init__(self, target_port: int, workdir: Path):
-        self.log = workdir / "requests.log"
-        ready = workdir / "proxy.json"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(PROXY), "--target", f"127.0.0.1:{target_port}", "--rtt-ms", str(RTT_MS),
-             "--ready-file", str(ready), "--log", str(self.log)],
-            stderr=subprocess.DEVNULL)
-        lsvfs.wait_for(ready.exists, 20, what="proxy")
-        self.port = json.loads(ready.read_text())["port"]
-
-    def waves(self, t0: float, t1: float) -> int:
-        """Sequential round trips between t0 and t1: the fewest windows of one
-        round trip that cover every request's arrival. A request that arrives
-        within one round trip of the first of its wave cannot have waited for
-        that wave's answers (the proxy holds each request for a round trip),
-        so a burst that a loaded machine sends out over a few milliseconds is
-        still one round trip, and a request that could depend on an answer
-        starts a new one."""
-        events = sorted((float(line.split()[0]), line.split()[2]) for line in self.log.read_text().splitlines()
-                        if t0 <= float(line.split()[0]) <= t1)
-        waves, start, sizes = 0, None, []
-        for t, kind in events:
-            if start is None or t - start >= RTT_MS / 1000:
-                waves += 1
-                start = t
-                sizes.append({})
-            sizes[-1][kind] = sizes[-1].get(kind, 0) + 1
-        print(f"waves of requests: {sizes}")
-        return waves
-
-    def requests(self, t0: float, t1: float) -> int:
-        return sum(1 for line in self.log.read_text().splitlines() if t0 <= float(line.split()[0]) <= t1)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 @pytest.fixture
-def proxied(s3_orders, tmp_path):
+def proxied(s3_orders):
+    """FaultProxy in front of s3s-fs, holding every request for RTT_MS:
+    its event log says which request was sent after which answer."""
     servers, path, primary = s3_orders
     port = int(urllib.parse.urlsplit(servers.env["LSVFS_S3_ENDPOINT"]).port)
-    proxy = Proxy(port, tmp_path)
+    proxy = FaultProxy(port).start()
+    proxy.set(f"delay:{RTT_MS}")
     url = (f"s3://{servers.bucket}/{path}?endpoint=http://127.0.0.1:{proxy.port}"
            "&region=us-east-1&force-path-style=true")
     yield proxy, url, primary
@@ -110,11 +70,66 @@ def proxied(s3_orders, tmp_path):
 
 
 def measured(proxy, fn):
-    t0 = time.time()
+    """Runs fn between two marks of the proxy's event log; returns its result
+    and the round trips between the marks (counted by order, not timed)."""
+    start = proxy.mark()
     out = fn()
-    t1 = time.time()
-    time.sleep(RTT_MS * 3 / 1000)  # let stray prefetches land in the log, outside [t0, t1]
-    return out, proxy.waves(t0, t1), proxy.requests(t0, t1)
+    trips = proxy.round_trips(start, proxy.mark())
+    print(f"round trips: {trips}")
+    return out, trips
+
+
+def test_the_proxy_counts_round_trips_by_order():
+    """The counting itself, against a local HTTP server: two requests sent
+    together are one round trip, a third sent after their answers is a
+    second, and a request still pending at the end mark is not a trip."""
+    import http.server
+    import urllib.request
+
+    class Quiet(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            body = b"ok"
+            if self.path == "/slow":
+                gate.wait(10)
+            if self.path.startswith("/a"):
+                both.wait(10)  # neither is answered before both were sent
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    gate, both = threading.Event(), threading.Barrier(2)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = FaultProxy(server.server_address[1]).start()
+    proxy.set(f"delay:{RTT_MS}")
+    base = f"http://127.0.0.1:{proxy.port}"
+    try:
+        get = lambda path: urllib.request.urlopen(base + path, timeout=10).read()  # noqa: E731
+        start = proxy.mark()
+        pair = [threading.Thread(target=get, args=(f"/a{i}",)) for i in range(2)]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join()
+        get("/b")
+        slow = threading.Thread(target=get, args=("/slow",))
+        slow.start()
+        lsvfs.wait_for(lambda: len(proxy.exchanges) >= 4, 10, interval=0.01, what="the slow request")
+        trips = proxy.round_trips(start, proxy.mark())
+        gate.set()
+        slow.join()
+        assert (trips.count, trips.requests, trips.unanswered) == (2, 4, 1), trips
+        assert trips.rounds == [{"GET": 2}, {"GET": 1}], trips
+    finally:
+        gate.set()
+        proxy.stop()
+        server.shutdown()
 
 
 def test_one_customers_orders_in_at_most_ten_round_trips(proxied):
@@ -126,10 +141,10 @@ def test_one_customers_orders_in_at_most_ten_round_trips(proxied):
     # No poll during the query: a poll is a request of its own, not part of it.
     c = lsvfs.connect(url, name=unique("pf-cust") + ".db", poll_interval="1h")
     c.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # the open and the schema
-    rows, waves, requests = measured(proxy, lambda: c.execute(q, (cust,)).fetchall())
-    print(f"one customer's orders: {waves} round trips, {requests} requests")
+    rows, trips = measured(proxy, lambda: c.execute(q, (cust,)).fetchall())
     assert rows == expected
-    assert waves <= 10, f"{waves} sequential round trips ({requests} requests)"
+    assert trips.requests > 0, "the query went to storage"
+    assert trips.count <= 10, f"one customer's orders: {trips}"
 
 
 def test_primary_key_lookup_in_one_round_trip_once_interiors_are_cached(proxied):
@@ -141,9 +156,9 @@ def test_primary_key_lookup_in_one_round_trip_once_interiors_are_cached(proxied)
     worst = 0
     for rowid in rnd.sample(range(1, ROWS + 1), 20):
         q = "SELECT customer, amount FROM orders WHERE id = ?"
-        row, waves, _ = measured(proxy, lambda: c.execute(q, (rowid,)).fetchone())
+        row, trips = measured(proxy, lambda: c.execute(q, (rowid,)).fetchone())
         assert row == primary.execute(q, (rowid,)).fetchone()
-        worst = max(worst, waves)
+        worst = max(worst, trips.count)
     print(f"primary-key lookup: at most {worst} round trip(s)")
     assert worst <= 1
 
