@@ -1,13 +1,23 @@
 //! The `file://` backend: `<root>/ltx/<level>/<min>-<max>.ltx`.
 //!
-//! Reads are plain positioned reads. They run on whichever thread polls the
-//! future: the local file system is fast enough that handing them to a
-//! blocking pool would cost more than it saves.
+//! Listings and reads are blocking file system calls: they run on tokio's
+//! blocking pool, never on an async worker, and each is bounded by
+//! `storage_timeout` (a hung network file system fails the call instead of
+//! stalling the poller and every query behind it).
+//!
+//! A listed file's version is its identity on disk: device, inode, size and
+//! modification time. A reset replica rewrites files under the old names,
+//! often with the same sizes; they are new files (a new inode, or a new
+//! modification time), so they list with another version, and a read tied to
+//! the version listed fails with [`StorageErrorKind::Changed`] instead of
+//! returning the new file's bytes.
 
 use std::fs::File;
 use std::io::ErrorKind;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::error::{StorageError, StorageErrorKind};
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
@@ -15,18 +25,66 @@ use crate::ltx::{FileName, parse_name};
 
 const BACKEND: &str = "file";
 
+/// The default bound of one call, when no `storage_timeout` is given.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
 #[derive(Debug)]
 pub struct FileStorage {
-    root: PathBuf,
+    folder: Arc<Folder>,
     describe: String,
+    /// Bound of one call (`storage_timeout`).
+    timeout: Duration,
+}
+
+/// The replica's folder: what the blocking calls need.
+#[derive(Debug)]
+struct Folder {
+    root: PathBuf,
 }
 
 impl FileStorage {
     pub fn new(root: PathBuf) -> FileStorage {
         let describe = format!("file://{}", root.display());
-        FileStorage { root, describe }
+        FileStorage {
+            folder: Arc::new(Folder { root }),
+            describe,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
+    /// Bounds every call by `timeout` (the `storage_timeout` setting).
+    pub fn with_timeout(mut self, timeout: Duration) -> FileStorage {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs `call` on the blocking pool, bounded by the timeout.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Folder) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let folder = Arc::clone(&self.folder);
+        let task = tokio::task::spawn_blocking(move || call(&folder));
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(StorageError::new(
+                BACKEND,
+                StorageErrorKind::Other,
+                format!("{}: a file system call failed: {e}", self.describe),
+            )),
+            Err(_) => Err(StorageError::new(
+                BACKEND,
+                StorageErrorKind::Transient,
+                format!(
+                    "{}: the file system did not answer within {:?} (storage_timeout)",
+                    self.describe, self.timeout
+                ),
+            )),
+        }
+    }
+}
+
+impl Folder {
     fn level_dir(&self, level: Level) -> PathBuf {
         self.root.join("ltx").join(level.get().to_string())
     }
@@ -68,8 +126,7 @@ impl FileStorage {
                 files.push(FileInfo {
                     id: FileId { level, name },
                     size: meta.len(),
-                    // Local files are read directly: nothing to cache.
-                    version: 0,
+                    version: version_of(&meta),
                 });
             }
         }
@@ -77,9 +134,30 @@ impl FileStorage {
         Ok(files)
     }
 
-    fn read_sync(&self, file: FileId, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+    /// Reads `range` of `file`; with a `version`, only from the file that
+    /// was listed with it (checked on the open handle, so the bytes come
+    /// from the file whose identity was checked).
+    fn read_sync(
+        &self,
+        file: FileId,
+        version: Option<u64>,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, StorageError> {
         let path = self.path(file);
         let f = File::open(&path).map_err(|e| io_error(&path, &e))?;
+        if let Some(want) = version.filter(|v| *v != 0) {
+            let meta = f.metadata().map_err(|e| io_error(&path, &e))?;
+            if version_of(&meta) != want {
+                return Err(StorageError::new(
+                    BACKEND,
+                    StorageErrorKind::Changed,
+                    format!(
+                        "{} was written again since it was listed (another file under its name)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| StorageError::new(BACKEND, StorageErrorKind::Other, "range too large"))?;
         let mut buf = vec![0u8; len];
@@ -117,7 +195,18 @@ impl Storage for FileStorage {
         level: Level,
         after: Option<FileName>,
     ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
-        Box::pin(async move { self.list_sync(level, after) })
+        Box::pin(self.blocking(move |f| f.list_sync(level, after)))
+    }
+
+    /// The ten level folders in one blocking call (one hop to the pool).
+    fn list_all(&self) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
+        Box::pin(self.blocking(|f| {
+            let mut all = Vec::new();
+            for level in Level::all_descending() {
+                all.extend(f.list_sync(level, None)?);
+            }
+            Ok(all)
+        }))
     }
 
     fn read(
@@ -125,8 +214,41 @@ impl Storage for FileStorage {
         file: FileId,
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
-        Box::pin(async move { self.read_sync(file, range) })
+        Box::pin(self.blocking(move |f| f.read_sync(file, None, range)))
     }
+
+    fn read_version(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
+        Box::pin(self.blocking(move |f| f.read_sync(file, Some(version), range)))
+    }
+}
+
+/// A local file's version: its device, inode, size and modification time
+/// (nanoseconds). A file written again under the same name is another
+/// file (Litestream writes a temporary file and renames it), with another
+/// inode or modification time.
+fn version_of(meta: &std::fs::Metadata) -> u64 {
+    let mut id = Vec::with_capacity(40);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        for v in [meta.dev(), meta.ino()] {
+            id.extend_from_slice(&v.to_le_bytes());
+        }
+        id.extend_from_slice(&meta.mtime().to_le_bytes());
+        id.extend_from_slice(&meta.mtime_nsec().to_le_bytes());
+    }
+    #[cfg(not(unix))]
+    if let Ok(t) = meta.modified() {
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        id.extend_from_slice(&d.as_nanos().to_le_bytes());
+    }
+    id.extend_from_slice(&meta.len().to_le_bytes());
+    super::version_of(&id)
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> StorageError {
