@@ -31,8 +31,13 @@ fn write_lineage(root: &Path, ts: i64, pages: &[&str], level0: &[(u64, u64)]) {
 }
 
 fn open(root: &Path, rt: &tokio::runtime::Runtime) -> Arc<Replica> {
+    open_with(root, rt, &[])
+}
+
+fn open_with(root: &Path, rt: &tokio::runtime::Runtime, params: &[(&str, &str)]) -> Arc<Replica> {
     let url = url::Url::from_directory_path(root).unwrap().to_string();
-    let uri = vec![("replica_url".to_string(), url)];
+    let mut uri = vec![("replica_url".to_string(), url)];
+    uri.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let env = |_: &str| None;
     let config = Config::parse(&Sources {
         uri: &uri,
@@ -371,4 +376,53 @@ fn a_replan_never_moves_current_back() {
         "the re-plan moved current back from TXID 3 to 2"
     );
     assert_eq!(page2(&replica), "old 3...");
+}
+
+/// A file of the state a reader holds is written again (a reset reached
+/// its TXID under the same names and sizes) before the poller looks: a
+/// page not cached yet would come from the new database's bytes. The read
+/// is tied to the version the file was listed with, so it is refused
+/// (`Changed`), nothing is landed for the old state, and the replica moves
+/// to the new lineage at once (`Replica::rewritten`, what the VFS calls).
+#[test]
+fn a_page_of_a_rewritten_file_is_refused_for_the_old_state() {
+    use litestream_vfs::error::Error;
+    use litestream_vfs::storage::StorageErrorKind;
+
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_big_lineage(dir.path(), 1_000_000, b"OLD!");
+    // No background verification: it would cache every page of the old
+    // file before the rewrite.
+    let replica = open_with(dir.path(), &rt, &[("verify", "fetched")]);
+    let pinned = replica.current();
+    write_big_lineage(dir.path(), 9_000_000, b"NEW!");
+
+    let e = match replica
+        .io
+        .fetcher
+        .read(&pinned, PageNo(300), 1, &ScanBuf::default())
+    {
+        Ok(page) => panic!(
+            "page 300 of the old state was read from the rewritten file: {:?}",
+            page.map(|(p, _)| String::from_utf8_lossy(&p[..4]).into_owned())
+        ),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&e, Error::Storage(s) if s.kind == StorageErrorKind::Changed),
+        "{e}"
+    );
+    let reset = rt.block_on(replica.rewritten(&pinned, &e.to_string()));
+    assert!(matches!(reset, Error::Reset(_)), "{reset}");
+    assert_eq!((replica.current().lineage, resets(&replica)), (1, 1));
+    assert!(replica.check_lineage(&pinned).is_err());
+    let now = replica.current();
+    let page = replica
+        .io
+        .fetcher
+        .read(&now, PageNo(300), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(&page[..4], b"NEW!");
 }
