@@ -146,9 +146,8 @@ def held_connection_reads_the_new_database_within_two_polls(tmp_path, url: str, 
     config = config_for(db, replica_yaml)
     conn = lsvfs.primary(db)
     fill(conn, "old")
-    with lsvfs.Litestream(config, tmp_path, env=ls_env):
-        reader = lsvfs.wait_replica_matches(url, lsvfs.digest(conn), timeout=60, name="held.db",
-                                            poll_interval="200ms")
+    with lsvfs.Litestream(config, tmp_path, env=ls_env) as ls:
+        reader = wait_matches(ls, url, conn, "held.db", "200ms")
     conn.close()
     reader.isolation_level = None
     assert first_row(reader) == "old-0"
@@ -157,11 +156,10 @@ def held_connection_reads_the_new_database_within_two_polls(tmp_path, url: str, 
     remove_database(db)
     wipe()
     conn = new_database_of(db)
-    with lsvfs.Litestream(config, tmp_path, env=ls_env):
+    with lsvfs.Litestream(config, tmp_path, env=ls_env) as ls:
         # Another replica of the URL (other options: its own poller) shows
         # when the new database is all there.
-        witness = lsvfs.wait_replica_matches(url, lsvfs.digest(conn), timeout=60, name="witness.db",
-                                             poll_interval="150ms")
+        witness = wait_matches(ls, url, conn, "witness.db", "150ms")
         new_txid = witness.execute("SELECT litestream_txid()").fetchone()[0]
         before = polls(reader)
         # Bounded only so that a failure cannot hang; what is asserted is the
@@ -176,6 +174,16 @@ def held_connection_reads_the_new_database_within_two_polls(tmp_path, url: str, 
     assert int(stats(reader)["resets"]) == 1, stats(reader)
     conn.close()
     return old_txid, new_txid
+
+
+def wait_matches(ls, url: str, primary, name: str, poll_interval: str):
+    """A connection to the replica once it matches the primary; on a
+    timeout, Litestream's log says why."""
+    try:
+        return lsvfs.wait_replica_matches(url, lsvfs.digest(primary), timeout=60, name=name,
+                                          poll_interval=poll_interval)
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}\nlitestream log:\n{ls.output()[-3000:]}") from None
 
 
 def new_database_of(db):
