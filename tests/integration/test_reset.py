@@ -220,3 +220,25 @@ def test_a_rewritten_tip_of_the_same_name_and_size_is_a_reset_on_s3(tmp_path):
             tmp_path, s.url("s3", path), s.litestream_replica("s3", path),
             lambda: shutil.rmtree(Path(s.env["LSVFS_S3_DIR"]) / path),
             ls_env=s.litestream_env("s3"))
+
+
+def test_restarting_litestream_is_no_reset(tmp_path):
+    """A file:// version is the file's identity on disk: Litestream stopped
+    and started again (the same database, more rows) must not look like a
+    reset to a held connection."""
+    db, replica = tmp_path / "restart.db", tmp_path / "replica"
+    config = config_for(db, f"      type: file\n      path: {replica}\n")
+    conn = lsvfs.primary(db)
+    fill(conn, "old")
+    with lsvfs.Litestream(config, tmp_path) as ls:
+        reader = wait_matches(ls, lsvfs.file_url(replica), conn, "restart.db", "100ms")
+    reader.isolation_level = None
+    for round in range(2):
+        with lsvfs.Litestream(config, tmp_path) as ls:
+            conn.execute("INSERT INTO t(v) VALUES (?)", (f"more-{round}",))
+            wait_matches(ls, lsvfs.file_url(replica), conn, "restart.db", "100ms")
+            # Three more polls of the held connection with Litestream running.
+            after = polls(reader) + 3
+            lsvfs.wait_for(lambda: polls(reader) >= after, 60, what="three more polls")
+    assert reader.execute("SELECT max(id) FROM t").fetchone()[0] == 3002
+    assert int(stats(reader)["resets"]) == 0, stats(reader)
