@@ -5,12 +5,15 @@
 //! `storage_timeout` (a hung network file system fails the call instead of
 //! stalling the poller and every query behind it).
 //!
-//! A listed file's version is its identity on disk: device, inode, size and
-//! modification time. A reset replica rewrites files under the old names,
-//! often with the same sizes; they are new files (a new inode, or a new
-//! modification time), so they list with another version, and a read tied to
-//! the version listed fails with [`StorageErrorKind::Changed`] instead of
-//! returning the new file's bytes.
+//! A listed file's version is its LTX header (100 bytes, read with the
+//! listing: local reads are cheap). A reset replica rewrites files under the
+//! old names, often with the same sizes; their headers differ (another
+//! timestamp, other checksums), so they list with another version, and a
+//! read tied to the version listed fails with [`StorageErrorKind::Changed`]
+//! instead of returning the new file's bytes. What the file system says of
+//! a file (inode, modification time) is no version: Litestream sets a
+//! file's times after writing it, and a folder deleted and written again
+//! may hand out the same inodes.
 
 use std::fs::File;
 use std::io::ErrorKind;
@@ -21,7 +24,7 @@ use std::time::Duration;
 
 use super::error::{StorageError, StorageErrorKind};
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
-use crate::ltx::{FileName, parse_name};
+use crate::ltx::{FileName, HEADER_SIZE, parse_name};
 
 const BACKEND: &str = "file";
 
@@ -122,21 +125,27 @@ impl Folder {
             }
             // A file deleted between readdir and stat is simply not listed.
             let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_file() {
-                files.push(FileInfo {
-                    id: FileId { level, name },
-                    size: meta.len(),
-                    version: version_of(&meta),
-                });
+            if !meta.is_file() {
+                continue;
             }
+            let version = match File::open(entry.path()) {
+                Ok(f) => header_version(&f).unwrap_or(0),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(_) => 0,
+            };
+            files.push(FileInfo {
+                id: FileId { level, name },
+                size: meta.len(),
+                version,
+            });
         }
         files.sort_by_key(|f| f.id.name);
         Ok(files)
     }
 
     /// Reads `range` of `file`; with a `version`, only from the file that
-    /// was listed with it (checked on the open handle, so the bytes come
-    /// from the file whose identity was checked).
+    /// was listed with it (its header checked on the open handle, so the
+    /// bytes come from the file that was checked).
     fn read_sync(
         &self,
         file: FileId,
@@ -146,8 +155,7 @@ impl Folder {
         let path = self.path(file);
         let f = File::open(&path).map_err(|e| io_error(&path, &e))?;
         if let Some(want) = version.filter(|v| *v != 0) {
-            let meta = f.metadata().map_err(|e| io_error(&path, &e))?;
-            if version_of(&meta) != want {
+            if header_version(&f).map_err(|e| io_error(&path, &e))? != want {
                 return Err(StorageError::new(
                     BACKEND,
                     StorageErrorKind::Changed,
@@ -227,28 +235,17 @@ impl Storage for FileStorage {
     }
 }
 
-/// A local file's version: its device, inode, size and modification time
-/// (nanoseconds). A file written again under the same name is another
-/// file (Litestream writes a temporary file and renames it), with another
-/// inode or modification time.
-fn version_of(meta: &std::fs::Metadata) -> u64 {
-    let mut id = Vec::with_capacity(40);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        for v in [meta.dev(), meta.ino()] {
-            id.extend_from_slice(&v.to_le_bytes());
-        }
-        id.extend_from_slice(&meta.mtime().to_le_bytes());
-        id.extend_from_slice(&meta.mtime_nsec().to_le_bytes());
+/// A local file's version: a hash of its LTX header, which holds the time
+/// it was written and its TXIDs and checksums; 0 while the file is too short
+/// to hold one (being written). The same bytes written again are the same
+/// version; a new lineage's file under the same name is another.
+fn header_version(f: &File) -> std::io::Result<u64> {
+    let mut header = [0u8; HEADER_SIZE];
+    match read_exact_at(f, &mut header, 0) {
+        Ok(()) => Ok(super::version_of(&header)),
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(0),
+        Err(e) => Err(e),
     }
-    #[cfg(not(unix))]
-    if let Ok(t) = meta.modified() {
-        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        id.extend_from_slice(&d.as_nanos().to_le_bytes());
-    }
-    id.extend_from_slice(&meta.len().to_le_bytes());
-    super::version_of(&id)
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> StorageError {
