@@ -2,7 +2,7 @@
 //! listing and a read of it fails the read with `StorageErrorKind::Changed`
 //! (the reset error upstream), instead of returning the new bytes.
 //!
-//! `file://` always runs (the open file's identity). The servers of
+//! `file://` always runs (the open file's header). The servers of
 //! `tests/harness/servers.sh` run when their environment is set
 //! (`. /tmp/lsvfs-servers/env.sh`): fake-gcs-server (GCS), Azurite (Azure),
 //! rclone (WebDAV) and s3s-fs (S3). Each rewrite goes through the server's
@@ -132,8 +132,8 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// `file://`: the new lineage's file is another file (Litestream writes a
-/// temporary file and renames it), so the identity of the open file tells.
+/// `file://`: the new lineage's file has another LTX header (here: other
+/// first bytes), checked on the open file before it is read.
 #[test]
 fn file_reads_are_tied_to_the_listed_file() {
     let dir = tempfile::tempdir().unwrap();
