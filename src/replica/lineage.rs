@@ -206,7 +206,6 @@ impl Replica {
             self.io.storage.describe(),
             old.txid
         );
-        Stats::add(&self.io.stats.resets, 1);
         self.io.catalog.forget().await;
         let Some((snap, plan)) = self.io.catalog.build(None).await? else {
             return Err(Error::Unavailable(format!(
@@ -230,6 +229,9 @@ impl Replica {
                 super::Published::Lost(_) => return Ok(()),
             }
         };
+        // Counted once it took: a rebuild that failed (a file still being
+        // written) is tried again, and is the same reset.
+        Stats::add(&self.io.stats.resets, 1);
         self.set_tip(tip_of(&snap, &plan));
         log::info!(
             "{}: now at TXID {} of the new lineage ({} pages)",

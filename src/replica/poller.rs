@@ -83,7 +83,13 @@ impl Replica {
             // The tip vanished (retention, or a reset to fewer TXIDs), or
             // there is none to compare: look at every level.
             if let Some(why) = self.probe(&mut state.next_probe).await? {
-                return self.reset(&why).await.map(|()| true);
+                // A rebuild that failed (a file still being written) is
+                // tried again at the next poll, not a probe interval later.
+                let reset = self.reset(&why).await;
+                if reset.is_err() {
+                    state.next_probe = None;
+                }
+                return reset.map(|()| true);
             }
         }
         if run.is_empty() && tip_listed && state.next_tip_check.is_none_or(|t| Instant::now() >= t)
