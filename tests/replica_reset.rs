@@ -426,3 +426,54 @@ fn a_page_of_a_rewritten_file_is_refused_for_the_old_state() {
         .0;
     assert_eq!(&page[..4], b"NEW!");
 }
+
+/// The poller sets the tip (the level-0 file it compares listings with)
+/// after its publish. A reset published between the two must keep its own
+/// tip: the old lineage's tip left in its place names a file the new
+/// lineage wrote again, and the next quiet poll would take it for a second
+/// reset.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_reset_between_a_poll_and_its_tip_keeps_its_own_tip() {
+    use litestream_vfs::pause;
+    use std::time::Duration;
+
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    let replica = open_old_lineage(dir.path(), &rt);
+    write_file(dir.path(), 0, (3, 3), 1_002_000, "old 3...");
+
+    let gate = pause::arm("poll.after_publish");
+    let handle = rt.handle().clone();
+    let r = Arc::clone(&replica);
+    let polling =
+        std::thread::spawn(move || handle.block_on(r.poll_once(&mut PollState::default())));
+    gate.wait_reached(Duration::from_secs(30))
+        .expect("the poll reached its pause point");
+    assert_eq!(replica.current().txid.0, 3);
+
+    // Meanwhile the replica is reset to a database that reached TXID 3 too,
+    // and a read sees it first (what the VFS does on a refused read).
+    write_lineage(
+        dir.path(),
+        9_000_000,
+        &["new 1...", "new 2...", "new 3..."],
+        &[(1, 1), (2, 2), (3, 3)],
+    );
+    let old = replica.current();
+    let e = rt.block_on(replica.rewritten(&old, "a test"));
+    assert!(matches!(e, litestream_vfs::error::Error::Reset(_)), "{e}");
+    assert_eq!((replica.current().lineage, resets(&replica)), (1, 1));
+
+    gate.release();
+    assert!(polling.join().unwrap().unwrap());
+    drop(gate);
+    let mut state = PollState::default();
+    poll(&replica, &rt, &mut state);
+    poll(&replica, &rt, &mut state);
+    assert_eq!(
+        (replica.current().lineage, resets(&replica)),
+        (1, 1),
+        "a quiet poll took the new lineage for another reset"
+    );
+    assert_eq!(page2(&replica), "new 3...");
+}

@@ -136,9 +136,26 @@ impl Replica {
         self.tip.lock().map_or(None, |t| *t)
     }
 
-    pub(super) fn set_tip(&self, tip: Option<Tip>) {
+    /// Sets the tip of `snap`, if `snap` is still the current state: a
+    /// publisher sets the tip after its compare-and-swap, and one that lost
+    /// the state to a reset since must not leave its tip for the new
+    /// lineage. (Checked under the tip's lock: a reset that publishes after
+    /// the check sets its own tip after this one.)
+    pub(super) fn set_tip(&self, snap: &super::Snapshot, tip: Option<Tip>) {
         if let Ok(mut t) = self.tip.lock() {
-            *t = tip;
+            if std::ptr::eq(&*self.current.load_full(), snap) {
+                *t = tip;
+            }
+        }
+    }
+
+    /// Replaces the tip `old` with `new` (its timestamp learnt), if `old`
+    /// is still the tip.
+    fn refine_tip(&self, old: &Tip, new: Tip) {
+        if let Ok(mut t) = self.tip.lock() {
+            if t.as_ref() == Some(old) {
+                *t = Some(new);
+            }
         }
     }
 
@@ -153,10 +170,13 @@ impl Replica {
             ))),
             Some(_) => Ok(None),
             None => {
-                self.set_tip(Some(Tip {
-                    written_ms: Some(header.timestamp_ms),
-                    ..*tip
-                }));
+                self.refine_tip(
+                    tip,
+                    Tip {
+                        written_ms: Some(header.timestamp_ms),
+                        ..*tip
+                    },
+                );
                 Ok(None)
             }
         }
@@ -179,7 +199,7 @@ impl Replica {
             return Ok(Some(why));
         }
         if let Some(tip) = tip_in(cur.txid, &listing) {
-            self.set_tip(Some(tip));
+            self.set_tip(&cur, Some(tip));
         }
         Ok(None)
     }
@@ -232,7 +252,7 @@ impl Replica {
         // Counted once it took: a rebuild that failed (a file still being
         // written) is tried again, and is the same reset.
         Stats::add(&self.io.stats.resets, 1);
-        self.set_tip(tip_of(&snap, &plan));
+        self.set_tip(&snap, tip_of(&snap, &plan));
         log::info!(
             "{}: now at TXID {} of the new lineage ({} pages)",
             self.io.storage.describe(),

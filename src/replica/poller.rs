@@ -124,13 +124,17 @@ impl Replica {
             let txid = snap.txid;
             // A re-plan or a reset that published meanwhile wins; the next
             // poll starts from what it published.
-            if let super::Published::Done(_) = self.publish(&cur, snap) {
+            if let super::Published::Done(now) = self.publish(&cur, snap) {
+                crate::pause::point_async("poll.after_publish").await;
                 if let (Some(f), Some(l)) = (run.last(), loaded.last()) {
-                    self.set_tip(Some(lineage::Tip {
-                        txid,
-                        file: *f,
-                        written_ms: Some(l.file.header.timestamp_ms),
-                    }));
+                    self.set_tip(
+                        &now,
+                        Some(lineage::Tip {
+                            txid,
+                            file: *f,
+                            written_ms: Some(l.file.header.timestamp_ms),
+                        }),
+                    );
                 }
                 log::debug!("{}: now at TXID {txid}", self.io.storage.describe());
             }
@@ -153,8 +157,8 @@ impl Replica {
                 snap.lineage = newest.lineage;
                 let tip = lineage::tip_of(&snap, &plan);
                 self.io.local.attach_built(&snap);
-                if let super::Published::Done(_) = self.publish(&newest, snap) {
-                    self.set_tip(tip);
+                if let super::Published::Done(now) = self.publish(&newest, snap) {
+                    self.set_tip(&now, tip);
                 }
             }
             if let Some(gap) = plan.gap {
