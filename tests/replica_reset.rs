@@ -31,8 +31,13 @@ fn write_lineage(root: &Path, ts: i64, pages: &[&str], level0: &[(u64, u64)]) {
 }
 
 fn open(root: &Path, rt: &tokio::runtime::Runtime) -> Arc<Replica> {
+    open_with(root, rt, &[])
+}
+
+fn open_with(root: &Path, rt: &tokio::runtime::Runtime, params: &[(&str, &str)]) -> Arc<Replica> {
     let url = url::Url::from_directory_path(root).unwrap().to_string();
-    let uri = vec![("replica_url".to_string(), url)];
+    let mut uri = vec![("replica_url".to_string(), url)];
+    uri.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let env = |_: &str| None;
     let config = Config::parse(&Sources {
         uri: &uri,
@@ -156,12 +161,9 @@ fn a_level_zero_file_across_our_txid_is_a_reset() {
 fn following_one_lineage_is_no_reset() {
     let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
     let replica = open_old_lineage(dir.path(), &rt);
-    write_lineage(
-        dir.path(),
-        1_000_000,
-        &["old 1...", "old 2...", "old 3..."],
-        &[(1, 1), (2, 2), (3, 3)],
-    );
+    // Litestream adds files; it never writes one again (a file written
+    // again is another file: `file://` lists its identity as its version).
+    write_file(dir.path(), 0, (3, 3), 1_002_000, "old 3...");
     let mut state = PollState::default();
     poll(&replica, &rt, &mut state);
     poll(&replica, &rt, &mut state);
@@ -264,4 +266,214 @@ fn a_page_cached_from_the_old_lineage_is_never_served_for_the_new_one() {
         b"NEW!",
         "a page cached from the old lineage was served"
     );
+}
+
+/// Writes one LTX file of `level` holding TXIDs `min..=max` (page 1, and
+/// page 2 set to `page2`; 2 pages), written at `ts`.
+fn write_file(root: &Path, level: u8, (min, max): (u64, u64), ts: i64, page2: &str) {
+    let dir = root.join("ltx").join(level.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let ps = PageSize::new(4096).unwrap();
+    let mut b = LtxBuilder::new(ps, min, max, 2).timestamp_ms(ts);
+    if min == 1 {
+        b = b.page(1, b"page one");
+    }
+    b = b.page(2, page2.as_bytes());
+    std::fs::write(dir.join(format!("{min:016x}-{max:016x}.ltx")), b.build()).unwrap();
+}
+
+fn page2_of(replica: &Replica, snap: &Arc<litestream_vfs::replica::Snapshot>) -> String {
+    let page = replica
+        .io
+        .fetcher
+        .read(snap, PageNo(2), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap()
+        .0;
+    String::from_utf8_lossy(&page[..8]).into_owned()
+}
+
+#[test]
+fn a_replan_after_compaction_rebuilds_the_same_state() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    let replica = open_old_lineage(dir.path(), &rt);
+    let pinned = replica.current();
+    // Litestream compacts TXIDs 1..=2 into level 1 (the output keeps the
+    // timestamp of its newest input) and retention removes level 0.
+    write_file(dir.path(), 1, (1, 2), 1_001_000, "old 2...");
+    std::fs::remove_dir_all(dir.path().join("ltx/0")).unwrap();
+    let fresh = rt.block_on(replica.replan(&pinned)).unwrap();
+    assert_eq!((fresh.txid.0, fresh.lineage), (2, 0));
+    assert_eq!(page2_of(&replica, &fresh), "old 2...");
+    assert_eq!(resets(&replica), 0);
+}
+
+/// The vanished-file path during a reset: the old lineage's files are gone,
+/// and a new database reached the same TXID (here compacted into level 1).
+/// Rebuilding TXID 2 from those files would label the new database's state
+/// with the old lineage, and a read transaction would go on reading it
+/// over the old pages SQLite caches. The rebuild proves it is not the same
+/// state, so the re-plan fails with the reset error and the replica moves
+/// to the new lineage.
+#[test]
+fn a_replan_during_a_reset_fails_instead_of_mixing_two_databases() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    let replica = open_old_lineage(dir.path(), &rt);
+    let pinned = replica.current();
+    assert_eq!(page2_of(&replica, &pinned), "old 2...");
+    std::fs::remove_dir_all(dir.path().join("ltx")).unwrap();
+    write_file(dir.path(), 1, (1, 2), 9_001_000, "new 2...");
+
+    let e = match rt.block_on(replica.replan(&pinned)) {
+        Ok(s) => panic!(
+            "the re-plan rebuilt TXID {} from the new database's files as lineage {} (page 2: {:?})",
+            s.txid.0,
+            s.lineage,
+            page2_of(&replica, &s)
+        ),
+        Err(e) => e,
+    };
+    assert!(matches!(e, litestream_vfs::error::Error::Reset(_)), "{e}");
+    assert!(e.to_string().contains("reset"), "{e}");
+    let now = replica.current();
+    assert_eq!((now.txid.0, now.lineage, resets(&replica)), (2, 1, 1));
+    assert_eq!(page2_of(&replica, &now), "new 2...");
+    assert!(replica.check_lineage(&pinned).is_err());
+}
+
+/// A re-plan reads the current snapshot, builds, and publishes its rebuild
+/// when the current one is still at the TXID it rebuilt. The poller
+/// publishes without the re-plan lock: TXID 3 published while the re-plan
+/// of TXID 2 is parked after its build must stay current.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_replan_never_moves_current_back() {
+    use litestream_vfs::pause;
+    use std::time::Duration;
+
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    let replica = open_old_lineage(dir.path(), &rt);
+    let failed = replica.current();
+    assert_eq!(failed.txid.0, 2);
+
+    let gate = pause::arm("replan.after_build");
+    let handle = rt.handle().clone();
+    let r = Arc::clone(&replica);
+    let replanning = std::thread::spawn(move || handle.block_on(r.replan(&failed)));
+    gate.wait_reached(Duration::from_secs(30))
+        .expect("the re-plan reached its pause point");
+
+    write_file(dir.path(), 0, (3, 3), 1_002_000, "old 3...");
+    poll(&replica, &rt, &mut PollState::default());
+    assert_eq!(replica.current().txid.0, 3);
+
+    gate.release();
+    let rebuilt = replanning.join().unwrap().unwrap();
+    assert_eq!(rebuilt.txid.0, 2);
+    assert_eq!(
+        replica.current().txid.0,
+        3,
+        "the re-plan moved current back from TXID 3 to 2"
+    );
+    assert_eq!(page2(&replica), "old 3...");
+}
+
+/// A file of the state a reader holds is written again (a reset reached
+/// its TXID under the same names and sizes) before the poller looks: a
+/// page not cached yet would come from the new database's bytes. The read
+/// is tied to the version the file was listed with, so it is refused
+/// (`Changed`), nothing is landed for the old state, and the replica moves
+/// to the new lineage at once (`Replica::rewritten`, what the VFS calls).
+#[test]
+fn a_page_of_a_rewritten_file_is_refused_for_the_old_state() {
+    use litestream_vfs::error::Error;
+    use litestream_vfs::storage::StorageErrorKind;
+
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_big_lineage(dir.path(), 1_000_000, b"OLD!");
+    // No background verification: it would cache every page of the old
+    // file before the rewrite.
+    let replica = open_with(dir.path(), &rt, &[("verify", "fetched")]);
+    let pinned = replica.current();
+    write_big_lineage(dir.path(), 9_000_000, b"NEW!");
+
+    let e = match replica
+        .io
+        .fetcher
+        .read(&pinned, PageNo(300), 1, &ScanBuf::default())
+    {
+        Ok(page) => panic!(
+            "page 300 of the old state was read from the rewritten file: {:?}",
+            page.map(|(p, _)| String::from_utf8_lossy(&p[..4]).into_owned())
+        ),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&e, Error::Storage(s) if s.kind == StorageErrorKind::Changed),
+        "{e}"
+    );
+    let reset = rt.block_on(replica.rewritten(&pinned, &e.to_string()));
+    assert!(matches!(reset, Error::Reset(_)), "{reset}");
+    assert_eq!((replica.current().lineage, resets(&replica)), (1, 1));
+    assert!(replica.check_lineage(&pinned).is_err());
+    let now = replica.current();
+    let page = replica
+        .io
+        .fetcher
+        .read(&now, PageNo(300), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_eq!(&page[..4], b"NEW!");
+}
+
+/// The poller sets the tip (the level-0 file it compares listings with)
+/// after its publish. A reset published between the two must keep its own
+/// tip: the old lineage's tip left in its place names a file the new
+/// lineage wrote again, and the next quiet poll would take it for a second
+/// reset.
+#[cfg(feature = "test-hooks")]
+#[test]
+fn a_reset_between_a_poll_and_its_tip_keeps_its_own_tip() {
+    use litestream_vfs::pause;
+    use std::time::Duration;
+
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    let replica = open_old_lineage(dir.path(), &rt);
+    write_file(dir.path(), 0, (3, 3), 1_002_000, "old 3...");
+
+    let gate = pause::arm("poll.after_publish");
+    let handle = rt.handle().clone();
+    let r = Arc::clone(&replica);
+    let polling =
+        std::thread::spawn(move || handle.block_on(r.poll_once(&mut PollState::default())));
+    gate.wait_reached(Duration::from_secs(30))
+        .expect("the poll reached its pause point");
+    assert_eq!(replica.current().txid.0, 3);
+
+    // Meanwhile the replica is reset to a database that reached TXID 3 too,
+    // and a read sees it first (what the VFS does on a refused read).
+    write_lineage(
+        dir.path(),
+        9_000_000,
+        &["new 1...", "new 2...", "new 3..."],
+        &[(1, 1), (2, 2), (3, 3)],
+    );
+    let old = replica.current();
+    let e = rt.block_on(replica.rewritten(&old, "a test"));
+    assert!(matches!(e, litestream_vfs::error::Error::Reset(_)), "{e}");
+    assert_eq!((replica.current().lineage, resets(&replica)), (1, 1));
+
+    gate.release();
+    assert!(polling.join().unwrap().unwrap());
+    drop(gate);
+    let mut state = PollState::default();
+    poll(&replica, &rt, &mut state);
+    poll(&replica, &rt, &mut state);
+    assert_eq!(
+        (replica.current().lineage, resets(&replica)),
+        (1, 1),
+        "a quiet poll took the new lineage for another reset"
+    );
+    assert_eq!(page2(&replica), "new 3...");
 }

@@ -448,7 +448,10 @@ impl Fetcher {
         let reads = runs.iter().map(|run| async move {
             let range = run.range().unwrap_or(0..0);
             Stats::add(&self.stats.reads, 1);
-            let bytes = self.storage.read(run.file.id, range.clone()).await?;
+            let bytes = self
+                .storage
+                .read_version(run.file.id, run.file.version, range.clone())
+                .await?;
             Stats::add(&self.stats.read_bytes, bytes.len() as u64);
             Ok::<_, Error>((range, bytes))
         });
@@ -537,7 +540,9 @@ impl Fetcher {
         Stats::add(&self.stats.reads, 1);
         log::debug!("exact read of {len} bytes at {offset} of {}", run.file.id);
         let range = offset..offset.saturating_add(len as u64);
-        let read = self.storage.read(run.file.id, range);
+        let read = self
+            .storage
+            .read_version(run.file.id, run.file.version, range);
         let bytes = if in_pool {
             tokio::runtime::Handle::current().block_on(read)?
         } else {

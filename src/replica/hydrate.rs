@@ -266,7 +266,10 @@ async fn fetch_run(r: &Replica, store: &DiskStore, snap: &Snapshot, run: Run) ->
     }
     Stats::add(&r.io.stats.reads, 1);
     Stats::add(&r.hydration.requests, 1);
-    let bytes = r.io.storage.read(run.file.id, run.bytes.clone()).await?;
+    let bytes =
+        r.io.storage
+            .read_version(run.file.id, run.file.version, run.bytes.clone())
+            .await?;
     Stats::add(&r.io.stats.read_bytes, bytes.len() as u64);
     let describe = || format!("{} {}", r.io.storage.describe(), run.file.id);
     let mut pages: Vec<(PageNo, Span, Vec<u8>)> = Vec::with_capacity(run.pages.len());

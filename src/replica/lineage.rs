@@ -28,6 +28,7 @@
 //! may read it from a file that now holds the new lineage's bytes (a frame
 //! that does not decode as the page asked for is refused as corrupt).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -135,9 +136,26 @@ impl Replica {
         self.tip.lock().map_or(None, |t| *t)
     }
 
-    pub(super) fn set_tip(&self, tip: Option<Tip>) {
+    /// Sets the tip of `snap`, if `snap` is still the current state: a
+    /// publisher sets the tip after its compare-and-swap, and one that lost
+    /// the state to a reset since must not leave its tip for the new
+    /// lineage. (Checked under the tip's lock: a reset that publishes after
+    /// the check sets its own tip after this one.)
+    pub(super) fn set_tip(&self, snap: &super::Snapshot, tip: Option<Tip>) {
         if let Ok(mut t) = self.tip.lock() {
-            *t = tip;
+            if std::ptr::eq(&*self.current.load_full(), snap) {
+                *t = tip;
+            }
+        }
+    }
+
+    /// Replaces the tip `old` with `new` (its timestamp learnt), if `old`
+    /// is still the tip.
+    fn refine_tip(&self, old: &Tip, new: Tip) {
+        if let Ok(mut t) = self.tip.lock() {
+            if t.as_ref() == Some(old) {
+                *t = Some(new);
+            }
         }
     }
 
@@ -152,10 +170,13 @@ impl Replica {
             ))),
             Some(_) => Ok(None),
             None => {
-                self.set_tip(Some(Tip {
-                    written_ms: Some(header.timestamp_ms),
-                    ..*tip
-                }));
+                self.refine_tip(
+                    tip,
+                    Tip {
+                        written_ms: Some(header.timestamp_ms),
+                        ..*tip
+                    },
+                );
                 Ok(None)
             }
         }
@@ -178,7 +199,7 @@ impl Replica {
             return Ok(Some(why));
         }
         if let Some(tip) = tip_in(cur.txid, &listing) {
-            self.set_tip(Some(tip));
+            self.set_tip(&cur, Some(tip));
         }
         Ok(None)
     }
@@ -188,32 +209,127 @@ impl Replica {
     /// change counter or a read with the old one.
     pub(super) async fn reset(&self, why: &str) -> Result<()> {
         let _guard = self.replan_lock.lock().await;
+        self.reset_locked(self.lineage(), why).await
+    }
+
+    /// [`reset`](Self::reset) with the re-plan lock held: moves the replica
+    /// from `lineage` to the next one, unless it has left `lineage` already
+    /// (another caller saw the same reset first).
+    pub(super) async fn reset_locked(&self, lineage: u32, why: &str) -> Result<()> {
         let old = self.current();
+        if old.lineage != lineage {
+            return Ok(());
+        }
         log::warn!(
             "{}: the replica was reset ({why}): its TXIDs started again; rebuilding from scratch \
              (the old state at TXID {} is gone)",
             self.io.storage.describe(),
             old.txid
         );
-        Stats::add(&self.io.stats.resets, 1);
         self.io.catalog.forget().await;
-        let Some((mut snap, plan)) = self.io.catalog.build(None).await? else {
+        let Some((snap, plan)) = self.io.catalog.build(None).await? else {
             return Err(Error::Unavailable(format!(
                 "{}: the replica was reset and holds no snapshot to start from yet",
                 self.io.storage.describe()
             )));
         };
-        snap.lineage = old.lineage.wrapping_add(1);
-        self.set_tip(tip_of(&snap, &plan));
+        // The poller publishes without the re-plan lock: a state of the old
+        // lineage it published meanwhile is replaced all the same.
+        let mut from = old;
+        let snap = loop {
+            let mut next = snap.clone();
+            next.lineage = lineage.wrapping_add(1);
+            match self.publish(&from, next) {
+                super::Published::Done(s) => break s,
+                super::Published::Lost(now)
+                    if now.lineage == lineage && !Arc::ptr_eq(&now, &from) =>
+                {
+                    from = now;
+                }
+                super::Published::Lost(_) => return Ok(()),
+            }
+        };
+        // Counted once it took: a rebuild that failed (a file still being
+        // written) is tried again, and is the same reset.
+        Stats::add(&self.io.stats.resets, 1);
+        self.set_tip(&snap, tip_of(&snap, &plan));
         log::info!(
             "{}: now at TXID {} of the new lineage ({} pages)",
             self.io.storage.describe(),
             snap.txid,
             snap.page_count
         );
-        self.publish(snap);
         Ok(())
     }
+}
+
+impl Replica {
+    /// A read of `snap` found one of its files written again since it was
+    /// listed (a read tied to the listed version was refused): the replica
+    /// was reset. Moves it to the new lineage at once, without waiting for
+    /// the poller to notice, and returns the reset error for the reader.
+    pub async fn rewritten(&self, snap: &super::Snapshot, cause: &str) -> Error {
+        {
+            let _guard = self.replan_lock.lock().await;
+            if let Err(e) = self.reset_locked(snap.lineage, cause).await {
+                log::warn!("{}: {e}", self.io.storage.describe());
+            }
+        }
+        Error::Reset(format!(
+            "{}: the replica was reset (its TXIDs started again) while this connection read TXID {} \
+             of the old one ({cause}); retry the transaction",
+            self.io.storage.describe(),
+            snap.txid
+        ))
+    }
+}
+
+/// Whether `rebuilt`, a state rebuilt from what storage holds now, is the
+/// state `old` was: the same TXID, database size and page size, the same
+/// header timestamp of the newest file applied (a compaction gives its
+/// output the timestamp of its newest input, so the file that ends the
+/// state keeps it whatever level it is read from), and the same identity
+/// (size, header) for every file both read. A reset replica that reached
+/// the same TXID has other timestamps: it was written at other times.
+pub fn same_state(old: &super::Snapshot, rebuilt: &super::Snapshot) -> Result<(), String> {
+    if (rebuilt.txid, rebuilt.page_size, rebuilt.page_count)
+        != (old.txid, old.page_size, old.page_count)
+    {
+        return Err(format!(
+            "it is TXID {} with {} pages of {} bytes, it was TXID {} with {} pages of {} bytes",
+            rebuilt.txid,
+            rebuilt.page_count,
+            rebuilt.page_size.get(),
+            old.txid,
+            old.page_count,
+            old.page_size.get()
+        ));
+    }
+    if rebuilt.timestamp_ms != old.timestamp_ms {
+        return Err(format!(
+            "its newest file was written at {} ms, the state read was written at {} ms",
+            rebuilt.timestamp_ms, old.timestamp_ms
+        ));
+    }
+    same_files(old, rebuilt)
+}
+
+/// Whether every file that `old` and `new` both read (by level and name) is
+/// the same file in both: the same size and header timestamp. A build that
+/// picked up a file a reset wrote under an old name fails it.
+pub fn same_files(old: &super::Snapshot, new: &super::Snapshot) -> Result<(), String> {
+    let known: std::collections::HashMap<_, _> = old.files().map(|f| (f.id, f)).collect();
+    for f in new.files() {
+        if let Some(o) = known.get(&f.id) {
+            if (o.size, o.header.timestamp_ms) != (f.size, f.header.timestamp_ms) {
+                return Err(format!(
+                    "{} is now {} bytes written at {} ms, it was {} bytes written at {} ms",
+                    f.id, f.size, f.header.timestamp_ms, o.size, o.header.timestamp_ms
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

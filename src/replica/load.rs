@@ -44,10 +44,11 @@ pub struct Loaded {
 /// they hold it: a file read whole is kept whole, a large one as its
 /// header, page index and file checksum. Only files whose listing names a
 /// version use them, so a file written again under the same name is
-/// fetched again.
+/// fetched again; local files never do (reading them is as cheap). Every
+/// read is tied to the listed version.
 pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) -> Result<Loaded> {
     let describe = || format!("{} {}", storage.describe(), info.id);
-    let blobs = blobs.filter(|_| info.version != 0);
+    let blobs = blobs.filter(|_| info.version != 0 && !storage.is_local());
     let name = blob_name(&info);
     if info.size <= WHOLE_FILE_MAX {
         let kept = blobs
@@ -57,7 +58,9 @@ pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) 
         let bytes = match kept {
             Some(bytes) => bytes,
             None => {
-                let bytes = storage.read(info.id, 0..info.size).await?;
+                let bytes = storage
+                    .read_version(info.id, info.version, 0..info.size)
+                    .await?;
                 if let Some(b) = blobs {
                     b.put(&name, &bytes);
                 }
@@ -80,15 +83,17 @@ pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) 
     let tail_start = info.size - tail_len;
     let head_len = HEAD_PREFETCH.min(tail_start).max(HEADER_SIZE as u64);
     let (head, mut tail) = tokio::try_join!(
-        storage.read(info.id, 0..head_len),
-        storage.read(info.id, tail_start..info.size)
+        storage.read_version(info.id, info.version, 0..head_len),
+        storage.read_version(info.id, info.version, tail_start..info.size)
     )?;
 
     let header = Header::decode(&head).map_err(|e| Error::corrupt(describe(), e))?;
     check_name(&header, &info, &describe)?;
     let region = ltx::index_region(info.size, &tail).map_err(|e| Error::corrupt(describe(), e))?;
     if region.start < tail_start {
-        let mut more = storage.read(info.id, region.start..tail_start).await?;
+        let mut more = storage
+            .read_version(info.id, info.version, region.start..tail_start)
+            .await?;
         more.extend_from_slice(&tail);
         tail = more;
     }
@@ -101,7 +106,7 @@ pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) 
     let index =
         PageIndex::decode(bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
     let pages = leading_pages(&head, &index, header.page_size);
-    let file = Arc::new(FileRef::new(info.id, info.size, header));
+    let file = Arc::new(FileRef::listed(info, header));
     let checksum = ltx::Trailer::decode(&tail).ok().map(|t| t.file_checksum);
     if let Some(c) = checksum {
         let _ = file.file_checksum.set(c);
@@ -128,7 +133,7 @@ fn whole(bytes: &[u8], info: FileInfo, describe: impl Fn() -> String) -> Result<
         Err(e) => return Err(Error::corrupt(describe(), e)),
     };
     check_name(&decoded.header, &info, &describe)?;
-    let file = Arc::new(FileRef::new(info.id, info.size, decoded.header));
+    let file = Arc::new(FileRef::listed(info, decoded.header));
     let _ = file.file_checksum.set(decoded.trailer.file_checksum);
     Ok(Loaded {
         file,
@@ -183,7 +188,7 @@ fn from_meta(meta: &[u8], info: FileInfo) -> Option<Loaded> {
     let has_checksum = *rest.get(8)? == 1;
     let checksum = u64::from_le_bytes(rest.get(9..17)?.try_into().ok()?);
     let index = PageIndex::decode(rest.get(17..)?, index_start).ok()?;
-    let file = Arc::new(FileRef::new(info.id, info.size, header));
+    let file = Arc::new(FileRef::listed(info, header));
     if has_checksum {
         let _ = file.file_checksum.set(checksum);
     }
@@ -242,7 +247,7 @@ fn structure_only(
         .ok_or_else(|| Error::Missing(format!("{}: short page index", describe())))?;
     let index =
         PageIndex::decode(index_bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
-    let file = Arc::new(FileRef::new(info.id, info.size, header));
+    let file = Arc::new(FileRef::listed(info, header));
     let reason = Error::corrupt(describe(), e).to_string();
     crate::log::error!("{reason}: reads of its pages will fail");
     let _ = file.corrupt.set(reason);

@@ -216,8 +216,37 @@ impl Replica {
         self.current.load_full()
     }
 
-    fn publish(&self, snap: Snapshot) {
-        self.current.store(Arc::new(snap));
+    /// Publishes `next` in place of `from`, only if `from` is still the
+    /// current snapshot (compare-and-swap): a publisher that read the
+    /// current state, awaited storage, and built on what it read never
+    /// overwrites what another publisher put there meanwhile. Returns the
+    /// snapshot now current: `next` when it was published, else the one
+    /// that won.
+    ///
+    /// `next` must move forward from `from` (see [`moves_forward`]): a
+    /// publisher that would move the state back is refused, and logged.
+    fn publish(&self, from: &Arc<Snapshot>, next: Snapshot) -> Published {
+        self.publish_arc(from, Arc::new(next))
+    }
+
+    fn publish_arc(&self, from: &Arc<Snapshot>, next: Arc<Snapshot>) -> Published {
+        if let Err(why) = moves_forward(from, &next) {
+            log::error!(
+                "{}: refused to publish TXID {} (lineage {}) over TXID {} (lineage {}): {why}",
+                self.io.storage.describe(),
+                next.txid,
+                next.lineage,
+                from.txid,
+                from.lineage
+            );
+            return Published::Lost(self.current());
+        }
+        let prev = self.current.compare_and_swap(from, Arc::clone(&next));
+        if Arc::ptr_eq(&prev, from) {
+            Published::Done(next)
+        } else {
+            Published::Lost(self.current())
+        }
     }
 
     fn mark_polled(&self) {
@@ -252,7 +281,15 @@ impl Replica {
 
     /// Rebuilds the state of `failed.txid` from what storage holds now,
     /// after a file of `failed` vanished (compaction, retention). Fails when
-    /// that exact state is no longer reachable.
+    /// that exact state is no longer reachable, and with the reset error
+    /// when storage now holds another state under that TXID (the replica
+    /// was reset): the rebuild must prove it is the state `failed` was
+    /// (see [`lineage::same_state`]), or it is not used.
+    ///
+    /// The rebuild replaces the current snapshot only if the current one is
+    /// still the snapshot read before the build (compare-and-swap): the
+    /// poller publishes without the re-plan lock, and a newer state it
+    /// published meanwhile stays.
     pub async fn replan(&self, failed: &Arc<Snapshot>) -> Result<Arc<Snapshot>> {
         let _guard = self.replan_lock.lock().await;
         let cur = self.current();
@@ -267,17 +304,32 @@ impl Replica {
         }
         Stats::add(&self.io.stats.replans, 1);
         let rebuilt = self.io.catalog.build(Some(failed.txid)).await?;
-        match rebuilt {
-            Some((mut snap, _)) if snap.txid == failed.txid => {
-                snap.lineage = failed.lineage;
-                let snap = Arc::new(snap);
-                if cur.txid == snap.txid {
-                    self.current.store(Arc::clone(&snap));
-                }
-                Ok(snap)
+        crate::pause::point_async("replan.after_build").await;
+        let Some((mut snap, _)) = rebuilt.filter(|(s, _)| s.txid == failed.txid) else {
+            return Err(Error::Compacted { txid: failed.txid });
+        };
+        if let Err(why) = lineage::same_state(failed, &snap) {
+            // Storage holds another state under this TXID: a new lineage
+            // reached it. Nothing of the rebuild is used; the replica moves
+            // to the new lineage now, as the poller would on seeing it.
+            let why = format!("TXID {} was rebuilt as another state: {why}", failed.txid);
+            if let Err(e) = self.reset_locked(failed.lineage, &why).await {
+                log::warn!("{}: {e}", self.io.storage.describe());
             }
-            _ => Err(Error::Compacted { txid: failed.txid }),
+            return Err(Error::Reset(format!(
+                "{}: the replica was reset (its TXIDs started again) while this connection read TXID {} \
+                 of the old one ({why}); retry the transaction",
+                self.io.storage.describe(),
+                failed.txid
+            )));
         }
+        snap.lineage = failed.lineage;
+        let snap = Arc::new(snap);
+        if cur.txid == snap.txid {
+            // Whoever published since the build read `cur` wins.
+            let _ = self.publish_arc(&cur, Arc::clone(&snap));
+        }
+        Ok(snap)
     }
 
     /// The snapshot for a point in time (see [`Catalog::build_at_time`]), of the
@@ -304,9 +356,79 @@ impl Replica {
     }
 }
 
+/// What a publish did.
+#[derive(Debug)]
+#[must_use]
+enum Published {
+    /// The snapshot was published.
+    Done(Arc<Snapshot>),
+    /// Another publisher got there first (or the snapshot would have moved
+    /// the state back): this one is current.
+    Lost(Arc<Snapshot>),
+}
+
+/// The invariant of every publish: within a lineage the state only moves
+/// forward (the same TXID again is a rebuild of the same state), and a new
+/// lineage is the next one.
+fn moves_forward(from: &Snapshot, next: &Snapshot) -> std::result::Result<(), String> {
+    if next.lineage == from.lineage {
+        if next.txid < from.txid {
+            return Err(format!("TXID {} is behind TXID {}", next.txid, from.txid));
+        }
+        return Ok(());
+    }
+    if next.lineage == from.lineage.wrapping_add(1) {
+        return Ok(());
+    }
+    Err(format!(
+        "lineage {} does not follow lineage {}",
+        next.lineage, from.lineage
+    ))
+}
+
 /// Unix milliseconds now (0 before 1970, saturating far in the future).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::{FileName, LtxBuilder, PageSize, Txid, decode_file};
+    use crate::storage::{FileId, Level};
+
+    fn snap(txid: u64, lineage: u32) -> Snapshot {
+        let bytes = LtxBuilder::new(PageSize::new(4096).unwrap(), 1, 1, 1)
+            .page(1, b"x")
+            .build();
+        let decoded = decode_file(&bytes).unwrap();
+        let id = FileId {
+            level: Level::L0,
+            name: FileName {
+                min: Txid(1),
+                max: Txid(1),
+            },
+        };
+        let file = Arc::new(FileRef::new(id, bytes.len() as u64, decoded.header));
+        let mut s = Snapshot::build([(&file, &decoded.index)]).unwrap();
+        s.txid = Txid(txid);
+        s.lineage = lineage;
+        s
+    }
+
+    #[test]
+    fn publishing_only_moves_forward_within_a_lineage() {
+        assert!(moves_forward(&snap(5, 0), &snap(6, 0)).is_ok());
+        assert!(moves_forward(&snap(5, 0), &snap(5, 0)).is_ok(), "a rebuild");
+        let back = moves_forward(&snap(5, 0), &snap(4, 0)).unwrap_err();
+        assert!(back.contains("behind"), "{back}");
+        assert!(
+            moves_forward(&snap(5, 0), &snap(1, 1)).is_ok(),
+            "a reset starts again"
+        );
+        assert!(moves_forward(&snap(5, 1), &snap(9, 0)).is_err());
+        assert!(moves_forward(&snap(5, 1), &snap(9, 3)).is_err());
+    }
 }

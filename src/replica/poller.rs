@@ -83,7 +83,13 @@ impl Replica {
             // The tip vanished (retention, or a reset to fewer TXIDs), or
             // there is none to compare: look at every level.
             if let Some(why) = self.probe(&mut state.next_probe).await? {
-                return self.reset(&why).await.map(|()| true);
+                // A rebuild that failed (a file still being written) is
+                // tried again at the next poll, not a probe interval later.
+                let reset = self.reset(&why).await;
+                if reset.is_err() {
+                    state.next_probe = None;
+                }
+                return reset.map(|()| true);
             }
         }
         if run.is_empty() && tip_listed && state.next_tip_check.is_none_or(|t| Instant::now() >= t)
@@ -115,15 +121,23 @@ impl Replica {
                 snap = snap.apply(&l.file, &l.index)?;
             }
             self.io.local.follow_loaded(&loaded);
-            if let (Some(f), Some(l)) = (run.last(), loaded.last()) {
-                self.set_tip(Some(lineage::Tip {
-                    txid: snap.txid,
-                    file: *f,
-                    written_ms: Some(l.file.header.timestamp_ms),
-                }));
+            let txid = snap.txid;
+            // A re-plan or a reset that published meanwhile wins; the next
+            // poll starts from what it published.
+            if let super::Published::Done(now) = self.publish(&cur, snap) {
+                crate::pause::point_async("poll.after_publish").await;
+                if let (Some(f), Some(l)) = (run.last(), loaded.last()) {
+                    self.set_tip(
+                        &now,
+                        Some(lineage::Tip {
+                            txid,
+                            file: *f,
+                            written_ms: Some(l.file.header.timestamp_ms),
+                        }),
+                    );
+                }
+                log::debug!("{}: now at TXID {txid}", self.io.storage.describe());
             }
-            log::debug!("{}: now at TXID {}", self.io.storage.describe(), snap.txid);
-            self.publish(snap);
         }
         if !blocked {
             return Ok(true);
@@ -136,11 +150,16 @@ impl Replica {
         Stats::add(&self.io.stats.replans, 1);
         let newest = self.current();
         if let Some((mut snap, plan)) = self.io.catalog.build(None).await? {
+            if let Err(why) = lineage::same_files(&newest, &snap) {
+                return self.reset(&why).await.map(|()| true);
+            }
             if snap.txid > newest.txid {
                 snap.lineage = newest.lineage;
-                self.set_tip(lineage::tip_of(&snap, &plan));
+                let tip = lineage::tip_of(&snap, &plan);
                 self.io.local.attach_built(&snap);
-                self.publish(snap);
+                if let super::Published::Done(now) = self.publish(&newest, snap) {
+                    self.set_tip(&now, tip);
+                }
             }
             if let Some(gap) = plan.gap {
                 log::warn!(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::cache::FrameKey;
 use crate::error::{Error, Result};
 use crate::ltx::{Header, PageIndex, PageNo, PageSize, Txid};
-use crate::storage::FileId;
+use crate::storage::{FileId, FileInfo};
 
 /// Pages per chunk. 1024 entries of 8 bytes: one chunk is 8 KiB, and a
 /// 1,000,000-page database has under a thousand chunk pointers to copy.
@@ -37,6 +37,11 @@ pub struct FileRef {
     pub id: FileId,
     pub size: u64,
     pub header: Header,
+    /// The version the listing named (see `FileInfo::version`; 0 when
+    /// none): every read of the file is tied to it, so a file written again
+    /// under this name (a reset) fails the read instead of answering with
+    /// the new bytes.
+    pub version: u64,
     /// Set when the file failed verification: every read from it fails.
     pub corrupt: std::sync::OnceLock<String>,
     /// The file checksum of its trailer, once read.
@@ -44,11 +49,25 @@ pub struct FileRef {
 }
 
 impl FileRef {
+    /// A file of no known version (its reads are not tied to one).
     pub fn new(id: FileId, size: u64, header: Header) -> FileRef {
-        FileRef {
-            id,
-            size,
+        FileRef::listed(
+            FileInfo {
+                id,
+                size,
+                version: 0,
+            },
             header,
+        )
+    }
+
+    /// A file as listed: its reads are tied to the listed version.
+    pub fn listed(info: FileInfo, header: Header) -> FileRef {
+        FileRef {
+            id: info.id,
+            size: info.size,
+            header,
+            version: info.version,
             corrupt: std::sync::OnceLock::new(),
             file_checksum: std::sync::OnceLock::new(),
         }

@@ -30,7 +30,9 @@ pub async fn verify(
 ) -> Result<()> {
     let describe = || format!("{} {}", storage.describe(), file.id);
     let corrupt = |e| Error::corrupt(describe(), e);
-    let head = storage.read(file.id, 0..HEADER_SIZE as u64).await?;
+    let head = storage
+        .read_version(file.id, file.version, 0..HEADER_SIZE as u64)
+        .await?;
     let mut v = Verifier::new(&head, file.header.page_size).map_err(corrupt)?;
     let entries = &index.entries;
     let mut next = HEADER_SIZE as u64;
@@ -53,7 +55,9 @@ pub async fn verify(
             end = e.offset + u64::from(e.size);
             j += 1;
         }
-        let bytes = storage.read(file.id, start..end).await?;
+        let bytes = storage
+            .read_version(file.id, file.version, start..end)
+            .await?;
         for e in entries.get(i..j).unwrap_or_default() {
             let from = usize::try_from(e.offset - start).unwrap_or(usize::MAX);
             let frame = bytes
@@ -77,7 +81,9 @@ pub async fn verify(
         next = end;
         i = j;
     }
-    let tail = storage.read(file.id, next..file.size).await?;
+    let tail = storage
+        .read_version(file.id, file.version, next..file.size)
+        .await?;
     if tail.len() < FRAME_HEADER_SIZE {
         return Err(Error::Missing(format!(
             "{}: no page index after the frames",

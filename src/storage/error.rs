@@ -11,6 +11,10 @@ pub enum StorageErrorKind {
     Config,
     /// A failure a retry may cure: timeouts, resets, throttling, 5xx.
     Transient,
+    /// The file was written again since it was listed: its name now holds
+    /// other bytes (HTTP 412 to a read tied to the listed version). The
+    /// replica was reset; never a file to look for elsewhere.
+    Changed,
     /// Anything else.
     Other,
 }

@@ -1,32 +1,93 @@
 //! The `file://` backend: `<root>/ltx/<level>/<min>-<max>.ltx`.
 //!
-//! Reads are plain positioned reads. They run on whichever thread polls the
-//! future: the local file system is fast enough that handing them to a
-//! blocking pool would cost more than it saves.
+//! Listings and reads are blocking file system calls: they run on tokio's
+//! blocking pool, never on an async worker, and each is bounded by
+//! `storage_timeout` (a hung network file system fails the call instead of
+//! stalling the poller and every query behind it).
+//!
+//! A listed file's version is its LTX header (100 bytes, read with the
+//! listing: local reads are cheap). A reset replica rewrites files under the
+//! old names, often with the same sizes; their headers differ (another
+//! timestamp, other checksums), so they list with another version, and a
+//! read tied to the version listed fails with [`StorageErrorKind::Changed`]
+//! instead of returning the new file's bytes. What the file system says of
+//! a file (inode, modification time) is no version: Litestream sets a
+//! file's times after writing it, and a folder deleted and written again
+//! may hand out the same inodes.
 
 use std::fs::File;
 use std::io::ErrorKind;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::error::{StorageError, StorageErrorKind};
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
-use crate::ltx::{FileName, parse_name};
+use crate::ltx::{FileName, HEADER_SIZE, parse_name};
 
 const BACKEND: &str = "file";
 
+/// The default bound of one call, when no `storage_timeout` is given.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(20);
+
 #[derive(Debug)]
 pub struct FileStorage {
-    root: PathBuf,
+    folder: Arc<Folder>,
     describe: String,
+    /// Bound of one call (`storage_timeout`).
+    timeout: Duration,
+}
+
+/// The replica's folder: what the blocking calls need.
+#[derive(Debug)]
+struct Folder {
+    root: PathBuf,
 }
 
 impl FileStorage {
     pub fn new(root: PathBuf) -> FileStorage {
         let describe = format!("file://{}", root.display());
-        FileStorage { root, describe }
+        FileStorage {
+            folder: Arc::new(Folder { root }),
+            describe,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
+    /// Bounds every call by `timeout` (the `storage_timeout` setting).
+    pub fn with_timeout(mut self, timeout: Duration) -> FileStorage {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Runs `call` on the blocking pool, bounded by the timeout.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Folder) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let folder = Arc::clone(&self.folder);
+        let task = tokio::task::spawn_blocking(move || call(&folder));
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(StorageError::new(
+                BACKEND,
+                StorageErrorKind::Other,
+                format!("{}: a file system call failed: {e}", self.describe),
+            )),
+            Err(_) => Err(StorageError::new(
+                BACKEND,
+                StorageErrorKind::Transient,
+                format!(
+                    "{}: the file system did not answer within {:?} (storage_timeout)",
+                    self.describe, self.timeout
+                ),
+            )),
+        }
+    }
+}
+
+impl Folder {
     fn level_dir(&self, level: Level) -> PathBuf {
         self.root.join("ltx").join(level.get().to_string())
     }
@@ -86,22 +147,47 @@ impl FileStorage {
             }
             // A file deleted between readdir and stat is simply not listed.
             let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_file() {
-                files.push(FileInfo {
-                    id: FileId { level, name },
-                    size: meta.len(),
-                    // Local files are read directly: nothing to cache.
-                    version: 0,
-                });
+            if !meta.is_file() {
+                continue;
             }
+            let version = match File::open(entry.path()) {
+                Ok(f) => header_version(&f).unwrap_or(0),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(_) => 0,
+            };
+            files.push(FileInfo {
+                id: FileId { level, name },
+                size: meta.len(),
+                version,
+            });
         }
         files.sort_by_key(|f| f.id.name);
         Ok(files)
     }
 
-    fn read_sync(&self, file: FileId, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+    /// Reads `range` of `file`; with a `version`, only from the file that
+    /// was listed with it (its header checked on the open handle, so the
+    /// bytes come from the file that was checked).
+    fn read_sync(
+        &self,
+        file: FileId,
+        version: Option<u64>,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, StorageError> {
         let path = self.path(file);
         let f = File::open(&path).map_err(|e| io_error(&path, &e))?;
+        if let Some(want) = version.filter(|v| *v != 0) {
+            if header_version(&f).map_err(|e| io_error(&path, &e))? != want {
+                return Err(StorageError::new(
+                    BACKEND,
+                    StorageErrorKind::Changed,
+                    format!(
+                        "{} was written again since it was listed (another file under its name)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| StorageError::new(BACKEND, StorageErrorKind::Other, "range too large"))?;
         let mut buf = vec![0u8; len];
@@ -139,7 +225,18 @@ impl Storage for FileStorage {
         level: Level,
         after: Option<FileName>,
     ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
-        Box::pin(async move { self.list_sync(level, after) })
+        Box::pin(self.blocking(move |f| f.list_sync(level, after)))
+    }
+
+    /// The ten level folders in one blocking call (one hop to the pool).
+    fn list_all(&self) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
+        Box::pin(self.blocking(|f| {
+            let mut all = Vec::new();
+            for level in Level::all_descending() {
+                all.extend(f.list_sync(level, None)?);
+            }
+            Ok(all)
+        }))
     }
 
     fn read(
@@ -147,7 +244,29 @@ impl Storage for FileStorage {
         file: FileId,
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
-        Box::pin(async move { self.read_sync(file, range) })
+        Box::pin(self.blocking(move |f| f.read_sync(file, None, range)))
+    }
+
+    fn read_version(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
+        Box::pin(self.blocking(move |f| f.read_sync(file, Some(version), range)))
+    }
+}
+
+/// A local file's version: a hash of its LTX header, which holds the time
+/// it was written and its TXIDs and checksums; 0 while the file is too short
+/// to hold one (being written). The same bytes written again are the same
+/// version; a new lineage's file under the same name is another.
+fn header_version(f: &File) -> std::io::Result<u64> {
+    let mut header = [0u8; HEADER_SIZE];
+    match read_exact_at(f, &mut header, 0) {
+        Ok(()) => Ok(super::version_of(&header)),
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(0),
+        Err(e) => Err(e),
     }
 }
 

@@ -9,6 +9,7 @@ mod aws_profile;
 mod error;
 mod file;
 mod gcs;
+mod listed;
 mod nats;
 mod object;
 mod object_error;
@@ -148,6 +149,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn read(&self, file: FileId, range: Range<u64>)
     -> BoxFuture<'_, Result<Vec<u8>, StorageError>>;
 
+    /// The bytes `range` of a file as listed with `version` (a
+    /// [`FileInfo::version`]): fails with [`StorageErrorKind::Changed`] when
+    /// the name now holds other bytes, instead of returning them. Backends
+    /// that can tie a read to a version (an `If-Match` on the listed ETag,
+    /// the identity of a local file) do; the default reads whatever is
+    /// there. A version of 0 (none listed) is a plain read.
+    fn read_version(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
+        let _ = version;
+        self.read(file, range)
+    }
+
     /// Several ranges of one file, fetched together; backends that can
     /// coalesce or parallelise do.
     fn read_ranges(
@@ -180,7 +197,9 @@ pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, St
                     format!("{url} is not a local path"),
                 )
             })?;
-            Ok(Arc::new(FileStorage::new(path)))
+            Ok(Arc::new(
+                FileStorage::new(path).with_timeout(timeouts.request),
+            ))
         }
         Scheme::S3 => s3::open(url, timeouts),
         Scheme::Gs => gcs::open(url, timeouts),

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 use super::error::{StorageError, StorageErrorKind};
+use super::listed::{ListedTags, Tie};
 pub use super::object_error::Context;
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
 use crate::ltx::{FileName, parse_name};
@@ -45,6 +46,9 @@ pub struct ObjectStorage {
     prefix: String,
     layout: Layout,
     cx: Context,
+    /// The ETag each file was last listed with: what a read tied to that
+    /// version sends as `If-Match`.
+    tags: ListedTags,
 }
 
 impl ObjectStorage {
@@ -85,7 +89,59 @@ impl ObjectStorage {
             prefix,
             layout,
             cx,
+            tags: ListedTags::default(),
         }
+    }
+
+    /// Remembers the ETags of a listing (`all`: of the whole replica).
+    fn remember(&self, listed: &[(FileInfo, Option<String>)], all: bool) {
+        self.tags.remember(
+            listed
+                .iter()
+                .map(|(f, tag)| (f.id, f.version, tag.as_deref())),
+            all,
+        );
+    }
+
+    /// A ranged read tied to `version`: `If-Match` with the ETag it was
+    /// listed with. A 412 (the object was written again) is
+    /// [`StorageErrorKind::Changed`]; so is a version a later listing
+    /// already saw replaced (no request is made then).
+    async fn read_tied(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, StorageError> {
+        let if_match = match self
+            .tags
+            .tie(self.cx.backend, &self.cx.describe, file, version)?
+        {
+            Tie::IfMatch(tag) => tag,
+            Tie::Plain => return self.read_plain(file, range).await,
+        };
+        let path = self.path(file);
+        let opts = GetOptions {
+            if_match: Some(if_match.to_string()),
+            range: Some(GetRange::Bounded(range.clone())),
+            ..GetOptions::default()
+        };
+        let bytes = async { self.store.get_opts(&path, opts).await?.bytes().await }
+            .await
+            .map_err(|e| self.error("read", path.as_ref(), &e))?;
+        self.check_len(file, &range, bytes.len())?;
+        Ok(bytes.to_vec())
+    }
+
+    async fn read_plain(&self, file: FileId, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+        let path = self.path(file);
+        let bytes = self
+            .store
+            .get_range(&path, range.clone())
+            .await
+            .map_err(|e| self.error("read", path.as_ref(), &e))?;
+        self.check_len(file, &range, bytes.len())?;
+        Ok(bytes.to_vec())
     }
 
     fn path(&self, file: FileId) -> Path {
@@ -124,15 +180,19 @@ impl ObjectStorage {
             if after.is_some_and(|a| name <= a) {
                 continue;
             }
-            files.push(FileInfo {
-                id: FileId { level, name },
-                size: meta.size,
-                version: object_version(&meta),
-            });
+            files.push((
+                FileInfo {
+                    id: FileId { level, name },
+                    size: meta.size,
+                    version: object_version(&meta),
+                },
+                meta.e_tag,
+            ));
         }
-        files.sort_by_key(|f| f.id.name);
-        files.dedup_by_key(|f| f.id.name);
-        Ok(files)
+        files.sort_by_key(|(f, _)| f.id.name);
+        files.dedup_by_key(|(f, _)| f.id.name);
+        self.remember(&files, false);
+        Ok(files.into_iter().map(|(f, _)| f).collect())
     }
 
     /// Every file of every level in one listing of the replica's folder
@@ -165,15 +225,19 @@ impl ObjectStorage {
             else {
                 continue;
             };
-            files.push(FileInfo {
-                id: FileId { level, name },
-                size: meta.size,
-                version: object_version(&meta),
-            });
+            files.push((
+                FileInfo {
+                    id: FileId { level, name },
+                    size: meta.size,
+                    version: object_version(&meta),
+                },
+                meta.e_tag,
+            ));
         }
-        files.sort_by_key(|f| f.id);
-        files.dedup_by_key(|f| f.id);
-        Ok(files)
+        files.sort_by_key(|(f, _)| f.id);
+        files.dedup_by_key(|(f, _)| f.id);
+        self.remember(&files, true);
+        Ok(files.into_iter().map(|(f, _)| f).collect())
     }
 
     fn check_len(&self, file: FileId, range: &Range<u64>, got: usize) -> Result<(), StorageError> {
@@ -240,16 +304,19 @@ impl Storage for ObjectStorage {
         file: FileId,
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
-        Box::pin(async move {
-            let path = self.path(file);
-            let bytes = self
-                .store
-                .get_range(&path, range.clone())
-                .await
-                .map_err(|e| self.error("read", path.as_ref(), &e))?;
-            self.check_len(file, &range, bytes.len())?;
-            Ok(bytes.to_vec())
-        })
+        Box::pin(self.read_plain(file, range))
+    }
+
+    fn read_version(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
+        if version == 0 {
+            return Box::pin(self.read_plain(file, range));
+        }
+        Box::pin(self.read_tied(file, version, range))
     }
 
     fn read_ranges(

@@ -32,6 +32,12 @@ pub fn classify(cx: &Context, op: &str, what: &str, e: &object_store::Error) -> 
             format!("bucket or container {:?} does not exist", cx.bucket),
         ),
         object_store::Error::NotFound { .. } => (StorageErrorKind::NotFound, "not found".into()),
+        // A read tied to the listed ETag (If-Match) of an object written
+        // again since.
+        object_store::Error::Precondition { .. } => (
+            StorageErrorKind::Changed,
+            "written again since it was listed (precondition failed)".into(),
+        ),
         object_store::Error::PermissionDenied { .. }
         | object_store::Error::Unauthenticated { .. } => (StorageErrorKind::Auth, refused(cx)),
         _ => match status {
@@ -40,6 +46,10 @@ pub fn classify(cx: &Context, op: &str, what: &str, e: &object_store::Error) -> 
                 format!("bucket or container {:?} does not exist", cx.bucket),
             ),
             Some(404) => (StorageErrorKind::NotFound, "not found".into()),
+            Some(412) => (
+                StorageErrorKind::Changed,
+                "written again since it was listed (precondition failed)".into(),
+            ),
             Some(401 | 403) => (StorageErrorKind::Auth, refused(cx)),
             Some(400) if is_auth_complaint(&cause) => (StorageErrorKind::Auth, refused(cx)),
             Some(408 | 429 | 500..=599) => (

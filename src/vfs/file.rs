@@ -239,7 +239,13 @@ impl DbFile {
     /// the end of the database; the rest of `buf` is zeroed).
     ///
     /// The connection's lock is held only to pick the snapshot and the
-    /// read-ahead window, never across storage I/O.
+    /// read-ahead window, never across a page read (in a forked child, the
+    /// first call reopens the replica under it: `ensure_epoch`).
+    ///
+    /// Around a reset: a snapshot of the old lineage fails its reads with
+    /// the reset error; a file that vanished is re-planned only into the
+    /// same state (`Replica::replan` proves it, else it is the reset error);
+    /// a file written again since it was listed raises the reset at once.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
         self.hooks.fire(PanicHook::Read);
         let (replica, snap, window, pf, scan) = {
@@ -270,10 +276,11 @@ impl DbFile {
         // A snapshot held since before a reset must not read the files that
         // now carry its names.
         replica.check_lineage(&snap)?;
-        match read_at(&replica, &snap, (&pf, &scan), buf, offset, window) {
+        let read = match read_at(&replica, &snap, (&pf, &scan), buf, offset, window) {
             Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
                 // A file vanished (compaction, retention): rebuild the same
-                // TXID from what exists, re-pin it, and read again.
+                // TXID from what exists, proven the same state, re-pin it,
+                // and read again.
                 crate::log::info!(
                     "{}: {e}; re-planning TXID {}",
                     replica.io.storage.describe(),
@@ -294,6 +301,15 @@ impl DbFile {
                     }
                 }
                 read_at(&replica, &fresh, (&pf, &scan), buf, offset, window)
+            }
+            other => other,
+        };
+        match read {
+            // A file was written again since it was listed: the replica was
+            // reset. Raised at once, never through the re-plan above, which
+            // would look for the old state among the new lineage's files.
+            Err(Error::Storage(e)) if e.kind == StorageErrorKind::Changed => {
+                Err(runtime::block_on(replica.rewritten(&snap, &e.to_string()))?)
             }
             other => other,
         }

@@ -90,6 +90,7 @@ impl NatsStorage {
             }
             StorageErrorKind::Config => "bad configuration".into(),
             StorageErrorKind::Other => "request failed".into(),
+            StorageErrorKind::Changed => "written again since it was listed".into(),
         };
         StorageError::new(
             BACKEND,

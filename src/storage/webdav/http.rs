@@ -71,6 +71,12 @@ impl Call<'_> {
                  LITESTREAM_WEBDAV_USERNAME/LITESTREAM_WEBDAV_PASSWORD)",
             ),
             404 | 410 => (StorageErrorKind::NotFound, "not found"),
+            // A read tied to the listed ETag (If-Match) of a file written
+            // again since.
+            412 => (
+                StorageErrorKind::Changed,
+                "written again since it was listed (precondition failed)",
+            ),
             408 | 429 | 500..=599 => (
                 StorageErrorKind::Transient,
                 "the server is failing or throttling; retries were exhausted",

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use reqwest::{Method, StatusCode};
 
 use super::error::{StorageError, StorageErrorKind};
+use super::listed::{ListedTags, Tie};
 use super::params::{Params, env, url_prefix};
 use super::retry::{CONNECT_TIMEOUT, Timeouts};
 use super::secrets::Secrets;
@@ -56,6 +57,9 @@ pub struct WebdavStorage {
     warned_full_get: AtomicBool,
     /// `storage_timeout`: bounds each request and the retry window.
     timeouts: Timeouts,
+    /// The ETag each file was last listed with (`getetag`): what a read
+    /// tied to that version sends as `If-Match`.
+    tags: ListedTags,
 }
 
 impl std::fmt::Debug for WebdavStorage {
@@ -164,6 +168,7 @@ pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, St
         last_list_requests: AtomicU64::new(1),
         warned_full_get: AtomicBool::new(false),
         timeouts,
+        tags: ListedTags::default(),
     }))
 }
 
@@ -230,7 +235,9 @@ impl WebdavStorage {
         }
     }
 
-    /// The files among `entries` that sit directly in `<ltx>/<level>/`.
+    /// The files among `entries` that sit directly in `<ltx>/<level>/`,
+    /// their ETags remembered (`only` none: the whole replica, so names it
+    /// lacks are forgotten).
     fn files_in(&self, entries: Vec<propfind::Entry>, only: Option<Level>) -> Vec<FileInfo> {
         let mut files = Vec::new();
         for e in entries {
@@ -264,18 +271,27 @@ impl WebdavStorage {
                 );
                 continue;
             };
-            files.push(FileInfo {
-                id: FileId { level, name },
-                size,
-                version: e
-                    .version
-                    .as_deref()
-                    .map_or(0, |v| super::version_of(v.as_bytes())),
-            });
+            files.push((
+                FileInfo {
+                    id: FileId { level, name },
+                    size,
+                    version: e
+                        .version
+                        .as_deref()
+                        .map_or(0, |v| super::version_of(v.as_bytes())),
+                },
+                e.etag,
+            ));
         }
-        files.sort_by_key(|f| f.id);
-        files.dedup_by_key(|f| f.id);
-        files
+        files.sort_by_key(|(f, _)| f.id);
+        files.dedup_by_key(|(f, _)| f.id);
+        self.tags.remember(
+            files
+                .iter()
+                .map(|(f, tag)| (f.id, f.version, tag.as_deref())),
+            only.is_none(),
+        );
+        files.into_iter().map(|(f, _)| f).collect()
     }
 
     async fn list_level(
@@ -330,6 +346,7 @@ impl WebdavStorage {
         let mut files: Vec<FileInfo> = all.into_iter().flatten().collect();
         files.sort_by_key(|f| f.id);
         files.dedup_by_key(|f| f.id);
+        self.tags.keep_only(files.iter().map(|f| f.id));
         Ok(files)
     }
 
@@ -338,7 +355,14 @@ impl WebdavStorage {
         e.kind == StorageErrorKind::Auth && e.message.contains("HTTP 401")
     }
 
-    async fn read_range(&self, file: FileId, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
+    /// A ranged GET; with `if_match`, only of the file with that ETag (a
+    /// 412 is [`StorageErrorKind::Changed`]).
+    async fn read_range(
+        &self,
+        file: FileId,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> Result<Vec<u8>, StorageError> {
         if range.start >= range.end {
             return Ok(Vec::new());
         }
@@ -348,7 +372,11 @@ impl WebdavStorage {
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         let answer = call
             .send(&[StatusCode::PARTIAL_CONTENT, StatusCode::OK], || {
-                self.request(Method::GET, &url).header("Range", &header)
+                let request = self.request(Method::GET, &url).header("Range", &header);
+                match if_match {
+                    Some(tag) => request.header("If-Match", tag),
+                    None => request,
+                }
             })
             .await?;
         let want = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
@@ -418,7 +446,21 @@ impl Storage for WebdavStorage {
         file: FileId,
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
-        Box::pin(self.read_range(file, range))
+        Box::pin(self.read_range(file, range, None))
+    }
+
+    fn read_version(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
+        Box::pin(async move {
+            match self.tags.tie(BACKEND, &self.describe, file, version)? {
+                Tie::IfMatch(tag) => self.read_range(file, range, Some(&tag)).await,
+                Tie::Plain => self.read_range(file, range, None).await,
+            }
+        })
     }
 
     fn read_ranges(
@@ -428,7 +470,7 @@ impl Storage for WebdavStorage {
     ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StorageError>> {
         Box::pin(async move {
             futures_util::stream::iter(ranges)
-                .map(|r| self.read_range(file, r))
+                .map(|r| self.read_range(file, r, None))
                 .buffered(PARALLEL_RANGES)
                 .collect::<Vec<_>>()
                 .await
@@ -495,6 +537,7 @@ mod tests {
             last_list_requests: AtomicU64::new(0),
             warned_full_get: AtomicBool::new(false),
             timeouts: Timeouts::default(),
+            tags: ListedTags::default(),
         };
         assert_eq!(
             st.level_url(Level::SNAPSHOT).as_str(),
@@ -515,27 +558,28 @@ mod tests {
                 collection: false,
                 size: Some(10),
                 version: Some("\"abc\"".into()),
+                etag: Some("\"abc\"".into()),
             },
             propfind::Entry {
                 path: "/a/b/ltx/0/junk.txt".into(),
                 collection: false,
                 size: Some(1),
-
                 version: None,
+                etag: None,
             },
             propfind::Entry {
                 path: "/a/b/ltx/0/sub/0000000000000003-0000000000000003.ltx".into(),
                 collection: false,
                 size: Some(1),
-
                 version: None,
+                etag: None,
             },
             propfind::Entry {
                 path: "/a/b/ltx/9".into(),
                 collection: true,
                 size: None,
-
                 version: None,
+                etag: None,
             },
         ];
         let got = st.files_in(entries, None);

@@ -26,6 +26,8 @@ pub struct Entry {
     pub size: Option<u64>,
     /// The ETag, else the last-modified date, as the server wrote it.
     pub version: Option<String>,
+    /// The ETag alone (what a read tied to this version sends as `If-Match`).
+    pub etag: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -192,6 +194,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Entry>, String> {
                             path: href_path(&href),
                             collection: r.collection,
                             size: r.size,
+                            etag: r.etag.clone(),
                             version: r.etag.or(r.modified),
                         });
                     }
@@ -270,13 +273,15 @@ mod tests {
                     path: "/dav/db/ltx/0".into(),
                     collection: true,
                     size: None,
-                    version: None
+                    version: None,
+                    etag: None
                 },
                 Entry {
                     path: "/dav/db/ltx/0/0000000000000001-0000000000000001.ltx".into(),
                     collection: false,
                     size: Some(4096),
-                    version: None
+                    version: None,
+                    etag: None
                 },
             ]
         );
@@ -298,7 +303,8 @@ mod tests {
                 path: "/a b/it&s.ltx".into(),
                 collection: false,
                 size: Some(12),
-                version: None
+                version: None,
+                etag: None
             }]
         );
     }
