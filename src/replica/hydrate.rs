@@ -18,9 +18,10 @@ use futures_util::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::log;
-use crate::ltx::{self, PageNo, lock_page};
+use crate::ltx::{PageNo, lock_page};
 use crate::store::{DiskStore, Fill, PageStore, Span};
 
+use super::fetch::decode_frames;
 use super::local::span;
 use super::{FileRef, FrameLoc, Replica, Snapshot, Stats};
 
@@ -269,29 +270,14 @@ async fn fetch_run(r: &Replica, store: &DiskStore, snap: &Snapshot, run: Run) ->
     let bytes = r.io.storage.read(run.file.id, run.bytes.clone()).await?;
     Stats::add(&r.io.stats.read_bytes, bytes.len() as u64);
     let describe = || format!("{} {}", r.io.storage.describe(), run.file.id);
-    let mut pages: Vec<(PageNo, Span, Vec<u8>)> = Vec::with_capacity(run.pages.len());
-    for (p, loc) in &run.pages {
-        let from = usize::try_from(loc.offset - run.bytes.start).unwrap_or(usize::MAX);
-        let rest = bytes
-            .get(from..)
-            .ok_or_else(|| Error::Missing(format!("short read of {}", describe())))?;
-        let len = ltx::frame_len(rest).map_err(|e| Error::corrupt(describe(), e))?;
-        let raw = rest
-            .get(..len)
-            .ok_or_else(|| Error::Missing(format!("short read of {}", describe())))?;
-        let frame =
-            ltx::decode_frame(raw, snap.page_size).map_err(|e| Error::corrupt(describe(), e))?;
-        if frame.header.pgno != *p {
-            return Err(Error::Missing(format!(
-                "{}: offset {} holds page {}, not {}",
-                describe(),
-                loc.offset,
-                frame.header.pgno.0,
-                p.0
-            )));
-        }
-        pages.push((*p, span(snap, loc), frame.page));
-    }
+    let frames = run.pages.iter().map(|(p, loc)| (*p, loc.offset));
+    let short = |_, _| Err(Error::Missing(format!("short read of {}", describe())));
+    let decoded = decode_frames(&bytes, &run.bytes, frames, snap.page_size, &describe, short)?;
+    let pages: Vec<(PageNo, Span, Vec<u8>)> = decoded
+        .into_iter()
+        .zip(&run.pages)
+        .map(|((p, page), (_, loc))| (p, span(snap, loc), page))
+        .collect();
     let batch: Vec<(PageNo, Span, &[u8])> = pages
         .iter()
         .map(|(p, s, b)| (*p, *s, b.as_slice()))
