@@ -17,6 +17,7 @@ use super::decode::decode_frames;
 use super::runs::Run;
 
 impl Fetcher {
+    /// Fetches runs, each in one ranged read, all at once; decodes their
     /// frames into the cache and lands their flights. The one place where
     /// a miss goes to storage. `in_pool`: called on tokio's blocking pool
     /// (else on a caller's thread outside the runtime, or inside a foreign

@@ -159,6 +159,7 @@ impl Fetcher {
             .into_iter()
             .find(|(p, _)| *p == pgno)
             .map(|(_, page)| (page, true)))
+    }
 
     /// Frames queued or being fetched now.
     pub fn in_flight(&self) -> usize {

@@ -41,7 +41,6 @@ impl Run {
 }
 
 impl Fetcher {
-
     /// The frame of `pgno` and the frames of the pages after it that lie
     /// right behind it in the same file (each starts where the one before
     /// may end) and that nobody fetches yet, within the window and the byte

@@ -88,6 +88,4 @@ impl Fetcher {
             }
         }
     }
-
-    /// Fetches runs, each in one ranged read, all at once; decodes their
 }
