@@ -33,6 +33,8 @@ mod imp {
 
     #[derive(Default)]
     struct State {
+        /// A gate holds the point (one test at a time).
+        owned: bool,
         armed: bool,
         released: bool,
         /// Threads that reached the point while it was armed.
@@ -43,8 +45,6 @@ mod imp {
     struct Point {
         state: Mutex<State>,
         changed: Condvar,
-        /// Held by the gate that armed the point.
-        owner: Mutex<()>,
     }
 
     /// Points are created once per name and live for the whole process.
@@ -94,25 +94,21 @@ mod imp {
     pub struct Gate {
         point: &'static Point,
         name: &'static str,
-        _owner: MutexGuard<'static, ()>,
     }
 
     /// Arms `name`: from now on, every thread reaching it parks.
     pub fn arm(name: &'static str) -> Gate {
         let point = get(name);
-        let owner = lock(&point.owner);
-        {
-            let mut s = lock(&point.state);
-            *s = State {
-                armed: true,
-                ..State::default()
-            };
+        let mut s = lock(&point.state);
+        while s.owned {
+            s = point.changed.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        Gate {
-            point,
-            name,
-            _owner: owner,
-        }
+        *s = State {
+            owned: true,
+            armed: true,
+            ..State::default()
+        };
+        Gate { point, name }
     }
 
     impl Gate {
@@ -158,6 +154,7 @@ mod imp {
     impl Drop for Gate {
         fn drop(&mut self) {
             let mut s = lock(&self.point.state);
+            s.owned = false;
             s.armed = false;
             s.released = true;
             self.point.changed.notify_all();
@@ -201,7 +198,10 @@ mod tests {
         });
         gate.wait_reached(Duration::from_secs(10)).unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!passed.load(Ordering::SeqCst), "the thread went past an armed point");
+        assert!(
+            !passed.load(Ordering::SeqCst),
+            "the thread went past an armed point"
+        );
         gate.release();
         h.join().unwrap();
         assert!(passed.load(Ordering::SeqCst));
