@@ -39,8 +39,7 @@ pub fn decode_frames(
                 exact.as_slice()
             }
         };
-        let frame =
-            ltx::decode_frame(raw, page_size).map_err(|e| Error::corrupt(describe(), e))?;
+        let frame = ltx::decode_frame(raw, page_size).map_err(|e| Error::corrupt(describe(), e))?;
         if frame.header.pgno != pgno {
             return Err(Error::corrupt(
                 describe(),

@@ -112,5 +112,4 @@ impl Fetcher {
         }
         Ok(bytes)
     }
-
 }

@@ -32,8 +32,8 @@ use std::sync::Arc;
 
 use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
-use crate::ltx::{self, PageNo};
 use crate::log;
+use crate::ltx::{self, PageNo};
 use crate::storage::Storage;
 
 use super::flight::{Claim, Flights};
@@ -43,7 +43,6 @@ use super::{Snapshot, Stats};
 pub(super) use decode::decode_frames;
 pub use schedule::{Landed, PREFETCH_IN_FLIGHT};
 pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
-
 
 /// Reads pages for every connection of one replica.
 pub struct Fetcher {

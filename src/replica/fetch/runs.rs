@@ -5,9 +5,8 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::cache::Page;
+use crate::log;
 use crate::ltx::{PageNo, Txid};
-use crate::{log, runtime};
 
 use super::super::flight::Flight;
 use super::super::{FileRef, FrameLoc, Snapshot, Stats};
