@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::cache::Page;
 use crate::error::{Error, Result};
 use crate::ltx::{self, PageNo};
-use crate::{log, runtime};
+use crate::{log, pause, runtime};
 
 use super::super::Stats;
 use super::Fetcher;
@@ -45,23 +45,29 @@ impl Fetcher {
                 Err(e) => runs.iter().map(|_| Err(e.clone())).collect(),
             }
         };
+        pause::point("fetch.fetched");
         let mut out = Vec::with_capacity(runs.len());
         for (run, bytes) in runs.iter().zip(fetched) {
             let result = bytes.and_then(|(range, bytes)| {
                 self.decode_run(run, range, &bytes, page_size, in_pool, to_cache)
             });
-            // ...and filled after it.
-            if let (Ok(pages), Some(until)) = (&result, run.keep_until) {
-                self.local.keep(&run.file, until, pages);
-            }
             let landed: Vec<Option<Page>> = match &result {
                 Ok(pages) => pages.iter().map(|(_, p)| Some(Arc::clone(p))).collect(),
                 Err(_) => vec![None; run.frames.len()],
             };
-            for ((_, loc, f), page) in run.frames.iter().zip(landed) {
-                self.flights.land(loc.key(), f, page);
+            for ((_, _, c), page) in run.frames.iter().zip(landed) {
+                c.land(page);
             }
             out.push(result);
+        }
+        // ...and filled after it, once every waiter has its page: the store
+        // write (a lock other processes share, and disk I/O) never delays
+        // them.
+        for (run, result) in runs.iter().zip(&out) {
+            if let (Ok(pages), Some(until)) = (result, run.keep_until) {
+                pause::point("fetch.store_write");
+                self.local.keep(&run.file, until, pages);
+            }
         }
         out
     }

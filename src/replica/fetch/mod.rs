@@ -29,20 +29,27 @@ mod schedule;
 mod window;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{self, PageNo};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError, StorageErrorKind};
 
-use super::flight::{Claim, Flights};
+use super::flight::{Claim, Flights, Waited};
 use super::local::Local;
 use super::{Snapshot, Stats};
 
 pub(super) use decode::decode_frames;
 pub use schedule::{Landed, PREFETCH_IN_FLIGHT};
 pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
+
+/// A reader waits for another's fetch of its frame at most this many
+/// storage calls' budgets (`storage_timeout` each): the run's ranged read
+/// and one exact re-read of a frame longer than its bound. Past that it
+/// fails as busy rather than hang SQLite on a fetch that is stuck.
+const FLIGHT_WAIT_CALLS: u32 = 2;
 
 /// Reads pages for every connection of one replica.
 pub struct Fetcher {
@@ -61,13 +68,14 @@ impl Fetcher {
         cache: Arc<PageCache>,
         stats: Arc<Stats>,
         local: Arc<Local>,
+        storage_timeout: Duration,
     ) -> Fetcher {
         Fetcher {
             storage,
             cache,
             stats,
             local,
-            flights: Flights::default(),
+            flights: Flights::new(storage_timeout.saturating_mul(FLIGHT_WAIT_CALLS)),
             slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_IN_FLIGHT)),
         }
     }
@@ -122,24 +130,23 @@ impl Fetcher {
         let mut waited = false;
         let flight = loop {
             match self.flights.claim_demand(key) {
-                Claim::Mine(f) => break f,
-                // Someone fetches it: wait once; if that fetch failed, claim
-                // it again and fetch it here (the error is then our own).
-                Claim::Wait(f) if !waited => {
-                    Stats::add(&self.stats.joined, 1);
-                    waited = true;
-                    if let Some(page) = self.flights.wait(&f) {
-                        return Ok(Some((page, true)));
-                    }
-                }
+                Claim::Mine(c) => break c,
+                // Someone fetches it: wait (bounded); if that fetch failed,
+                // claim it again and fetch it here (the error is then our
+                // own).
                 Claim::Wait(f) => {
-                    if let Some(page) = self.flights.wait(&f) {
-                        return Ok(Some((page, true)));
+                    if !waited {
+                        Stats::add(&self.stats.joined, 1);
                     }
-                    // Failed again under someone else: fetch it here, so
-                    // that the error is this read's own (a vanished file
-                    // re-plans; it is never taken for corruption).
-                    break self.flights.unshared();
+                    match self.flights.wait(&f) {
+                        Waited::Landed(page) => return Ok(Some((page, true))),
+                        Waited::TimedOut => return Err(self.wait_timed_out(pgno)),
+                        Waited::Failed if !std::mem::replace(&mut waited, true) => {}
+                        // Failed again under someone else: fetch it here,
+                        // so that the error is this read's own (a vanished
+                        // file re-plans; it is never taken for corruption).
+                        Waited::Failed => break self.flights.unshared(),
+                    }
                 }
             }
         };
@@ -158,6 +165,22 @@ impl Fetcher {
             .into_iter()
             .find(|(p, _)| *p == pgno)
             .map(|(_, page)| (page, true)))
+    }
+
+    /// The error of a reader whose wait for another's fetch of `pgno` ran
+    /// out: busy, so that the caller retries.
+    fn wait_timed_out(&self, pgno: PageNo) -> Error {
+        Error::Storage(StorageError::new(
+            "replica",
+            StorageErrorKind::Transient,
+            format!(
+                "page {} of {}: another connection's read of it did not finish within {:?} \
+                 ({FLIGHT_WAIT_CALLS} × storage_timeout); retry, or raise storage_timeout",
+                pgno.0,
+                self.storage.describe(),
+                self.flights.wait_bound()
+            ),
+        ))
     }
 
     /// Frames queued or being fetched now.

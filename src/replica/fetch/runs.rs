@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::log;
 use crate::ltx::{PageNo, Txid};
 
-use super::super::flight::Flight;
+use super::super::flight::Claimed;
 use super::super::{FileRef, FrameLoc, Snapshot, Stats};
 use super::Fetcher;
 use super::schedule::{Landed, PREFETCH_GROUP};
@@ -25,7 +25,8 @@ const MERGE_GAP: u64 = 32 * 1024;
 /// Frames of one file fetched in one ranged read, each with its flight.
 pub(super) struct Run {
     pub(super) file: Arc<FileRef>,
-    pub(super) frames: Vec<(PageNo, FrameLoc, Arc<Flight>)>,
+    /// Dropped unlanded (a panic, an early return), a claim lands failed.
+    pub(super) frames: Vec<(PageNo, FrameLoc, Claimed)>,
     /// Keep the fetched pages in the local store, constant up to this TXID
     /// (see `Local::keep_until`).
     pub(super) keep_until: Option<Txid>,
@@ -49,7 +50,7 @@ impl Fetcher {
         snap: &Snapshot,
         pgno: PageNo,
         loc: &FrameLoc,
-        flight: Arc<Flight>,
+        flight: Claimed,
         window: u32,
     ) -> Run {
         let mut frames = vec![(pgno, loc.clone(), flight)];
@@ -104,7 +105,7 @@ impl Fetcher {
         landed: Option<Landed>,
         max_run: u64,
     ) -> usize {
-        let mut claimed: Vec<(PageNo, FrameLoc, Arc<Flight>)> = Vec::new();
+        let mut claimed: Vec<(PageNo, FrameLoc, Claimed)> = Vec::new();
         for &pgno in pgnos {
             let Some(loc) = snap.frame(pgno) else {
                 continue;

@@ -36,16 +36,18 @@ impl Fetcher {
         let rt = match process.runtime() {
             Ok(rt) => rt,
             Err(e) => {
+                // Dropped, the group's claims land failed.
                 log::debug!("prefetch skipped: {e}");
-                group.iter().for_each(|r| self.abandon(r));
                 return;
             }
         };
         let (me, slots) = (Arc::clone(self), Arc::clone(&self.slots));
         let n = u32::try_from(group.len()).unwrap_or(u32::MAX);
         rt.spawn(async move {
+            // Should this task never get its slots (or the runtime drop it
+            // first), or the blocking job panic, the group is dropped and
+            // its claims land failed: no waiter is stranded.
             let Ok(permits) = slots.acquire_many_owned(n).await else {
-                group.iter().for_each(|r| me.abandon(r));
                 return;
             };
             let job = tokio::task::spawn_blocking(move || {
@@ -56,20 +58,12 @@ impl Fetcher {
         });
     }
 
-    /// Lands every flight of a run that will not be fetched.
-    fn abandon(&self, run: &Run) {
-        for (_, loc, f) in &run.frames {
-            if f.start() {
-                self.flights.land(loc.key(), f, None);
-            }
-        }
-    }
-
     /// A group of prefetch runs, on the blocking pool: the frames a demand
     /// read did not take over in the meantime.
     fn run_prefetch(&self, mut group: Vec<Run>, page_size: ltx::PageSize, landed: Option<&Landed>) {
         for run in &mut group {
-            run.frames.retain(|(_, _, f)| f.start());
+            // A frame a demand read took over is its now: this claim goes.
+            run.frames.retain(|(_, _, c)| c.start());
         }
         group.retain(|r| !r.frames.is_empty());
         for (run, result) in group

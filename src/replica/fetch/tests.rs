@@ -41,8 +41,23 @@ fn fixture(budget: u64) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats
         Arc::new(PageCache::new(budget)),
         Arc::clone(&stats),
         Arc::default(),
+        std::time::Duration::from_secs(10),
     ));
     (dir, fetcher, snap, stats)
+}
+
+/// Waits until no frame is in flight: every prefetch landed. Fails (never
+/// hangs) when one does not land within 20 s.
+fn settle(fetcher: &Fetcher) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fetcher.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} frames still in flight after 20 s: a flight never landed",
+            fetcher.in_flight()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 fn reads(stats: &Stats) -> u64 {
@@ -61,9 +76,7 @@ fn adjacent_frames_are_fetched_in_one_read_and_then_hit() {
     let (_dir, fetcher, snap, stats) = fixture(64 << 20);
     let pages: Vec<PageNo> = (10..110).map(PageNo).collect();
     assert_eq!(fetcher.prefetch(&snap, &pages, None), 100);
-    while fetcher.in_flight() > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    settle(&fetcher);
     assert_eq!(reads(&stats), 1, "100 adjacent frames, one ranged read");
     let scan = ScanBuf::default();
     for p in 10..110 {
@@ -76,9 +89,7 @@ fn adjacent_frames_are_fetched_in_one_read_and_then_hit() {
     // (these compress to ~60 bytes) still go in one request.
     let scattered: Vec<PageNo> = (150..300).step_by(30).map(PageNo).collect();
     assert_eq!(fetcher.prefetch(&snap, &scattered, None), scattered.len());
-    while fetcher.in_flight() > 0 {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    settle(&fetcher);
     assert_eq!(reads(&stats), 2);
     for p in &scattered {
         assert!(fetcher.cached(&snap, *p).is_some());
@@ -137,7 +148,7 @@ fn a_frame_whose_shared_fetches_failed_is_fetched_by_the_reader_itself() {
     let key = snap.frame(PageNo(7)).unwrap().key();
     let other = fetcher.flights.claim_queued(key).unwrap();
     assert!(other.start());
-    fetcher.flights.fail_in_place(&other);
+    fetcher.flights.fail_in_place(other.flight());
     // The read meets the storage's own error, which re-plans, and not
     // one that SQLite would report as a malformed database.
     match fetcher.read(&snap, PageNo(7), 1, &ScanBuf::default()) {
