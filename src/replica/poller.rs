@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::log;
 use crate::ltx::{FileName, Txid};
 use crate::storage::FileInfo;
+use crate::{log, pause, runtime};
 
 use super::lineage::{self, Seen};
 use super::{Replica, Stats};
@@ -114,7 +114,15 @@ impl Replica {
             for l in &loaded {
                 snap = snap.apply(&l.file, &l.index)?;
             }
-            self.io.local.follow_loaded(&loaded);
+            // The store learns the new files (its lock, page writes) on
+            // the blocking pool, before the state that reads them is out.
+            let (local, loaded) = (Arc::clone(&self.io.local), Arc::new(loaded));
+            let l = Arc::clone(&loaded);
+            runtime::off_worker("following into the local store", move || {
+                pause::point("poller.follow_loaded");
+                local.follow_loaded(&l)
+            })
+            .await?;
             if let (Some(f), Some(l)) = (run.last(), loaded.last()) {
                 self.set_tip(Some(lineage::Tip {
                     txid: snap.txid,
@@ -124,6 +132,7 @@ impl Replica {
             }
             log::debug!("{}: now at TXID {}", self.io.storage.describe(), snap.txid);
             self.publish(snap);
+            self.forget_unreferenced();
         }
         if !blocked {
             return Ok(true);
@@ -139,8 +148,12 @@ impl Replica {
             if snap.txid > newest.txid {
                 snap.lineage = newest.lineage;
                 self.set_tip(lineage::tip_of(&snap, &plan));
-                self.io.local.attach_built(&snap);
-                self.publish(snap);
+                let (local, snap) = (Arc::clone(&self.io.local), Arc::new(snap));
+                let s = Arc::clone(&snap);
+                runtime::off_worker("attaching the local store", move || local.attach_built(&s))
+                    .await?;
+                self.publish(Arc::unwrap_or_clone(snap));
+                self.forget_unreferenced();
             }
             if let Some(gap) = plan.gap {
                 log::warn!(
@@ -155,6 +168,17 @@ impl Replica {
         }
         state.gap_backoff_until = None;
         Ok(true)
+    }
+}
+
+impl Replica {
+    /// Drops what the rooms remember of files the current state no longer
+    /// references (the local store's known files, the verifier's verdicts),
+    /// so that following many files keeps them bounded.
+    fn forget_unreferenced(&self) {
+        let cur = self.current();
+        self.io.local.retain_known(&cur);
+        self.io.verifier.retain(&cur);
     }
 }
 
@@ -182,18 +206,28 @@ impl Drop for Running {
     }
 }
 
-/// Starts the poller task of one replica (counted from now on).
-pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + 'static) {
+/// Starts the poller task of one replica (counted from now on), under
+/// supervision: a panic is counted in the stats (`task_panics`), logged,
+/// and the poller starts again after a backoff.
+pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + Sync + 'static) {
     let running = Running::start();
-    tokio::spawn(async move {
-        run(replica, reap).await;
-        drop(running);
-    });
+    let reap = Arc::new(reap);
+    let stats = Arc::clone(&replica.io.stats);
+    runtime::supervise(
+        "the poller",
+        move |_| Stats::add(&stats.task_panics, 1),
+        move || {
+            // Owned by the supervisor: counted until it ends.
+            let _counted = &running;
+            let (replica, reap) = (Arc::clone(&replica), Arc::clone(&reap));
+            async move { run(replica, &*reap).await }
+        },
+    );
 }
 
 /// The poller loop of one replica. Ends when the registry reaps the replica
 /// (no connection for the idle grace period).
-async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
+async fn run(replica: Arc<Replica>, reap: &(dyn Fn() -> bool + Send + Sync)) {
     let mut state = PollState::starting(replica.tip().is_some());
     let mut failing = false;
 
@@ -202,6 +236,8 @@ async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
         if reap() {
             break;
         }
+        #[cfg(any(test, feature = "test-hooks"))]
+        hooks::panic_if_armed(&replica);
         // The first failure of a run is a warning; repeats are debug lines
         // until a poll succeeds again, so an outage does not flood the log.
         match replica.poll_once(&mut state).await {
@@ -224,3 +260,46 @@ async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
     }
     log::debug!("{}: poller stopped", replica.io.storage.describe());
 }
+
+/// A test hook: the next poll of an armed replica panics. (Only this
+/// crate's unit tests arm it so far.)
+#[cfg(any(test, feature = "test-hooks"))]
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod hooks {
+    use std::sync::Mutex;
+
+    use super::Replica;
+
+    /// Replicas (by their storage's description) whose next poll panics.
+    static ARMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Makes the next poll of the replica that `describe` names panic, once.
+    pub fn panic_next_poll(describe: &str) {
+        if let Ok(mut armed) = ARMED.lock() {
+            armed.push(describe.to_string());
+        }
+    }
+
+    /// Whether the replica's next poll still panics.
+    pub fn is_armed(describe: &str) -> bool {
+        ARMED
+            .lock()
+            .is_ok_and(|armed| armed.iter().any(|d| d == describe))
+    }
+
+    pub(super) fn panic_if_armed(replica: &Replica) {
+        let describe = replica.io.storage.describe();
+        let hit = ARMED.lock().is_ok_and(|mut armed| {
+            let before = armed.len();
+            armed.retain(|d| d != describe);
+            armed.len() != before
+        });
+        if hit {
+            panic!("test hook: the poller of {describe} panics");
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "poller_tests.rs"]
+mod tests;
