@@ -11,6 +11,14 @@ const PAGES: u32 = 300;
 /// A replica folder with one snapshot of `PAGES` distinct pages, its
 /// snapshot, and a fetcher over it with a cache of `budget` bytes.
 fn fixture(budget: u64) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats>) {
+    fixture_over(budget, |s| Arc::new(s))
+}
+
+/// [`fixture`] over the storage `wrap` makes of the folder's.
+fn fixture_over(
+    budget: u64,
+    wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
+) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats>) {
     let dir = tempfile::tempdir().unwrap();
     let ps = PageSize::new(4096).unwrap();
     let mut b = LtxBuilder::new(ps, 1, 1, PAGES);
@@ -35,7 +43,7 @@ fn fixture(budget: u64) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats
     };
     let snap = Snapshot::build([(&file, &index)]).unwrap();
     let stats = Arc::new(Stats::default());
-    let storage = Arc::new(FileStorage::new(dir.path().to_path_buf()));
+    let storage = wrap(FileStorage::new(dir.path().to_path_buf()));
     let fetcher = Arc::new(Fetcher::new(
         storage,
         Arc::new(PageCache::new(budget)),
@@ -158,4 +166,63 @@ fn a_frame_whose_shared_fetches_failed_is_fetched_by_the_reader_itself() {
         Err(e) => panic!("{e:?}"),
         Ok(_) => panic!("read a deleted file"),
     }
+}
+
+/// A folder replica whose first read panics, and which looks remote (so
+/// that the fetcher prefetches).
+#[derive(Debug)]
+struct PanicsOnce {
+    inner: FileStorage,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for PanicsOnce {
+    fn describe(&self) -> &str {
+        self.inner.describe()
+    }
+
+    fn list(
+        &self,
+        level: Level,
+        after: Option<FileName>,
+    ) -> crate::storage::BoxFuture<
+        '_,
+        std::result::Result<Vec<crate::storage::FileInfo>, crate::storage::StorageError>,
+    > {
+        self.inner.list(level, after)
+    }
+
+    fn read(
+        &self,
+        file: FileId,
+        range: std::ops::Range<u64>,
+    ) -> crate::storage::BoxFuture<'_, std::result::Result<Vec<u8>, crate::storage::StorageError>>
+    {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("test: the storage read of a prefetch panics");
+        }
+        self.inner.read(file, range)
+    }
+}
+
+#[test]
+fn a_prefetch_whose_blocking_task_panics_lands_its_flights_failed() {
+    let (_dir, fetcher, snap, _stats) = fixture_over(64 << 20, |inner| {
+        Arc::new(PanicsOnce {
+            inner,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        })
+    });
+    assert!(fetcher.prefetches());
+    assert_eq!(fetcher.prefetch(&snap, &[PageNo(7), PageNo(8)], None), 2);
+    // The prefetch job panicked on the blocking pool: its claims landed
+    // failed, so nothing stays in flight...
+    settle(&fetcher);
+    // ...and a reader of the frame fetches it itself.
+    let (page, missed) = fetcher
+        .read(&snap, PageNo(7), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap();
+    assert!(missed);
+    expect(&page, 7);
 }
