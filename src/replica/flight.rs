@@ -13,7 +13,7 @@
 //! `?`, a prefetch task that never ran) lands it as failed, and a waiter of
 //! a failed flight fetches the frame itself. **Every wait is bounded**: a
 //! waiter gives up after the wait bound the replica's `storage_timeout`
-//! sets (see [`Flights::new`]), with an error SQLite reports as busy.
+//! sets (see [`Flights::new`]), with a transient storage error.
 //!
 //! With the `loom` feature, the locks are loom's, and `model` checks the
 //! protocol under every interleaving of a few threads:

@@ -48,7 +48,8 @@ pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
 /// A reader waits for another's fetch of its frame at most this many
 /// storage calls' budgets (`storage_timeout` each): the run's ranged read
 /// and one exact re-read of a frame longer than its bound. Past that it
-/// fails as busy rather than hang SQLite on a fetch that is stuck.
+/// fails (a transient storage error: SQLite sees an I/O error on the read)
+/// rather than hang SQLite on a fetch that is stuck.
 const FLIGHT_WAIT_CALLS: u32 = 2;
 
 /// Reads pages for every connection of one replica.
@@ -168,7 +169,7 @@ impl Fetcher {
     }
 
     /// The error of a reader whose wait for another's fetch of `pgno` ran
-    /// out: busy, so that the caller retries.
+    /// out: transient, as a storage call past its budget.
     fn wait_timed_out(&self, pgno: PageNo) -> Error {
         Error::Storage(StorageError::new(
             "replica",
