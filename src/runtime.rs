@@ -188,7 +188,7 @@ const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// the replica's stats), and a fresh task from `make` starts after a
 /// backoff. Supervision ends when a task returns (or the runtime shuts
 /// down); `make` is dropped then.
-pub fn supervise<M, F>(name: &'static str, on_panic: impl Fn(&str) + Send + 'static, mut make: M)
+pub fn supervise<M, F>(name: String, on_panic: impl Fn(&str) + Send + 'static, mut make: M)
 where
     M: FnMut() -> F + Send + 'static,
     F: Future<Output = ()> + Send + 'static,

@@ -96,7 +96,7 @@ pub fn spawn(replica: &Arc<Replica>) {
     let weak = Arc::downgrade(replica);
     let stats = Arc::clone(&replica.io.stats);
     runtime::supervise(
-        "hydration",
+        format!("hydration of {}", replica.io.storage.describe()),
         move |_| Stats::add(&stats.task_panics, 1),
         move || run(Weak::clone(&weak)),
     );

@@ -214,7 +214,7 @@ pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + Sync + 'sta
     let reap = Arc::new(reap);
     let stats = Arc::clone(&replica.io.stats);
     runtime::supervise(
-        "the poller",
+        format!("the poller of {}", replica.io.storage.describe()),
         move |_| Stats::add(&stats.task_panics, 1),
         move || {
             // Owned by the supervisor: counted until it ends.
