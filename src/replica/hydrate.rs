@@ -112,6 +112,8 @@ async fn run(weak: Weak<Replica>) {
         let Some(store) = r.io.local.get().cloned() else {
             return;
         };
+        #[cfg(any(test, feature = "test-hooks"))]
+        super::poller::hooks::panic_if_armed("hydration", &r);
         if claim.is_none() {
             let s = Arc::clone(&store);
             claim = runtime::off_worker("the fill lock", move || s.try_fill_lock())

@@ -237,7 +237,7 @@ async fn run(replica: Arc<Replica>, reap: &(dyn Fn() -> bool + Send + Sync)) {
             break;
         }
         #[cfg(any(test, feature = "test-hooks"))]
-        hooks::panic_if_armed(&replica);
+        hooks::panic_if_armed("poll", &replica);
         // The first failure of a run is a warning; repeats are debug lines
         // until a poll succeeds again, so an outage does not flood the log.
         match replica.poll_once(&mut state).await {
@@ -261,8 +261,9 @@ async fn run(replica: Arc<Replica>, reap: &(dyn Fn() -> bool + Send + Sync)) {
     log::debug!("{}: poller stopped", replica.io.storage.describe());
 }
 
-/// A test hook: the next poll of an armed replica panics. (Only this
-/// crate's unit tests arm it so far.)
+/// A test hook: the next round of an armed background task (the poller,
+/// hydration) of one replica panics. (Only this crate's unit tests arm it
+/// so far.)
 #[cfg(any(test, feature = "test-hooks"))]
 #[cfg_attr(not(test), allow(dead_code))]
 pub mod hooks {
@@ -270,32 +271,35 @@ pub mod hooks {
 
     use super::Replica;
 
-    /// Replicas (by their storage's description) whose next poll panics.
-    static ARMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    /// Tasks (by name and their replica's storage description) whose next
+    /// round panics.
+    static ARMED: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
 
-    /// Makes the next poll of the replica that `describe` names panic, once.
-    pub fn panic_next_poll(describe: &str) {
+    /// Makes the next round of `task` of the replica that `describe` names
+    /// panic, once.
+    pub fn panic_next(task: &'static str, describe: &str) {
         if let Ok(mut armed) = ARMED.lock() {
-            armed.push(describe.to_string());
+            armed.push((task, describe.to_string()));
         }
     }
 
-    /// Whether the replica's next poll still panics.
-    pub fn is_armed(describe: &str) -> bool {
+    /// Whether that round is still to come.
+    pub fn is_armed(task: &'static str, describe: &str) -> bool {
         ARMED
             .lock()
-            .is_ok_and(|armed| armed.iter().any(|d| d == describe))
+            .is_ok_and(|armed| armed.iter().any(|(t, d)| *t == task && d == describe))
     }
 
-    pub(super) fn panic_if_armed(replica: &Replica) {
+    /// Panics if `task` of `replica` is armed (disarming it).
+    pub fn panic_if_armed(task: &'static str, replica: &Replica) {
         let describe = replica.io.storage.describe();
         let hit = ARMED.lock().is_ok_and(|mut armed| {
             let before = armed.len();
-            armed.retain(|d| d != describe);
+            armed.retain(|(t, d)| !(*t == task && d == describe));
             armed.len() != before
         });
         if hit {
-            panic!("test hook: the poller of {describe} panics");
+            panic!("test hook: {task} of {describe} panics");
         }
     }
 }

@@ -60,14 +60,14 @@ fn a_poller_that_panics_is_restarted_and_keeps_following() {
         .unwrap();
     let replica = rt.block_on(Replica::open(config(dir.path()))).unwrap();
     assert_eq!(replica.current().txid.0, 1);
-    hooks::panic_next_poll(replica.io.storage.describe());
+    hooks::panic_next("poll", replica.io.storage.describe());
     {
         let _in = rt.enter();
         spawn(Arc::clone(&replica), || false);
     }
     let stats = Arc::clone(&replica.io.stats);
     eventually("the armed poll never ran", || {
-        !hooks::is_armed(replica.io.storage.describe())
+        !hooks::is_armed("poll", replica.io.storage.describe())
     });
     write_l0(dir.path(), 2);
     eventually(
@@ -120,4 +120,41 @@ fn following_into_the_local_store_does_not_block_the_async_worker() {
     eventually("TXID 2 was never published", || {
         replica.current().txid.0 == 2
     });
+}
+
+#[test]
+fn hydration_that_panics_is_restarted_and_fills() {
+    let (dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_l0(dir.path(), 1);
+    write_l0(dir.path(), 2);
+    // Armed before the open starts the task (its first round panics).
+    let describe = format!(
+        "file://{}",
+        url::Url::from_directory_path(dir.path()).unwrap().path()
+    );
+    hooks::panic_next("hydration", &describe);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &[
+            ("hydration_enabled", "true".to_string()),
+            (
+                "hydration_path",
+                disk.path().join("h.db").display().to_string(),
+            ),
+        ],
+    );
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    assert_eq!(replica.io.storage.describe(), describe);
+    eventually("the armed round never ran", || {
+        !hooks::is_armed("hydration", &describe)
+    });
+    eventually("hydration never completed after its panic", || {
+        replica.hydration_progress() == Some(100.0)
+    });
+    assert_eq!(replica.io.stats.task_panics.load(Ordering::Relaxed), 1);
 }
