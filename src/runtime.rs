@@ -1,5 +1,6 @@
 //! Process-wide state: the tokio runtime that runs storage I/O and pollers,
-//! and [`per_epoch`] values for other modules (the replica registry).
+//! [`supervise`] for the background tasks on it, and [`per_epoch`] values
+//! for other modules (the replica registry).
 //!
 //! All of it hangs off one value per *fork epoch*. A child made by
 //! `fork()` has none of its parent's threads, and any lock another thread
@@ -14,12 +15,14 @@ use std::future::Future;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
+use crate::log;
 
 /// Worker threads of the runtime. Storage I/O is mostly waiting, so two
 /// threads keep several pollers and prefetches moving without taking cores
@@ -169,6 +172,76 @@ where
         }
         Ok(_) => std::thread::scope(|s| s.spawn(|| rt.block_on(fut)).join())
             .map_err(|_| Error::Internal("storage call panicked".into())),
+    }
+}
+
+/// First pause before a supervised task that panicked is started again...
+const RESTART_BACKOFF: Duration = Duration::from_millis(100);
+/// ...doubling on each panic in a row up to this, so that a task that
+/// panics at once on every start costs a log line and a restart every 30 s,
+/// not a busy loop. A task that ran this long before it panicked starts
+/// again after the first pause.
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Runs the task `make` builds on the current runtime, supervised: when it
+/// panics, the panic is logged and passed to `on_panic` (which counts it in
+/// the replica's stats), and a fresh task from `make` starts after a
+/// backoff. Supervision ends when a task returns (or the runtime shuts
+/// down); `make` is dropped then.
+pub fn supervise<M, F>(name: String, on_panic: impl Fn(&str) + Send + 'static, mut make: M)
+where
+    M: FnMut() -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut backoff = RESTART_BACKOFF;
+        loop {
+            let started = Instant::now();
+            match tokio::spawn(make()).await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => {
+                    let why = panic_message(e.into_panic().as_ref());
+                    on_panic(&why);
+                    if started.elapsed() >= RESTART_BACKOFF_MAX {
+                        backoff = RESTART_BACKOFF;
+                    }
+                    log::error!("{name} panicked ({why}); restarting it in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2).min(RESTART_BACKOFF_MAX);
+                }
+                // Cancelled: the runtime shuts down.
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// Runs `f` on tokio's blocking pool and waits for it: for file I/O, store
+/// locks and decoding from async code, which must never block a worker
+/// (two workers carry every poller and prefetch of the process). A panic
+/// in `f` comes back as an error naming `what`.
+pub async fn off_worker<T, F>(what: &'static str, f: F) -> Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        let why = match e.try_into_panic() {
+            Ok(p) => panic_message(p.as_ref()),
+            Err(e) => e.to_string(),
+        };
+        Error::Internal(format!("{what} failed on the blocking pool: {why}"))
+    })
+}
+
+/// The text of a panic's payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
     }
 }
 

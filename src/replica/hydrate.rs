@@ -17,10 +17,11 @@ use std::sync::{Arc, Weak};
 use futures_util::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::log;
-use crate::ltx::{self, PageNo, lock_page};
+use crate::ltx::{PageNo, lock_page};
 use crate::store::{DiskStore, Fill, PageStore, Span};
+use crate::{log, runtime};
 
+use super::fetch::decode_frames;
 use super::local::span;
 use super::{FileRef, FrameLoc, Replica, Snapshot, Stats};
 
@@ -88,10 +89,17 @@ impl Replica {
     }
 }
 
-/// Starts the fill task of `replica`; it ends with the replica.
+/// Starts the fill task of `replica`; it ends with the replica. It is
+/// supervised: a panic is counted in the stats (`task_panics`), logged, and
+/// the task starts again after a backoff.
 pub fn spawn(replica: &Arc<Replica>) {
     let weak = Arc::downgrade(replica);
-    tokio::spawn(run(weak));
+    let stats = Arc::clone(&replica.io.stats);
+    runtime::supervise(
+        format!("hydration of {}", replica.io.storage.describe()),
+        move |_| Stats::add(&stats.task_panics, 1),
+        move || run(Weak::clone(&weak)),
+    );
 }
 
 async fn run(weak: Weak<Replica>) {
@@ -104,8 +112,14 @@ async fn run(weak: Weak<Replica>) {
         let Some(store) = r.io.local.get().cloned() else {
             return;
         };
+        #[cfg(any(test, feature = "test-hooks"))]
+        super::poller::hooks::panic_if_armed("hydration", &r);
         if claim.is_none() {
-            claim = store.try_fill_lock();
+            let s = Arc::clone(&store);
+            claim = runtime::off_worker("the fill lock", move || s.try_fill_lock())
+                .await
+                .ok()
+                .flatten();
             r.hydration
                 .filling
                 .store(claim.is_some(), Ordering::Relaxed);
@@ -135,62 +149,42 @@ async fn run(weak: Weak<Replica>) {
 }
 
 /// One round: brings the store to the current snapshot. Returns the
-/// snapshot it completed.
+/// snapshot it completed. The store is read and written on the blocking
+/// pool, never on a worker.
 async fn fill(
-    r: &Replica,
-    store: &DiskStore,
+    r: &Arc<Replica>,
+    store: &Arc<DiskStore>,
     done: Option<&Arc<Snapshot>>,
 ) -> Result<Arc<Snapshot>> {
     let snap = r.current();
     if done.is_some_and(|d| Arc::ptr_eq(d, &snap)) {
         return Ok(snap);
     }
-    if !r.io.local.covers(&snap) {
-        return Err(Error::Unavailable(format!(
-            "the local store {} does not serve the lineage of TXID {} (yet)",
-            store.path().display(),
-            snap.txid
-        )));
-    }
-    let lock = lock_page(snap.page_size);
-    let mut wanted = 0u64;
-    let mut missing = Vec::new();
-    let mut cached = Vec::new();
-    for p in (1..=snap.page_count).map(PageNo).filter(|&p| p != lock) {
-        let Some(loc) = snap.frame(p) else { continue };
-        wanted += 1;
-        // A page whose frame did not move since a complete round is held.
-        let same = done
-            .and_then(|d| d.frame(p))
-            .is_some_and(|o| Arc::ptr_eq(&o.file, &loc.file) && o.offset == loc.offset);
-        if same || store.has(p, span(&snap, &loc)) {
-            continue;
-        }
-        // Pages the open already fetched (small files, the head of a
-        // snapshot) need no request.
-        let key = loc.key();
-        match r.io.cache.get(&key) {
-            Some(page) => cached.push((p, span(&snap, &loc), page)),
-            None => missing.push((p, loc.clone())),
-        }
-    }
-    let batch: Vec<(PageNo, Span, &[u8])> =
-        cached.iter().map(|(p, s, b)| (*p, *s, &b[..])).collect();
-    store.put(&batch);
-    drop(batch);
+    let (rr, s, sn, d) = (
+        Arc::clone(r),
+        Arc::clone(store),
+        Arc::clone(&snap),
+        done.cloned(),
+    );
+    let (wanted, missing) =
+        runtime::off_worker("a hydration scan", move || scan(&rr, &s, &sn, d.as_ref())).await??;
     let progress = &r.hydration;
     progress.wanted.store(wanted, Ordering::Relaxed);
     progress
         .filled
         .store(wanted - missing.len() as u64, Ordering::Relaxed);
-    let record = || {
-        store.set_fill(Fill {
-            filled: progress.filled.load(Ordering::Relaxed),
-            wanted,
-            txid: snap.txid,
-        })
+    let record = {
+        let (r, store, txid) = (Arc::clone(r), Arc::clone(store), snap.txid);
+        move || {
+            store.set_fill(Fill {
+                filled: r.hydration.filled.load(Ordering::Relaxed),
+                wanted,
+                txid,
+            })
+        }
     };
-    record();
+    let rec = record.clone();
+    runtime::off_worker("a hydration record", rec).await?;
     if missing.is_empty() {
         return Ok(snap);
     }
@@ -209,7 +203,10 @@ async fn fill(
         match result {
             Ok(n) => {
                 progress.filled.fetch_add(n, Ordering::Relaxed);
-                record();
+                let rec = record.clone();
+                if let Err(e) = runtime::off_worker("a hydration record", rec).await {
+                    first_error.get_or_insert(e);
+                }
             }
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -221,6 +218,50 @@ async fn fill(
         Some(e) => Err(e),
         None => Ok(snap),
     }
+}
+
+/// The pages of `snap` the store lacks (one slot header read each, on the
+/// blocking pool), after storing those the memory cache holds. Returns how
+/// many pages the state has and the frames to fetch.
+fn scan(
+    r: &Replica,
+    store: &DiskStore,
+    snap: &Snapshot,
+    done: Option<&Arc<Snapshot>>,
+) -> Result<(u64, Vec<(PageNo, FrameLoc)>)> {
+    if !r.io.local.covers(snap) {
+        return Err(Error::Unavailable(format!(
+            "the local store {} does not serve the lineage of TXID {} (yet)",
+            store.path().display(),
+            snap.txid
+        )));
+    }
+    let lock = lock_page(snap.page_size);
+    let mut wanted = 0u64;
+    let mut missing = Vec::new();
+    let mut cached = Vec::new();
+    for p in (1..=snap.page_count).map(PageNo).filter(|&p| p != lock) {
+        let Some(loc) = snap.frame(p) else { continue };
+        wanted += 1;
+        // A page whose frame did not move since a complete round is held.
+        let same = done
+            .and_then(|d| d.frame(p))
+            .is_some_and(|o| Arc::ptr_eq(&o.file, &loc.file) && o.offset == loc.offset);
+        if same || store.has(p, span(snap, &loc)) {
+            continue;
+        }
+        // Pages the open already fetched (small files, the head of a
+        // snapshot) need no request.
+        let key = loc.key();
+        match r.io.cache.get(&key) {
+            Some(page) => cached.push((p, span(snap, &loc), page)),
+            None => missing.push((p, loc.clone())),
+        }
+    }
+    let batch: Vec<(PageNo, Span, &[u8])> =
+        cached.iter().map(|(p, s, b)| (*p, *s, &b[..])).collect();
+    store.put(&batch);
+    Ok((wanted, missing))
 }
 
 /// Groups missing frames into ranged reads: one file each, frames close
@@ -258,9 +299,14 @@ fn plan_runs(mut missing: Vec<(PageNo, FrameLoc)>) -> Vec<Run> {
     runs
 }
 
-/// Fetches one run, decodes its frames and keeps them. Returns how many
-/// pages it stored.
-async fn fetch_run(r: &Replica, store: &DiskStore, snap: &Snapshot, run: Run) -> Result<u64> {
+/// Fetches one run, then decodes its frames and keeps them on the
+/// blocking pool. Returns how many pages it stored.
+async fn fetch_run(
+    r: &Replica,
+    store: &Arc<DiskStore>,
+    snap: &Arc<Snapshot>,
+    run: Run,
+) -> Result<u64> {
     if let Some(reason) = run.file.corrupt.get() {
         return Err(Error::Missing(reason.clone()));
     }
@@ -271,36 +317,22 @@ async fn fetch_run(r: &Replica, store: &DiskStore, snap: &Snapshot, run: Run) ->
             .read_version(run.file.id, run.file.version, run.bytes.clone())
             .await?;
     Stats::add(&r.io.stats.read_bytes, bytes.len() as u64);
-    let describe = || format!("{} {}", r.io.storage.describe(), run.file.id);
-    let mut pages: Vec<(PageNo, Span, Vec<u8>)> = Vec::with_capacity(run.pages.len());
-    for (p, loc) in &run.pages {
-        let from = usize::try_from(loc.offset - run.bytes.start).unwrap_or(usize::MAX);
-        let rest = bytes
-            .get(from..)
-            .ok_or_else(|| Error::Missing(format!("short read of {}", describe())))?;
-        let len = ltx::frame_len(rest).map_err(|e| Error::corrupt(describe(), e))?;
-        let raw = rest
-            .get(..len)
-            .ok_or_else(|| Error::Missing(format!("short read of {}", describe())))?;
-        let frame =
-            ltx::decode_frame(raw, snap.page_size).map_err(|e| Error::corrupt(describe(), e))?;
-        if frame.header.pgno != *p {
-            return Err(Error::Missing(format!(
-                "{}: offset {} holds page {}, not {}",
-                describe(),
-                loc.offset,
-                frame.header.pgno.0,
-                p.0
-            )));
-        }
-        pages.push((*p, span(snap, loc), frame.page));
-    }
-    let batch: Vec<(PageNo, Span, &[u8])> = pages
-        .iter()
-        .map(|(p, s, b)| (*p, *s, b.as_slice()))
-        .collect();
-    store.put(&batch);
-    Ok(pages.len() as u64)
+    let describe = format!("{} {}", r.io.storage.describe(), run.file.id);
+    let (store, snap) = (Arc::clone(store), Arc::clone(snap));
+    runtime::off_worker("a hydration write", move || {
+        let describe = || describe.clone();
+        let frames = run.pages.iter().map(|(p, loc)| (*p, loc.offset));
+        let short = |_, _| Err(Error::Missing(format!("short read of {}", describe())));
+        let decoded = decode_frames(&bytes, &run.bytes, frames, snap.page_size, &describe, short)?;
+        let batch: Vec<(PageNo, Span, &[u8])> = decoded
+            .iter()
+            .zip(&run.pages)
+            .map(|((p, page), (_, loc))| (*p, span(&snap, loc), page.as_slice()))
+            .collect();
+        store.put(&batch);
+        Ok(batch.len() as u64)
+    })
+    .await?
 }
 
 #[cfg(test)]

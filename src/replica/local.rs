@@ -3,7 +3,7 @@
 //! the hooks the read path and the poller call. Everything here is best
 //! effort: without a store, or when the disk fails, reads go to storage.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -26,6 +26,12 @@ const ATTACH_RETRY_MS: i64 = 5_000;
 /// After an attach found the stored lineage behind this state while another
 /// process follows it: that process polls about once a second.
 const BEHIND_RETRY_MS: i64 = 200;
+/// Files known beyond those the current state references: the newest
+/// this many stay, for readers pinned to an older state that still read
+/// files the current one superseded (at one commit a second, about 17
+/// minutes of them); older ones are forgotten, and such a reader attaches
+/// its state again. Bounds the set at about the file table plus this.
+const KNOWN_RECENT: u64 = 1024;
 
 /// The local store of one replica, once its page size is known.
 #[derive(Default)]
@@ -42,10 +48,20 @@ pub struct Local {
 #[derive(Default)]
 struct Known {
     lineage: u64,
-    files: HashSet<Identity>,
+    /// Each file with the count of files made known before it.
+    files: HashMap<Identity, u64>,
+    /// Files made known so far (the next one's number).
+    added: u64,
     /// Until when reads skip the lineage check after an attach that did
     /// not bind the store.
     retry_at_ms: i64,
+}
+
+impl Known {
+    fn add(&mut self, id: Identity) {
+        self.files.insert(id, self.added);
+        self.added += 1;
+    }
 }
 
 impl Local {
@@ -60,7 +76,10 @@ impl Local {
         let id = file_identity(&loc.file);
         {
             let known = self.known.lock().ok()?;
-            if known.lineage != 0 && known.lineage == store.lineage() && known.files.contains(&id) {
+            if known.lineage != 0
+                && known.lineage == store.lineage()
+                && known.files.contains_key(&id)
+            {
                 return Some(store);
             }
             if super::now_ms() < known.retry_at_ms {
@@ -69,7 +88,7 @@ impl Local {
         }
         self.attach(store, snap);
         let known = self.known.lock().ok()?;
-        (known.lineage == store.lineage() && known.files.contains(&id)).then_some(store)
+        (known.lineage == store.lineage() && known.files.contains_key(&id)).then_some(store)
     }
 
     /// Whether every file of `snap` may use the store (attaching it first
@@ -82,7 +101,7 @@ impl Local {
             self.known.lock().is_ok_and(|k| {
                 k.lineage != 0
                     && k.lineage == store.lineage()
-                    && files.iter().all(|f| k.files.contains(f))
+                    && files.iter().all(|f| k.files.contains_key(f))
             })
         };
         let files = identities(snap);
@@ -119,18 +138,19 @@ impl Local {
         if known.lineage != lineage {
             *known = Known {
                 lineage,
-                files: HashSet::new(),
-                retry_at_ms: 0,
+                ..Known::default()
             };
         }
-        known.files.extend(files);
+        for id in files {
+            known.add(id);
+        }
     }
 
     /// A file the poller applied on top of a known state: known too.
     fn followed(&self, store: &DiskStore, id: Identity) {
         if let Ok(mut known) = self.known.lock() {
             if known.lineage != 0 && known.lineage == store.lineage() {
-                known.files.insert(id);
+                known.add(id);
             }
         }
     }
@@ -372,6 +392,29 @@ impl Local {
                 .collect();
             store.put(&batch);
         }
+    }
+
+    /// Forgets known files that `current` (the state just published) does
+    /// not reference, but for the newest [`KNOWN_RECENT`]: what the poller
+    /// follows would otherwise grow the set by one file per commit, forever.
+    pub(super) fn retain_known(&self, current: &Snapshot) {
+        let Ok(mut known) = self.known.lock() else {
+            return;
+        };
+        if (known.files.len() as u64) < 2 * KNOWN_RECENT {
+            return;
+        }
+        let referenced = identities(current);
+        let floor = known.added.saturating_sub(KNOWN_RECENT);
+        known
+            .files
+            .retain(|id, n| *n >= floor || referenced.binary_search(id).is_ok());
+    }
+
+    /// Files known now (for tests of the bound).
+    #[cfg(test)]
+    fn known_len(&self) -> usize {
+        self.known.lock().map_or(0, |k| k.files.len())
     }
 
     /// Re-binds the store after a re-plan built a new state.

@@ -154,3 +154,34 @@ fn a_reader_ahead_of_an_abandoned_store_starts_a_new_lineage() {
     assert_ne!(lineage, a.get().unwrap().lineage());
     assert_eq!(read(&b, &s2, 3), None, "and A's pages are gone");
 }
+
+#[test]
+fn known_files_stay_bounded_while_following_many_files() {
+    let (_dir, path) = store_path();
+    let snap1 = file(Level::SNAPSHOT, 1, 1, 1_000, &[1, 2, 3, 4]);
+    let s1 = build(&[&snap1]);
+    let local = process(&path, &s1);
+    let store = Arc::clone(local.get().unwrap());
+    let bound = 2 * KNOWN_RECENT as usize + s1.file_count();
+    // Ten thousand followed commits, the current state pruning after each
+    // (as the poller does after it publishes).
+    for t in 2..10_000u64 {
+        let id = identity(0, Txid(0), Txid(t), 1_000 + t as i64, 0);
+        local.followed(&store, id);
+        local.retain_known(&s1);
+        assert!(
+            local.known_len() <= bound,
+            "{} known files",
+            local.known_len()
+        );
+    }
+    // What the current state references stays known, and so do the newest.
+    let known = local.known.lock().unwrap();
+    assert!(
+        identities(&s1)
+            .iter()
+            .all(|id| known.files.contains_key(id))
+    );
+    let newest = identity(0, Txid(0), Txid(9_999), 10_999, 0);
+    assert!(known.files.contains_key(&newest));
+}

@@ -77,6 +77,7 @@ impl Io {
             Arc::clone(&cache),
             Arc::clone(&stats),
             Arc::clone(&local),
+            config.storage_timeout,
         ));
         let verifier = Arc::new(Verifier::new(
             Arc::clone(&storage),

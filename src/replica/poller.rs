@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::log;
 use crate::ltx::{FileName, Txid};
 use crate::storage::FileInfo;
+use crate::{log, pause, runtime};
 
 use super::lineage::{self, Seen};
 use super::{Replica, Stats};
@@ -120,7 +120,15 @@ impl Replica {
             for l in &loaded {
                 snap = snap.apply(&l.file, &l.index)?;
             }
-            self.io.local.follow_loaded(&loaded);
+            // The store learns the new files (its lock, page writes) on
+            // the blocking pool, before the state that reads them is out.
+            let (local, loaded) = (Arc::clone(&self.io.local), Arc::new(loaded));
+            let l = Arc::clone(&loaded);
+            runtime::off_worker("following into the local store", move || {
+                pause::point("poller.follow_loaded");
+                local.follow_loaded(&l)
+            })
+            .await?;
             let txid = snap.txid;
             // A re-plan or a reset that published meanwhile wins; the next
             // poll starts from what it published.
@@ -137,6 +145,7 @@ impl Replica {
                     );
                 }
                 log::debug!("{}: now at TXID {txid}", self.io.storage.describe());
+                self.forget_unreferenced();
             }
         }
         if !blocked {
@@ -156,9 +165,13 @@ impl Replica {
             if snap.txid > newest.txid {
                 snap.lineage = newest.lineage;
                 let tip = lineage::tip_of(&snap, &plan);
-                self.io.local.attach_built(&snap);
-                if let super::Published::Done(now) = self.publish(&newest, snap) {
+                let (local, snap) = (Arc::clone(&self.io.local), Arc::new(snap));
+                let s = Arc::clone(&snap);
+                runtime::off_worker("attaching the local store", move || local.attach_built(&s))
+                    .await?;
+                if let super::Published::Done(now) = self.publish_arc(&newest, snap) {
                     self.set_tip(&now, tip);
+                    self.forget_unreferenced();
                 }
             }
             if let Some(gap) = plan.gap {
@@ -174,6 +187,17 @@ impl Replica {
         }
         state.gap_backoff_until = None;
         Ok(true)
+    }
+}
+
+impl Replica {
+    /// Drops what the rooms remember of files the current state no longer
+    /// references (the local store's known files, the verifier's verdicts),
+    /// so that following many files keeps them bounded.
+    fn forget_unreferenced(&self) {
+        let cur = self.current();
+        self.io.local.retain_known(&cur);
+        self.io.verifier.retain(&cur);
     }
 }
 
@@ -201,18 +225,28 @@ impl Drop for Running {
     }
 }
 
-/// Starts the poller task of one replica (counted from now on).
-pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + 'static) {
+/// Starts the poller task of one replica (counted from now on), under
+/// supervision: a panic is counted in the stats (`task_panics`), logged,
+/// and the poller starts again after a backoff.
+pub fn spawn(replica: Arc<Replica>, reap: impl Fn() -> bool + Send + Sync + 'static) {
     let running = Running::start();
-    tokio::spawn(async move {
-        run(replica, reap).await;
-        drop(running);
-    });
+    let reap = Arc::new(reap);
+    let stats = Arc::clone(&replica.io.stats);
+    runtime::supervise(
+        format!("the poller of {}", replica.io.storage.describe()),
+        move |_| Stats::add(&stats.task_panics, 1),
+        move || {
+            // Owned by the supervisor: counted until it ends.
+            let _counted = &running;
+            let (replica, reap) = (Arc::clone(&replica), Arc::clone(&reap));
+            async move { run(replica, &*reap).await }
+        },
+    );
 }
 
 /// The poller loop of one replica. Ends when the registry reaps the replica
 /// (no connection for the idle grace period).
-async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
+async fn run(replica: Arc<Replica>, reap: &(dyn Fn() -> bool + Send + Sync)) {
     let mut state = PollState::starting(replica.tip().is_some());
     let mut failing = false;
 
@@ -221,6 +255,8 @@ async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
         if reap() {
             break;
         }
+        #[cfg(any(test, feature = "test-hooks"))]
+        hooks::panic_if_armed("poll", &replica);
         // The first failure of a run is a warning; repeats are debug lines
         // until a poll succeeds again, so an outage does not flood the log.
         let started_ms = super::now_ms();
@@ -245,3 +281,50 @@ async fn run(replica: Arc<Replica>, reap: impl Fn() -> bool) {
     }
     log::debug!("{}: poller stopped", replica.io.storage.describe());
 }
+
+/// A test hook: the next round of an armed background task (the poller,
+/// hydration) of one replica panics. (Only this crate's unit tests arm it
+/// so far.)
+#[cfg(any(test, feature = "test-hooks"))]
+#[cfg_attr(not(test), allow(dead_code))]
+pub mod hooks {
+    use std::sync::Mutex;
+
+    use super::Replica;
+
+    /// Tasks (by name and their replica's storage description) whose next
+    /// round panics.
+    static ARMED: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
+
+    /// Makes the next round of `task` of the replica that `describe` names
+    /// panic, once.
+    pub fn panic_next(task: &'static str, describe: &str) {
+        if let Ok(mut armed) = ARMED.lock() {
+            armed.push((task, describe.to_string()));
+        }
+    }
+
+    /// Whether that round is still to come.
+    pub fn is_armed(task: &'static str, describe: &str) -> bool {
+        ARMED
+            .lock()
+            .is_ok_and(|armed| armed.iter().any(|(t, d)| *t == task && d == describe))
+    }
+
+    /// Panics if `task` of `replica` is armed (disarming it).
+    pub fn panic_if_armed(task: &'static str, replica: &Replica) {
+        let describe = replica.io.storage.describe();
+        let hit = ARMED.lock().is_ok_and(|mut armed| {
+            let before = armed.len();
+            armed.retain(|(t, d)| !(*t == task && d == describe));
+            armed.len() != before
+        });
+        if hit {
+            panic!("test hook: {task} of {describe} panics");
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "poller_tests.rs"]
+mod tests;

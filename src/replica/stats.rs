@@ -19,6 +19,9 @@ pub struct Stats {
     pub prefetched: AtomicU64,
     /// Demand reads that waited for a fetch already in flight.
     pub joined: AtomicU64,
+    /// Background tasks (poller, hydration, verification) that panicked
+    /// and were restarted.
+    pub task_panics: AtomicU64,
 }
 
 impl Stats {
@@ -30,7 +33,7 @@ impl Stats {
     pub fn render(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={} prefetched={} joined={}",
+            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={} prefetched={} joined={} task_panics={}",
             g(&self.lists),
             g(&self.reads),
             g(&self.read_bytes),
@@ -42,7 +45,8 @@ impl Stats {
             g(&self.verified),
             g(&self.corrupt),
             g(&self.prefetched),
-            g(&self.joined)
+            g(&self.joined),
+            g(&self.task_panics)
         )
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
-use crate::ltx::{FRAME_HEADER_SIZE, HEADER_SIZE, PageIndex, Verifier};
+use crate::ltx::{FRAME_HEADER_SIZE, HEADER_SIZE, IndexEntry, PageIndex, Verifier};
 use crate::storage::Storage;
 
 use super::snapshot::FileRef;
@@ -58,26 +58,19 @@ pub async fn verify(
         let bytes = storage
             .read_version(file.id, file.version, start..end)
             .await?;
-        for e in entries.get(i..j).unwrap_or_default() {
-            let from = usize::try_from(e.offset - start).unwrap_or(usize::MAX);
-            let frame = bytes
-                .get(from..from.saturating_add(e.size as usize))
-                .ok_or_else(|| {
-                    Error::Missing(format!("{}: short read while verifying", describe()))
-                })?;
-            let page = v.frame(frame).map_err(corrupt)?;
-            // The file is streamed anyway: keep its pages while the cache has
-            // room to spare, so a scan that follows does not fetch them
-            // again. Never at the expense of what the cache already holds.
-            // (Should the checksum fail, the file is marked corrupt and
-            // these pages are refused before the cache is consulted.)
-            if cache.weight() + page.len() as u64 <= cache.budget() / 4 * 3 {
-                let key = file.key(e.offset);
-                if cache.get(&key).is_none() {
-                    cache.insert(key, Page::from(page));
-                }
-            }
-        }
+        // Decompressing and checksumming a chunk (up to 8 MiB) is work for
+        // the blocking pool, not for one of the two workers.
+        let (idx, c, f, d) = (
+            Arc::clone(&index),
+            Arc::clone(&cache),
+            Arc::clone(&file),
+            describe(),
+        );
+        v = crate::runtime::off_worker("verifying a chunk", move || {
+            let chunk = idx.entries.get(i..j).unwrap_or_default();
+            check_chunk(v, &bytes, start, chunk, &c, &f, &d)
+        })
+        .await??;
         next = end;
         i = j;
     }
@@ -91,4 +84,37 @@ pub async fn verify(
         )));
     }
     v.finish(&tail).map_err(corrupt)
+}
+
+/// Checks the frames `entries` of a chunk read from `start` and feeds them
+/// to the file's checksum; keeps their pages while the cache has room.
+fn check_chunk(
+    mut v: Verifier,
+    bytes: &[u8],
+    start: u64,
+    entries: &[IndexEntry],
+    cache: &PageCache,
+    file: &FileRef,
+    describe: &str,
+) -> Result<Verifier> {
+    let corrupt = |e| Error::corrupt(describe, e);
+    for e in entries {
+        let from = usize::try_from(e.offset - start).unwrap_or(usize::MAX);
+        let frame = bytes
+            .get(from..from.saturating_add(e.size as usize))
+            .ok_or_else(|| Error::Missing(format!("{describe}: short read while verifying")))?;
+        let page = v.frame(frame).map_err(corrupt)?;
+        // The file is streamed anyway: keep its pages while the cache has
+        // room to spare, so a scan that follows does not fetch them
+        // again. Never at the expense of what the cache already holds.
+        // (Should the checksum fail, the file is marked corrupt and
+        // these pages are refused before the cache is consulted.)
+        if cache.weight() + page.len() as u64 <= cache.budget() / 4 * 3 {
+            let key = file.key(e.offset);
+            if cache.get(&key).is_none() {
+                cache.insert(key, Page::from(page));
+            }
+        }
+    }
+    Ok(v)
 }

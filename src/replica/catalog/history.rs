@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use futures_util::{StreamExt, TryStreamExt};
+
 use crate::error::{Error, Result};
 use crate::ltx::{Header, Txid};
 use crate::storage::{FileId, FileInfo};
@@ -10,6 +12,13 @@ use crate::timefmt::format_rfc3339_nano;
 
 use super::super::{Snapshot, Stats, plan};
 use super::Catalog;
+
+/// Header reads in flight at once when time travel or the history needs
+/// the headers of files it has not seen: a replica of thousands of files
+/// would otherwise open thousands of connections at once (and be throttled
+/// for it); 32 reads of a few hundred bytes each still take a 1,000-file
+/// listing through in about 30 round trips.
+const HEADER_FETCHES: usize = 32;
 
 /// A state the replica can be read at: the TXID a file ends at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,11 +51,19 @@ impl Catalog {
                 .collect()
         };
         Stats::add(&self.stats.reads, missing.len() as u64);
-        let fetched = futures_util::future::try_join_all(missing.iter().map(|f| async move {
-            let header = self.fetch_header(f.id).await?;
-            Ok::<_, Error>(((f.id, f.size), header))
-        }))
-        .await?;
+        // Collected first: a stream of a closure's futures is not `Send` for
+        // every lifetime, which the callers' `block_on` needs.
+        let reads: Vec<_> = missing
+            .iter()
+            .map(|&f| async move {
+                let header = self.fetch_header(f.id).await?;
+                Ok::<_, Error>(((f.id, f.size), header))
+            })
+            .collect();
+        let fetched: Vec<((FileId, u64), Header)> = futures_util::stream::iter(reads)
+            .buffer_unordered(HEADER_FETCHES)
+            .try_collect()
+            .await?;
         let mut cache = self.headers.lock().map_err(|_| poisoned())?;
         cache.extend(fetched);
         cache.retain(|(id, size), _| listing.iter().any(|f| f.id == *id && f.size == *size));
@@ -110,4 +127,96 @@ impl Catalog {
 
 fn poisoned() -> Error {
     Error::Internal("header cache lock poisoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Range;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::cache::PageCache;
+    use crate::config::Verify;
+    use crate::ltx::{FileName, LtxBuilder, PageSize};
+    use crate::replica::Verifier;
+    use crate::storage::{BoxFuture, FileStorage, Level, Storage, StorageError};
+
+    /// A folder replica that counts the reads in flight at once.
+    #[derive(Debug)]
+    struct Counting {
+        inner: FileStorage,
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Storage for Counting {
+        fn describe(&self) -> &str {
+            self.inner.describe()
+        }
+
+        fn list(
+            &self,
+            level: Level,
+            after: Option<FileName>,
+        ) -> BoxFuture<'_, Result<Vec<FileInfo>, StorageError>> {
+            self.inner.list(level, after)
+        }
+
+        fn read(
+            &self,
+            file: FileId,
+            range: Range<u64>,
+        ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
+            Box::pin(async move {
+                let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(now, Ordering::SeqCst);
+                // In flight for a while: every read the caller lets start
+                // starts before any ends.
+                for _ in 0..8 {
+                    tokio::task::yield_now().await;
+                }
+                let bytes = self.inner.read(file, range).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                bytes
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_headers_are_fetched_a_bounded_number_at_a_time() {
+        const FILES: u64 = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let l0 = dir.path().join("ltx").join("0");
+        std::fs::create_dir_all(&l0).unwrap();
+        let ps = PageSize::new(4096).unwrap();
+        for t in 1..=FILES {
+            let mut b = LtxBuilder::new(ps, t, t, 1).timestamp_ms(1_000 + t as i64);
+            b = b.page(1, format!("txid {t}").as_bytes());
+            std::fs::write(l0.join(format!("{t:016x}-{t:016x}.ltx")), b.build()).unwrap();
+        }
+        let storage = Arc::new(Counting {
+            inner: FileStorage::new(dir.path().to_path_buf()),
+            now: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+        });
+        let (cache, stats) = (
+            Arc::new(PageCache::new(1 << 20)),
+            Arc::new(Stats::default()),
+        );
+        let verifier = Arc::new(Verifier::new(
+            Arc::clone(&storage) as Arc<dyn Storage>,
+            Arc::clone(&cache),
+            Arc::clone(&stats),
+            Verify::Fetched,
+        ));
+        let catalog = Catalog::new(storage.clone(), cache, stats, verifier, None);
+        let states = catalog.history().await.unwrap();
+        assert_eq!(states.len(), FILES as usize);
+        let most = storage.most.load(Ordering::SeqCst);
+        assert!(
+            most <= HEADER_FETCHES,
+            "{most} header reads in flight at once (bound {HEADER_FETCHES})"
+        );
+    }
 }

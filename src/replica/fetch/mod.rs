@@ -1,0 +1,194 @@
+//! The page reader: a page of a snapshot from the cache, the local store,
+//! or storage, for every connection of one replica.
+//!
+//! - **Coalesced.** Frames adjacent in one LTX file go in one ranged read:
+//!   a demand read takes the frames behind the missing one (read-ahead for
+//!   scans, see [`ReadAhead`]); a prefetch sorts what it is asked for by
+//!   file and offset and merges neighbours (`runs.rs`).
+//! - **Single-flight.** A frame being fetched is fetched once, however many
+//!   connections want it (see [`super::flight`]).
+//! - **Demand first.** A demand read never waits for a prefetch slot: it
+//!   runs on the caller's thread, and takes over a frame that a prefetch
+//!   queued but has not started.
+//! - **Bounded.** At most [`PREFETCH_IN_FLIGHT`] prefetch requests run at
+//!   once; a group of them is fetched and decoded on tokio's blocking pool,
+//!   never on a worker thread that the poller needs (`schedule.rs`).
+//!
+//! `land.rs` is the one place where a miss goes to storage (a run's ranged
+//! read, and the exact re-read of a frame longer than its bound); its
+//! frames are decoded by the loop hydration shares (`decode.rs`).
+//!
+//! Files: `window.rs` (read-ahead policy), `runs.rs` (building runs),
+//! `schedule.rs` (prefetch slots and groups), `land.rs` (fetch, decode,
+//! land), `decode.rs` (the decode loop).
+
+mod decode;
+mod land;
+mod runs;
+mod schedule;
+mod window;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{Page, PageCache};
+use crate::error::{Error, Result};
+use crate::log;
+use crate::ltx::{self, PageNo};
+use crate::storage::{Storage, StorageError, StorageErrorKind};
+
+use super::flight::{Claim, Flights, Waited};
+use super::local::Local;
+use super::{Snapshot, Stats};
+
+pub(super) use decode::decode_frames;
+pub use schedule::{Landed, PREFETCH_IN_FLIGHT};
+pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
+
+/// A reader waits for another's fetch of its frame at most this many
+/// storage calls' budgets (`storage_timeout` each): the run's ranged read
+/// and one exact re-read of a frame longer than its bound. Past that it
+/// fails (a transient storage error: SQLite sees an I/O error on the read)
+/// rather than hang SQLite on a fetch that is stuck.
+const FLIGHT_WAIT_CALLS: u32 = 2;
+
+/// Reads pages for every connection of one replica.
+pub struct Fetcher {
+    storage: Arc<dyn Storage>,
+    cache: Arc<PageCache>,
+    stats: Arc<Stats>,
+    flights: Flights,
+    slots: Arc<tokio::sync::Semaphore>,
+    /// The host-wide local store: asked before storage, filled after it.
+    local: Arc<Local>,
+}
+
+impl Fetcher {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        cache: Arc<PageCache>,
+        stats: Arc<Stats>,
+        local: Arc<Local>,
+        storage_timeout: Duration,
+    ) -> Fetcher {
+        Fetcher {
+            storage,
+            cache,
+            stats,
+            local,
+            flights: Flights::new(storage_timeout.saturating_mul(FLIGHT_WAIT_CALLS)),
+            slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_IN_FLIGHT)),
+        }
+    }
+
+    /// Whether prefetch is worth it: storage has latency to hide.
+    pub fn prefetches(&self) -> bool {
+        !self.storage.is_local()
+    }
+
+    /// Pages a prefetch may keep in flight ahead of a scan: a quarter of
+    /// the cache, so that they are still there when the scan reaches them.
+    pub fn scan_ahead_limit(&self, page_size: ltx::PageSize) -> u32 {
+        u32::try_from(self.cache.budget() / 4 / u64::from(page_size.get())).unwrap_or(u32::MAX)
+    }
+
+    /// A page of `snap` if it is in memory; never fetches.
+    pub fn cached(&self, snap: &Snapshot, pgno: PageNo) -> Option<Page> {
+        let loc = snap.frame(pgno)?;
+        if loc.file.corrupt.get().is_some() {
+            return None;
+        }
+        self.cache.get(&loc.key())
+    }
+
+    /// One page of a snapshot, for a reader that waits for it, and up to
+    /// `window - 1` following frames of the same file into the cache.
+    /// `None` when no file of the snapshot holds the page. The flag says
+    /// whether it came from storage (a miss).
+    pub fn read(
+        &self,
+        snap: &Snapshot,
+        pgno: PageNo,
+        window: u32,
+        scan: &ScanBuf,
+    ) -> Result<Option<(Page, bool)>> {
+        let Some(loc) = snap.frame(pgno) else {
+            return Ok(None);
+        };
+        if let Some(reason) = loc.file.corrupt.get() {
+            return Err(Error::Missing(format!("page {}: {reason}", pgno.0)));
+        }
+        let key = loc.key();
+        if let Some(page) = self.cache.get(&key).or_else(|| scan.take(&key)) {
+            Stats::add(&self.stats.cache_hits, 1);
+            return Ok(Some((page, false)));
+        }
+        Stats::add(&self.stats.cache_misses, 1);
+        // Asked before storage...
+        if let Some(page) = self.local.read(&self.cache, snap, pgno, &loc) {
+            return Ok(Some((page, false)));
+        }
+        let mut waited = false;
+        let flight = loop {
+            match self.flights.claim_demand(key) {
+                Claim::Mine(c) => break c,
+                // Someone fetches it: wait (bounded); if that fetch failed,
+                // claim it again and fetch it here (the error is then our
+                // own).
+                Claim::Wait(f) => {
+                    if !waited {
+                        Stats::add(&self.stats.joined, 1);
+                    }
+                    match self.flights.wait(&f) {
+                        Waited::Landed(page) => return Ok(Some((page, true))),
+                        Waited::TimedOut => return Err(self.wait_timed_out(pgno)),
+                        Waited::Failed if !std::mem::replace(&mut waited, true) => {}
+                        // Failed again under someone else: fetch it here,
+                        // so that the error is this read's own (a vanished
+                        // file re-plans; it is never taken for corruption).
+                        Waited::Failed => break self.flights.unshared(),
+                    }
+                }
+            }
+        };
+        let run = self.run_after(snap, pgno, &loc, flight, window);
+        log::debug!("demand miss: page {} ({} frames)", pgno.0, run.frames.len());
+        // A scan while the cache is full keeps what it read ahead to itself.
+        let to_cache = window < MAX_WINDOW || self.cache.weight() < self.cache.budget() / 10 * 9;
+        let pages = self
+            .fetch_runs(std::slice::from_ref(&run), snap.page_size, false, to_cache)
+            .pop()
+            .unwrap_or_else(|| Ok(Vec::new()))?;
+        if !to_cache {
+            scan.keep(&run, &pages);
+        }
+        Ok(pages
+            .into_iter()
+            .find(|(p, _)| *p == pgno)
+            .map(|(_, page)| (page, true)))
+    }
+
+    /// The error of a reader whose wait for another's fetch of `pgno` ran
+    /// out: transient, as a storage call past its budget.
+    fn wait_timed_out(&self, pgno: PageNo) -> Error {
+        Error::Storage(StorageError::new(
+            "replica",
+            StorageErrorKind::Transient,
+            format!(
+                "page {} of {}: another connection's read of it did not finish within {:?} \
+                 ({FLIGHT_WAIT_CALLS} × storage_timeout); retry, or raise storage_timeout",
+                pgno.0,
+                self.storage.describe(),
+                self.flights.wait_bound()
+            ),
+        ))
+    }
+
+    /// Frames queued or being fetched now.
+    pub fn in_flight(&self) -> usize {
+        self.flights.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! Building the runs of frames that go out as one ranged read each: the
+//! frames behind a demand read's page (read-ahead), and a prefetch's pages
+//! sorted by file and offset with their neighbours merged.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::log;
+use crate::ltx::{PageNo, Txid};
+
+use super::super::flight::Claimed;
+use super::super::{FileRef, FrameLoc, Snapshot, Stats};
+use super::Fetcher;
+use super::schedule::{Landed, PREFETCH_GROUP};
+
+/// A demand read's run never spans more bytes than this in one request:
+/// large enough to amortise a 20 ms round trip over a few megabytes, small
+/// enough to bound memory.
+pub(super) const MAX_RANGE_BYTES: u64 = 4 * 1024 * 1024;
+/// A prefetch merges two frames of one file into one request when at most
+/// this many bytes lie between them: reading a gap costs less than a
+/// second round trip.
+const MERGE_GAP: u64 = 32 * 1024;
+
+/// Frames of one file fetched in one ranged read, each with its flight.
+pub(super) struct Run {
+    pub(super) file: Arc<FileRef>,
+    /// Dropped unlanded (a panic, an early return), a claim lands failed.
+    pub(super) frames: Vec<(PageNo, FrameLoc, Claimed)>,
+    /// Keep the fetched pages in the local store, constant up to this TXID
+    /// (see `Local::keep_until`).
+    pub(super) keep_until: Option<Txid>,
+}
+
+impl Run {
+    pub(super) fn range(&self) -> Option<Range<u64>> {
+        let first = self.frames.first()?;
+        let last = self.frames.last()?;
+        Some(first.1.offset..last.1.end())
+    }
+}
+
+impl Fetcher {
+    /// The frame of `pgno` and the frames of the pages after it that lie
+    /// right behind it in the same file (each starts where the one before
+    /// may end) and that nobody fetches yet, within the window and the byte
+    /// cap.
+    pub(super) fn run_after(
+        &self,
+        snap: &Snapshot,
+        pgno: PageNo,
+        loc: &FrameLoc,
+        flight: Claimed,
+        window: u32,
+    ) -> Run {
+        let mut frames = vec![(pgno, loc.clone(), flight)];
+        let mut end = loc.end();
+        for next in pgno.0.saturating_add(1)..pgno.0.saturating_add(window.max(1)) {
+            let Some(f) = snap.frame(PageNo(next)) else {
+                break;
+            };
+            let last = frames.last().map_or(loc.offset, |(_, l, _)| l.offset);
+            if !Arc::ptr_eq(&f.file, &loc.file)
+                || f.offset <= last
+                || f.offset > end
+                || f.end() - loc.offset > MAX_RANGE_BYTES
+            {
+                break;
+            }
+            let key = f.key();
+            if self.cache.get(&key).is_some() {
+                break;
+            }
+            let Some(flight) = self.flights.claim_free(key) else {
+                break;
+            };
+            end = f.end();
+            frames.push((PageNo(next), f, flight));
+        }
+        Run {
+            file: Arc::clone(&loc.file),
+            frames,
+            keep_until: self.local.keep_until(snap, loc),
+        }
+    }
+
+    /// Fetches `pgnos` of `snap` in the background (those not cached and
+    /// not in flight), merged into ranged reads, at most
+    /// `PREFETCH_IN_FLIGHT` at a time. `landed` is called with every page
+    /// that arrives. Returns how many frames were queued.
+    pub fn prefetch(
+        self: &Arc<Self>,
+        snap: &Snapshot,
+        pgnos: &[PageNo],
+        landed: Option<Landed>,
+    ) -> usize {
+        self.prefetch_runs_of(snap, pgnos, landed, MAX_RANGE_BYTES)
+    }
+
+    /// [`Fetcher::prefetch`] with requests of at most `max_run` bytes.
+    pub fn prefetch_runs_of(
+        self: &Arc<Self>,
+        snap: &Snapshot,
+        pgnos: &[PageNo],
+        landed: Option<Landed>,
+        max_run: u64,
+    ) -> usize {
+        let mut claimed: Vec<(PageNo, FrameLoc, Claimed)> = Vec::new();
+        for &pgno in pgnos {
+            let Some(loc) = snap.frame(pgno) else {
+                continue;
+            };
+            let key = loc.key();
+            if loc.file.corrupt.get().is_some() || self.cache.get(&key).is_some() {
+                continue;
+            }
+            // On local disk already: no fetch. Into memory while it has
+            // room; when it has none the read would be thrown away, so only
+            // the slot header is checked.
+            let local = if self.cache.has_room(u64::from(snap.page_size.get())) {
+                self.local.read(&self.cache, snap, pgno, &loc).is_some()
+            } else {
+                self.local.holds(snap, pgno, &loc)
+            };
+            if local {
+                continue;
+            }
+            if let Some(f) = self.flights.claim_queued(key) {
+                claimed.push((pgno, loc, f));
+            }
+        }
+        let queued = claimed.len();
+        log::debug!("prefetch: {queued} of {} pages queued", pgnos.len());
+        if queued == 0 {
+            return 0;
+        }
+        Stats::add(&self.stats.prefetched, queued as u64);
+        claimed.sort_by_key(|a| (a.1.file.id, a.1.offset));
+        let mut runs: Vec<Run> = Vec::new();
+        for frame in claimed {
+            if let Some(run) = runs.last_mut() {
+                if let (Some(range), Some(last)) = (run.range(), run.frames.last()) {
+                    let same = Arc::ptr_eq(&run.file, &frame.1.file);
+                    if same
+                        && frame.1.offset > last.1.offset
+                        && frame.1.offset <= range.end + MERGE_GAP
+                        && frame.1.end() - range.start <= max_run
+                    {
+                        run.frames.push(frame);
+                        continue;
+                    }
+                }
+            }
+            runs.push(Run {
+                file: Arc::clone(&frame.1.file),
+                keep_until: self.local.keep_until(snap, &frame.1),
+                frames: vec![frame],
+            });
+        }
+        // Runs go out in groups that start and land together: a group of
+        // requests is one round trip, where runs started one by one as
+        // slots free up would trickle out over many.
+        let mut runs = runs.into_iter().peekable();
+        while runs.peek().is_some() {
+            let group: Vec<Run> = runs.by_ref().take(PREFETCH_GROUP).collect();
+            self.spawn_prefetch(group, snap.page_size, landed.clone());
+        }
+        queued
+    }
+}

@@ -1,0 +1,85 @@
+//! Scheduling prefetch runs: at most [`PREFETCH_IN_FLIGHT`] requests at
+//! once, in groups that go out together, each group fetched and decoded on
+//! tokio's blocking pool.
+
+use std::sync::Arc;
+
+use crate::cache::Page;
+use crate::ltx::{self, PageNo};
+use crate::{log, runtime};
+
+use super::Fetcher;
+use super::runs::Run;
+
+/// Prefetch reads in flight at once, per replica. A lookup through an
+/// index names a few hundred scattered table leaves; 128 parallel requests
+/// fetch 250 of them in two round trips, while bounding connections and
+/// memory (128 × 4 MiB at worst). (At 64, the requests that follow as
+/// permits free up trickle out one by one and the lookup took 53
+/// sequential round trips instead of 9.)
+pub const PREFETCH_IN_FLIGHT: usize = 128;
+/// Runs of one prefetch sent together as one group (half the slots, so
+/// that two groups are in flight at once).
+pub(super) const PREFETCH_GROUP: usize = PREFETCH_IN_FLIGHT / 2;
+
+/// Called with each page a prefetch landed.
+pub type Landed = Arc<dyn Fn(PageNo, &Page) + Send + Sync>;
+
+impl Fetcher {
+    pub(super) fn spawn_prefetch(
+        self: &Arc<Self>,
+        group: Vec<Run>,
+        page_size: ltx::PageSize,
+        landed: Option<Landed>,
+    ) {
+        let process = runtime::process();
+        let rt = match process.runtime() {
+            Ok(rt) => rt,
+            Err(e) => {
+                // Dropped, the group's claims land failed.
+                log::debug!("prefetch skipped: {e}");
+                return;
+            }
+        };
+        let (me, slots) = (Arc::clone(self), Arc::clone(&self.slots));
+        let n = u32::try_from(group.len()).unwrap_or(u32::MAX);
+        rt.spawn(async move {
+            // Should this task never get its slots (or the runtime drop it
+            // first), or the blocking job panic, the group is dropped and
+            // its claims land failed: no waiter is stranded.
+            let Ok(permits) = slots.acquire_many_owned(n).await else {
+                return;
+            };
+            let job = tokio::task::spawn_blocking(move || {
+                me.run_prefetch(group, page_size, landed.as_ref());
+                drop(permits);
+            });
+            let _ = job.await;
+        });
+    }
+
+    /// A group of prefetch runs, on the blocking pool: the frames a demand
+    /// read did not take over in the meantime.
+    fn run_prefetch(&self, mut group: Vec<Run>, page_size: ltx::PageSize, landed: Option<&Landed>) {
+        for run in &mut group {
+            // A frame a demand read took over is its now: this claim goes.
+            run.frames.retain(|(_, _, c)| c.start());
+        }
+        group.retain(|r| !r.frames.is_empty());
+        for (run, result) in group
+            .iter()
+            .zip(self.fetch_runs(&group, page_size, true, true))
+        {
+            match result {
+                Ok(pages) => {
+                    if let Some(landed) = landed {
+                        for (pgno, page) in &pages {
+                            landed(*pgno, page);
+                        }
+                    }
+                }
+                Err(e) => log::debug!("prefetch of {} failed: {e}", run.file.id),
+            }
+        }
+    }
+}

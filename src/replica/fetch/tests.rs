@@ -1,0 +1,228 @@
+//! The page reader over a real replica folder.
+
+use super::*;
+use crate::cache::PageCache;
+use crate::ltx::{FileName, LtxBuilder, PageIndex, PageSize, Txid, decode_file};
+use crate::replica::FileRef;
+use crate::storage::{FileId, FileStorage, Level};
+
+const PAGES: u32 = 300;
+
+/// A replica folder with one snapshot of `PAGES` distinct pages, its
+/// snapshot, and a fetcher over it with a cache of `budget` bytes.
+fn fixture(budget: u64) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats>) {
+    fixture_over(budget, |s| Arc::new(s))
+}
+
+/// [`fixture`] over the storage `wrap` makes of the folder's.
+fn fixture_over(
+    budget: u64,
+    wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
+) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats>) {
+    let dir = tempfile::tempdir().unwrap();
+    let ps = PageSize::new(4096).unwrap();
+    let mut b = LtxBuilder::new(ps, 1, 1, PAGES);
+    for p in 1..=PAGES {
+        b = b.page(p, format!("page {p} ").repeat(200).as_bytes());
+    }
+    let bytes = b.build();
+    let id = FileId {
+        level: Level::SNAPSHOT,
+        name: FileName {
+            min: Txid(1),
+            max: Txid(1),
+        },
+    };
+    let path = dir.path().join("ltx/9");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join(id.name.to_string()), &bytes).unwrap();
+    let decoded = decode_file(&bytes).unwrap();
+    let file = Arc::new(FileRef::new(id, bytes.len() as u64, decoded.header));
+    let index = PageIndex {
+        entries: decoded.index.entries,
+    };
+    let snap = Snapshot::build([(&file, &index)]).unwrap();
+    let stats = Arc::new(Stats::default());
+    let storage = wrap(FileStorage::new(dir.path().to_path_buf()));
+    let fetcher = Arc::new(Fetcher::new(
+        storage,
+        Arc::new(PageCache::new(budget)),
+        Arc::clone(&stats),
+        Arc::default(),
+        std::time::Duration::from_secs(10),
+    ));
+    (dir, fetcher, snap, stats)
+}
+
+/// Waits until no frame is in flight: every prefetch landed. Fails (never
+/// hangs) when one does not land within 20 s.
+fn settle(fetcher: &Fetcher) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fetcher.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} frames still in flight after 20 s: a flight never landed",
+            fetcher.in_flight()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn reads(stats: &Stats) -> u64 {
+    stats.reads.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn expect(page: &[u8], p: u32) {
+    assert!(
+        page.starts_with(format!("page {p} ").as_bytes()),
+        "page {p}"
+    );
+}
+
+#[test]
+fn adjacent_frames_are_fetched_in_one_read_and_then_hit() {
+    let (_dir, fetcher, snap, stats) = fixture(64 << 20);
+    let pages: Vec<PageNo> = (10..110).map(PageNo).collect();
+    assert_eq!(fetcher.prefetch(&snap, &pages, None), 100);
+    settle(&fetcher);
+    assert_eq!(reads(&stats), 1, "100 adjacent frames, one ranged read");
+    let scan = ScanBuf::default();
+    for p in 10..110 {
+        let (page, missed) = fetcher.read(&snap, PageNo(p), 1, &scan).unwrap().unwrap();
+        assert!(!missed);
+        expect(&page, p);
+    }
+    assert_eq!(reads(&stats), 1);
+    // Scattered pages whose frames lie within MERGE_GAP of each other
+    // (these compress to ~60 bytes) still go in one request.
+    let scattered: Vec<PageNo> = (150..300).step_by(30).map(PageNo).collect();
+    assert_eq!(fetcher.prefetch(&snap, &scattered, None), scattered.len());
+    settle(&fetcher);
+    assert_eq!(reads(&stats), 2);
+    for p in &scattered {
+        assert!(fetcher.cached(&snap, *p).is_some());
+    }
+    assert!(
+        fetcher.cached(&snap, PageNo(151)).is_none(),
+        "only what was asked"
+    );
+}
+
+#[test]
+fn a_scan_through_a_full_cache_keeps_its_read_ahead_to_itself() {
+    // A cache of about 50 pages, filled by a first pass.
+    let (_dir, fetcher, snap, stats) = fixture(50 * 4200);
+    let scan = ScanBuf::default();
+    for p in 1..=60 {
+        fetcher.read(&snap, PageNo(p), 1, &scan).unwrap().unwrap();
+    }
+    let cached: Vec<u32> = (1..=60)
+        .filter(|p| fetcher.cached(&snap, PageNo(*p)).is_some())
+        .collect();
+    assert!(cached.len() > 20, "{cached:?}");
+    // A scan with the full window: its read-ahead does not go to the
+    // cache, which keeps what it held, and the scan still reads each
+    // page once.
+    let before = reads(&stats);
+    let (page, missed) = fetcher
+        .read(&snap, PageNo(100), MAX_WINDOW, &scan)
+        .unwrap()
+        .unwrap();
+    assert!(missed);
+    expect(&page, 100);
+    for p in 101..=200 {
+        let (page, missed) = fetcher
+            .read(&snap, PageNo(p), MAX_WINDOW, &scan)
+            .unwrap()
+            .unwrap();
+        assert!(!missed, "page {p} came with the window");
+        expect(&page, p);
+    }
+    assert_eq!(reads(&stats), before + 1);
+    for p in cached {
+        assert!(
+            fetcher.cached(&snap, PageNo(p)).is_some(),
+            "page {p} stayed"
+        );
+    }
+}
+
+#[test]
+fn a_frame_whose_shared_fetches_failed_is_fetched_by_the_reader_itself() {
+    let (dir, fetcher, snap, _stats) = fixture(64 << 20);
+    // The file is gone (compaction), and another reader's fetch of the
+    // frame failed before this read claimed it.
+    std::fs::remove_dir_all(dir.path().join("ltx")).unwrap();
+    let key = snap.frame(PageNo(7)).unwrap().key();
+    let other = fetcher.flights.claim_queued(key).unwrap();
+    assert!(other.start());
+    fetcher.flights.fail_in_place(other.flight());
+    // The read meets the storage's own error, which re-plans, and not
+    // one that SQLite would report as a malformed database.
+    match fetcher.read(&snap, PageNo(7), 1, &ScanBuf::default()) {
+        Err(Error::Storage(e)) => {
+            assert_eq!(e.kind, crate::storage::StorageErrorKind::NotFound, "{e}")
+        }
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("read a deleted file"),
+    }
+}
+
+/// A folder replica whose first read panics, and which looks remote (so
+/// that the fetcher prefetches).
+#[derive(Debug)]
+struct PanicsOnce {
+    inner: FileStorage,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for PanicsOnce {
+    fn describe(&self) -> &str {
+        self.inner.describe()
+    }
+
+    fn list(
+        &self,
+        level: Level,
+        after: Option<FileName>,
+    ) -> crate::storage::BoxFuture<
+        '_,
+        std::result::Result<Vec<crate::storage::FileInfo>, crate::storage::StorageError>,
+    > {
+        self.inner.list(level, after)
+    }
+
+    fn read(
+        &self,
+        file: FileId,
+        range: std::ops::Range<u64>,
+    ) -> crate::storage::BoxFuture<'_, std::result::Result<Vec<u8>, crate::storage::StorageError>>
+    {
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("test: the storage read of a prefetch panics");
+        }
+        self.inner.read(file, range)
+    }
+}
+
+#[test]
+fn a_prefetch_whose_blocking_task_panics_lands_its_flights_failed() {
+    let (_dir, fetcher, snap, _stats) = fixture_over(64 << 20, |inner| {
+        Arc::new(PanicsOnce {
+            inner,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        })
+    });
+    assert!(fetcher.prefetches());
+    assert_eq!(fetcher.prefetch(&snap, &[PageNo(7), PageNo(8)], None), 2);
+    // The prefetch job panicked on the blocking pool: its claims landed
+    // failed, so nothing stays in flight...
+    settle(&fetcher);
+    // ...and a reader of the frame fetches it itself.
+    let (page, missed) = fetcher
+        .read(&snap, PageNo(7), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap();
+    assert!(missed);
+    expect(&page, 7);
+}

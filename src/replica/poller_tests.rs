@@ -1,0 +1,160 @@
+//! The poller under supervision: a panic inside its loop does not end
+//! following.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::config::{Config, Sources};
+use crate::ltx::{LtxBuilder, PageSize};
+
+/// Level-0 file of TXID `txid` setting page 2 of a 2-page database.
+fn write_l0(root: &Path, txid: u64) {
+    let dir = root.join("ltx").join("0");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut b = LtxBuilder::new(PageSize::new(4096).unwrap(), txid, txid, 2)
+        .timestamp_ms(1_000_000 + txid as i64);
+    if txid == 1 {
+        b = b.page(1, b"page one");
+    }
+    b = b.page(2, format!("txid {txid}").as_bytes());
+    std::fs::write(dir.join(format!("{txid:016x}-{txid:016x}.ltx")), b.build()).unwrap();
+}
+
+fn config(root: &Path) -> Config {
+    config_with(root, &[])
+}
+
+fn config_with(root: &Path, more: &[(&str, String)]) -> Config {
+    let url = url::Url::from_directory_path(root).unwrap().to_string();
+    let mut uri = vec![
+        ("replica_url".to_string(), url),
+        ("poll_interval".to_string(), "10ms".to_string()),
+    ];
+    uri.extend(more.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    Config::parse(&Sources {
+        uri: &uri,
+        env: &|_: &str| None,
+    })
+    .unwrap()
+}
+
+/// Waits until `done` holds, for at most 20 s (then fails with `what`).
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_poller_that_panics_is_restarted_and_keeps_following() {
+    let dir = tempfile::tempdir().unwrap();
+    write_l0(dir.path(), 1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let replica = rt.block_on(Replica::open(config(dir.path()))).unwrap();
+    assert_eq!(replica.current().txid.0, 1);
+    hooks::panic_next("poll", replica.io.storage.describe());
+    {
+        let _in = rt.enter();
+        spawn(Arc::clone(&replica), || false);
+    }
+    let stats = Arc::clone(&replica.io.stats);
+    eventually("the armed poll never ran", || {
+        !hooks::is_armed("poll", replica.io.storage.describe())
+    });
+    write_l0(dir.path(), 2);
+    eventually(
+        "TXID 2 was never published: the poller did not come back after its panic",
+        || replica.current().txid.0 == 2,
+    );
+    assert_eq!(stats.task_panics.load(Ordering::Relaxed), 1);
+    assert!(
+        stats.render().contains("task_panics=1"),
+        "{}",
+        stats.render()
+    );
+}
+
+#[test]
+fn following_into_the_local_store_does_not_block_the_async_worker() {
+    let (dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_l0(dir.path(), 1);
+    // One worker: if the store write ran on it, nothing else could run.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &[("disk_cache", disk.path().display().to_string())],
+    );
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    assert!(replica.io.local.get().is_some(), "the disk tier is open");
+    let gate = crate::pause::arm("poller.follow_loaded");
+    {
+        let _in = rt.enter();
+        spawn(Arc::clone(&replica), || false);
+    }
+    write_l0(dir.path(), 2);
+    // The poller is inside the store write for TXID 2...
+    gate.wait_reached(Duration::from_secs(20)).unwrap();
+    // ...and another task still gets the worker.
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _ = tx.send(());
+    });
+    let ran = rx.recv_timeout(Duration::from_secs(10));
+    gate.release();
+    assert!(
+        ran.is_ok(),
+        "a task could not run while the poller wrote the local store: the write blocks the worker"
+    );
+    eventually("TXID 2 was never published", || {
+        replica.current().txid.0 == 2
+    });
+}
+
+#[test]
+fn hydration_that_panics_is_restarted_and_fills() {
+    let (dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_l0(dir.path(), 1);
+    write_l0(dir.path(), 2);
+    // Armed before the open starts the task (its first round panics).
+    let describe = format!(
+        "file://{}",
+        url::Url::from_directory_path(dir.path()).unwrap().path()
+    );
+    hooks::panic_next("hydration", &describe);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &[
+            ("hydration_enabled", "true".to_string()),
+            (
+                "hydration_path",
+                disk.path().join("h.db").display().to_string(),
+            ),
+        ],
+    );
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    assert_eq!(replica.io.storage.describe(), describe);
+    eventually("the armed round never ran", || {
+        !hooks::is_armed("hydration", &describe)
+    });
+    eventually("hydration never completed after its panic", || {
+        replica.hydration_progress() == Some(100.0)
+    });
+    assert_eq!(replica.io.stats.task_panics.load(Ordering::Relaxed), 1);
+}
