@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{self, PageNo, lock_page};
-use crate::store::{DiskStore, Fill, PageStore, Span};
+use crate::store::{DiskStore, Fill, Span};
 
 use super::local::span;
 use super::{FileRef, FrameLoc, Replica, Snapshot, Stats};
