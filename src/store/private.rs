@@ -227,20 +227,26 @@ pub fn open_file(path: &Path, create: Create, write: bool) -> Result<File, Failu
     Err(io::Error::other("the file keeps appearing and disappearing").into())
 }
 
-/// A symbolic link where a store file should be is refused; other errors
-/// stay I/O errors.
+/// A symbolic link where a store file should be is refused, and so is a
+/// file of another account that the open could not even use (permission
+/// denied); other errors stay I/O errors.
 fn open_error(path: &Path, e: io::Error) -> Failure {
     #[cfg(unix)]
-    {
+    if let Ok(meta) = fs::symlink_metadata(path) {
         // Linux and macOS say ELOOP for O_NOFOLLOW on a link, FreeBSD EMLINK.
         let link = matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EMLINK));
-        if link && fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        if link && meta.file_type().is_symlink() {
             return refused(
                 path,
                 "is a symbolic link, which the store never follows (another account may have \
                  planted it to redirect the store's writes or reads)"
                     .into(),
             );
+        }
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            if let Err(refusal) = check_owner_and_writers(path, &meta) {
+                return refusal;
+            }
         }
     }
     let _ = path;

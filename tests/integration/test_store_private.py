@@ -10,6 +10,7 @@ SFTP) and the children run as it through setpriv. Run as a non-root user,
 the children run as that user, and the cases that need a second account
 are skipped."""
 
+import functools
 import json
 import os
 import pwd
@@ -23,11 +24,23 @@ from pathlib import Path
 import pytest
 
 import lsvfs
+from test_local_store import one_shot_replica
 
 CHILD = Path(__file__).with_name("store_child.py")
-BASIC = lsvfs.FIXTURES / "basic-4k"
-WANT = json.loads((BASIC / "manifest.json").read_text())["history"][-1]["digest"]
 USER = "lsvfsstore"
+
+
+@pytest.fixture(scope="module")
+def replica():
+    """A replica in a folder every account can read, large enough that
+    pages are read from the store, not all loaded at open: its URL and
+    digest."""
+    base = Path(tempfile.mkdtemp(prefix="lsvfs-private-replica-"))
+    base.chmod(0o755)
+    (base / "primary").mkdir()
+    want = one_shot_replica(base / "primary", base / "replica", "private")
+    yield lsvfs.file_url(base / "replica"), want
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +71,29 @@ def home(account):
     shutil.rmtree(d, ignore_errors=True)
 
 
-def reader(account, home: Path, umask: int = 0o022, action: str = "digest", arg=None,
+def reader(account, home: Path, url: str, umask: int = 0o022, action: str = "digest", arg=None,
            **params) -> subprocess.CompletedProcess:
-    """One reader process as `account` under `umask`, reading the fixture
-    replica with `params`."""
+    """One reader process as `account` under `umask`, reading `url` with
+    `params`."""
     params.setdefault("poll_interval", "60s")
-    uri = lsvfs.replica_uri(lsvfs.file_url(BASIC / "replica"), "private.db", **params)
+    uri = lsvfs.replica_uri(url, "private.db", **params)
     cmd = [sys.executable, str(CHILD), uri, action] + ([str(arg)] if arg is not None else [])
     if account:
         cmd = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups",
                "--"] + cmd
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, umask=umask, cwd=home,
                           env={**os.environ, "HOME": str(home), "LITESTREAM_LOG_LEVEL": "INFO"})
+
+
+@pytest.fixture
+def read(account, home, replica):
+    """`reader` as the test account, in its folder, of the replica."""
+    return functools.partial(reader, account, home, replica[0])
+
+
+@pytest.fixture
+def want(replica) -> str:
+    return replica[1]
 
 
 def ok(p: subprocess.CompletedProcess) -> dict:
@@ -94,18 +118,18 @@ def give_away(path: Path) -> None:
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000])
-def test_folders_are_0700_and_files_0600_whatever_the_umask(account, home, umask):
+def test_folders_are_0700_and_files_0600_whatever_the_umask(account, home, umask, read, want):
     cache = home / "deep" / "cache"
-    out = ok(reader(account, home, umask, disk_cache=cache))
-    assert out["digest"] == WANT
+    out = ok(read(umask, disk_cache=cache))
+    assert out["digest"] == want
     (pages,) = cache.glob("*.pages")
     for d in (home / "deep", cache):
         assert (mode(d), os.lstat(d).st_uid) == (0o700, uid_of(account)), d
     assert (mode(pages), os.lstat(pages).st_uid) == (0o600, uid_of(account))
 
     copy = home / "hydrated" / "copy.db"
-    out = ok(reader(account, home, umask, "hydrate", 60, hydration_enabled="true", hydration_path=copy))
-    assert out["progress"] == 100.0 and out["digest"] == WANT
+    out = ok(read(umask, "hydrate", 60, hydration_enabled="true", hydration_path=copy))
+    assert out["progress"] == 100.0 and out["digest"] == want
     assert mode(copy.parent) == 0o700
     assert mode(copy) == 0o600
     assert mode(Path(f"{copy}.fill-lock")) == 0o600
@@ -114,40 +138,40 @@ def test_folders_are_0700_and_files_0600_whatever_the_umask(account, home, umask
         assert mode(p) & 0o077 == 0, (p, oct(mode(p)))
 
 
-def test_a_second_process_of_the_same_user_shares_the_store(account, home):
+def test_a_second_process_of_the_same_user_shares_the_store(account, home, read, want):
     cache = home / "cache"
-    first = ok(reader(account, home, disk_cache=cache))
-    second = ok(reader(account, home, disk_cache=cache))
-    assert first["digest"] == second["digest"] == WANT
+    first = ok(read(disk_cache=cache))
+    second = ok(read(disk_cache=cache))
+    assert first["digest"] == second["digest"] == want
     assert second["after"]["store_hits"] > 0, second["after"]
 
 
-def test_a_folder_others_can_write_is_refused(account, home):
+def test_a_folder_others_can_write_is_refused(account, home, read):
     group = home / "group"
     group.mkdir()
     group.chmod(0o770)
     if account:
         os.chown(group, account.pw_uid, account.pw_gid)
-    refused(reader(account, home, disk_cache=group), group, "writable by its group or by others (mode 0770)")
+    refused(read(disk_cache=group), group, "writable by its group or by others (mode 0770)")
     assert list(group.iterdir()) == [], "nothing was written in it"
     # Same for the folder of a hydration path.
-    refused(reader(account, home, hydration_enabled="true", hydration_path=group / "copy.db"), group,
+    refused(read(hydration_enabled="true", hydration_path=group / "copy.db"), group,
             "writable by its group")
 
 
-def test_a_folder_of_another_account_is_refused(account, home):
+def test_a_folder_of_another_account_is_refused(account, home, read):
     if account is None:
         pytest.skip("needs root to give a folder to another account")
     # Owned by root (the suite's account), not by the reader's.
     theirs = home / "theirs"
     theirs.mkdir()
     theirs.chmod(0o755)
-    refused(reader(account, home, disk_cache=theirs), theirs, "owned by another account (uid 0")
+    refused(read(disk_cache=theirs), theirs, "owned by another account (uid 0")
 
 
-def test_a_planted_symlink_or_file_is_refused(account, home):
+def test_a_planted_symlink_or_file_is_refused(account, home, read, want):
     cache = home / "cache"
-    ok(reader(account, home, disk_cache=cache))
+    ok(read(disk_cache=cache))
     (pages,) = cache.glob("*.pages")
 
     # A symbolic link where the store file was: never followed.
@@ -157,7 +181,7 @@ def test_a_planted_symlink_or_file_is_refused(account, home):
         os.chown(target, account.pw_uid, account.pw_gid)
     pages.unlink()
     pages.symlink_to(target)
-    refused(reader(account, home, disk_cache=cache), pages, "symbolic link")
+    refused(read(disk_cache=cache), pages, "symbolic link")
     assert target.read_bytes() == b"untouched"
     pages.unlink()
 
@@ -167,20 +191,20 @@ def test_a_planted_symlink_or_file_is_refused(account, home):
     pages.write_bytes(b"\0" * 8192)
     pages.chmod(0o644)
     give_away(pages)
-    refused(reader(account, home, disk_cache=cache), pages, "owned by another account")
+    refused(read(disk_cache=cache), pages, "owned by another account")
     assert pages.read_bytes() == b"\0" * 8192, "the planted file was not written"
     # Once it is gone, the store is made again.
     pages.unlink()
-    assert ok(reader(account, home, disk_cache=cache))["digest"] == WANT
+    assert ok(read(disk_cache=cache))["digest"] == want
 
 
-def test_an_older_store_readable_by_others_is_tightened(account, home):
+def test_an_older_store_readable_by_others_is_tightened(account, home, read):
     cache = home / "cache"
-    ok(reader(account, home, disk_cache=cache))
+    ok(read(disk_cache=cache))
     (pages,) = cache.glob("*.pages")
     cache.chmod(0o755)
     pages.chmod(0o644)
-    out = ok(reader(account, home, disk_cache=cache))
+    out = ok(read(disk_cache=cache))
     assert out["after"]["store_hits"] > 0, "the tightened store is used"
     assert (mode(cache), mode(pages)) == (0o700, 0o600)
     assert f"{cache} was open to other accounts (mode 0755); made it 0700" in out["stderr"], out["stderr"]
