@@ -471,7 +471,11 @@ while float(conn.execute("PRAGMA litestream_hydration_progress").fetchone()[0]) 
     time.sleep(0.05)
 pid = os.fork()
 if pid == 0:
-    # A worker of a pre-forking server: it lives on with what it inherited.
+    # A worker of a pre-forking server: it lives on with what it inherited
+    # (but not the test's pipes, which it would keep open).
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
     time.sleep(600)
     os._exit(0)
 print(pid, flush=True)
