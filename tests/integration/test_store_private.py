@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import lsvfs
+from servers import unique
 from test_local_store import one_shot_replica
 
 CHILD = Path(__file__).with_name("store_child.py")
@@ -72,7 +73,7 @@ def home(account):
 
 
 def reader(account, home: Path, url: str, umask: int = 0o022, action: str = "digest", arg=None,
-           **params) -> subprocess.CompletedProcess:
+           env: dict | None = None, **params) -> subprocess.CompletedProcess:
     """One reader process as `account` under `umask`, reading `url` with
     `params`."""
     params.setdefault("poll_interval", "60s")
@@ -82,7 +83,7 @@ def reader(account, home: Path, url: str, umask: int = 0o022, action: str = "dig
         cmd = ["setpriv", f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}", "--clear-groups",
                "--"] + cmd
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180, umask=umask, cwd=home,
-                          env={**os.environ, "HOME": str(home), "LITESTREAM_LOG_LEVEL": "INFO"})
+                          env={**os.environ, "HOME": str(home), "LITESTREAM_LOG_LEVEL": "INFO", **(env or {})})
 
 
 @pytest.fixture
@@ -209,3 +210,25 @@ def test_an_older_store_readable_by_others_is_tightened(account, home, read):
     assert (mode(cache), mode(pages)) == (0o700, 0o600)
     assert f"{cache} was open to other accounts (mode 0755); made it 0700" in out["stderr"], out["stderr"]
     assert f"{pages} was readable by other accounts (mode 0644); made it 0600" in out["stderr"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_the_index_folder_and_its_files_are_private_on_s3(servers, account, home, umask):  # noqa: F811
+    """What an open learns of the LTX files is kept only for storage that
+    versions them (not file://): on S3, `<hash>.index/` and its blobs."""
+    path = unique("private")
+    servers.upload_tree("s3", lsvfs.FIXTURES / "basic-4k" / "replica", path)
+    cache = home / "cache"
+    out = ok(reader(account, home, servers.url("s3", path), umask, env=servers.reader_env("s3"),
+                    disk_cache=cache))
+    assert out["after"]["index_writes"] > 0, out["after"]
+    (index,) = cache.glob("*.index")
+    blobs = list(index.iterdir())
+    assert blobs and mode(index) == 0o700
+    assert {mode(b) for b in blobs} == {0o600}, [(b.name, oct(mode(b))) for b in blobs]
+    assert {os.lstat(b).st_uid for b in blobs} == {uid_of(account)}
+    # A second process reads them back (no temporary files left behind).
+    again = ok(reader(account, home, servers.url("s3", path), umask, env=servers.reader_env("s3"),
+                      disk_cache=cache))
+    assert again["after"]["index_hits"] > 0, again["after"]
+    assert not [b for b in index.iterdir() if b.name.startswith(".")]
