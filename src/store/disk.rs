@@ -11,7 +11,7 @@
 //! - **Writers** hold an exclusive file lock (and a mutex for the threads
 //!   of one process), re-read the header under it, and write with
 //!   `pwrite`, so a full disk is an error code, never a signal. No one
-//!   waits for the lock longer than [`LOCK_WAIT`]: past it, the operation
+//!   waits for the lock longer than `LOCK_WAIT` (see `lock`): past it, the operation
 //!   goes on without the store (a read from storage, a write skipped).
 //! - **Private.** The file and its folder belong to this account and no
 //!   one else can write them (see `private`); its descriptors are not kept
@@ -37,8 +37,8 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, TryLockError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -48,6 +48,7 @@ use crate::ltx::{PageNo, PageSize, Txid};
 
 use super::fork::{self, Listed};
 use super::layout::{FileHeader, HEADER_LEN, OPEN, SLOT_HEADER, SlotHeader, page_sum};
+use super::lock::LOCK_WAIT;
 use super::private::{self, Create, Folder};
 use super::{Fill, Span, os};
 
@@ -66,22 +67,6 @@ pub(super) const CATCH_UP_MAX: usize = 4096;
 
 /// Fewest slots a bounded store gets.
 const MIN_SLOTS: u64 = 16;
-
-/// Longest a store operation waits for the write lock. A writer holds it
-/// for one batch of slot writes (at most a fill range, 8 MiB, into the page
-/// cache) or a catch-up of at most `CATCH_UP_MAX` slot headers:
-/// milliseconds. A holder that keeps it for seconds is stopped (SIGSTOP, a
-/// debugger) or stuck on a dying disk, and a read is better served from
-/// storage than by waiting for it; so past this the operation goes on
-/// without the store (`store_lock_timeouts` in the stats). Well below the
-/// default `storage_timeout`, so a query never waits longer for the store
-/// than for storage itself.
-pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
-/// First pause between two tries at the lock; it doubles up to
-/// `LOCK_RETRY_MAX`, so a short hold costs little latency and a long one
-/// little CPU.
-const LOCK_RETRY_MIN: Duration = Duration::from_micros(100);
-const LOCK_RETRY_MAX: Duration = Duration::from_millis(20);
 
 /// How big the store may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,7 +152,7 @@ impl View {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     bad: AtomicU64,
@@ -175,7 +160,7 @@ struct Counters {
     write_errors: AtomicU64,
     /// Operations that went on without the store: the lock stayed taken
     /// past `LOCK_WAIT`.
-    lock_timeouts: AtomicU64,
+    pub(super) lock_timeouts: AtomicU64,
 }
 
 /// A store file. See the module documentation.
@@ -190,14 +175,14 @@ pub struct DiskStore {
     pub(super) slots: u64,
     pub(super) view: ArcSwap<View>,
     /// One writer per process at a time (the file lock is per open file).
-    write: Mutex<()>,
+    pub(super) write: Mutex<()>,
     /// Longest wait for the lock: `LOCK_WAIT` (shorter in tests).
-    lock_wait: Duration,
+    pub(super) lock_wait: Duration,
     /// Writes are off until this Unix millisecond (after a failure).
     writes_off_until: AtomicI64,
     warned: AtomicBool,
     remove_on_drop: bool,
-    counters: Counters,
+    pub(super) counters: Counters,
 }
 
 /// The hydration fill role, held for as long as this value lives. The
@@ -206,18 +191,6 @@ pub struct DiskStore {
 pub struct FillClaim {
     /// `None` for a private copy, whose only filler is its process.
     _lock: Option<(Listed, File)>,
-}
-
-/// Holds the exclusive file lock (and the process mutex) while alive.
-pub(super) struct Locked<'a> {
-    store: &'a DiskStore,
-    _mutex: std::sync::MutexGuard<'a, ()>,
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        let _ = os::unlock(&self.store.file);
-    }
 }
 
 impl DiskStore {
@@ -332,52 +305,6 @@ impl DiskStore {
             let _ = std::fs::remove_file(path);
         }
         Ok(store)
-    }
-
-    /// Takes the write lock (the process mutex, then the file lock), waiting
-    /// at most `lock_wait`; a `LockBusy` error past it.
-    pub(super) fn lock(&self) -> std::io::Result<Locked<'_>> {
-        let deadline = Instant::now() + self.lock_wait;
-        let mut pause = LOCK_RETRY_MIN;
-        let mut wait = || {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    LockBusy(self.lock_wait),
-                ));
-            }
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(LOCK_RETRY_MAX);
-            Ok(())
-        };
-        let mutex = loop {
-            match self.write.try_lock() {
-                Ok(g) => break g,
-                Err(TryLockError::Poisoned(_)) => {
-                    return Err(std::io::Error::other("store lock poisoned"));
-                }
-                Err(TryLockError::WouldBlock) => wait()?,
-            }
-        };
-        while !os::try_lock(&self.file)? {
-            wait()?;
-        }
-        Ok(Locked {
-            store: self,
-            _mutex: mutex,
-        })
-    }
-
-    /// A store operation could not finish: a lock that stayed taken skips
-    /// it (counted); another failure pauses writes (see `write_failed`).
-    pub(super) fn op_failed(&self, what: &str, e: &std::io::Error) {
-        if is_lock_busy(e) {
-            self.counters.lock_timeouts.fetch_add(1, Ordering::Relaxed);
-            log::debug!("local store {}: {what} skipped: {e}", self.path.display());
-        } else {
-            self.write_failed(what, e);
-        }
     }
 
     pub(super) fn read_header(&self) -> Option<FileHeader> {
@@ -670,26 +597,6 @@ impl DiskStore {
     pub fn set_lock_wait(&mut self, wait: Duration) {
         self.lock_wait = wait;
     }
-}
-
-/// The lock stayed taken for this long.
-#[derive(Debug)]
-struct LockBusy(Duration);
-
-impl std::fmt::Display for LockBusy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "another process or thread held the store's write lock for more than {:?}",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for LockBusy {}
-
-fn is_lock_busy(e: &std::io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<LockBusy>())
 }
 
 /// Unix milliseconds now (the store depends on nothing above it).

@@ -1,4 +1,5 @@
 use std::fs::OpenOptions;
+use std::time::Instant;
 
 use super::*;
 use crate::store::{Attached, Followed, Identity, StateFacts};

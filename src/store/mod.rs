@@ -21,6 +21,7 @@ mod disk;
 mod fork;
 mod layout;
 mod lineage;
+mod lock;
 mod os;
 mod private;
 
