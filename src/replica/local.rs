@@ -155,6 +155,7 @@ impl Local {
         };
         match DiskStore::open(&path, ident, snap.page_size, capacity, temporary) {
             Ok(store) => {
+                store.bound_lock_wait(config.storage_timeout);
                 let store = Arc::new(store);
                 self.attach(&store, snap);
                 let _ = self.store.set(store);

@@ -176,8 +176,9 @@ pub struct DiskStore {
     pub(super) view: ArcSwap<View>,
     /// One writer per process at a time (the file lock is per open file).
     pub(super) write: Mutex<()>,
-    /// Longest wait for the lock: `LOCK_WAIT` (shorter in tests).
-    pub(super) lock_wait: Duration,
+    /// Longest wait for the lock, in microseconds: `LOCK_WAIT`, or less
+    /// (see `bound_lock_wait`).
+    pub(super) lock_wait_us: AtomicU64,
     /// Writes are off until this Unix millisecond (after a failure).
     writes_off_until: AtomicI64,
     warned: AtomicBool,
@@ -255,7 +256,7 @@ impl DiskStore {
             slots: wanted_slots,
             view: ArcSwap::from_pointee(View::default()),
             write: Mutex::new(()),
-            lock_wait: LOCK_WAIT,
+            lock_wait_us: AtomicU64::new(LOCK_WAIT.as_micros() as u64),
             writes_off_until: AtomicI64::new(0),
             warned: AtomicBool::new(false),
             remove_on_drop,
@@ -592,10 +593,16 @@ impl DiskStore {
             })
     }
 
-    /// Waits at most `wait` for the lock from now on (tests).
-    #[cfg(any(test, feature = "test-hooks"))]
-    pub fn set_lock_wait(&mut self, wait: Duration) {
-        self.lock_wait = wait;
+    /// From now on, waits at most `budget` for the lock when that is less
+    /// than `LOCK_WAIT`: the replica's `storage_timeout`, so that a query
+    /// never waits longer for the store than it would for storage.
+    pub fn bound_lock_wait(&self, budget: Duration) {
+        let us = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
+        self.lock_wait_us.fetch_min(us, Ordering::Relaxed);
+    }
+
+    pub(super) fn lock_wait(&self) -> Duration {
+        Duration::from_micros(self.lock_wait_us.load(Ordering::Relaxed))
     }
 }
 

@@ -259,7 +259,7 @@ fn stat(s: &DiskStore, name: &str) -> u64 {
 #[test]
 fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
     let d = Dir::new();
-    let mut a = d.open(Capacity::Unbounded);
+    let a = d.open(Capacity::Unbounded);
     assert_eq!(attach(&a, 10, 1, 5, 4), Attached::Serving);
     a.put(&[(PageNo(1), sp(5, 10), &page(1))]);
 
@@ -268,7 +268,7 @@ fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
         os::try_lock(&other).unwrap(),
         "the other holder has the lock"
     );
-    a.set_lock_wait(Duration::from_millis(50));
+    a.bound_lock_wait(Duration::from_millis(50));
     a.put(&[(PageNo(2), sp(5, 10), &page(2))]);
     assert_eq!(get(&a, 2, sp(5, 10)), None, "the write was skipped");
     assert_eq!(get(&a, 1, sp(5, 10)), Some(1), "reads take no lock");
@@ -278,8 +278,8 @@ fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
 
     // A process that opens meanwhile: the open needs no lock, the attach
     // fails (reads go to storage) instead of waiting.
-    let mut b = d.open(Capacity::Unbounded);
-    b.set_lock_wait(Duration::from_millis(50));
+    let b = d.open(Capacity::Unbounded);
+    b.bound_lock_wait(Duration::from_millis(50));
     assert_eq!(attach(&b, 10, 1, 5, 4), Attached::Failed);
     assert_eq!(get(&b, 1, sp(5, 10)), None, "not attached: not used");
     assert_eq!(stat(&b, "store_lock_timeouts"), 1);
@@ -297,9 +297,9 @@ fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
 #[test]
 fn a_thread_holding_the_lock_bounds_the_wait_too() {
     let d = Dir::new();
-    let mut a = d.open(Capacity::Unbounded);
+    let a = d.open(Capacity::Unbounded);
     attach(&a, 10, 1, 5, 4);
-    a.set_lock_wait(Duration::from_millis(50));
+    a.bound_lock_wait(Duration::from_millis(50));
     let held = a.write.lock().unwrap();
     a.put(&[(PageNo(1), sp(5, 10), &page(1))]);
     drop(held);

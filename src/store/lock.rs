@@ -20,8 +20,9 @@ use super::os;
 /// debugger) or stuck on a dying disk, and a read is better served from
 /// storage than by waiting for it; so past this the operation goes on
 /// without the store (`store_lock_timeouts` in the stats). Well below the
-/// default `storage_timeout`, so a query never waits longer for the store
-/// than for storage itself.
+/// default `storage_timeout`; the replica lowers it to its
+/// `storage_timeout` when that is shorter (`DiskStore::bound_lock_wait`),
+/// so a query never waits longer for the store than for storage itself.
 pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// First pause between two tries at the lock; it doubles up to
 /// `LOCK_RETRY_MAX`, so a short hold costs little latency and a long one
@@ -43,16 +44,17 @@ impl Drop for Locked<'_> {
 
 impl DiskStore {
     /// Takes the write lock (the process mutex, then the file lock), waiting
-    /// at most `lock_wait`; a `LockBusy` error past it.
+    /// at most `lock_wait()`; a `LockBusy` error past it.
     pub(super) fn lock(&self) -> std::io::Result<Locked<'_>> {
-        let deadline = Instant::now() + self.lock_wait;
+        let limit = self.lock_wait();
+        let deadline = Instant::now() + limit;
         let mut pause = LOCK_RETRY_MIN;
         let mut wait = || {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    LockBusy(self.lock_wait),
+                    LockBusy(limit),
                 ));
             }
             std::thread::sleep(pause.min(left));
