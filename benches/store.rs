@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use litestream_vfs::ltx::{PageNo, PageSize, Txid};
-use litestream_vfs::store::{Capacity, DiskStore, PageStore, Span, StateFacts, identity};
+use litestream_vfs::store::{Capacity, DiskStore, Span, StateFacts, identity};
 
 const PAGES: u32 = 4096;
 

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::ltx::{PageNo, lock_page};
-use crate::store::{DiskStore, Fill, PageStore, Span};
+use crate::store::{DiskStore, Fill, Span};
 use crate::{log, runtime};
 
 use super::fetch::decode_frames;

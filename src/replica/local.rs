@@ -13,8 +13,7 @@ use crate::error::{Error, Result};
 use crate::log;
 use crate::ltx::{PageNo, Txid};
 use crate::store::{
-    Attached, Blobs, Capacity, DiskStore, Followed, Identity, OpenError, PageStore, Span,
-    StateFacts, identity,
+    Attached, Blobs, Capacity, DiskStore, Followed, Identity, OpenError, Span, StateFacts, identity,
 };
 
 use super::load::Loaded;
@@ -156,9 +155,10 @@ impl Local {
     }
 
     /// Opens the store `config` names (hydration's file, else the disk
-    /// tier's) for a database of `snap`'s page size. A network filesystem
-    /// or another replica's file fails the open; a disk that cannot be
-    /// written only loses the store, with a warning.
+    /// tier's) for a database of `snap`'s page size. A network filesystem,
+    /// another replica's file or a store other accounts could write fails
+    /// the open; a disk that cannot be written only loses the store, with
+    /// a warning.
     pub fn open(&self, config: &Config, snap: &Snapshot) -> Result<()> {
         let ident = config.replica_url.redacted();
         let (path, capacity, temporary) = match (&config.hydration, &config.disk_cache) {
@@ -175,14 +175,17 @@ impl Local {
         };
         match DiskStore::open(&path, ident, snap.page_size, capacity, temporary) {
             Ok(store) => {
+                store.bound_lock_wait(config.storage_timeout);
                 let store = Arc::new(store);
                 self.attach(&store, snap);
                 let _ = self.store.set(store);
                 Ok(())
             }
-            Err(e @ (OpenError::NetworkFs { .. } | OpenError::OtherReplica { .. })) => {
-                Err(Error::Config(e.to_string()))
-            }
+            Err(
+                e @ (OpenError::NetworkFs { .. }
+                | OpenError::OtherReplica { .. }
+                | OpenError::NotPrivate(_)),
+            ) => Err(Error::Config(e.to_string())),
             Err(e) => {
                 log::warn!("local store unavailable, reading from storage only: {e}");
                 Ok(())

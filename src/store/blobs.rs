@@ -7,13 +7,26 @@
 //! XXH3 of its name and contents: a torn, truncated or foreign file is a
 //! miss, never data. Everything is best effort: a folder that cannot be
 //! written only costs the requests it would have saved.
+//!
+//! Private like the store file (see `private`): the folder is `0700`, each
+//! blob and temporary file `0600`, opened without following links; a
+//! folder or blob another account owns or can write is refused (a miss,
+//! with one warning that names it).
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use crate::log;
+
+use super::private::{self, Create, Failure, Folder};
+
+/// What is known of the folder: not checked yet (or missing), checked,
+/// refused.
+const UNCHECKED: u8 = 0;
+const CHECKED: u8 = 1;
+const REFUSED: u8 = 2;
 
 /// Blob files end with this; anything else in the folder is not ours.
 const SUFFIX: &str = ".blob";
@@ -29,6 +42,7 @@ pub struct Blobs {
     dir: PathBuf,
     /// Which blobs age out (see `PRUNE_EVERY`).
     prune: fn(&str) -> bool,
+    folder: AtomicU8,
     warned: AtomicBool,
     hits: AtomicU64,
     writes: AtomicU64,
@@ -41,6 +55,7 @@ impl Blobs {
         Blobs {
             dir,
             prune,
+            folder: AtomicU8::new(UNCHECKED),
             warned: AtomicBool::new(false),
             hits: AtomicU64::new(0),
             writes: AtomicU64::new(0),
@@ -51,9 +66,66 @@ impl Blobs {
         self.dir.join(format!("{name}{SUFFIX}"))
     }
 
-    /// The blob `name`, if it is present and whole.
+    /// Whether the folder may be used, creating it (and its missing
+    /// parents, `0700`) first if `create`. The folder is the store's own;
+    /// the one holding it needs no check of its own: whoever could swap
+    /// this folder for another could only put one there that is not ours,
+    /// and that one is refused.
+    fn usable(&self, create: bool) -> bool {
+        match self.folder.load(Ordering::Relaxed) {
+            CHECKED => return true,
+            REFUSED => return false,
+            _ => {}
+        }
+        let checked = if create {
+            private::ensure_dir(&self.dir, Folder::Own)
+        } else {
+            private::check_dir(&self.dir, Folder::Own)
+        };
+        match checked {
+            Ok(()) => {
+                self.folder.store(CHECKED, Ordering::Relaxed);
+                true
+            }
+            Err(Failure::Io(e)) if e.kind() == std::io::ErrorKind::NotFound && !create => false,
+            Err(e) => {
+                if matches!(e, Failure::Refused(_)) {
+                    self.folder.store(REFUSED, Ordering::Relaxed);
+                }
+                self.warn(&e);
+                false
+            }
+        }
+    }
+
+    fn warn(&self, e: &Failure) {
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "cannot keep file indexes in {}: {e}; a restart will fetch them again",
+                self.dir.display()
+            );
+        } else {
+            log::debug!("file indexes in {}: {e}", self.dir.display());
+        }
+    }
+
+    /// The blob `name`, if it is present, ours and whole.
     pub fn get(&self, name: &str) -> Option<Vec<u8>> {
-        let mut bytes = fs::read(self.path(name)).ok()?;
+        if !self.usable(false) {
+            return None;
+        }
+        let path = self.path(name);
+        let mut bytes = Vec::new();
+        let read = private::open_file(&path, Create::No, false)
+            .and_then(|mut f| Ok(f.read_to_end(&mut bytes)?));
+        match read {
+            Ok(_) => {}
+            Err(Failure::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.warn(&e);
+                return None;
+            }
+        }
         let body = bytes.len().checked_sub(8)?;
         let stored = u64::from_le_bytes(bytes.get(body..)?.try_into().ok()?);
         bytes.truncate(body);
@@ -65,16 +137,19 @@ impl Blobs {
 
     /// Keeps `bytes` as the blob `name`.
     pub fn put(&self, name: &str, bytes: &[u8]) {
+        if !self.usable(true) {
+            return;
+        }
         let tmp = self
             .dir
             .join(format!(".{name}.{}.{}", std::process::id(), unique()));
         let written = (|| {
-            fs::create_dir_all(&self.dir)?;
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = private::open_file(&tmp, Create::New, true)?;
             f.write_all(bytes)?;
             f.write_all(&sum(name, bytes).to_le_bytes())?;
             drop(f);
-            fs::rename(&tmp, self.path(name))
+            fs::rename(&tmp, self.path(name))?;
+            Ok::<_, Failure>(())
         })();
         match written {
             Ok(()) => {
@@ -85,12 +160,7 @@ impl Blobs {
             }
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
-                if !self.warned.swap(true, Ordering::Relaxed) {
-                    log::warn!(
-                        "cannot keep file indexes in {}: {e}; a restart will fetch them again",
-                        self.dir.display()
-                    );
-                }
+                self.warn(&e);
             }
         }
     }
@@ -215,6 +285,41 @@ mod tests {
         assert!(b.get("0-old").is_none(), "an old level-0 blob goes");
         assert!(b.get("9-old").is_some(), "one that does not age out stays");
         assert!(b.get("0-new2").is_some(), "a new one stays");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn blobs_are_private_and_planted_ones_are_misses() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let b = Blobs::new(dir.path().join("cache/idx"), |_| false);
+        b.put("a", b"hello");
+        assert_eq!(mode(&dir.path().join("cache")), 0o700);
+        assert_eq!(mode(b.dir()), 0o700);
+        assert_eq!(mode(&b.path("a")), 0o600);
+        // A link planted in place of a blob is not followed.
+        let theirs = dir.path().join("theirs");
+        fs::write(&theirs, fs::read(b.path("a")).unwrap()).unwrap();
+        fs::remove_file(b.path("a")).unwrap();
+        std::os::unix::fs::symlink(&theirs, b.path("a")).unwrap();
+        assert_eq!(b.get("a"), None);
+        // One others may write is refused; one only readable (an earlier
+        // version's) is tightened and used.
+        fs::remove_file(b.path("a")).unwrap();
+        b.put("a", b"hello");
+        fs::set_permissions(b.path("a"), fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(b.get("a"), None);
+        fs::set_permissions(b.path("a"), fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(b.get("a").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(mode(&b.path("a")), 0o600);
+        // A folder others may write is not used at all.
+        let open = Blobs::new(dir.path().join("open"), |_| false);
+        fs::create_dir(open.dir()).unwrap();
+        fs::set_permissions(open.dir(), fs::Permissions::from_mode(0o777)).unwrap();
+        open.put("a", b"x");
+        assert!(fs::read_dir(open.dir()).unwrap().next().is_none());
+        assert_eq!(open.get("a"), None);
     }
 
     #[test]

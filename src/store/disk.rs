@@ -10,10 +10,17 @@
 //!   disk decodes as a miss, never as data.
 //! - **Writers** hold an exclusive file lock (and a mutex for the threads
 //!   of one process), re-read the header under it, and write with
-//!   `pwrite`, so a full disk is an error code, never a signal.
-//! - **Lineage.** The header holds a random lineage nonce and
-//!   `(txid, database checksum)` checkpoints of that lineage (LTX headers
-//!   and trailers carry the checksum of the whole database at their TXIDs).
+//!   `pwrite`, so a full disk is an error code, never a signal. No one
+//!   waits for the lock longer than `LOCK_WAIT` (see `lock`): past it, the operation
+//!   goes on without the store (a read from storage, a write skipped).
+//! - **Private.** The file and its folder belong to this account and no
+//!   one else can write them (see `private`); its descriptors are not kept
+//!   by forked children (see `fork`).
+//! - **Lineage.** The header holds a random lineage nonce and checkpoints
+//!   of that lineage: the identities of LTX files it followed (a file's
+//!   place, its last TXID and level, with a hash of what identifies it
+//!   there; see [`super::Identity`]). Litestream 0.5 writes no database
+//!   checksums, so the files themselves fingerprint the lineage.
 //!   A process uses the store only after its own state matched a
 //!   checkpoint with no conflicting one; otherwise it starts a new lineage,
 //!   and the old entries are dead for everyone who verified the new one.
@@ -27,10 +34,11 @@
 //!   reboot), the era ends: its open entries stay valid up to where the era
 //!   ended (or, after a reboot, up to what each entry itself recorded).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -38,8 +46,11 @@ use crate::cache::Page;
 use crate::log;
 use crate::ltx::{PageNo, PageSize, Txid};
 
+use super::fork::{self, Listed};
 use super::layout::{FileHeader, HEADER_LEN, OPEN, SLOT_HEADER, SlotHeader, page_sum};
-use super::{Attached, Fill, Followed, PageStore, Span, StateFacts, os};
+use super::lock::LOCK_WAIT;
+use super::private::{self, Create, Folder};
+use super::{Fill, Span, os};
 
 /// After a failed write (disk full, read-only filesystem), writes pause for
 /// this long: the next attempt is cheap to make and likely to fail again.
@@ -52,7 +63,7 @@ pub(super) const FOLLOWED_RECENTLY_MS: u128 = 10_000;
 /// Catching up at open closes the pages that changed since the horizon one
 /// by one, unless more changed than this (then the era ends instead, in one
 /// header write): a slot header read and write each.
-const CATCH_UP_MAX: usize = 4096;
+pub(super) const CATCH_UP_MAX: usize = 4096;
 
 /// Fewest slots a bounded store gets.
 const MIN_SLOTS: u64 = 16;
@@ -73,6 +84,8 @@ pub enum OpenError {
     NetworkFs { dir: PathBuf, kind: String },
     /// The file belongs to another replica.
     OtherReplica { path: PathBuf, ident: String },
+    /// The file or its folder is not private to this account: refused.
+    NotPrivate(private::Refused),
     /// The file or its directory cannot be created or read.
     Io {
         path: PathBuf,
@@ -95,6 +108,7 @@ impl std::fmt::Display for OpenError {
                 "{} holds the local store of another replica ({ident}); remove it or choose another path",
                 path.display()
             ),
+            OpenError::NotPrivate(r) => r.fmt(f),
             OpenError::Io { path, error } => write!(f, "{}: {error}", path.display()),
         }
     }
@@ -103,15 +117,15 @@ impl std::fmt::Display for OpenError {
 /// What readers need from the header, kept in memory and refreshed when
 /// it may have moved. Only ever a lineage this process verified.
 #[derive(Clone, Debug, Default)]
-struct View {
-    lineage: u64,
+pub(super) struct View {
+    pub(super) lineage: u64,
     era: u32,
     horizon: u64,
     era_ends: Vec<(u32, u64)>,
 }
 
 impl View {
-    fn of(h: &FileHeader) -> View {
+    pub(super) fn of(h: &FileHeader) -> View {
         View {
             lineage: h.lineage,
             era: h.era,
@@ -138,46 +152,52 @@ impl View {
 }
 
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     hits: AtomicU64,
     misses: AtomicU64,
     bad: AtomicU64,
     writes: AtomicU64,
     write_errors: AtomicU64,
+    /// Operations that went on without the store: the lock stayed taken
+    /// past `LOCK_WAIT`.
+    pub(super) lock_timeouts: AtomicU64,
 }
 
 /// A store file. See the module documentation.
 pub struct DiskStore {
-    file: File,
-    path: PathBuf,
-    ident: String,
-    page_size: PageSize,
+    /// Unlists `file` before it is closed (fields drop in order).
+    _listed: Listed,
+    pub(super) file: File,
+    pub(super) path: PathBuf,
+    pub(super) ident: String,
+    pub(super) page_size: PageSize,
     /// Slots in the file; 0: one per page number.
-    slots: u64,
-    view: ArcSwap<View>,
+    pub(super) slots: u64,
+    pub(super) view: ArcSwap<View>,
     /// One writer per process at a time (the file lock is per open file).
-    write: Mutex<()>,
+    pub(super) write: Mutex<()>,
+    /// Longest wait for the lock, in microseconds: `LOCK_WAIT`, or less
+    /// (see `bound_lock_wait`).
+    pub(super) lock_wait_us: AtomicU64,
     /// Writes are off until this Unix millisecond (after a failure).
     writes_off_until: AtomicI64,
     warned: AtomicBool,
     remove_on_drop: bool,
-    counters: Counters,
+    pub(super) counters: Counters,
 }
 
-/// Holds the exclusive file lock (and the process mutex) while alive.
-struct Locked<'a> {
-    store: &'a DiskStore,
-    _mutex: std::sync::MutexGuard<'a, ()>,
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        let _ = os::unlock(&self.store.file);
-    }
+/// The hydration fill role, held for as long as this value lives. The
+/// lock's descriptor is listed (see `fork`): a forked child neither keeps
+/// nor releases it.
+pub struct FillClaim {
+    /// `None` for a private copy, whose only filler is its process.
+    _lock: Option<(Listed, File)>,
 }
 
 impl DiskStore {
     /// Opens (or creates) the store file at `path` for the replica `ident`.
+    /// `remove_on_drop`: a private copy in the system's temporary folder,
+    /// a new file unlinked at once.
     pub fn open(
         path: &Path,
         ident: &str,
@@ -193,32 +213,42 @@ impl DiskStore {
             path: path.to_path_buf(),
             error,
         };
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let failed = |e: private::Failure| match e {
+            private::Failure::Refused(r) => OpenError::NotPrivate(r),
+            private::Failure::Io(error) => io_err(error),
+        };
+        if !remove_on_drop {
+            // The disk tier's folder is the store's own; a hydration path's
+            // folder may hold the user's other files: checked, not changed.
+            let folder = match capacity {
+                Capacity::Bytes(_) => Folder::Own,
+                Capacity::Unbounded => Folder::Shared,
+            };
+            private::ensure_dir(dir, folder).map_err(failed)?;
+        }
         if let Some(kind) = os::fs_type(dir).filter(|k| os::is_network_fs(k)) {
             return Err(OpenError::NetworkFs {
                 dir: dir.to_path_buf(),
                 kind,
             });
         }
-        let mut options = OpenOptions::new();
-        options.read(true).write(true);
-        if remove_on_drop {
-            // A private copy in a shared temporary folder: a new file only
-            // this user can read, never one that is already there (a
-            // planted file or symlink would otherwise be truncated).
-            options.create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        // A private copy in a shared temporary folder is a new file only
+        // this user can read, never one that is already there (a planted
+        // file or symlink would otherwise be used).
+        let create = if remove_on_drop {
+            Create::New
         } else {
-            options.create(true).truncate(false);
-        }
-        let file = options.open(path).map_err(io_err)?;
+            Create::IfMissing
+        };
+        let (file, listed) =
+            fork::open_listed(|| private::open_file(path, create, true)).map_err(failed)?;
         let slot_len = (SLOT_HEADER as u64) + u64::from(page_size.get());
         let wanted_slots = match capacity {
             Capacity::Unbounded => 0,
             Capacity::Bytes(b) => (b.saturating_sub(HEADER_LEN) / slot_len).max(MIN_SLOTS),
         };
         let mut store = DiskStore {
+            _listed: listed,
             file,
             path: path.to_path_buf(),
             ident: ident.to_string(),
@@ -226,41 +256,48 @@ impl DiskStore {
             slots: wanted_slots,
             view: ArcSwap::from_pointee(View::default()),
             write: Mutex::new(()),
+            lock_wait_us: AtomicU64::new(LOCK_WAIT.as_micros() as u64),
             writes_off_until: AtomicI64::new(0),
             warned: AtomicBool::new(false),
             remove_on_drop,
             counters: Counters::default(),
         };
-        let lock = store.lock().map_err(io_err)?;
-        let existing = store.read_header();
-        let header = match existing {
-            Some(h) if h.ident != ident => {
-                return Err(OpenError::OtherReplica {
-                    path: path.to_path_buf(),
-                    ident: h.ident,
-                });
-            }
-            // Another process created it, maybe with another size: the
-            // file's own geometry wins, so that processes agree.
-            Some(h)
-                if h.page_size == page_size.get()
-                    && (h.slots == 0) == (capacity == Capacity::Unbounded) =>
-            {
-                h
-            }
+        let fits = |h: &FileHeader| {
+            h.page_size == page_size.get() && (h.slots == 0) == (capacity == Capacity::Unbounded)
+        };
+        // A whole header read without the lock is one that a writer wrote
+        // whole (it is checksummed): an existing store opens without
+        // waiting for anyone.
+        let header = match store.read_header() {
+            Some(h) if h.ident == ident && fits(&h) => h,
             _ => {
-                let fresh = FileHeader {
-                    page_size: page_size.get(),
-                    slots: wanted_slots,
-                    ident: ident.to_string(),
-                    ..FileHeader::default()
+                let lock = store.lock().map_err(io_err)?;
+                let header = match store.read_header() {
+                    Some(h) if h.ident != ident => {
+                        return Err(OpenError::OtherReplica {
+                            path: path.to_path_buf(),
+                            ident: h.ident,
+                        });
+                    }
+                    // Another process created it, maybe with another size:
+                    // the file's own geometry wins, so that processes agree.
+                    Some(h) if fits(&h) => h,
+                    _ => {
+                        let fresh = FileHeader {
+                            page_size: page_size.get(),
+                            slots: wanted_slots,
+                            ident: ident.to_string(),
+                            ..FileHeader::default()
+                        };
+                        store.file.set_len(0).map_err(io_err)?;
+                        os::write_at(&store.file, &fresh.encode(), 0).map_err(io_err)?;
+                        fresh
+                    }
                 };
-                store.file.set_len(0).map_err(io_err)?;
-                os::write_at(&store.file, &fresh.encode(), 0).map_err(io_err)?;
-                fresh
+                drop(lock);
+                header
             }
         };
-        drop(lock);
         store.slots = header.slots;
         #[cfg(unix)]
         if remove_on_drop {
@@ -271,25 +308,13 @@ impl DiskStore {
         Ok(store)
     }
 
-    fn lock(&self) -> std::io::Result<Locked<'_>> {
-        let mutex = self
-            .write
-            .lock()
-            .map_err(|_| std::io::Error::other("store lock poisoned"))?;
-        os::lock(&self.file, os::LockMode::Wait)?;
-        Ok(Locked {
-            store: self,
-            _mutex: mutex,
-        })
-    }
-
-    fn read_header(&self) -> Option<FileHeader> {
+    pub(super) fn read_header(&self) -> Option<FileHeader> {
         let mut buf = vec![0u8; HEADER_LEN as usize];
         os::read_at(&self.file, &mut buf, 0).ok()?;
         FileHeader::decode(&buf)
     }
 
-    fn write_header(&self, h: &FileHeader) -> std::io::Result<()> {
+    pub(super) fn write_header(&self, h: &FileHeader) -> std::io::Result<()> {
         #[cfg(not(target_os = "linux"))]
         // Without a boot identity, the slot writes must reach the disk
         // before a header that trusts them does.
@@ -297,14 +322,14 @@ impl DiskStore {
         os::write_at(&self.file, &h.encode(), 0)
     }
 
-    fn slot_offset(&self, pgno: PageNo) -> Option<u64> {
+    pub(super) fn slot_offset(&self, pgno: PageNo) -> Option<u64> {
         let i = u64::from(pgno.0.checked_sub(1)?);
         let i = if self.slots == 0 { i } else { i % self.slots };
         let slot_len = SLOT_HEADER as u64 + u64::from(self.page_size.get());
         i.checked_mul(slot_len)?.checked_add(HEADER_LEN)
     }
 
-    fn read_slot_header(&self, pgno: PageNo) -> Option<SlotHeader> {
+    pub(super) fn read_slot_header(&self, pgno: PageNo) -> Option<SlotHeader> {
         let mut buf = [0u8; SLOT_HEADER];
         os::read_at(&self.file, &mut buf, self.slot_offset(pgno)?).ok()?;
         SlotHeader::decode(&buf).filter(|h| h.pgno == pgno.0)
@@ -324,12 +349,12 @@ impl DiskStore {
         cur
     }
 
-    fn writes_paused(&self) -> bool {
+    pub(super) fn writes_paused(&self) -> bool {
         now_ms() < self.writes_off_until.load(Ordering::Relaxed)
     }
 
     /// A write failed: pause writes, warn once; reads go on.
-    fn write_failed(&self, what: &str, e: &std::io::Error) {
+    pub(super) fn write_failed(&self, what: &str, e: &std::io::Error) {
         self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
         self.writes_off_until
             .store(now_ms() + WRITE_BACKOFF_MS, Ordering::Relaxed);
@@ -345,7 +370,7 @@ impl DiskStore {
 
     /// Runs `f` under the write lock with the current header, writing the
     /// header back if `f` says it changed.
-    fn with_header(&self, what: &str, f: impl FnOnce(&mut FileHeader) -> bool) {
+    pub(super) fn with_header(&self, what: &str, f: impl FnOnce(&mut FileHeader) -> bool) {
         if self.writes_paused() {
             return;
         }
@@ -363,7 +388,7 @@ impl DiskStore {
             Ok::<_, std::io::Error>(())
         })();
         if let Err(e) = result {
-            self.write_failed(what, &e);
+            self.op_failed(what, &e);
         }
     }
 
@@ -394,8 +419,10 @@ impl DiskStore {
     }
 }
 
-impl PageStore for DiskStore {
-    fn get(&self, pgno: PageNo, want: Span) -> Option<Page> {
+/// What `replica/` asks of the store.
+impl DiskStore {
+    /// The bytes of `pgno` in some state of `want`, if held and intact.
+    pub fn get(&self, pgno: PageNo, want: Span) -> Option<Page> {
         let mut view = self.view.load_full();
         if view.lineage == 0 {
             return None;
@@ -430,14 +457,17 @@ impl PageStore for DiskStore {
         Some(Page::from(page))
     }
 
-    fn has(&self, pgno: PageNo, want: Span) -> bool {
+    /// Whether `get` would find the page (checks the slot header only).
+    pub fn has(&self, pgno: PageNo, want: Span) -> bool {
         let view = self.view.load();
         self.read_slot_header(pgno)
             .and_then(|h| view.span_of(&h))
             .is_some_and(|s| s.overlaps(&want))
     }
 
-    fn put(&self, pages: &[(PageNo, Span, &[u8])]) {
+    /// Keeps pages, each known constant over its span. Skipped when the
+    /// lock stays taken past `LOCK_WAIT`.
+    pub fn put(&self, pages: &[(PageNo, Span, &[u8])]) {
         if pages.is_empty() || self.view.load().lineage == 0 || self.writes_paused() {
             return;
         }
@@ -481,23 +511,18 @@ impl PageStore for DiskStore {
             Ok::<_, std::io::Error>(())
         })();
         if let Err(e) = result {
-            self.write_failed("writing pages", &e);
+            self.op_failed("writing pages", &e);
         }
     }
 
-    fn follow(&self, f: &Followed<'_>) {
-        self.follow_file(f);
-    }
-
-    fn attach(&self, s: &StateFacts<'_>) -> Attached {
-        self.attach_state(s)
-    }
-
-    fn lineage(&self) -> u64 {
+    /// The lineage this process verified and reads (0: none yet). It
+    /// changes when an `attach` started a new one.
+    pub fn lineage(&self) -> u64 {
         self.view.load().lineage
     }
 
-    fn fill(&self) -> Option<Fill> {
+    /// Hydration progress as the filler last wrote it.
+    pub fn fill(&self) -> Option<Fill> {
         let h = self.read_header()?;
         (h.lineage == self.view.load().lineage && h.lineage != 0).then_some(Fill {
             filled: h.filled,
@@ -506,7 +531,7 @@ impl PageStore for DiskStore {
         })
     }
 
-    fn set_fill(&self, fill: Fill) {
+    pub fn set_fill(&self, fill: Fill) {
         let mine = self.view.load().lineage;
         self.with_header("recording progress", |h| {
             if h.lineage != mine {
@@ -519,41 +544,65 @@ impl PageStore for DiskStore {
         });
     }
 
-    fn path(&self) -> &Path {
+    /// The store's file.
+    pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn render(&self) -> String {
+    /// `name=value` counters for `PRAGMA litestream_stats`.
+    pub fn render(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let c = &self.counters;
         format!(
-            "store_hits={} store_misses={} store_bad={} store_writes={} store_write_errors={}",
+            "store_hits={} store_misses={} store_bad={} store_writes={} store_write_errors={} \
+             store_lock_timeouts={}",
             g(&c.hits),
             g(&c.misses),
             g(&c.bad),
             g(&c.writes),
-            g(&c.write_errors)
+            g(&c.write_errors),
+            g(&c.lock_timeouts)
         )
     }
 }
 
 impl DiskStore {
-    /// Takes the hydration fill lock if no other process holds it: a file
-    /// next to the store, locked for as long as the returned file lives.
-    pub fn try_fill_lock(&self) -> Option<File> {
+    /// Takes the hydration fill role if no other process holds it: the lock
+    /// of a file next to the store, held for as long as the claim lives.
+    pub fn try_fill_lock(&self) -> Option<FillClaim> {
         if self.remove_on_drop {
             // A private file: this process is its only filler.
-            return self.file.try_clone().ok();
+            return Some(FillClaim { _lock: None });
         }
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(fill_lock_path(&self.path))
-            .ok()?;
-        os::lock(&f, os::LockMode::Try).ok()?;
-        Some(f)
+        let path = fill_lock_path(&self.path);
+        let (file, listed) =
+            match fork::open_listed(|| private::open_file(&path, Create::IfMissing, true)) {
+                Ok(opened) => opened,
+                Err(e) => {
+                    if !self.warned.swap(true, Ordering::Relaxed) {
+                        log::warn!("local store: cannot take the fill lock: {e}");
+                    }
+                    return None;
+                }
+            };
+        os::try_lock(&file)
+            .ok()
+            .filter(|&locked| locked)
+            .map(|_| FillClaim {
+                _lock: Some((listed, file)),
+            })
+    }
+
+    /// From now on, waits at most `budget` for the lock when that is less
+    /// than `LOCK_WAIT`: the replica's `storage_timeout`, so that a query
+    /// never waits longer for the store than it would for storage.
+    pub fn bound_lock_wait(&self, budget: Duration) {
+        let us = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
+        self.lock_wait_us.fetch_min(us, Ordering::Relaxed);
+    }
+
+    pub(super) fn lock_wait(&self) -> Duration {
+        Duration::from_micros(self.lock_wait_us.load(Ordering::Relaxed))
     }
 }
 
@@ -578,9 +627,6 @@ impl Drop for DiskStore {
         }
     }
 }
-
-#[path = "lineage.rs"]
-mod lineage;
 
 #[cfg(test)]
 #[path = "disk_tests.rs"]

@@ -1,5 +1,8 @@
+use std::fs::OpenOptions;
+use std::time::Instant;
+
 use super::*;
-use crate::store::Identity;
+use crate::store::{Attached, Followed, Identity, StateFacts};
 
 const PS: u32 = 4096;
 
@@ -40,7 +43,7 @@ fn ident(txid: u64, lineage: u64) -> Identity {
 
 /// Attaches at `txid` with a file of lineage `lineage`; every page's span
 /// starts at `since`.
-fn attach(s: &DiskStore, txid: u64, lineage: u64, since: u64, pages: u32) {
+fn attach(s: &DiskStore, txid: u64, lineage: u64, since: u64, pages: u32) -> Attached {
     let cps = [ident(txid, lineage)];
     let f = move |_p: PageNo| Some(t(since));
     s.attach(&StateFacts {
@@ -48,7 +51,7 @@ fn attach(s: &DiskStore, txid: u64, lineage: u64, since: u64, pages: u32) {
         page_count: pages,
         checkpoints: &cps,
         since: &f,
-    });
+    })
 }
 
 fn get(s: &DiskStore, p: u32, span: Span) -> Option<u8> {
@@ -240,4 +243,292 @@ fn a_private_copy_is_a_new_file_only_its_user_reads() {
     std::fs::write(&path, b"someone else's").unwrap();
     assert!(DiskStore::open(&path, "file:///replica", ps(), Capacity::Unbounded, true).is_err());
     assert_eq!(std::fs::read(&path).unwrap(), b"someone else's");
+}
+
+fn stat(s: &DiskStore, name: &str) -> u64 {
+    let r = s.render();
+    r.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {r}"))
+}
+
+/// Another process stopped while it holds the store's lock (here: another
+/// open file description of the file, locked): a write is skipped and an
+/// attach fails within the bound, both counted, and reads go on. Before
+/// the bound, each of these waited forever.
+#[test]
+fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
+    let d = Dir::new();
+    let a = d.open(Capacity::Unbounded);
+    assert_eq!(attach(&a, 10, 1, 5, 4), Attached::Serving);
+    a.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+
+    let other = OpenOptions::new().read(true).open(d.path()).unwrap();
+    assert!(
+        os::try_lock(&other).unwrap(),
+        "the other holder has the lock"
+    );
+    a.bound_lock_wait(Duration::from_millis(50));
+    a.put(&[(PageNo(2), sp(5, 10), &page(2))]);
+    assert_eq!(get(&a, 2, sp(5, 10)), None, "the write was skipped");
+    assert_eq!(get(&a, 1, sp(5, 10)), Some(1), "reads take no lock");
+    assert_eq!(stat(&a, "store_lock_timeouts"), 1);
+    assert_eq!(stat(&a, "store_write_errors"), 0);
+    assert!(!a.writes_paused(), "a busy lock is not a failing disk");
+
+    // A process that opens meanwhile: the open needs no lock, the attach
+    // fails (reads go to storage) instead of waiting.
+    let b = d.open(Capacity::Unbounded);
+    b.bound_lock_wait(Duration::from_millis(50));
+    assert_eq!(attach(&b, 10, 1, 5, 4), Attached::Failed);
+    assert_eq!(get(&b, 1, sp(5, 10)), None, "not attached: not used");
+    assert_eq!(stat(&b, "store_lock_timeouts"), 1);
+
+    // The holder goes: everything works again, nothing was paused.
+    drop(other);
+    assert_eq!(attach(&b, 10, 1, 5, 4), Attached::Serving);
+    assert_eq!(get(&b, 1, sp(5, 10)), Some(1));
+    a.put(&[(PageNo(2), sp(5, 10), &page(2))]);
+    assert_eq!(get(&b, 2, sp(5, 10)), Some(2));
+}
+
+/// A thread of this process holding the write lock bounds the others'
+/// wait the same way.
+#[test]
+fn a_thread_holding_the_lock_bounds_the_wait_too() {
+    let d = Dir::new();
+    let a = d.open(Capacity::Unbounded);
+    attach(&a, 10, 1, 5, 4);
+    a.bound_lock_wait(Duration::from_millis(50));
+    let held = a.write.lock().unwrap();
+    a.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+    drop(held);
+    assert_eq!(stat(&a, "store_lock_timeouts"), 1);
+    assert_eq!(get(&a, 1, sp(5, 10)), None);
+}
+
+/// A store that cannot even create its header waits for the lock no
+/// longer than the bound either: the open fails (the replica then reads
+/// from storage).
+#[test]
+fn an_open_that_needs_the_lock_fails_within_the_bound() {
+    let d = Dir::new();
+    std::fs::write(d.path(), b"").unwrap();
+    let other = OpenOptions::new().read(true).open(d.path()).unwrap();
+    assert!(os::try_lock(&other).unwrap());
+    let started = Instant::now();
+    let e = DiskStore::open(
+        &d.path(),
+        "file:///replica",
+        ps(),
+        Capacity::Unbounded,
+        false,
+    )
+    .err()
+    .unwrap();
+    assert!(started.elapsed() >= LOCK_WAIT);
+    assert!(e.to_string().contains("write lock"), "{e}");
+}
+
+#[cfg(unix)]
+mod private_store {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::symlink_metadata(p).unwrap().mode() & 0o7777
+    }
+
+    #[test]
+    fn the_store_its_folder_and_fill_lock_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let path = dir.join("r.pages");
+        let s = DiskStore::open(
+            &path,
+            "file:///replica",
+            ps(),
+            Capacity::Bytes(1 << 20),
+            false,
+        )
+        .unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        let claim = s.try_fill_lock().unwrap();
+        assert_eq!(mode(&fill_lock_path(&path)), 0o600);
+        drop(claim);
+    }
+
+    #[test]
+    fn an_older_store_readable_by_others_is_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let path = dir.join("r.pages");
+        drop(
+            DiskStore::open(
+                &path,
+                "file:///replica",
+                ps(),
+                Capacity::Bytes(1 << 20),
+                false,
+            )
+            .unwrap(),
+        );
+        let wide = |p: &Path, m| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+        wide(&dir, 0o755).unwrap();
+        wide(&path, 0o644).unwrap();
+        drop(
+            DiskStore::open(
+                &path,
+                "file:///replica",
+                ps(),
+                Capacity::Bytes(1 << 20),
+                false,
+            )
+            .unwrap(),
+        );
+        assert_eq!((mode(&dir), mode(&path)), (0o700, 0o600));
+    }
+
+    #[test]
+    fn a_symlink_a_group_writable_folder_or_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        std::fs::create_dir(&dir).unwrap();
+        let open = |p: &Path| {
+            DiskStore::open(p, "file:///replica", ps(), Capacity::Bytes(1 << 20), false)
+                .err()
+                .map(|e| (matches!(e, OpenError::NotPrivate(_)), e.to_string()))
+        };
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"").unwrap();
+        let link = dir.join("r.pages");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let (refused, e) = open(&link).unwrap();
+        assert!(
+            refused && e.contains("symbolic link") && e.contains("r.pages"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&elsewhere).unwrap(),
+            b"",
+            "the target was not written"
+        );
+
+        let group = tmp.path().join("group");
+        std::fs::create_dir(&group).unwrap();
+        std::fs::set_permissions(&group, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let (refused, e) = open(&group.join("r.pages")).unwrap();
+        assert!(
+            refused && e.contains("writable by its group") && e.contains("group"),
+            "{e}"
+        );
+        assert!(!group.join("r.pages").exists(), "nothing created in it");
+    }
+
+    #[test]
+    fn a_store_planted_by_another_account_is_refused_even_for_root() {
+        if os::euid() != 0 {
+            return; // only root can give a file away; CI runs as root
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        let path = dir.join("r.pages");
+        drop(DiskStore::open(&path, "file:///replica", ps(), Capacity::Unbounded, false).unwrap());
+        std::os::unix::fs::lchown(&path, Some(65534), None).unwrap();
+        let e = DiskStore::open(&path, "file:///replica", ps(), Capacity::Unbounded, false)
+            .err()
+            .unwrap();
+        assert!(matches!(e, OpenError::NotPrivate(_)), "{e}");
+        assert!(e.to_string().contains("owned by another account"), "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 65534);
+    }
+
+    /// A forked child, parked: it unlocks its copies of `fds` if
+    /// `unlock`, says so, and waits until [`Child::finish`].
+    struct Child {
+        pid: libc::pid_t,
+        up: [i32; 2],
+        down: [i32; 2],
+    }
+
+    impl Child {
+        fn fork(fds: [i32; 2], unlock: bool) -> Child {
+            let (mut up, mut down) = ([0i32; 2], [0i32; 2]);
+            // SAFETY: two-int arrays for pipe(2) to fill.
+            assert_eq!(unsafe { libc::pipe(up.as_mut_ptr()) }, 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::pipe(down.as_mut_ptr()) }, 0);
+            // SAFETY: the child only calls async-signal-safe functions
+            // (flock, write, read, _exit) on descriptors it inherited.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            let mut b = [0u8; 1];
+            if pid == 0 {
+                // SAFETY: see above.
+                unsafe {
+                    if unlock {
+                        for fd in fds {
+                            libc::flock(fd, libc::LOCK_UN);
+                        }
+                    }
+                    libc::write(up[1], b.as_ptr().cast(), 1);
+                    libc::read(down[0], b.as_mut_ptr().cast(), 1);
+                    libc::_exit(0);
+                }
+            }
+            // SAFETY: our end of the pipe and a one-byte buffer.
+            assert_eq!(unsafe { libc::read(up[0], b.as_mut_ptr().cast(), 1) }, 1);
+            Child { pid, up, down }
+        }
+
+        fn finish(self) {
+            // SAFETY: our ends of the pipes; waking and reaping the child.
+            unsafe {
+                libc::write(self.down[1], [0u8].as_ptr().cast(), 1);
+                let mut status = 0;
+                libc::waitpid(self.pid, &mut status, 0);
+                for fd in self.up.into_iter().chain(self.down) {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+
+    /// A child made by fork() neither keeps nor releases the parent's fill
+    /// lock: its `LOCK_UN` leaves the parent's lock alone, and once the
+    /// parent lets go, another process can fill while the child still
+    /// lives. Before, the child's inherited descriptor kept the lock until
+    /// the child exited, and its `LOCK_UN` released the parent's.
+    #[test]
+    fn a_forked_child_neither_keeps_nor_releases_the_fill_lock() {
+        use std::os::fd::AsRawFd;
+        let d = Dir::new();
+        let s = d.open(Capacity::Unbounded);
+        let other = d.open(Capacity::Unbounded);
+        let fds_of = |claim: &FillClaim| {
+            let lock = &claim._lock.as_ref().unwrap().1;
+            assert!(fork::is_listed(lock) && fork::is_listed(&s.file));
+            [lock.as_raw_fd(), s.file.as_raw_fd()]
+        };
+
+        let claim = s.try_fill_lock().unwrap();
+        let keeper = Child::fork(fds_of(&claim), false);
+        drop(claim);
+        let kept_by_child = other.try_fill_lock().is_none();
+        keeper.finish();
+
+        let claim = s.try_fill_lock().unwrap();
+        let unlocker = Child::fork(fds_of(&claim), true);
+        let released_by_child = other.try_fill_lock().is_some();
+        unlocker.finish();
+        drop(claim);
+
+        assert_eq!(
+            (released_by_child, kept_by_child),
+            (false, false),
+            "(the child's LOCK_UN released the parent's fill lock, the child kept it after the \
+             parent let go)"
+        );
+    }
 }

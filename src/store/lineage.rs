@@ -7,9 +7,9 @@ use std::sync::Arc;
 use crate::log;
 use crate::ltx::{PageNo, Txid};
 
-use super::super::layout::{FileHeader, OPEN};
-use super::super::{Attached, Followed, Identity, StateFacts, os};
-use super::{CATCH_UP_MAX, DiskStore, FOLLOWED_RECENTLY_MS, View};
+use super::disk::{CATCH_UP_MAX, DiskStore, FOLLOWED_RECENTLY_MS, View};
+use super::layout::{FileHeader, OPEN};
+use super::{Attached, Followed, Identity, StateFacts, os};
 
 impl DiskStore {
     /// Closes the open entry of `pgno` at `at`, if it is one of the current
@@ -42,7 +42,9 @@ impl DiskStore {
         }
     }
 
-    pub(super) fn follow_file(&self, f: &Followed<'_>) {
+    /// Follows one applied LTX file of the chain: pages it changes stop
+    /// being valid past the state before it.
+    pub fn follow(&self, f: &Followed<'_>) {
         let mine = self.view.load().lineage;
         let ours = [f.identity];
         let mut adopted = None;
@@ -92,7 +94,11 @@ impl DiskStore {
         }
     }
 
-    pub(super) fn attach_state(&self, s: &StateFacts<'_>) -> Attached {
+    /// Binds the store to the lineage of a state the replica built (at
+    /// open and after a re-plan): checks the lineage, catches up. A lock
+    /// that stays taken past `LOCK_WAIT` fails it (the caller reads from
+    /// storage and tries again later).
+    pub fn attach(&self, s: &StateFacts<'_>) -> Attached {
         if self.writes_paused() {
             return Attached::Failed;
         }
@@ -142,7 +148,7 @@ impl DiskStore {
             Ok::<_, std::io::Error>(Attached::Serving)
         })();
         result.unwrap_or_else(|e| {
-            self.write_failed("opening", &e);
+            self.op_failed("opening", &e);
             Attached::Failed
         })
     }

@@ -12,20 +12,23 @@
 //! snapshot), processes, restarts and time travel.
 //!
 //! See [`disk::DiskStore`] for the file, its lineage checks and its
-//! multi-process rules.
+//! multi-process rules, and `private` for why no other account can read
+//! or plant what it holds. `replica/` uses it through `DiskStore`'s
+//! methods and `Blobs`; the types below are what they exchange.
 
 mod blobs;
 mod disk;
+mod fork;
 mod layout;
+mod lineage;
+mod lock;
 mod os;
+mod private;
 
-use std::path::Path;
-
-use crate::cache::Page;
 use crate::ltx::{PageNo, Txid};
 
 pub use blobs::Blobs;
-pub use disk::{Capacity, DiskStore, OpenError};
+pub use disk::{Capacity, DiskStore, FillClaim, OpenError};
 
 /// TXIDs `lo..=hi`: the states over which a page is known to be constant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,32 +113,7 @@ pub enum Attached {
     /// state's files soon, so ask again shortly instead of starting over
     /// (which would drop every stored page for every process).
     Behind,
-    /// The store cannot serve now (a write failed).
+    /// The store cannot serve now (a write failed, or another process
+    /// held the lock past `LOCK_WAIT`).
     Failed,
-}
-
-/// What `replica/` asks of a local page store.
-pub trait PageStore: Send + Sync {
-    /// The bytes of `pgno` in some state of `want`, if held and intact.
-    fn get(&self, pgno: PageNo, want: Span) -> Option<Page>;
-    /// Whether `get` would find the page (checks the slot header only).
-    fn has(&self, pgno: PageNo, want: Span) -> bool;
-    /// Keeps pages, each known constant over its span.
-    fn put(&self, pages: &[(PageNo, Span, &[u8])]);
-    /// Follows one applied LTX file of the chain: pages it changes stop
-    /// being valid past the state before it.
-    fn follow(&self, file: &Followed<'_>);
-    /// Binds the store to the lineage of a state the replica built (at open
-    /// and after a re-plan): checks the lineage, catches up.
-    fn attach(&self, state: &StateFacts<'_>) -> Attached;
-    /// The lineage this process verified and reads (0: none yet). It
-    /// changes when an `attach` started a new one.
-    fn lineage(&self) -> u64;
-    /// Hydration progress as the filler last wrote it.
-    fn fill(&self) -> Option<Fill>;
-    fn set_fill(&self, fill: Fill);
-    /// The store's file.
-    fn path(&self) -> &Path;
-    /// `name=value` counters for `PRAGMA litestream_stats`.
-    fn render(&self) -> String;
 }

@@ -54,44 +54,35 @@ pub fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     }
 }
 
-/// How a lock is taken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockMode {
-    /// Wait for the lock.
-    Wait,
-    /// Fail at once (`WouldBlock`) if another holder has it.
-    Try,
-}
-
-/// Takes the exclusive `flock` of `file`: held per open file description
-/// until [`unlock`] or the last close, released by the kernel when the
-/// process dies (even by `kill -9`).
+/// Takes the exclusive `flock` of `file` if no other open file description
+/// holds it: `Ok(false)` when one does. Held per open file description until
+/// [`unlock`] or the last close, released by the kernel when the process
+/// dies (even by `kill -9`). It never waits: callers that may wait retry
+/// until a deadline of their own (see `DiskStore::lock`).
 #[cfg(unix)]
-pub fn lock(file: &File, mode: LockMode) -> io::Result<()> {
+pub fn try_lock(file: &File) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let op = match mode {
-        LockMode::Wait => libc::LOCK_EX,
-        LockMode::Try => libc::LOCK_EX | libc::LOCK_NB,
-    };
     loop {
         // SAFETY: the descriptor belongs to `file`, open for this call;
         // flock reads no memory of ours.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc == 0 {
-            return Ok(());
+            return Ok(true);
         }
         let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(false),
+            _ => return Err(e),
         }
     }
 }
 
-/// Releases the lock of [`lock`].
+/// Releases the lock of [`try_lock`].
 #[cfg(unix)]
 pub fn unlock(file: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    // SAFETY: as in `lock`.
+    // SAFETY: as in `try_lock`.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
     if rc == 0 {
         Ok(())
@@ -103,7 +94,7 @@ pub fn unlock(file: &File) -> io::Result<()> {
 /// Without `flock` (Windows) the store does not open: see
 /// [`super::OpenError`].
 #[cfg(not(unix))]
-pub fn lock(_file: &File, _mode: LockMode) -> io::Result<()> {
+pub fn try_lock(_file: &File) -> io::Result<bool> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "the local store needs flock(2), which this platform lacks: disk_cache and hydration \
@@ -114,6 +105,13 @@ pub fn lock(_file: &File, _mode: LockMode) -> io::Result<()> {
 #[cfg(not(unix))]
 pub fn unlock(_file: &File) -> io::Result<()> {
     Ok(())
+}
+
+/// The effective user id of this process: whom store files must belong to.
+#[cfg(unix)]
+pub fn euid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// An identity of the current boot of the machine, 0 when unknown. After a

@@ -2,8 +2,10 @@
 reading real Litestream replicas on S3 (s3s-fs behind a counting proxy) and
 in folders: sharing between processes and across restarts, kill -9 during
 hydration, compaction and new snapshots under sharing readers, a reset
-replica, a full disk and a corrupted store file."""
+replica, a full disk, a corrupted store file, a process holding the store's
+lock, and a filler that forks and exits. (Privacy: test_store_private.py.)"""
 
+import fcntl
 import json
 import os
 import random
@@ -25,6 +27,7 @@ from test_follow import ACCOUNTS, START, bank, transfer
 from test_replicate import fill
 
 CHILD = Path(__file__).with_name("store_child.py")
+BASIC = lsvfs.FIXTURES / "basic-4k"
 ROWS = 20_000
 
 
@@ -435,3 +438,70 @@ def test_a_corrupted_store_file_is_a_miss(proxied, tmp_path):
     out = run_child(uri(url, disk_cache=cache), "digest")
     assert out["digest"] == expected
     assert out["after"]["store_bad"] > 0 and page_reads(out) > 0
+
+
+def test_a_process_holding_the_store_lock_never_stalls_a_reader(tmp_path):
+    """Another process stopped while it holds the store's write lock: a
+    reader goes on from storage within the bound (instead of waiting for
+    ever), and says so in its stats."""
+    want = json.loads((BASIC / "manifest.json").read_text())["history"][-1]["digest"]
+    cache = tmp_path / "cache"
+    u = uri(lsvfs.file_url(BASIC / "replica"), disk_cache=cache)
+    assert run_child(u, "digest")["digest"] == want
+    (pages,) = cache.glob("*.pages")
+    with open(pages, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        out = run_child(u, "digest", timeout=90)
+    assert out["digest"] == want
+    assert out["after"]["store_lock_timeouts"] >= 1, out["after"]
+    assert out["after"]["store_hits"] == 0, "an unattached store is not used"
+
+
+FORK_FILLER = """
+import os, sqlite3, sys, time
+sys.path.insert(0, {here!r})
+import lsvfs
+lsvfs.load_extension()
+conn = sqlite3.connect({uri!r}, uri=True, isolation_level=None)
+conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+# The only process: it fills. Wait until the fill has begun.
+deadline = time.monotonic() + 120
+while float(conn.execute("PRAGMA litestream_hydration_progress").fetchone()[0]) <= 0:
+    assert time.monotonic() < deadline, "the fill never began"
+    time.sleep(0.05)
+pid = os.fork()
+if pid == 0:
+    # A worker of a pre-forking server: it lives on with what it inherited
+    # (but not the test's pipes, which it would keep open).
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    time.sleep(600)
+    os._exit(0)
+print(pid, flush=True)
+os._exit(0)  # the filler exits mid-fill
+"""
+
+
+def test_a_filler_that_forks_and_exits_leaves_the_fill_to_others(proxied, tmp_path):
+    """The fill lock's descriptor is not kept by a forked child: after the
+    filler exits, a new process becomes the filler and hydration completes
+    while the child still lives. (Before: the child held the lock, and no
+    process could fill until it exited.)"""
+    proxy, url, expected = proxied
+    path = tmp_path / "forked.db"
+    u = uri(url, hydration_enabled="true", hydration_path=path, disk_cache=tmp_path / "cache")
+    proxy.set("delay:400")
+    r = subprocess.run([sys.executable, "-c", FORK_FILLER.format(here=str(CHILD.parent), uri=u)],
+                       capture_output=True, text=True, timeout=180, env=os.environ.copy())
+    assert r.returncode == 0, r.stdout + r.stderr
+    child = int(r.stdout.split()[0])
+    try:
+        os.kill(child, 0)  # still alive
+        proxy.set("pass")
+        out = run_child(u, "hydrate", 90)
+        assert out["progress"] == 100.0 and out["digest"] == expected, out["progress"]
+        assert out["after"]["store_writes"] > 0, "this process became the filler"
+        os.kill(child, 0)
+    finally:
+        os.kill(child, signal.SIGKILL)
