@@ -342,7 +342,7 @@ fn fields(file: &str, name: &str) -> Vec<String> {
 #[test]
 fn the_rooms_of_a_replica_keep_their_fields_private() {
     for (file, name) in [
-        ("src/replica/fetch.rs", "Fetcher"),
+        ("src/replica/fetch/mod.rs", "Fetcher"),
         ("src/replica/catalog.rs", "Catalog"),
         ("src/replica/verifier.rs", "Verifier"),
     ] {
