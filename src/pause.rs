@@ -1,8 +1,9 @@
 //! Named pause points, for tests that force an interleaving.
 //!
 //! Code where two threads or tasks race marks the moment between its steps
-//! with `pause::point("replan.after_build")` (or `point_async` in async
-//! code). A test arms the point, starts the thread that will reach it,
+//! with `pause::point("replan.after_build", scope)` (or `point_async` in
+//! async code; the scope names the replica, so that a test arming a point
+//! with [`arm_in`] parks only its own). A test arms the point, starts the thread that will reach it,
 //! waits until it is parked there, runs the other side of the race, and
 //! then releases it:
 //!
@@ -36,6 +37,8 @@ mod imp {
         /// A gate holds the point (one test at a time).
         owned: bool,
         armed: bool,
+        /// Only threads passing this scope park (any scope when `None`).
+        scope: Option<String>,
         released: bool,
         /// Threads that reached the point while it was armed.
         reached: u32,
@@ -67,11 +70,12 @@ mod imp {
         lock(registry()).get(name).copied()
     }
 
-    /// Parks the calling thread while `name` is armed and not released.
-    pub fn point(name: &'static str) {
+    /// Parks the calling thread while `name` is armed for `scope` (the
+    /// replica's description, say) and not released.
+    pub fn point(name: &'static str, scope: &str) {
         let Some(p) = find(name) else { return };
         let mut s = lock(&p.state);
-        if !s.armed {
+        if !s.armed || s.scope.as_deref().is_some_and(|want| want != scope) {
             return;
         }
         s.reached += 1;
@@ -82,12 +86,13 @@ mod imp {
     }
 
     /// As [`point`], for async code: parks the task, not the worker thread.
-    pub async fn point_async(name: &'static str) {
+    pub async fn point_async(name: &'static str, scope: &str) {
         if find(name).is_none_or(|p| !lock(&p.state).armed) {
             return;
         }
         // The wait itself blocks; run it where blocking is allowed.
-        let _ = tokio::task::spawn_blocking(move || point(name)).await;
+        let scope = scope.to_owned();
+        let _ = tokio::task::spawn_blocking(move || point(name, &scope)).await;
     }
 
     /// A point armed by a test; see the module docs.
@@ -96,8 +101,19 @@ mod imp {
         name: &'static str,
     }
 
-    /// Arms `name`: from now on, every thread reaching it parks.
+    /// Arms `name`: from now on, every thread reaching it parks, whatever
+    /// its scope. Tests that share a binary with others reaching the same
+    /// point use [`arm_in`].
     pub fn arm(name: &'static str) -> Gate {
+        arm_scoped(name, None)
+    }
+
+    /// Arms `name` for the threads that pass `scope` only.
+    pub fn arm_in(name: &'static str, scope: &str) -> Gate {
+        arm_scoped(name, Some(scope.to_owned()))
+    }
+
+    fn arm_scoped(name: &'static str, scope: Option<String>) -> Gate {
         let point = get(name);
         let mut s = lock(&point.state);
         while s.owned {
@@ -106,6 +122,7 @@ mod imp {
         *s = State {
             owned: true,
             armed: true,
+            scope,
             ..State::default()
         };
         Gate { point, name }
@@ -163,17 +180,17 @@ mod imp {
 }
 
 #[cfg(any(test, feature = "test-hooks"))]
-pub use imp::{Gate, arm, point, point_async};
+pub use imp::{Gate, arm, arm_in, point, point_async};
 
 /// Does nothing: this build has no pause points.
 #[cfg(not(any(test, feature = "test-hooks")))]
 #[inline(always)]
-pub fn point(_name: &'static str) {}
+pub fn point(_name: &'static str, _scope: &str) {}
 
 /// Does nothing: this build has no pause points.
 #[cfg(not(any(test, feature = "test-hooks")))]
 #[inline(always)]
-pub async fn point_async(_name: &'static str) {}
+pub async fn point_async(_name: &'static str, _scope: &str) {}
 
 #[cfg(test)]
 mod tests {
@@ -184,7 +201,7 @@ mod tests {
 
     #[test]
     fn an_unarmed_point_does_not_park() {
-        point("pause.test.unarmed");
+        point("pause.test.unarmed", "");
     }
 
     #[test]
@@ -193,7 +210,7 @@ mod tests {
         let passed = Arc::new(AtomicBool::new(false));
         let p = Arc::clone(&passed);
         let h = std::thread::spawn(move || {
-            point("pause.test.parks");
+            point("pause.test.parks", "");
             p.store(true, Ordering::SeqCst);
         });
         gate.wait_reached(Duration::from_secs(10)).unwrap();
@@ -210,9 +227,20 @@ mod tests {
     #[test]
     fn dropping_the_gate_releases_parked_threads() {
         let gate = arm("pause.test.drop");
-        let h = std::thread::spawn(|| point("pause.test.drop"));
+        let h = std::thread::spawn(|| point("pause.test.drop", ""));
         gate.wait_reached(Duration::from_secs(10)).unwrap();
         drop(gate);
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_scoped_gate_parks_only_its_scope() {
+        let gate = arm_in("pause.test.scoped", "mine");
+        point("pause.test.scoped", "another test's");
+        assert_eq!(gate.reached(), 0);
+        let h = std::thread::spawn(|| point("pause.test.scoped", "mine"));
+        gate.wait_reached(Duration::from_secs(10)).unwrap();
+        gate.release();
         h.join().unwrap();
     }
 
@@ -225,7 +253,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_async_point_parks_the_task() {
         let gate = arm("pause.test.async");
-        let h = tokio::spawn(async { point_async("pause.test.async").await });
+        let h = tokio::spawn(async { point_async("pause.test.async", "").await });
         tokio::task::spawn_blocking(move || {
             gate.wait_reached(Duration::from_secs(10)).unwrap();
             gate.release();

@@ -82,8 +82,8 @@ fn a_waiter_is_served_before_the_fetcher_writes_the_local_store() {
     let snap = replica.current();
     assert!(replica.io.fetcher.cached(&snap, pgno).is_none());
 
-    let fetched = pause::arm("fetch.fetched");
-    let store_write = pause::arm("fetch.store_write");
+    let fetched = pause::arm_in("fetch.fetched", replica.io.storage.describe());
+    let store_write = pause::arm_in("fetch.store_write", replica.io.storage.describe());
     // The first reader claims the frame and parks once its bytes are in.
     let first = {
         let (r, s) = (Arc::clone(&replica), Arc::clone(&snap));

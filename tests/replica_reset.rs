@@ -356,7 +356,7 @@ fn a_replan_never_moves_current_back() {
     let failed = replica.current();
     assert_eq!(failed.txid.0, 2);
 
-    let gate = pause::arm("replan.after_build");
+    let gate = pause::arm_in("replan.after_build", replica.io.storage.describe());
     let handle = rt.handle().clone();
     let r = Arc::clone(&replica);
     let replanning = std::thread::spawn(move || handle.block_on(r.replan(&failed)));
@@ -442,7 +442,7 @@ fn a_reset_between_a_poll_and_its_tip_keeps_its_own_tip() {
     let replica = open_old_lineage(dir.path(), &rt);
     write_file(dir.path(), 0, (3, 3), 1_002_000, "old 3...");
 
-    let gate = pause::arm("poll.after_publish");
+    let gate = pause::arm_in("poll.after_publish", replica.io.storage.describe());
     let handle = rt.handle().clone();
     let r = Arc::clone(&replica);
     let polling =

@@ -305,7 +305,7 @@ impl Replica {
         }
         Stats::add(&self.io.stats.replans, 1);
         let rebuilt = self.io.catalog.build(Some(failed.txid)).await?;
-        crate::pause::point_async("replan.after_build").await;
+        crate::pause::point_async("replan.after_build", self.io.storage.describe()).await;
         let Some((mut snap, _)) = rebuilt.filter(|(s, _)| s.txid == failed.txid) else {
             return Err(Error::Compacted { txid: failed.txid });
         };

@@ -124,8 +124,9 @@ impl Replica {
             // the blocking pool, before the state that reads them is out.
             let (local, loaded) = (Arc::clone(&self.io.local), Arc::new(loaded));
             let l = Arc::clone(&loaded);
+            let scope = self.io.storage.describe().to_owned();
             runtime::off_worker("following into the local store", move || {
-                pause::point("poller.follow_loaded");
+                pause::point("poller.follow_loaded", &scope);
                 local.follow_loaded(&l)
             })
             .await?;
@@ -133,7 +134,7 @@ impl Replica {
             // A re-plan or a reset that published meanwhile wins; the next
             // poll starts from what it published.
             if let super::Published::Done(now) = self.publish(&cur, snap) {
-                crate::pause::point_async("poll.after_publish").await;
+                crate::pause::point_async("poll.after_publish", self.io.storage.describe()).await;
                 if let (Some(f), Some(l)) = (run.last(), loaded.last()) {
                     self.set_tip(
                         &now,

@@ -98,7 +98,7 @@ fn following_into_the_local_store_does_not_block_the_async_worker() {
     );
     let replica = rt.block_on(Replica::open(cfg)).unwrap();
     assert!(replica.io.local.get().is_some(), "the disk tier is open");
-    let gate = crate::pause::arm("poller.follow_loaded");
+    let gate = crate::pause::arm_in("poller.follow_loaded", replica.io.storage.describe());
     {
         let _in = rt.enter();
         spawn(Arc::clone(&replica), || false);

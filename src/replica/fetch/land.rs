@@ -48,7 +48,7 @@ impl Fetcher {
                 Err(e) => runs.iter().map(|_| Err(e.clone())).collect(),
             }
         };
-        pause::point("fetch.fetched");
+        pause::point("fetch.fetched", self.storage.describe());
         let mut out = Vec::with_capacity(runs.len());
         for (run, bytes) in runs.iter().zip(fetched) {
             let result = bytes.and_then(|(range, bytes)| {
@@ -68,7 +68,7 @@ impl Fetcher {
         // them.
         for (run, result) in runs.iter().zip(&out) {
             if let (Ok(pages), Some(until)) = (result, run.keep_until) {
-                pause::point("fetch.store_write");
+                pause::point("fetch.store_write", self.storage.describe());
                 self.local.keep(&run.file, until, pages);
             }
         }
