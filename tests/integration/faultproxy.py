@@ -3,7 +3,9 @@ only. Tests switch its mode while the extension talks through it.
 
 modes: pass | delay:<ms> | status:<code>[:<count>] | reset[:<count>] |
        truncate[:<count>] | down
-Counts requests and bytes."""
+Counts requests and bytes, and keeps every request head. A `gate` (a
+function of a request head) may answer a request with a status of its own
+instead of passing it on."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ class FaultProxy:
         self.remaining = 0
         self.requests = 0
         self.bytes_down = 0
+        self.heads: list[bytes] = []
+        self.gate = None
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server = None
@@ -90,6 +94,13 @@ class FaultProxy:
                     break
                 body = await _read_body(reader, head)
                 self.requests += 1
+                self.heads.append(head)
+                gated = self.gate(head) if self.gate else None
+                if gated:
+                    msg = f"HTTP/1.1 {gated} Gated\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n"
+                    writer.write(msg.encode())
+                    await writer.drain()
+                    continue
                 fault = self._take_fault()
                 if fault == "down":
                     writer.transport.abort()
