@@ -1,6 +1,6 @@
 //! Counters of storage traffic, for tests and benchmarks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -19,6 +19,9 @@ pub struct Stats {
     pub prefetched: AtomicU64,
     /// Demand reads that waited for a fetch already in flight.
     pub joined: AtomicU64,
+    /// The time (Unix ms) of the oldest reachable state, as the last time
+    /// travel to before it found; 0 until one did.
+    pub earliest_state_ms: AtomicI64,
 }
 
 impl Stats {
@@ -30,7 +33,7 @@ impl Stats {
     pub fn render(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={} prefetched={} joined={}",
+            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={} prefetched={} joined={} earliest_state_ms={}",
             g(&self.lists),
             g(&self.reads),
             g(&self.read_bytes),
@@ -42,7 +45,8 @@ impl Stats {
             g(&self.verified),
             g(&self.corrupt),
             g(&self.prefetched),
-            g(&self.joined)
+            g(&self.joined),
+            self.earliest_state_ms.load(Ordering::Relaxed)
         )
     }
 }

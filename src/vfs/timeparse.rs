@@ -31,7 +31,13 @@ pub fn parse_time(input: &str, now_ms: i64) -> Result<TimeTarget, String> {
     };
     parsed
         .map(TimeTarget::At)
-        .ok_or_else(|| format!("cannot parse time {input:?}; accepted: {ACCEPTED}"))
+        .ok_or_else(|| {
+            // Begins with the official extension's words, which code may
+            // look for; then what we accept.
+            format!(
+                "invalid timestamp (expected RFC3339 or relative time like '5 minutes ago'): {input}; accepted: {ACCEPTED}"
+            )
+        })
 }
 
 fn relative(s: &str, now_ms: i64) -> Option<i64> {
@@ -183,6 +189,10 @@ mod tests {
                 err.contains("accepted:") && err.contains("RFC 3339"),
                 "{bad}: {err}"
             );
+            let official = format!(
+                "invalid timestamp (expected RFC3339 or relative time like '5 minutes ago'): {bad}"
+            );
+            assert!(err.starts_with(&official), "{bad}: {err}");
         }
     }
 }

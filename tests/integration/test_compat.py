@@ -205,3 +205,44 @@ def test_sse_c_headers_match_the_official_extension(servers, s3_basic):
         assert proxy.refused == 0
     finally:
         proxy.stop()
+
+
+# ------------------------------------------------------------------ the official's texts
+def test_time_before_the_oldest_state_says_what_the_official_scenario_expects():
+    """The official's scenario PragmaRelativeTime accepts exactly this text."""
+    c = lsvfs.connect(lsvfs.file_url(BASIC / "replica"), name="compat-early.db")
+    for sql in ["SELECT litestream_set_time('2000-01-01T00:00:00Z')",
+                "PRAGMA litestream_time = '2000-01-01T00:00:00Z'",
+                "PRAGMA litestream_time = '10000 days ago'"]:
+        with pytest.raises(sqlite3.OperationalError) as e:
+            c.execute(sql)
+        assert str(e.value) == "timestamp is before earliest LTX file", sql
+
+
+def test_time_parse_errors_begin_with_the_officials_words():
+    c = lsvfs.connect(lsvfs.file_url(BASIC / "replica"), name="compat-parse.db")
+    for sql, value in [("SELECT litestream_set_time('soon')", "soon"),
+                       ("PRAGMA litestream_time = 'soon'", "soon")]:
+        with pytest.raises(sqlite3.OperationalError) as e:
+            c.execute(sql)
+        official = f"invalid timestamp (expected RFC3339 or relative time like '5 minutes ago'): {value}"
+        assert str(e.value).startswith(official), str(e.value)
+
+
+def test_official_texts_side_by_side(tmp_path):
+    """The same statements through the official 0.5.17 extension and ours."""
+    lib = official_lib()
+    url = lsvfs.file_url(BASIC / "replica")
+
+    def run(load, statement):
+        r = lsvfs.shell(f".open file:{tmp_path}/side.db?vfs=litestream&replica_url={url}", statement, load=load,
+                        env={"LITESTREAM_REPLICA_URL": url, "LITESTREAM_LOG_LEVEL": "ERROR"})
+        return r.stderr.strip()
+
+    # Through litestream_set_time() the official says why; ours must carry the
+    # same beginning for the parse error.
+    official = run(lib, "SELECT litestream_set_time('soon');")
+    ours = run(None, "SELECT litestream_set_time('soon');")
+    prefix = "invalid timestamp (expected RFC3339 or relative time like '5 minutes ago'): soon"
+    assert prefix in official, official
+    assert prefix in ours, ours
