@@ -148,11 +148,7 @@ unsafe fn text_of(v: *mut sqlite3_value) -> Option<String> {
 ///
 /// # Safety
 /// `ctx` must be the live context of the call.
-unsafe fn set_result(
-    api: &super::ApiRoutines,
-    ctx: *mut sqlite3_context,
-    result: Result<Value>,
-) {
+unsafe fn set_result(api: &super::ApiRoutines, ctx: *mut sqlite3_context, result: Result<Value>) {
     match result {
         Ok(Value::Text(s)) => {
             if let (Some(rt), Ok(n)) = (api.result_text, c_int::try_from(s.len())) {
