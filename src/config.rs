@@ -433,17 +433,28 @@ mod tests {
     #[test]
     fn a_replica_url_pasted_raw_is_explained() {
         let url = [("replica_url", "s3://b/db?endpoint=http://h:9000")];
-        for k in ["forcePathStyle", "force-path-style", "sseCustomerKey", "region"] {
+        for k in [
+            "forcePathStyle",
+            "force-path-style",
+            "sseCustomerKey",
+            "region",
+        ] {
             let mut uri = url.to_vec();
             uri.push((k, "x"));
             let err = parse(&uri, &[]).unwrap_err().to_string();
-            assert!(err.contains(&format!("{k:?}")) && err.contains("percent-encode"), "{err}");
+            assert!(
+                err.contains(&format!("{k:?}")) && err.contains("percent-encode"),
+                "{err}"
+            );
             assert!(!err.contains("=x"), "{err}");
         }
         let err = parse(&[("replica_url", "file:///a"), ("bogus", "1")], &[])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("\"bogus\"") && !err.contains("percent-encode"), "{err}");
+        assert!(
+            err.contains("\"bogus\"") && !err.contains("percent-encode"),
+            "{err}"
+        );
     }
 
     #[test]
