@@ -485,10 +485,13 @@ pub unsafe fn main_file_of<'a>(db: *mut sqlite3) -> crate::error::Result<&'a DbF
 
 #[cfg(test)]
 mod tests {
-    //! The delegating trampolines against a fake default VFS. Under Miri
-    //! (`cargo +nightly miri test default_vfs`), the earlier `&mut` to the
-    //! default VFS fails the re-entrant case: the inner call's fresh `&mut`
-    //! invalidates the pointer the outer method is still using.
+    //! The delegating trampolines against a fake default VFS. Run it under
+    //! Miri: `cargo +nightly miri test --lib -- sqlite::vfs::tests`. With the
+    //! earlier `&mut` to the default VFS, Miri stops in the re-entrant case
+    //! ("Undefined Behavior: not granting access to tag ... because that
+    //! would remove [Unique for ...] which is strongly protected"): the inner
+    //! call's fresh `&mut` invalidates the pointer the outer method is still
+    //! using. With the raw pointer it passes.
     use super::*;
     use std::sync::atomic::{AtomicPtr, Ordering};
 
