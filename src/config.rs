@@ -48,6 +48,45 @@ const SQLITE_PARAMS: &[&str] = &[
     "modeof",
 ];
 
+/// Query parameters of replica URLs (S3's in both of Litestream's
+/// spellings, and the other backends'): found among the URI's own, they
+/// mean a replica URL was pasted without percent-encoding.
+const REPLICA_URL_PARAMS: &[&str] = &[
+    "endpoint",
+    "region",
+    "forcePathStyle",
+    "force-path-style",
+    "skipVerify",
+    "skip-verify",
+    "signPayload",
+    "sign-payload",
+    "requireContentMD5",
+    "require-content-md5",
+    "concurrency",
+    "partSize",
+    "part-size",
+    "storageClass",
+    "storage-class",
+    "sseCustomerAlgorithm",
+    "sse-customer-algorithm",
+    "sseCustomerKey",
+    "sse-customer-key",
+    "sseCustomerKeyMD5",
+    "sse-customer-key-md5",
+    "sseKmsKeyId",
+    "sse-kms-key-id",
+    "key",
+    "known-hosts",
+    "host-key",
+    "skip-host-key-check",
+    "tls",
+    "root-cas",
+    "client-cert",
+    "client-key",
+    "creds",
+    "token",
+];
+
 /// Settings of one replica open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -202,8 +241,15 @@ impl Config {
         for (k, _) in src.uri {
             if !SQLITE_PARAMS.contains(&k.as_str()) && !ALL.iter().any(|p| p.uri == k) {
                 let known: Vec<&str> = ALL.iter().map(|p| p.uri).collect();
+                let hint = if REPLICA_URL_PARAMS.contains(&k.as_str()) {
+                    " (it is a parameter of the replica URL, pasted raw into the URI: \
+                     percent-encode the replica URL, '?' as %3F and '&' as %26, or set \
+                     LITESTREAM_REPLICA_URL)"
+                } else {
+                    ""
+                };
                 return Err(Error::Config(format!(
-                    "unknown URI parameter {k:?} for the litestream VFS; known: {}",
+                    "unknown URI parameter {k:?} for the litestream VFS{hint}; known: {}",
                     known.join(", ")
                 )));
             }
@@ -382,6 +428,33 @@ mod tests {
             uri: &uri,
             env: &lookup,
         })
+    }
+
+    #[test]
+    fn a_replica_url_pasted_raw_is_explained() {
+        let url = [("replica_url", "s3://b/db?endpoint=http://h:9000")];
+        for k in [
+            "forcePathStyle",
+            "force-path-style",
+            "sseCustomerKey",
+            "region",
+        ] {
+            let mut uri = url.to_vec();
+            uri.push((k, "x"));
+            let err = parse(&uri, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{k:?}")) && err.contains("percent-encode"),
+                "{err}"
+            );
+            assert!(!err.contains("=x"), "{err}");
+        }
+        let err = parse(&[("replica_url", "file:///a"), ("bogus", "1")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("\"bogus\"") && !err.contains("percent-encode"),
+            "{err}"
+        );
     }
 
     #[test]

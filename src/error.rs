@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::ltx::{LtxError, Txid};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, StorageErrorKind};
 
 /// Everything that can go wrong between SQLite and the replica.
 #[derive(Clone, Debug)]
@@ -33,6 +33,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// A storage failure that may pass if tried again (a timeout, throttling,
+    /// a 5xx): the one place that looks inside a storage error for SQLite,
+    /// which answers it with SQLITE_BUSY.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Storage(e) if e.kind == StorageErrorKind::Transient)
+    }
+
     pub fn corrupt(file: impl fmt::Display, source: LtxError) -> Error {
         Error::Corrupt {
             file: file.to_string(),

@@ -2,18 +2,25 @@
 //!
 //! A loadable SQLite extension that reads a [Litestream] replica in place:
 //! open `file:NAME?vfs=litestream&replica_url=…` and query the replica in a
-//! local folder, S3, GCS, Azure Blob Storage or SFTP, without restoring it.
+//! local folder, S3 (and S3-compatible services), GCS, Azure Blob Storage,
+//! Alibaba OSS, SFTP, WebDAV or a NATS object store, without restoring it.
 //!
 //! ```text
-//! sqlite/   C trampolines, the only unsafe code   (SQLite ⇄ Rust)
-//! vfs/      one open database: locks, pinned snapshot, page-1 patch, pragmas
-//! replica/  one per URL per process: snapshot, restore plan, poller, registry
-//! cache     page cache keyed by frame location
-//! timefmt   RFC 3339 times (a leaf)
-//! pause     named pause points for interleaving tests (test builds only)
-//! store/    host-wide local page store on disk (disk tier, hydration)
-//! storage/  where replicas live (the Storage trait and its backends)
-//! ltx/      pure decoding of LTX files
+//! sqlite/    C trampolines, the only unsafe code      (SQLite ⇄ Rust)
+//! config     one open's settings: URI, environment, defaults, parsed once
+//! vfs/       one open database: locks, pinned snapshot, page-1 patch, pragmas
+//! replica/   one per URL per process: snapshot, restore plan, poller, registry
+//! prefetch/  which pages SQLite reads next, from the B-tree pages it read
+//! btree/     pure parsing of SQLite B-tree pages, for prefetch (a leaf)
+//! cache      page cache keyed by frame location
+//! store/     host-wide local page store on disk (disk tier, hydration)
+//! storage/   where replicas live (the Storage trait and its backends)
+//! ltx/       pure decoding of LTX files (a leaf)
+//! runtime    the tokio runtime and per-fork-epoch state
+//! error      the crate's error type (mapped to SQLite codes in sqlite/)
+//! log        log lines to stderr or a file, never stdout
+//! timefmt    RFC 3339 times (a leaf)
+//! pause      named pause points for interleaving tests (test builds only)
 //! ```
 //!
 //! [Litestream]: https://litestream.io

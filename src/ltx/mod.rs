@@ -13,6 +13,9 @@
     clippy::arithmetic_side_effects
 )]
 
+// The LTX writer is for tests, benches and fuzz seeds only: it and lz4_flex's
+// encoders stay out of the release library (see the `testing` feature).
+#[cfg(any(test, feature = "testing"))]
 #[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 mod builder;
 mod checksum;
@@ -27,6 +30,7 @@ mod trailer;
 mod types;
 mod verify;
 
+#[cfg(any(test, feature = "testing"))]
 pub use builder::LtxBuilder;
 pub use checksum::{Crc64, file_checksum_of};
 pub use error::LtxError;

@@ -1,6 +1,6 @@
 //! Counters of storage traffic, for tests and benchmarks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -22,6 +22,9 @@ pub struct Stats {
     /// Background tasks (poller, hydration, verification) that panicked
     /// and were restarted.
     pub task_panics: AtomicU64,
+    /// The time (Unix ms) of the oldest reachable state, as the last time
+    /// travel to before it found; 0 until one did.
+    pub earliest_state_ms: AtomicI64,
 }
 
 impl Stats {
@@ -33,7 +36,7 @@ impl Stats {
     pub fn render(&self) -> String {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={} prefetched={} joined={} task_panics={}",
+            "lists={} reads={} read_bytes={} polls={} replans={} resets={} cache_hits={} cache_misses={} verified={} corrupt={} prefetched={} joined={} task_panics={} earliest_state_ms={}",
             g(&self.lists),
             g(&self.reads),
             g(&self.read_bytes),
@@ -46,7 +49,8 @@ impl Stats {
             g(&self.corrupt),
             g(&self.prefetched),
             g(&self.joined),
-            g(&self.task_panics)
+            g(&self.task_panics),
+            self.earliest_state_ms.load(Ordering::Relaxed)
         )
     }
 }

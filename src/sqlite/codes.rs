@@ -6,7 +6,6 @@ use std::ffi::c_int;
 
 use super::ffi::*;
 use crate::error::Error;
-use crate::storage::StorageErrorKind;
 
 /// The SQLite call an error surfaces through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +26,7 @@ pub enum Call {
 pub fn primary(e: &Error) -> c_int {
     match e {
         Error::Config(_) | Error::Usage(_) => SQLITE_ERROR,
-        Error::Storage(e) if e.kind == StorageErrorKind::Transient => SQLITE_BUSY,
+        e if e.is_transient() => SQLITE_BUSY,
         Error::Storage(_) | Error::Internal(_) | Error::Reset(_) | Error::Compacted { .. } => {
             SQLITE_IOERR
         }
@@ -67,5 +66,17 @@ mod tests {
         assert_eq!(code(&corrupt, Call::Open), SQLITE_CANTOPEN);
         assert_eq!(primary(&Error::Unavailable("x".into())), SQLITE_CANTOPEN);
         assert_eq!(primary(&Error::Usage("x".into())), SQLITE_ERROR);
+    }
+
+    #[test]
+    fn a_transient_storage_error_is_busy() {
+        use crate::storage::{StorageError, StorageErrorKind};
+        let e = |kind| Error::Storage(StorageError::new("s3", kind, "x"));
+        assert_eq!(primary(&e(StorageErrorKind::Transient)), SQLITE_BUSY);
+        assert_eq!(
+            code(&e(StorageErrorKind::Transient), Call::Lock),
+            SQLITE_BUSY
+        );
+        assert_eq!(primary(&e(StorageErrorKind::NotFound)), SQLITE_IOERR);
     }
 }

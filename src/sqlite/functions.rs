@@ -139,7 +139,7 @@ unsafe extern "C" fn call(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mu
             })
         });
         // SAFETY: `ctx` is the live context of this call.
-        unsafe { set_result(api, ctx, f.name, result) };
+        unsafe { set_result(api, ctx, result) };
     });
 }
 
@@ -168,12 +168,7 @@ unsafe fn text_of(v: *mut sqlite3_value) -> Option<String> {
 ///
 /// # Safety
 /// `ctx` must be the live context of the call.
-unsafe fn set_result(
-    api: &super::ApiRoutines,
-    ctx: *mut sqlite3_context,
-    name: &CStr,
-    result: Result<Value>,
-) {
+unsafe fn set_result(api: &super::ApiRoutines, ctx: *mut sqlite3_context, result: Result<Value>) {
     match result {
         Ok(Value::Text(s)) => {
             if let (Some(rt), Ok(n)) = (api.result_text, c_int::try_from(s.len())) {
@@ -200,7 +195,9 @@ unsafe fn set_result(
             }
         }
         Err(e) => {
-            let msg = format!("{}(): {e}", name.to_string_lossy());
+            // The bare message, as the official extension's functions
+            // return it: code matches on its exact text.
+            let msg = e.to_string();
             if let (Some(re), Ok(n)) = (api.result_error, c_int::try_from(msg.len())) {
                 // SAFETY: SQLite copies the message of the given length.
                 unsafe { re(ctx, msg.as_ptr().cast(), n) };

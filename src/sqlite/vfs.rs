@@ -59,9 +59,12 @@ pub fn register() -> Result<(), String> {
     // SAFETY: sqlite3_vfs_find takes a NUL-terminated name and returns null
     // or a registered VFS, which lives until unregistered.
     let existing = unsafe { find(VFS_NAME.as_ptr()) };
-    // SAFETY: a non-null result points to a registered, live sqlite3_vfs.
-    if let Some(v) = unsafe { existing.as_ref() } {
-        return if ptr::eq(v.zName, VFS_NAME.as_ptr()) {
+    if !existing.is_null() {
+        // SAFETY: a non-null result points to a registered, live sqlite3_vfs;
+        // reading one field copies it without making a reference to a struct
+        // SQLite shares (and writes `pNext` of) under its own mutex.
+        let name = unsafe { (*existing).zName };
+        return if ptr::eq(name, VFS_NAME.as_ptr()) {
             Ok(())
         } else {
             Err("another VFS named \"litestream\" is already registered in this process".into())
@@ -69,15 +72,17 @@ pub fn register() -> Result<(), String> {
     }
     // SAFETY: a null name asks for the default VFS.
     let default = unsafe { find(ptr::null()) };
-    // SAFETY: SQLite always has a default VFS after initialisation.
-    let Some(d) = (unsafe { default.as_ref() }) else {
+    if default.is_null() {
         return Err("no default VFS".into());
-    };
+    }
+    // SAFETY: `default` is the live default VFS; the fields are copied, as
+    // above, and never borrowed.
+    let (os_file, max_path) = unsafe { ((*default).szOsFile, (*default).mxPathname) };
     let size = c_int::try_from(std::mem::size_of::<LsFile>()).unwrap_or(c_int::MAX);
     let vfs = Box::leak(Box::new(sqlite3_vfs {
         iVersion: 2,
-        szOsFile: size.max(d.szOsFile),
-        mxPathname: d.mxPathname,
+        szOsFile: size.max(os_file),
+        mxPathname: max_path,
         pNext: ptr::null_mut(),
         zName: VFS_NAME.as_ptr(),
         pAppData: default.cast(),
@@ -117,13 +122,24 @@ pub unsafe fn db_file<'a>(file: *mut sqlite3_file) -> Option<&'a DbFile> {
     unsafe { (*file.cast::<LsFile>()).db.as_ref() }
 }
 
-/// The default VFS stored in our VFS's app data.
+/// The default VFS stored in our VFS's app data, and one of its methods.
 ///
-/// # Safety
-/// `vfs` must be the VFS that `register` created.
-unsafe fn default_vfs<'a>(vfs: *mut sqlite3_vfs) -> &'a mut sqlite3_vfs {
-    // SAFETY: pAppData holds the default VFS, which lives for the process.
-    unsafe { &mut *(*vfs).pAppData.cast::<sqlite3_vfs>() }
+/// The default VFS is one struct that every connection on every thread
+/// calls at once, and SQLite writes its `pNext` when a VFS is registered:
+/// no Rust reference to it may exist (a `&mut` from each callback would
+/// alias, a `&` would overlap SQLite's writes). So it stays a raw pointer;
+/// the method is copied out of it by a field read through that pointer, and
+/// the pointer is what the method receives, exactly as SQLite would pass it.
+macro_rules! default_method {
+    ($vfs:expr, $method:ident) => {{
+        // SAFETY: `$vfs` is the VFS `register` created (SQLite passes it back
+        // unchanged); its pAppData is the default VFS, which lives for the
+        // process. `(*d).$method` reads a copy of one field: no reference.
+        unsafe {
+            let d = (*$vfs).pAppData.cast::<sqlite3_vfs>();
+            (d, (*d).$method)
+        }
+    }};
 }
 
 /// Logs a failed call and returns its SQLite code.
@@ -142,10 +158,9 @@ unsafe extern "C" fn x_open(
     out_flags: *mut c_int,
 ) -> c_int {
     guard(SQLITE_CANTOPEN, || {
-        // SAFETY: `vfs` is ours; SQLite passes it back unchanged.
-        let default = unsafe { default_vfs(vfs) };
         if flags & SQLITE_OPEN_MAIN_DB == 0 || name.is_null() {
-            let Some(open) = default.xOpen else {
+            let (default, open) = default_method!(vfs, xOpen);
+            let Some(open) = open else {
                 return SQLITE_CANTOPEN;
             };
             // SAFETY: `file` has szOsFile bytes, at least the default VFS's.
@@ -331,11 +346,9 @@ unsafe extern "C" fn x_device_characteristics(_: *mut sqlite3_file) -> c_int {
 
 unsafe extern "C" fn x_delete(vfs: *mut sqlite3_vfs, name: *const c_char, sync: c_int) -> c_int {
     guard(SQLITE_IOERR, || {
-        // SAFETY: `vfs` is ours.
-        let d = unsafe { default_vfs(vfs) };
+        let (d, method) = default_method!(vfs, xDelete);
         // SAFETY: delegating with SQLite's own arguments.
-        d.xDelete
-            .map_or(SQLITE_IOERR, |f| unsafe { f(d, name, sync) })
+        method.map_or(SQLITE_IOERR, |f| unsafe { f(d, name, sync) })
     })
 }
 
@@ -362,11 +375,9 @@ unsafe extern "C" fn x_access(
             unsafe { *out = 0 };
             return SQLITE_OK;
         }
-        // SAFETY: `vfs` is ours.
-        let d = unsafe { default_vfs(vfs) };
+        let (d, method) = default_method!(vfs, xAccess);
         // SAFETY: delegating with SQLite's own arguments.
-        d.xAccess
-            .map_or(SQLITE_IOERR, |f| unsafe { f(d, name, flags, out) })
+        method.map_or(SQLITE_IOERR, |f| unsafe { f(d, name, flags, out) })
     })
 }
 
@@ -377,25 +388,21 @@ unsafe extern "C" fn x_full_pathname(
     out: *mut c_char,
 ) -> c_int {
     guard(SQLITE_IOERR, || {
-        // SAFETY: `vfs` is ours.
-        let d = unsafe { default_vfs(vfs) };
+        let (d, method) = default_method!(vfs, xFullPathname);
         // SAFETY: delegating with SQLite's own arguments.
-        d.xFullPathname
-            .map_or(SQLITE_IOERR, |f| unsafe { f(d, name, n, out) })
+        method.map_or(SQLITE_IOERR, |f| unsafe { f(d, name, n, out) })
     })
 }
 
 unsafe extern "C" fn x_dl_open(vfs: *mut sqlite3_vfs, name: *const c_char) -> *mut c_void {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
+    let (d, method) = default_method!(vfs, xDlOpen);
     // SAFETY: delegating with SQLite's own arguments.
-    d.xDlOpen.map_or(ptr::null_mut(), |f| unsafe { f(d, name) })
+    method.map_or(ptr::null_mut(), |f| unsafe { f(d, name) })
 }
 
 unsafe extern "C" fn x_dl_error(vfs: *mut sqlite3_vfs, n: c_int, out: *mut c_char) {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
-    if let Some(f) = d.xDlError {
+    let (d, method) = default_method!(vfs, xDlError);
+    if let Some(f) = method {
         // SAFETY: delegating with SQLite's own arguments.
         unsafe { f(d, n, out) }
     }
@@ -406,59 +413,51 @@ unsafe extern "C" fn x_dl_sym(
     handle: *mut c_void,
     sym: *const c_char,
 ) -> Option<unsafe extern "C" fn()> {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
+    let (d, method) = default_method!(vfs, xDlSym);
     // SAFETY: delegating with SQLite's own arguments.
-    d.xDlSym.and_then(|f| unsafe { f(d, handle, sym) })
+    method.and_then(|f| unsafe { f(d, handle, sym) })
 }
 
 unsafe extern "C" fn x_dl_close(vfs: *mut sqlite3_vfs, handle: *mut c_void) {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
-    if let Some(f) = d.xDlClose {
+    let (d, method) = default_method!(vfs, xDlClose);
+    if let Some(f) = method {
         // SAFETY: delegating with SQLite's own arguments.
         unsafe { f(d, handle) }
     }
 }
 
 unsafe extern "C" fn x_randomness(vfs: *mut sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
+    let (d, method) = default_method!(vfs, xRandomness);
     // SAFETY: delegating with SQLite's own arguments.
-    d.xRandomness.map_or(0, |f| unsafe { f(d, n, out) })
+    method.map_or(0, |f| unsafe { f(d, n, out) })
 }
 
 unsafe extern "C" fn x_sleep(vfs: *mut sqlite3_vfs, micros: c_int) -> c_int {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
+    let (d, method) = default_method!(vfs, xSleep);
     // SAFETY: delegating with SQLite's own arguments.
-    d.xSleep.map_or(0, |f| unsafe { f(d, micros) })
+    method.map_or(0, |f| unsafe { f(d, micros) })
 }
 
 unsafe extern "C" fn x_current_time(vfs: *mut sqlite3_vfs, out: *mut f64) -> c_int {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
+    let (d, method) = default_method!(vfs, xCurrentTime);
     // SAFETY: delegating with SQLite's own arguments.
-    d.xCurrentTime
-        .map_or(SQLITE_ERROR, |f| unsafe { f(d, out) })
+    method.map_or(SQLITE_ERROR, |f| unsafe { f(d, out) })
 }
 
 unsafe extern "C" fn x_get_last_error(vfs: *mut sqlite3_vfs, n: c_int, out: *mut c_char) -> c_int {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
+    let (d, method) = default_method!(vfs, xGetLastError);
     // SAFETY: delegating with SQLite's own arguments.
-    d.xGetLastError.map_or(0, |f| unsafe { f(d, n, out) })
+    method.map_or(0, |f| unsafe { f(d, n, out) })
 }
 
 unsafe extern "C" fn x_current_time_int64(vfs: *mut sqlite3_vfs, out: *mut i64) -> c_int {
-    // SAFETY: `vfs` is ours.
-    let d = unsafe { default_vfs(vfs) };
-    if d.iVersion < 2 {
+    let (d, version) = default_method!(vfs, iVersion);
+    if version < 2 {
         return SQLITE_ERROR;
     }
+    let (_, method) = default_method!(vfs, xCurrentTimeInt64);
     // SAFETY: delegating with SQLite's own arguments.
-    d.xCurrentTimeInt64
-        .map_or(SQLITE_ERROR, |f| unsafe { f(d, out) })
+    method.map_or(SQLITE_ERROR, |f| unsafe { f(d, out) })
 }
 
 /// The replica file behind a connection's main database.
@@ -485,4 +484,95 @@ pub unsafe fn main_file_of<'a>(db: *mut sqlite3) -> crate::error::Result<&'a DbF
     unsafe { db_file(file) }.ok_or_else(|| {
         Error::Usage("this connection's main database is not a Litestream replica (open it with vfs=litestream)".into())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The delegating trampolines against a fake default VFS. Run it under
+    //! Miri: `cargo +nightly miri test --lib -- sqlite::vfs::tests`. With the
+    //! earlier `&mut` to the default VFS, Miri stops in the re-entrant case
+    //! ("Undefined Behavior: not granting access to tag ... because that
+    //! would remove [Unique for ...] which is strongly protected"): the inner
+    //! call's fresh `&mut` invalidates the pointer the outer method is still
+    //! using. With the raw pointer it passes.
+    use super::*;
+    use std::sync::atomic::{AtomicPtr, Ordering};
+
+    static OURS: AtomicPtr<sqlite3_vfs> = AtomicPtr::new(ptr::null_mut());
+
+    fn blank(app: *mut c_void) -> sqlite3_vfs {
+        sqlite3_vfs {
+            iVersion: 2,
+            szOsFile: 0,
+            mxPathname: 0,
+            pNext: ptr::null_mut(),
+            zName: ptr::null(),
+            pAppData: app,
+            xOpen: None,
+            xDelete: None,
+            xAccess: None,
+            xFullPathname: None,
+            xDlOpen: None,
+            xDlError: None,
+            xDlSym: None,
+            xDlClose: None,
+            xRandomness: None,
+            xSleep: None,
+            xCurrentTime: None,
+            xGetLastError: None,
+            xCurrentTimeInt64: None,
+        }
+    }
+
+    unsafe extern "C" fn fake_sleep(d: *mut sqlite3_vfs, micros: c_int) -> c_int {
+        // SAFETY: `d` is the live fake default VFS.
+        micros + unsafe { (*d).iVersion }
+    }
+
+    /// Re-enters the VFS through our trampoline (as a default VFS's method
+    /// may, and as another thread may at any moment), then uses the pointer
+    /// it was given.
+    unsafe extern "C" fn fake_randomness(d: *mut sqlite3_vfs, n: c_int, _: *mut c_char) -> c_int {
+        let ours = OURS.load(Ordering::SeqCst);
+        // SAFETY: `ours` is the test's VFS, alive for the whole test.
+        let slept = unsafe { x_sleep(ours, 10) };
+        // SAFETY: as in fake_sleep.
+        n + slept + unsafe { (*d).iVersion }
+    }
+
+    #[test]
+    fn default_vfs_is_reached_through_a_raw_pointer() {
+        let mut default = blank(ptr::null_mut());
+        default.xSleep = Some(fake_sleep);
+        default.xRandomness = Some(fake_randomness);
+        let default = Box::into_raw(Box::new(default));
+        let ours = Box::into_raw(Box::new(blank(default.cast())));
+        OURS.store(ours, Ordering::SeqCst);
+
+        // SAFETY: `ours` carries the default VFS in pAppData, as `register`
+        // makes it; both live until the end of the test.
+        assert_eq!(unsafe { x_randomness(ours, 100, ptr::null_mut()) }, 114);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let ours = OURS.load(Ordering::SeqCst);
+                    for _ in 0..50 {
+                        // SAFETY: as above.
+                        assert_eq!(unsafe { x_randomness(ours, 1, ptr::null_mut()) }, 15);
+                    }
+                });
+            }
+        });
+        // The fake default has no xCurrentTimeInt64.
+        // SAFETY: as above.
+        let rc = unsafe { x_current_time_int64(ours, ptr::null_mut()) };
+        assert_eq!(rc, SQLITE_ERROR);
+
+        OURS.store(ptr::null_mut(), Ordering::SeqCst);
+        // SAFETY: both came from Box::into_raw and nothing uses them now.
+        unsafe {
+            drop(Box::from_raw(ours));
+            drop(Box::from_raw(default));
+        }
+    }
 }

@@ -17,6 +17,7 @@ mod oss;
 mod params;
 mod retry;
 mod s3;
+mod s3_params;
 mod secrets;
 mod sftp;
 mod tls;

@@ -34,18 +34,60 @@ impl Params {
         found.filter(|v| !v.is_empty())
     }
 
-    /// A boolean parameter: `true`/`false`, `1`/`0`, `yes`/`no`.
-    pub fn take_bool(&mut self, name: &str) -> Result<Option<bool>, StorageError> {
-        let Some(v) = self.take(name) else {
+    /// The first of `names` that has a value, with the name it came under;
+    /// every spelling is removed from the set. Litestream reads some
+    /// parameters under two names (`forcePathStyle`, `force-path-style`),
+    /// the camelCase one first.
+    pub fn take_first(&mut self, names: &[&'static str]) -> Option<(&'static str, String)> {
+        let mut found = None;
+        for &name in names {
+            if let Some(v) = self.take(name) {
+                found = found.or(Some((name, v)));
+            }
+        }
+        found
+    }
+
+    /// A boolean parameter: `true`/`false`, `1`/`0`, `t`/`f`, `yes`/`no`.
+    pub fn take_bool(&mut self, name: &'static str) -> Result<Option<bool>, StorageError> {
+        self.take_bool_first(&[name])
+    }
+
+    /// [`take_bool`](Self::take_bool) under any of `names` (see
+    /// [`take_first`](Self::take_first)).
+    pub fn take_bool_first(
+        &mut self,
+        names: &[&'static str],
+    ) -> Result<Option<bool>, StorageError> {
+        let Some((name, v)) = self.take_first(names) else {
             return Ok(None);
         };
         match v.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(Some(true)),
-            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            "true" | "1" | "t" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "f" | "no" | "off" => Ok(Some(false)),
             _ => Err(StorageError::new(
                 self.backend,
                 StorageErrorKind::Config,
                 format!("replica URL parameter {name}={v:?} is not a boolean (use true or false)"),
+            )),
+        }
+    }
+
+    /// A positive integer under any of `names`, as Litestream requires of
+    /// `concurrency` and `partSize`.
+    pub fn take_positive_first(
+        &mut self,
+        names: &[&'static str],
+    ) -> Result<Option<u64>, StorageError> {
+        let Some((name, v)) = self.take_first(names) else {
+            return Ok(None);
+        };
+        match v.parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(StorageError::new(
+                self.backend,
+                StorageErrorKind::Config,
+                format!("replica URL parameter {name}={v:?} is not a positive integer"),
             )),
         }
     }

@@ -1,7 +1,8 @@
 //! `s3://bucket/path`: Amazon S3 and S3-compatible services.
 //!
-//! URL parameters, as Litestream's: `endpoint`, `region`,
-//! `force-path-style`, `skip-verify`. Credentials, first found:
+//! URL parameters: every one Litestream's S3 client takes, in both its
+//! spellings (see [`s3_params`](super::s3_params)), including the customer
+//! key of SSE-C, sent with every read. Credentials, first found:
 //! `LITESTREAM_ACCESS_KEY_ID`/`LITESTREAM_SECRET_ACCESS_KEY`; the standard
 //! `AWS_*` variables; the profile of the shared config/credentials files;
 //! web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN`); container
@@ -18,23 +19,25 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 
 use super::error::{StorageError, StorageErrorKind};
 use super::object::{Context, Layout, ObjectStorage};
-use super::params::{Params, env, url_prefix};
+use super::params::{env, url_prefix};
+use super::s3_params::{S3Params, check_key_transport};
 use super::secrets::Secrets;
 use super::url::ReplicaUrl;
 use super::{Storage, aws_profile, retry, tls};
 
 const BACKEND: &str = "s3";
-const PARAMS: &[&str] = &["endpoint", "region", "force-path-style", "skip-verify"];
 const DEFAULT_REGION: &str = "us-east-1";
 
 pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
     tls::ensure_provider();
-    let mut params = Params::new(BACKEND, url);
-    let param_endpoint = params.take("endpoint");
-    let param_region = params.take("region");
-    let path_style = params.take_bool("force-path-style")?;
-    let skip_verify = params.take_bool("skip-verify")?.unwrap_or(false);
-    params.finish(PARAMS)?;
+    let mut secrets = Secrets::new();
+    let S3Params {
+        endpoint: param_endpoint,
+        region: param_region,
+        path_style,
+        skip_verify,
+        sse_c,
+    } = S3Params::parse(url, &mut secrets)?;
 
     let host = url.url().host_str().unwrap_or_default();
     let parsed = parse_host(host, url.url().port());
@@ -45,9 +48,20 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
         .or_else(|| env("AWS_ENDPOINT_URL"))
         .map(|e| with_scheme(&e));
 
-    let mut secrets = Secrets::new();
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&parsed.bucket);
     builder = credentials(builder, &mut secrets)?;
+    // object_store's own variable for an SSE-C key, read by from_env.
+    if let Ok(k) = "aws_sse_customer_key_base64".parse::<AmazonS3ConfigKey>() {
+        if let Some(v) = builder.get_config_value(&k) {
+            secrets.add(v);
+        }
+    }
+    if let Some(key) = &sse_c {
+        check_key_transport(endpoint.as_deref())?;
+        // object_store sends the key and its MD5 (as sensitive headers,
+        // which its Debug hides) with every GET and HEAD.
+        builder = builder.with_ssec_encryption(key.base64());
+    }
 
     let profile_region = aws_profile::load().region;
     let region = param_region

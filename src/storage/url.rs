@@ -51,6 +51,11 @@ const SECRET_PARAMS: &[&str] = &[
     "jwt",
     "seed",
     "nkey",
+    // S3's SSE-C key (and its MD5, a fingerprint of it), in both spellings.
+    "sseCustomerKey",
+    "sse-customer-key",
+    "sseCustomerKeyMD5",
+    "sse-customer-key-md5",
 ];
 
 /// A parsed replica URL. `Display` shows it with credentials removed.

@@ -1,6 +1,6 @@
 //! The times `litestream_set_time()` and `PRAGMA litestream_time` accept.
 
-use crate::timefmt::days_from_civil;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 
 /// The accepted forms, for error messages.
 pub const ACCEPTED: &str = "RFC 3339 ('2024-01-15T10:30:00Z', '2024-01-15T10:30:00.5+02:00'), \
@@ -31,7 +31,13 @@ pub fn parse_time(input: &str, now_ms: i64) -> Result<TimeTarget, String> {
     };
     parsed
         .map(TimeTarget::At)
-        .ok_or_else(|| format!("cannot parse time {input:?}; accepted: {ACCEPTED}"))
+        .ok_or_else(|| {
+            // Begins with the official extension's words, which code may
+            // look for; then what we accept.
+            format!(
+                "invalid timestamp (expected RFC3339 or relative time like '5 minutes ago'): {input}; accepted: {ACCEPTED}"
+            )
+        })
 }
 
 fn relative(s: &str, now_ms: i64) -> Option<i64> {
@@ -57,71 +63,34 @@ fn epoch(s: &str) -> Option<i64> {
     (secs.is_finite() && secs < 1e13).then(|| (secs * 1000.0).round() as i64)
 }
 
-/// `YYYY-MM-DD`, then optionally `T` or a space and `HH:MM[:SS[.fff]]`, then
-/// optionally `Z` or `±HH:MM`. Without an offset the time is UTC, as in SQLite.
+/// RFC 3339 (chrono's parser: `T`, `t` or a space between date and time,
+/// `Z` or `±HH:MM`), else SQLite's forms in UTC: `YYYY-MM-DD HH:MM[:SS[.f]]`
+/// (with a space or `T`) or a date `YYYY-MM-DD`. Fractions below the
+/// millisecond are dropped.
 fn absolute(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let part = s.get(from..from + len)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    // A four-digit year, as both RFC 3339 and SQLite write it: chrono's %Y
+    // would also take a sign or more digits.
+    if s.len() < 10 || !s.as_bytes().iter().take(4).all(u8::is_ascii_digit) {
         return None;
     }
-    let (y, mo, d) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let mut ms = days_from_civil(y, mo as u32, d as u32) * 86_400_000;
-    let mut at = 10;
-    if at == b.len() {
-        return Some(ms);
-    }
-    if !matches!(b.get(at), Some(b'T' | b't' | b' ')) {
-        return None;
-    }
-    at += 1;
-    let (h, mi) = (num(at, 2)?, num(at + 3, 2)?);
-    if b.get(at + 2) != Some(&b':') || h > 23 || mi > 59 {
-        return None;
-    }
-    ms += (h * 3600 + mi * 60) * 1000;
-    at += 5;
-    if b.get(at) == Some(&b':') {
-        let sec = num(at + 1, 2)?;
-        if sec > 60 {
-            return None;
-        }
-        ms += sec * 1000;
-        at += 3;
-        if b.get(at) == Some(&b'.') {
-            let digits = s[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return None;
-            }
-            let frac = &s[at + 1..at + 1 + digits];
-            let milli: String = frac.chars().chain("000".chars()).take(3).collect();
-            ms += milli.parse::<i64>().ok()?;
-            at += 1 + digits;
-        }
-    }
-    match s.get(at..)? {
-        "" | "Z" | "z" => Some(ms),
-        off => {
-            let sign = match off.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (oh, om) = (num(at + 1, 2)?, num(at + 4, 2)?);
-            if off.len() != 6 || off.as_bytes().get(3) != Some(&b':') {
-                return None;
-            }
-            Some(ms - sign * (oh * 3600 + om * 60) * 1000)
-        }
-    }
+    const FORMS: [&str; 4] = [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ];
+    FORMS
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+        .or_else(|| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .ok()
+                .map(|d| d.and_time(NaiveTime::MIN))
+        })
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 #[cfg(test)]
@@ -144,6 +113,12 @@ mod tests {
         assert_eq!(at("2024-01-15T10:30:00.123456789Z"), NOW + 123);
         assert_eq!(at("2024-01-15T12:30:00+02:00"), NOW);
         assert_eq!(at("2024-01-15T05:30:00-05:00"), NOW);
+        assert_eq!(at("2024-01-15T10:30:00.999999Z"), NOW + 999);
+        assert_eq!(at("2024-01-15T10:30:00.5"), NOW + 500);
+        assert_eq!(
+            at("2024-02-29"),
+            NOW + 45 * 86_400_000 - (10 * 3600 + 30 * 60) * 1000
+        );
         assert_eq!(at("2024-01-15 10:30:00"), NOW);
         assert_eq!(at("2024-01-15 10:30:00.5"), NOW + 500);
         assert_eq!(at("2024-01-15 10:30"), NOW);
@@ -177,12 +152,21 @@ mod tests {
             "15-01-2024",
             "12abc",
             "2024-01-15T10:30:00.Z",
+            "2023-02-29",
+            "2024-04-31T10:00:00Z",
+            "+2024-01-15",
+            "20240-01-15",
+            "2024-1-15",
         ] {
             let err = parse_time(bad, NOW).unwrap_err();
             assert!(
                 err.contains("accepted:") && err.contains("RFC 3339"),
                 "{bad}: {err}"
             );
+            let official = format!(
+                "invalid timestamp (expected RFC3339 or relative time like '5 minutes ago'): {bad}"
+            );
+            assert!(err.starts_with(&official), "{bad}: {err}");
         }
     }
 }

@@ -10,7 +10,11 @@ round trips between two marks from that order alone, no clock involved.
 
 `delay:<ms>` holds each request that long before it goes upstream: one round
 trip per request/answer exchange, and concurrent requests overlap (each
-connection has its own delay)."""
+connection has its own delay).
+
+It also keeps every request head (`heads`), and a `gate` (a function of a
+request head) may answer a request with a status of its own instead of
+passing it on."""
 
 from __future__ import annotations
 
@@ -63,6 +67,8 @@ class FaultProxy:
         self.exchanges: list[Exchange] = []
         self._keep_log = log  # False for long runs that never read it
         self._conns = 0
+        self.heads: list[bytes] = []
+        self.gate = None
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server = None
@@ -190,6 +196,14 @@ class FaultProxy:
                     break
                 body = await _read_body(reader, head)
                 self.requests += 1
+                if self._keep_log:
+                    self.heads.append(head)
+                gated = self.gate(head) if self.gate else None
+                if gated:
+                    msg = f"HTTP/1.1 {gated} Gated\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n"
+                    writer.write(msg.encode())
+                    await writer.drain()
+                    continue
                 ex = self._sent(conn, head)
                 fault = self._take_fault()
                 if fault == "down":

@@ -2,6 +2,7 @@
 //! snapshot of the newest state committed at or before a given time.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use futures_util::{StreamExt, TryStreamExt};
 
@@ -19,6 +20,15 @@ use super::Catalog;
 /// for it); 32 reads of a few hundred bytes each still take a 1,000-file
 /// listing through in about 30 round trips.
 const HEADER_FETCHES: usize = 32;
+
+/// Time travel to before the oldest reachable state: the official
+/// extension's text (its own scenario `PragmaRelativeTime` accepts exactly
+/// this), which tools match on.
+pub const BEFORE_EARLIEST: &str = "timestamp is before earliest LTX file";
+
+/// Time travel on a replica that holds no reachable state at all: the
+/// official extension's text.
+pub const NO_BACKUP_FILES: &str = "no backup files available";
 
 /// A state the replica can be read at: the TXID a file ends at.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,14 +117,27 @@ impl Catalog {
                 .filter(|f| plan::plan(&listing, Some(f.id.name.max)).is_some())
                 .filter_map(|f| headers.get(&f.id).map(|h| h.timestamp_ms))
                 .min();
+            // The message is the official extension's, word for word: tools
+            // match on it. The detail goes to the log and litestream_stats.
             return Err(Error::Usage(match oldest {
-                Some(ms) => format!(
-                    "no state of the replica at {}: timestamp is before earliest LTX file (the oldest \
-                     reachable state is from {}; pick a later time)",
-                    format_rfc3339_nano(at_ms),
-                    format_rfc3339_nano(ms)
-                ),
-                None => "the replica holds no reachable state".into(),
+                Some(ms) => {
+                    self.stats.earliest_state_ms.store(ms, Ordering::Relaxed);
+                    crate::log::warn!(
+                        "{}: no state of the replica at {}: the oldest reachable state is from {}; pick a later time",
+                        self.storage.describe(),
+                        format_rfc3339_nano(at_ms),
+                        format_rfc3339_nano(ms)
+                    );
+                    BEFORE_EARLIEST.into()
+                }
+                None => {
+                    crate::log::warn!(
+                        "{}: no state of the replica at {}: it holds no reachable state",
+                        self.storage.describe(),
+                        format_rfc3339_nano(at_ms)
+                    );
+                    NO_BACKUP_FILES.into()
+                }
             }));
         };
         let newest_committed = eligible.iter().map(|f| f.id.name.max).max();
