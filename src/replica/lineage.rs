@@ -105,12 +105,19 @@ pub fn tip_of(snap: &super::Snapshot, plan: &super::Plan) -> Option<Tip> {
             file: *f,
             written_ms: Some(snap.timestamp_ms),
         }),
-        _ => plan.level0_end.map(|f| Tip {
+        _ => plan.level0_end.filter(can_be_whole).map(|f| Tip {
             txid: snap.txid,
             file: f,
             written_ms: None,
         }),
     }
+}
+
+/// Whether a listed file can be a whole LTX file (at least a header). A
+/// file still being written is listed with the size it has so far: taken
+/// for a tip, its growth would look like a reset.
+fn can_be_whole(f: &FileInfo) -> bool {
+    f.size >= crate::ltx::HEADER_SIZE as u64
 }
 
 /// The tip a listing offers for the state at `cur`: the level-0 file that
@@ -119,6 +126,7 @@ pub fn tip_in(cur: Txid, listing: &[FileInfo]) -> Option<Tip> {
     listing
         .iter()
         .find(|f| f.id.level == Level::L0 && f.id.name.max == cur)
+        .filter(|f| can_be_whole(f))
         .map(|f| Tip {
             txid: cur,
             file: *f,
@@ -444,10 +452,15 @@ mod tests {
             "an empty listing is no proof"
         );
         assert_eq!(
-            tip_in(Txid(3), &[f(1, 2, 3, 1), f(0, 3, 3, 7)])
+            tip_in(Txid(3), &[f(1, 2, 3, 1), f(0, 3, 3, 700)])
                 .unwrap()
                 .file,
-            f(0, 3, 3, 7)
+            f(0, 3, 3, 700)
+        );
+        assert_eq!(
+            tip_in(Txid(3), &[f(0, 3, 3, 7)]),
+            None,
+            "a file still being written (shorter than a header) is no tip"
         );
     }
 }
