@@ -108,10 +108,10 @@ pub fn per_epoch<T: Default>(cell: &Epochal<T>) -> Arc<Epoch<T>> {
     loop {
         let epoch = fork_epoch();
         let cur = cell.slot.load_full();
-        if let Some(p) = &cur {
-            if p.epoch == epoch {
-                return Arc::clone(p);
-            }
+        if let Some(p) = &cur
+            && p.epoch == epoch
+        {
+            return Arc::clone(p);
         }
         let fresh = Arc::new(Epoch {
             epoch,

@@ -256,10 +256,10 @@ fn no_two_modules_import_each_other_and_no_cycle() {
     let mut pairs = Vec::new();
     for (a, edges) in &graph {
         for (b, files) in edges {
-            if a < b {
-                if let Some(back) = graph.get(b).and_then(|e| e.get(a)) {
-                    pairs.push(format!("{a} <-> {b} ({files:?} / {back:?})"));
-                }
+            if a < b
+                && let Some(back) = graph.get(b).and_then(|e| e.get(a))
+            {
+                pairs.push(format!("{a} <-> {b} ({files:?} / {back:?})"));
             }
         }
     }

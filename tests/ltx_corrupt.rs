@@ -226,10 +226,10 @@ fn decode_everything(bytes: &[u8]) -> Option<DecodedFile> {
                     .get(e.offset as usize..(e.offset + u64::from(e.size)) as usize)
                     .unwrap_or_default();
                 let _ = decode_frame(frame, page_size);
-                if let Some(v) = verifier.as_mut() {
-                    if v.frame(frame).is_err() {
-                        verifier = None;
-                    }
+                if let Some(v) = verifier.as_mut()
+                    && v.frame(frame).is_err()
+                {
+                    verifier = None;
                 }
             }
             let marker = (region.start as usize).saturating_sub(FRAME_HEADER_SIZE);

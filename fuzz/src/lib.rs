@@ -106,12 +106,12 @@ pub fn ltx_parts(data: &[u8]) {
         }
     }
     // The index decoder alone, at a file offset taken from the input.
-    if let Some((start, rest)) = data.split_first_chunk::<8>() {
-        if let Ok(index) = PageIndex::decode(rest, u64::from_be_bytes(*start)) {
-            for pair in index.entries.windows(2) {
-                if let [a, b] = pair {
-                    assert!(a.pgno < b.pgno, "decoded index is sorted");
-                }
+    if let Some((start, rest)) = data.split_first_chunk::<8>()
+        && let Ok(index) = PageIndex::decode(rest, u64::from_be_bytes(*start))
+    {
+        for pair in index.entries.windows(2) {
+            if let [a, b] = pair {
+                assert!(a.pgno < b.pgno, "decoded index is sorted");
             }
         }
     }

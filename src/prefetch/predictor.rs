@@ -187,12 +187,13 @@ impl Predictor {
     pub fn on_landed(&mut self, pgno: u32, page: &[u8], pages: &dyn Pages) -> Vec<u32> {
         let mut wants = Vec::new();
         if let Some(left) = self.chains.get(&pgno).copied() {
-            if let Some(next) = next_overflow(page) {
-                if left > 0 && !self.chains.contains_key(&next) {
-                    self.chains.insert(next, left.saturating_sub(1));
-                    if pages.cached(next).is_none() {
-                        self.guess_chain(next, left, &mut wants);
-                    }
+            if let Some(next) = next_overflow(page)
+                && left > 0
+                && !self.chains.contains_key(&next)
+            {
+                self.chains.insert(next, left.saturating_sub(1));
+                if pages.cached(next).is_none() {
+                    self.guess_chain(next, left, &mut wants);
                 }
             }
             return self.spend(wants);
@@ -547,11 +548,11 @@ impl Predictor {
         if left == 0 {
             return;
         }
-        if let Some(next) = next_overflow(page) {
-            if let std::collections::hash_map::Entry::Vacant(e) = self.chains.entry(next) {
-                e.insert(left.saturating_sub(1));
-                self.guess_chain(next, left, wants);
-            }
+        if let Some(next) = next_overflow(page)
+            && let std::collections::hash_map::Entry::Vacant(e) = self.chains.entry(next)
+        {
+            e.insert(left.saturating_sub(1));
+            self.guess_chain(next, left, wants);
         }
     }
 }

@@ -58,7 +58,7 @@ pub fn after_read(
     // A confirmed scan keeps a few windows in flight ahead of itself, in
     // parallel requests, so that it reads near the bandwidth of one large
     // request.
-    if window >= SCAN_FROM_WINDOW && (missed || pgno.0 % SCAN_STEP == 0) {
+    if window >= SCAN_FROM_WINDOW && (missed || pgno.0.is_multiple_of(SCAN_STEP)) {
         let window = MAX_WINDOW;
         let from = pgno.0.saturating_add(1);
         let ahead = window

@@ -176,15 +176,13 @@ impl Claimed {
         }
         self.flight
             .finish(page, self.running.load(Ordering::Acquire));
-        if let Some((key, map)) = &self.home {
-            if let Ok(mut map) = map.lock() {
-                // A flight a demand read took over is still running: its
-                // entry stays for that read's waiters.
-                if map.get(key).is_some_and(|g| Arc::ptr_eq(g, &self.flight))
-                    && self.flight.is_done()
-                {
-                    map.remove(key);
-                }
+        if let Some((key, map)) = &self.home
+            && let Ok(mut map) = map.lock()
+        {
+            // A flight a demand read took over is still running: its
+            // entry stays for that read's waiters.
+            if map.get(key).is_some_and(|g| Arc::ptr_eq(g, &self.flight)) && self.flight.is_done() {
+                map.remove(key);
             }
         }
     }

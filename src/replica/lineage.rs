@@ -150,20 +150,20 @@ impl Replica {
     /// lineage. (Checked under the tip's lock: a reset that publishes after
     /// the check sets its own tip after this one.)
     pub(super) fn set_tip(&self, snap: &super::Snapshot, tip: Option<Tip>) {
-        if let Ok(mut t) = self.tip.lock() {
-            if std::ptr::eq(&*self.current.load_full(), snap) {
-                *t = tip;
-            }
+        if let Ok(mut t) = self.tip.lock()
+            && std::ptr::eq(&*self.current.load_full(), snap)
+        {
+            *t = tip;
         }
     }
 
     /// Replaces the tip `old` with `new` (its timestamp learnt), if `old`
     /// is still the tip.
     fn refine_tip(&self, old: &Tip, new: Tip) {
-        if let Ok(mut t) = self.tip.lock() {
-            if t.as_ref() == Some(old) {
-                *t = Some(new);
-            }
+        if let Ok(mut t) = self.tip.lock()
+            && t.as_ref() == Some(old)
+        {
+            *t = Some(new);
         }
     }
 
@@ -328,13 +328,13 @@ pub fn same_state(old: &super::Snapshot, rebuilt: &super::Snapshot) -> Result<()
 pub fn same_files(old: &super::Snapshot, new: &super::Snapshot) -> Result<(), String> {
     let known: std::collections::HashMap<_, _> = old.files().map(|f| (f.id, f)).collect();
     for f in new.files() {
-        if let Some(o) = known.get(&f.id) {
-            if (o.size, o.header.timestamp_ms) != (f.size, f.header.timestamp_ms) {
-                return Err(format!(
-                    "{} is now {} bytes written at {} ms, it was {} bytes written at {} ms",
-                    f.id, f.size, f.header.timestamp_ms, o.size, o.header.timestamp_ms
-                ));
-            }
+        if let Some(o) = known.get(&f.id)
+            && (o.size, o.header.timestamp_ms) != (f.size, f.header.timestamp_ms)
+        {
+            return Err(format!(
+                "{} is now {} bytes written at {} ms, it was {} bytes written at {} ms",
+                f.id, f.size, f.header.timestamp_ms, o.size, o.header.timestamp_ms
+            ));
         }
     }
     Ok(())

@@ -147,10 +147,11 @@ impl Local {
 
     /// A file the poller applied on top of a known state: known too.
     fn followed(&self, store: &DiskStore, id: Identity) {
-        if let Ok(mut known) = self.known.lock() {
-            if known.lineage != 0 && known.lineage == store.lineage() {
-                known.add(id);
-            }
+        if let Ok(mut known) = self.known.lock()
+            && known.lineage != 0
+            && known.lineage == store.lineage()
+        {
+            known.add(id);
         }
     }
 

@@ -97,10 +97,10 @@ impl Replica {
             // Quiet: a new lineage may have reached our TXID with files of
             // the same names and sizes. Their headers tell.
             state.next_tip_check = Some(Instant::now() + lineage::PROBE_INTERVAL);
-            if let Some(t) = &tip {
-                if let Some(why) = self.tip_header_matches(t).await? {
-                    return self.reset(&why).await.map(|()| true);
-                }
+            if let Some(t) = &tip
+                && let Some(why) = self.tip_header_matches(t).await?
+            {
+                return self.reset(&why).await.map(|()| true);
             }
         }
         if !run.is_empty() {

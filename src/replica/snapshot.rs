@@ -264,10 +264,9 @@ impl Snapshot {
                 if let Some(slot) = usize::try_from(e >> OFFSET_BITS)
                     .ok()
                     .and_then(|s| s.checked_sub(1))
+                    && let Some(u) = used.get_mut(slot)
                 {
-                    if let Some(u) = used.get_mut(slot) {
-                        *u = true;
-                    }
+                    *u = true;
                 }
             }
         }
@@ -333,10 +332,10 @@ impl Snapshot {
         while self.chunks.len() <= c {
             self.chunks.push(Arc::new(vec![0; CHUNK]));
         }
-        if let Some(chunk) = self.chunks.get_mut(c) {
-            if let Some(s) = Arc::make_mut(chunk).get_mut(slot) {
-                *s = entry;
-            }
+        if let Some(chunk) = self.chunks.get_mut(c)
+            && let Some(s) = Arc::make_mut(chunk).get_mut(slot)
+        {
+            *s = entry;
         }
     }
 
@@ -349,11 +348,11 @@ impl Snapshot {
         if keep == 0 {
             return;
         }
-        if let Some(last) = self.chunks.last_mut() {
-            if last.iter().skip(keep).any(|e| *e != 0) {
-                for s in Arc::make_mut(last).iter_mut().skip(keep) {
-                    *s = 0;
-                }
+        if let Some(last) = self.chunks.last_mut()
+            && last.iter().skip(keep).any(|e| *e != 0)
+        {
+            for s in Arc::make_mut(last).iter_mut().skip(keep) {
+                *s = 0;
             }
         }
     }

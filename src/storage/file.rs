@@ -176,17 +176,17 @@ impl Folder {
     ) -> Result<Vec<u8>, StorageError> {
         let path = self.path(file);
         let f = File::open(&path).map_err(|e| io_error(&path, &e))?;
-        if let Some(want) = version.filter(|v| *v != 0) {
-            if header_version(&f).map_err(|e| io_error(&path, &e))? != want {
-                return Err(StorageError::new(
-                    BACKEND,
-                    StorageErrorKind::Changed,
-                    format!(
-                        "{} was written again since it was listed (another file under its name)",
-                        path.display()
-                    ),
-                ));
-            }
+        if let Some(want) = version.filter(|v| *v != 0)
+            && header_version(&f).map_err(|e| io_error(&path, &e))? != want
+        {
+            return Err(StorageError::new(
+                BACKEND,
+                StorageErrorKind::Changed,
+                format!(
+                    "{} was written again since it was listed (another file under its name)",
+                    path.display()
+                ),
+            ));
         }
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| StorageError::new(BACKEND, StorageErrorKind::Other, "range too large"))?;

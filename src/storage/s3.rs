@@ -51,10 +51,10 @@ pub fn open(url: &ReplicaUrl, timeouts: retry::Timeouts) -> Result<Arc<dyn Stora
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&parsed.bucket);
     builder = credentials(builder, &mut secrets)?;
     // object_store's own variable for an SSE-C key, read by from_env.
-    if let Ok(k) = "aws_sse_customer_key_base64".parse::<AmazonS3ConfigKey>() {
-        if let Some(v) = builder.get_config_value(&k) {
-            secrets.add(v);
-        }
+    if let Ok(k) = "aws_sse_customer_key_base64".parse::<AmazonS3ConfigKey>()
+        && let Some(v) = builder.get_config_value(&k)
+    {
+        secrets.add(v);
     }
     if let Some(key) = &sse_c {
         check_key_transport(endpoint.as_deref())?;

@@ -154,7 +154,7 @@ impl Blobs {
         match written {
             Ok(()) => {
                 let n = self.writes.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % PRUNE_EVERY == 0 {
+                if n.is_multiple_of(PRUNE_EVERY) {
                     self.prune_old();
                 }
             }

@@ -339,12 +339,13 @@ impl DiskStore {
     /// lineage this process verified.
     fn refresh(&self) -> Arc<View> {
         let cur = self.view.load_full();
-        if let Some(h) = self.read_header() {
-            if h.lineage == cur.lineage && (h.era != cur.era || h.horizon != cur.horizon) {
-                let v = Arc::new(View::of(&h));
-                self.view.store(Arc::clone(&v));
-                return v;
-            }
+        if let Some(h) = self.read_header()
+            && h.lineage == cur.lineage
+            && (h.era != cur.era || h.horizon != cur.horizon)
+        {
+            let v = Arc::new(View::of(&h));
+            self.view.store(Arc::clone(&v));
+            return v;
         }
         cur
     }

@@ -243,10 +243,10 @@ fn open_error(path: &Path, e: io::Error) -> Failure {
                     .into(),
             );
         }
-        if e.kind() == io::ErrorKind::PermissionDenied {
-            if let Err(refusal) = check_owner_and_writers(path, &meta) {
-                return refusal;
-            }
+        if e.kind() == io::ErrorKind::PermissionDenied
+            && let Err(refusal) = check_owner_and_writers(path, &meta)
+        {
+            return refusal;
         }
     }
     let _ = path;

@@ -289,15 +289,15 @@ impl DbFile {
                 let fresh = runtime::block_on(replica.replan(&snap))??;
                 {
                     let mut inner = self.inner()?;
-                    if let Lock::Shared(pinned) = &inner.lock {
-                        if Arc::ptr_eq(pinned, &snap) {
-                            inner.lock = Lock::Shared(Arc::clone(&fresh));
-                        }
+                    if let Lock::Shared(pinned) = &inner.lock
+                        && Arc::ptr_eq(pinned, &snap)
+                    {
+                        inner.lock = Lock::Shared(Arc::clone(&fresh));
                     }
-                    if let Some(t) = &mut inner.travel {
-                        if Arc::ptr_eq(&t.snapshot, &snap) {
-                            t.snapshot = Arc::clone(&fresh);
-                        }
+                    if let Some(t) = &mut inner.travel
+                        && Arc::ptr_eq(&t.snapshot, &snap)
+                    {
+                        t.snapshot = Arc::clone(&fresh);
                     }
                 }
                 read_at(&replica, &fresh, (&pf, &scan), buf, offset, window)
@@ -318,10 +318,10 @@ impl DbFile {
 
 impl Drop for DbFile {
     fn drop(&mut self) {
-        if let Ok(inner) = self.inner.lock() {
-            if let Some(pf) = &inner.prefetch {
-                pf.close();
-            }
+        if let Ok(inner) = self.inner.lock()
+            && let Some(pf) = &inner.prefetch
+        {
+            pf.close();
         }
     }
 }

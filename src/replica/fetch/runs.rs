@@ -138,17 +138,17 @@ impl Fetcher {
         claimed.sort_by_key(|a| (a.1.file.id, a.1.offset));
         let mut runs: Vec<Run> = Vec::new();
         for frame in claimed {
-            if let Some(run) = runs.last_mut() {
-                if let (Some(range), Some(last)) = (run.range(), run.frames.last()) {
-                    let same = Arc::ptr_eq(&run.file, &frame.1.file);
-                    if same
-                        && frame.1.offset > last.1.offset
-                        && frame.1.offset <= range.end + MERGE_GAP
-                        && frame.1.end() - range.start <= max_run
-                    {
-                        run.frames.push(frame);
-                        continue;
-                    }
+            if let Some(run) = runs.last_mut()
+                && let (Some(range), Some(last)) = (run.range(), run.frames.last())
+            {
+                let same = Arc::ptr_eq(&run.file, &frame.1.file);
+                if same
+                    && frame.1.offset > last.1.offset
+                    && frame.1.offset <= range.end + MERGE_GAP
+                    && frame.1.end() - range.start <= max_run
+                {
+                    run.frames.push(frame);
+                    continue;
                 }
             }
             runs.push(Run {

@@ -294,10 +294,9 @@ async fn agent(handle: &mut Handle<Checker>, cfg: &SftpConfig) -> bool {
         if let Ok(r) = handle
             .authenticate_publickey_with(&cfg.user, key, hash, &mut agent)
             .await
+            && r.success()
         {
-            if r.success() {
-                return true;
-            }
+            return true;
         }
     }
     false
