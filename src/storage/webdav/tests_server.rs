@@ -89,6 +89,8 @@ fn answer(seen: &Seen, auth_ok: bool) -> (u16, String, Vec<u8>) {
             String::new(),
             multistatus(&[(&format!("/db/ltx/9/{L9}"), Some(BODY.len()))]).into(),
         ),
+        // A server that ignores `Range` and sends the whole file.
+        ("GET", _) if p == format!("/db/ltx/0/{L0}") => (200, String::new(), BODY[..10].to_vec()),
         ("GET", _) if p == format!("/db/ltx/9/{L9}") => {
             if seen.if_match.as_deref().is_some_and(|m| m != ETAG) {
                 return (412, String::new(), Vec::new());
@@ -294,4 +296,21 @@ async fn wrong_password_is_refused_and_not_shown() {
     assert_eq!(err.kind, StorageErrorKind::Auth, "{err}");
     assert!(!err.to_string().contains("s3cr3t-pw"), "{err}");
     assert!(err.to_string().contains("credentials"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_ranges_is_refused_not_downloaded_whole() {
+    let (port, _log) = serve().await;
+    let url = ReplicaUrl::parse(&format!("webdav://u:pw@127.0.0.1:{port}/db")).unwrap();
+    let s = open_storage(&url, Timeouts::default()).unwrap();
+    let id = FileId {
+        level: Level::L0,
+        name: crate::ltx::parse_name(L0).unwrap(),
+    };
+    let err = s.read(id, 2..4).await.unwrap_err();
+    assert_eq!(err.kind, StorageErrorKind::Other, "{err}");
+    assert!(
+        err.to_string().contains("Range request not supported"),
+        "{err}"
+    );
 }
