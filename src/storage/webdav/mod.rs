@@ -7,11 +7,16 @@
 //! modification times), reads with ranged GETs (`If-Match` included),
 //! retries, and maps 401/403/404/412 to typed errors. Tried against rclone
 //! `serve webdav` and an Apache-style `lp1:`-prefixed answer (see
-//! `tests_server.rs`). What stays here: the URL, the credentials, the
-//! level layout, and one policy object_store does not have: the whole
-//! replica is listed with one `Depth: infinity` PROPFIND where the server
-//! allows it (rclone, wsgidav, nginx) and with one `Depth: 1` PROPFIND per
-//! level where it refuses (Apache's default `DavDepthInfinity Off`).
+//! `tests_server.rs`) and Apache 2.4 mod_dav_fs. What stays here: the URL,
+//! the credentials, the level layout, and two policies object_store does
+//! not have. The whole replica is listed with one `Depth: infinity`
+//! PROPFIND where the server allows it (rclone, wsgidav, nginx) and with
+//! one `Depth: 1` PROPFIND per level where it refuses (Apache's default
+//! `DavDepthInfinity Off`). And a folder is listed by its URL with the
+//! trailing slash: `HttpStore` lists a prefix without it, which Apache
+//! (mod_dir) answers with a 301 and so doubles every listing; so each
+//! listing goes through a store rooted at the folder (`list(None)`), all of
+//! them on one shared HTTP client and its connection pool.
 //!
 //! Credentials: the user and password of the URL, as Litestream takes them,
 //! or `LITESTREAM_WEBDAV_USERNAME` / `LITESTREAM_WEBDAV_PASSWORD` to keep the
@@ -29,9 +34,12 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use base64::Engine as _;
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
 use object_store::http::{HttpBuilder, HttpStore};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt};
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
+};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::error::{StorageError, StorageErrorKind};
@@ -56,13 +64,30 @@ const INFINITY_YES: u8 = 1;
 const INFINITY_NO: u8 = 2;
 
 pub struct WebdavStorage {
-    /// Rooted at `scheme://host[:port]`, so listed paths are server paths.
+    /// Rooted at `scheme://host[:port]`: reads. Listed paths are server
+    /// paths whatever the store's root.
     store: HttpStore,
+    /// What builds a store rooted at a folder, on the same client.
+    options: ClientOptions,
+    retry: RetryConfig,
+    client: SharedClient,
+    /// `http(s)://host[:port]/<path>/ltx/`, with the trailing slash.
+    ltx_url: url::Url,
     /// `<path>/ltx` on the server.
     ltx: Path,
     cx: Context,
     infinity: AtomicU8,
     last_list_requests: AtomicU64,
+}
+
+/// Hands every store the same HTTP client, so they share one pool.
+#[derive(Clone, Debug)]
+struct SharedClient(HttpClient);
+
+impl HttpConnector for SharedClient {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(self.0.clone())
+    }
 }
 
 impl std::fmt::Debug for WebdavStorage {
@@ -78,6 +103,8 @@ struct Config {
     origin: String,
     /// `<path>/ltx`, decoded, relative to the origin.
     ltx: Path,
+    /// The URL of that folder, with the trailing slash.
+    ltx_url: url::Url,
     user: Option<(String, String)>,
     skip_verify: bool,
 }
@@ -98,7 +125,26 @@ fn parse(url: &ReplicaUrl) -> Result<Config, StorageError> {
         None => format!("{scheme}://{host}"),
     };
     let prefix = url_prefix(url);
-    let ltx = Path::from_iter(prefix.split('/').filter(|s| !s.is_empty()).chain(["ltx"]));
+    let segments: Vec<&str> = prefix
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .chain(["ltx"])
+        .collect();
+    let ltx = Path::from_iter(segments.iter().copied());
+    let bad = |e: &dyn std::fmt::Display| {
+        StorageError::new(
+            BACKEND,
+            StorageErrorKind::Config,
+            format!("bad WebDAV URL {}: {e}", url.redacted()),
+        )
+    };
+    let mut ltx_url = url::Url::parse(&origin).map_err(|e| bad(&e))?;
+    ltx_url
+        .path_segments_mut()
+        .map_err(|()| bad(&"no path"))?
+        .clear()
+        .extend(&segments)
+        .push(""); // trailing slash: a folder
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
@@ -120,6 +166,7 @@ fn parse(url: &ReplicaUrl) -> Result<Config, StorageError> {
     Ok(Config {
         origin,
         ltx,
+        ltx_url,
         user,
         skip_verify,
     })
@@ -147,10 +194,7 @@ fn build(url: &ReplicaUrl, timeouts: Timeouts) -> Result<WebdavStorage, StorageE
             StorageError::new(
                 BACKEND,
                 StorageErrorKind::Config,
-                format!(
-                    "the WebDAV user name in {} is not a valid header",
-                    url.redacted()
-                ),
+                format!("cannot encode the WebDAV credentials of {}", url.redacted()),
             )
         })?;
         value.set_sensitive(true);
@@ -165,21 +209,27 @@ fn build(url: &ReplicaUrl, timeouts: Timeouts) -> Result<WebdavStorage, StorageE
         credential_hint: CREDENTIAL_HINT,
         secrets,
     };
-    let store = HttpBuilder::new()
-        .with_url(&cfg.origin)
-        .with_client_options(options)
-        .with_retry(retry::object_store_retry(timeouts))
-        .build()
-        .map_err(|e| {
-            StorageError::new(
-                BACKEND,
-                StorageErrorKind::Config,
-                cx.secrets
-                    .scrub(&format!("cannot set up WebDAV for {}: {e}", cx.describe)),
-            )
-        })?;
+    let setup = |e: object_store::Error| {
+        StorageError::new(
+            BACKEND,
+            StorageErrorKind::Config,
+            cx.secrets
+                .scrub(&format!("cannot set up WebDAV for {}: {e}", cx.describe)),
+        )
+    };
+    let client = SharedClient(
+        ReqwestConnector::default()
+            .connect(&options)
+            .map_err(setup)?,
+    );
+    let retry = retry::object_store_retry(timeouts);
+    let store = store_at(&cfg.origin, &options, &retry, &client).map_err(setup)?;
     Ok(WebdavStorage {
         store,
+        options,
+        retry,
+        client,
+        ltx_url: cfg.ltx_url,
         ltx: cfg.ltx,
         cx,
         infinity: AtomicU8::new(INFINITY_UNKNOWN),
@@ -187,7 +237,38 @@ fn build(url: &ReplicaUrl, timeouts: Timeouts) -> Result<WebdavStorage, StorageE
     })
 }
 
+/// An `HttpStore` rooted at `root`, on the shared client.
+fn store_at(
+    root: &str,
+    options: &ClientOptions,
+    retry: &RetryConfig,
+    client: &SharedClient,
+) -> object_store::Result<HttpStore> {
+    HttpBuilder::new()
+        .with_url(root)
+        .with_client_options(options.clone())
+        .with_retry(retry.clone())
+        .with_http_connector(client.clone())
+        .build()
+}
+
 impl WebdavStorage {
+    /// A store rooted at `<ltx>/` or `<ltx>/<level>/` (with the trailing
+    /// slash), whose `list(None)` lists that folder.
+    fn folder(&self, level: Option<Level>) -> Result<(HttpStore, Path), StorageError> {
+        let mut url = self.ltx_url.clone();
+        let mut path = self.ltx.clone();
+        if let Some(l) = level {
+            if let Ok(mut s) = url.path_segments_mut() {
+                s.pop_if_empty().push(&l.get().to_string()).push("");
+            }
+            path = path.join(l.get().to_string());
+        }
+        let store = store_at(url.as_str(), &self.options, &self.retry, &self.client)
+            .map_err(|e| self.error("list", &path, &e))?;
+        Ok((store, path))
+    }
+
     fn error(&self, op: &str, what: &Path, e: &object_store::Error) -> StorageError {
         classify(&self.cx, op, what.as_ref(), e)
     }
@@ -239,11 +320,10 @@ impl WebdavStorage {
         level: Level,
         after: Option<FileName>,
     ) -> Result<Vec<FileInfo>, StorageError> {
-        let dir = self.level_dir(level);
+        let (store, dir) = self.folder(Some(level))?;
         // A folder that does not exist lists as empty.
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&dir))
+        let listed = store
+            .list_with_delimiter(None)
             .await
             .map_err(|e| self.error("list", &dir, &e))?;
         let mut files = self.files_in(listed.objects, Some(level));
@@ -252,9 +332,9 @@ impl WebdavStorage {
     }
 
     async fn list_everything(&self) -> Result<Vec<FileInfo>, StorageError> {
+        let (store, _) = self.folder(None)?;
         if self.infinity.load(Ordering::Relaxed) != INFINITY_NO {
-            let all: Result<Vec<ObjectMeta>, _> =
-                self.store.list(Some(&self.ltx)).try_collect().await;
+            let all: Result<Vec<ObjectMeta>, _> = store.list(None).try_collect().await;
             match all {
                 Ok(objects) => {
                     self.infinity.store(INFINITY_YES, Ordering::Relaxed);
@@ -280,9 +360,8 @@ impl WebdavStorage {
             }
         }
         // Which level folders exist, then each of those.
-        let top = self
-            .store
-            .list_with_delimiter(Some(&self.ltx))
+        let top = store
+            .list_with_delimiter(None)
             .await
             .map_err(|e| self.error("list", &self.ltx, &e))?;
         let levels: Vec<Level> = top
@@ -419,6 +498,10 @@ mod tests {
         let c = cfg("webdav://alice:p%40ss@127.0.0.1:8080/backups/db%201");
         assert_eq!(c.origin, "http://127.0.0.1:8080");
         assert_eq!(c.ltx, Path::from("backups/db 1/ltx"));
+        assert_eq!(
+            c.ltx_url.as_str(),
+            "http://127.0.0.1:8080/backups/db%201/ltx/"
+        );
         assert_eq!(c.user, Some(("alice".into(), "p@ss".into())));
         assert!(!c.skip_verify);
         let c = cfg("webdavs://dav.example.com/db?skip-verify=true");
@@ -427,6 +510,7 @@ mod tests {
         assert!(c.skip_verify);
         let c = cfg("webdavs://dav.example.com");
         assert_eq!(c.ltx, Path::from("ltx"));
+        assert_eq!(c.ltx_url.as_str(), "https://dav.example.com/ltx/");
     }
 
     #[test]
@@ -459,30 +543,16 @@ mod tests {
 
     #[test]
     fn file_paths_and_listed_files() {
-        tls::ensure_provider();
-        let s = open(
-            &ReplicaUrl::parse("webdav://h:1/a/b").unwrap(),
-            Timeouts::default(),
-        )
-        .unwrap();
         let name = parse_name("0000000000000001-0000000000000002.ltx").unwrap();
         let id = FileId {
             level: Level::L0,
             name,
         };
-        let st = WebdavStorage {
-            store: HttpBuilder::new().with_url("http://h:1").build().unwrap(),
-            ltx: Path::from("a/b/ltx"),
-            cx: Context {
-                backend: BACKEND,
-                describe: s.describe().to_owned(),
-                bucket: String::new(),
-                credential_hint: CREDENTIAL_HINT,
-                secrets: Secrets::new(),
-            },
-            infinity: AtomicU8::new(0),
-            last_list_requests: AtomicU64::new(0),
-        };
+        let st = build(
+            &ReplicaUrl::parse("webdav://h:1/a/b").unwrap(),
+            Timeouts::default(),
+        )
+        .unwrap();
         assert_eq!(
             st.file_path(id).as_ref(),
             "a/b/ltx/0/0000000000000001-0000000000000002.ltx"
