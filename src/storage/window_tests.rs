@@ -63,11 +63,7 @@ async fn window_bounds_retries(url: &str, timed_out: &str) {
 
 #[tokio::test]
 async fn webdav_retry_window_is_storage_timeout() {
-    window_bounds_retries(
-        "webdav://u:s3cr3t@127.0.0.1:{port}/db",
-        "did not answer in time",
-    )
-    .await;
+    window_bounds_retries("webdav://u:s3cr3t@127.0.0.1:{port}/db", "timed out").await;
 }
 
 #[tokio::test]

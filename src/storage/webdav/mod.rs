@@ -2,41 +2,62 @@
 //! (HTTPS): a replica on a WebDAV server, laid out as Litestream writes it,
 //! `<path>/ltx/<level>/<name>`.
 //!
-//! Folders are listed with PROPFIND and files read with ranged GETs, the
-//! page index of a large file included. The whole replica is listed with one
-//! `Depth: infinity` PROPFIND where the server allows it (rclone, wsgidav,
-//! nginx) and with one `Depth: 1` PROPFIND per level where it refuses
-//! (Apache's default). Credentials: the user and password of the URL, as
-//! Litestream takes them, or `LITESTREAM_WEBDAV_USERNAME` /
-//! `LITESTREAM_WEBDAV_PASSWORD` to keep the password out of the URL.
-//! Certificates are verified unless `?skip-verify=true`.
+//! The client is object_store's HTTP store (`object_store::http::HttpStore`,
+//! feature `http-base`): it lists folders with PROPFIND (sizes, ETags, else
+//! modification times), reads with ranged GETs (`If-Match` included),
+//! retries, and maps 401/403/404/412 to typed errors. Tried against rclone
+//! `serve webdav` and an Apache-style `lp1:`-prefixed answer (see
+//! `tests_server.rs`) and Apache 2.4 mod_dav_fs. What stays here: the URL,
+//! the credentials, the level layout, and two policies object_store does
+//! not have. The whole replica is listed with one `Depth: infinity`
+//! PROPFIND where the server allows it (rclone, wsgidav, nginx) and with
+//! one `Depth: 1` PROPFIND per level where it refuses (Apache's default
+//! `DavDepthInfinity Off`). And a folder is listed by its URL with the
+//! trailing slash: `HttpStore` lists a prefix without it, which Apache
+//! (mod_dir) answers with a 301 and so doubles every listing; so each
+//! listing goes through a store rooted at the folder (`list(None)`), all of
+//! them on one shared HTTP client and its connection pool.
+//!
+//! Credentials: the user and password of the URL, as Litestream takes them,
+//! or `LITESTREAM_WEBDAV_USERNAME` / `LITESTREAM_WEBDAV_PASSWORD` to keep the
+//! password out of the URL. They travel as a default `Authorization: Basic`
+//! header marked sensitive (hidden from `Debug`), and the password and the
+//! header value are scrubbed from every message. Certificates are verified
+//! unless `?skip-verify=true`.
 
-mod http;
-pub(crate) mod propfind;
 #[cfg(test)]
 mod tests_server;
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use futures_util::StreamExt;
-use reqwest::{Method, StatusCode};
+use base64::Engine as _;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::client::{HttpClient, HttpConnector, ReqwestConnector};
+use object_store::http::{HttpBuilder, HttpStore};
+use object_store::path::Path;
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig,
+};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::error::{StorageError, StorageErrorKind};
 use super::listed::{ListedTags, Tie};
+use super::object_error::{Context, classify};
 use super::params::{Params, env, url_prefix};
-use super::retry::{CONNECT_TIMEOUT, Timeouts};
+use super::retry::{self, Timeouts};
 use super::secrets::Secrets;
 use super::url::{ReplicaUrl, Scheme};
 use super::{BoxFuture, FileId, FileInfo, Level, Storage, tls};
 use crate::ltx::{FileName, parse_name};
-use http::Call;
 
 const BACKEND: &str = "webdav";
 const PARAMS: &[&str] = &["skip-verify"];
 /// Ranges of one `read_ranges` fetched at once.
 const PARALLEL_RANGES: usize = 8;
+const CREDENTIAL_HINT: &str = "the user and password in the URL, or \
+                               LITESTREAM_WEBDAV_USERNAME/LITESTREAM_WEBDAV_PASSWORD";
 
 /// Whether the server answers `Depth: infinity`: not yet known, yes, no.
 const INFINITY_UNKNOWN: u8 = 0;
@@ -44,34 +65,50 @@ const INFINITY_YES: u8 = 1;
 const INFINITY_NO: u8 = 2;
 
 pub struct WebdavStorage {
-    client: reqwest::Client,
-    /// `http(s)://host[:port]/path/ltx/`, always with the trailing slash.
-    ltx_root: url::Url,
-    /// The decoded server path of `ltx_root`, without the trailing slash.
-    ltx_path: String,
-    user: Option<(String, String)>,
-    describe: String,
-    secrets: Secrets,
+    /// Rooted at `scheme://host[:port]`: reads. Listed paths are server
+    /// paths whatever the store's root.
+    store: HttpStore,
+    /// What builds a store rooted at a folder, on the same client.
+    options: ClientOptions,
+    retry: RetryConfig,
+    client: SharedClient,
+    /// `http(s)://host[:port]/<path>/ltx/`, with the trailing slash.
+    ltx_url: url::Url,
+    /// `<path>/ltx` on the server.
+    ltx: Path,
+    cx: Context,
     infinity: AtomicU8,
     last_list_requests: AtomicU64,
-    warned_full_get: AtomicBool,
-    /// `storage_timeout`: bounds each request and the retry window.
-    timeouts: Timeouts,
     /// The ETag each file was last listed with (`getetag`): what a read
     /// tied to that version sends as `If-Match`.
     tags: ListedTags,
 }
 
+/// Hands every store the same HTTP client, so they share one pool.
+#[derive(Clone, Debug)]
+struct SharedClient(HttpClient);
+
+impl HttpConnector for SharedClient {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(self.0.clone())
+    }
+}
+
 impl std::fmt::Debug for WebdavStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "WebdavStorage({})", self.describe)
+        write!(f, "WebdavStorage({})", self.cx.describe)
     }
 }
 
 /// What a URL says about the server, before any client is built.
 #[derive(Debug, PartialEq, Eq)]
 struct Config {
-    ltx_root: url::Url,
+    /// `http(s)://host[:port]`: the store's root.
+    origin: String,
+    /// `<path>/ltx`, decoded, relative to the origin.
+    ltx: Path,
+    /// The URL of that folder, with the trailing slash.
+    ltx_url: url::Url,
     user: Option<(String, String)>,
     skip_verify: bool,
 }
@@ -87,27 +124,31 @@ fn parse(url: &ReplicaUrl) -> Result<Config, StorageError> {
         "http"
     };
     let host = u.host_str().unwrap_or_default();
-    let authority = match u.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.to_owned(),
+    let origin = match u.port() {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
     };
-    let mut root = url::Url::parse(&format!("{scheme}://{authority}/")).map_err(|e| {
+    let prefix = url_prefix(url);
+    let segments: Vec<&str> = prefix
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .chain(["ltx"])
+        .collect();
+    let ltx = Path::from_iter(segments.iter().copied());
+    let bad = |e: &dyn std::fmt::Display| {
         StorageError::new(
             BACKEND,
             StorageErrorKind::Config,
-            format!("bad WebDAV host in {url}: {e}"),
+            format!("bad WebDAV URL {}: {e}", url.redacted()),
         )
-    })?;
-    {
-        let mut segs = root
-            .path_segments_mut()
-            .map_err(|()| StorageError::new(BACKEND, StorageErrorKind::Config, "bad URL"))?;
-        segs.clear();
-        let prefix = url_prefix(url);
-        segs.extend(prefix.split('/').filter(|s| !s.is_empty()));
-        segs.push("ltx");
-        segs.push(""); // trailing slash: a folder
-    }
+    };
+    let mut ltx_url = url::Url::parse(&origin).map_err(|e| bad(&e))?;
+    ltx_url
+        .path_segments_mut()
+        .map_err(|()| bad(&"no path"))?
+        .clear()
+        .extend(&segments)
+        .push(""); // trailing slash: a folder
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8_lossy()
@@ -127,133 +168,140 @@ fn parse(url: &ReplicaUrl) -> Result<Config, StorageError> {
         Some((decode(u.username()), pw))
     };
     Ok(Config {
-        ltx_root: root,
+        origin,
+        ltx,
+        ltx_url,
         user,
         skip_verify,
     })
 }
 
 pub fn open(url: &ReplicaUrl, timeouts: Timeouts) -> Result<Arc<dyn Storage>, StorageError> {
+    Ok(Arc::new(build(url, timeouts)?))
+}
+
+fn build(url: &ReplicaUrl, timeouts: Timeouts) -> Result<WebdavStorage, StorageError> {
     tls::ensure_provider();
     let cfg = parse(url)?;
     let mut secrets = Secrets::new();
-    if let Some((_, pw)) = &cfg.user {
+    let mut options =
+        retry::client_options(cfg.origin.starts_with("http://"), cfg.skip_verify, timeouts)
+            .with_user_agent(HeaderValue::from_static(concat!(
+                "litestream-vfs/",
+                env!("CARGO_PKG_VERSION")
+            )));
+    if let Some((name, pw)) = &cfg.user {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{pw}"));
         secrets.add(pw);
-    }
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("litestream-vfs/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(CONNECT_TIMEOUT.min(timeouts.request))
-        .timeout(timeouts.request)
-        .tls_danger_accept_invalid_certs(cfg.skip_verify)
-        .build()
-        .map_err(|e| {
+        secrets.add(&token);
+        let mut value = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| {
             StorageError::new(
                 BACKEND,
                 StorageErrorKind::Config,
-                secrets.scrub(&format!("cannot set up WebDAV for {url}: {e}")),
+                format!("cannot encode the WebDAV credentials of {}", url.redacted()),
             )
         })?;
-    let ltx_path = percent_encoding::percent_decode_str(cfg.ltx_root.path())
-        .decode_utf8_lossy()
-        .trim_end_matches('/')
-        .to_owned();
-    Ok(Arc::new(WebdavStorage {
-        client,
-        ltx_root: cfg.ltx_root,
-        ltx_path,
-        user: cfg.user,
+        value.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, value);
+        options = options.with_default_headers(headers);
+    }
+    let cx = Context {
+        backend: BACKEND,
         describe: url.redacted().to_owned(),
+        bucket: String::new(),
+        credential_hint: CREDENTIAL_HINT,
         secrets,
+    };
+    let setup = |e: object_store::Error| {
+        StorageError::new(
+            BACKEND,
+            StorageErrorKind::Config,
+            cx.secrets
+                .scrub(&format!("cannot set up WebDAV for {}: {e}", cx.describe)),
+        )
+    };
+    let client = SharedClient(
+        ReqwestConnector::default()
+            .connect(&options)
+            .map_err(setup)?,
+    );
+    let retry = retry::object_store_retry(timeouts);
+    let store = store_at(&cfg.origin, &options, &retry, &client).map_err(setup)?;
+    Ok(WebdavStorage {
+        store,
+        options,
+        retry,
+        client,
+        ltx_url: cfg.ltx_url,
+        ltx: cfg.ltx,
+        cx,
         infinity: AtomicU8::new(INFINITY_UNKNOWN),
         last_list_requests: AtomicU64::new(1),
-        warned_full_get: AtomicBool::new(false),
-        timeouts,
         tags: ListedTags::default(),
-    }))
+    })
+}
+
+/// An `HttpStore` rooted at `root`, on the shared client.
+fn store_at(
+    root: &str,
+    options: &ClientOptions,
+    retry: &RetryConfig,
+    client: &SharedClient,
+) -> object_store::Result<HttpStore> {
+    HttpBuilder::new()
+        .with_url(root)
+        .with_client_options(options.clone())
+        .with_retry(retry.clone())
+        .with_http_connector(client.clone())
+        .build()
 }
 
 impl WebdavStorage {
-    fn call<'a>(&'a self, op: &'a str, what: &'a str) -> Call<'a> {
-        Call {
-            op,
-            what,
-            describe: &self.describe,
-            secrets: &self.secrets,
-            retry_window: self.timeouts.retry,
+    /// A store rooted at `<ltx>/` or `<ltx>/<level>/` (with the trailing
+    /// slash), whose `list(None)` lists that folder.
+    fn folder(&self, level: Option<Level>) -> Result<(HttpStore, Path), StorageError> {
+        let mut url = self.ltx_url.clone();
+        let mut path = self.ltx.clone();
+        if let Some(l) = level {
+            if let Ok(mut s) = url.path_segments_mut() {
+                s.pop_if_empty().push(&l.get().to_string()).push("");
+            }
+            path = path.join(l.get().to_string());
         }
+        let store = store_at(url.as_str(), &self.options, &self.retry, &self.client)
+            .map_err(|e| self.error("list", &path, &e))?;
+        Ok((store, path))
     }
 
-    fn request(&self, method: Method, url: &url::Url) -> reqwest::RequestBuilder {
-        let b = self.client.request(method, url.as_str());
-        match &self.user {
-            Some((name, pw)) => b.basic_auth(name, Some(pw)),
-            None => b,
-        }
+    fn error(&self, op: &str, what: &Path, e: &object_store::Error) -> StorageError {
+        classify(&self.cx, op, what.as_ref(), e)
     }
 
-    fn level_url(&self, level: Level) -> url::Url {
-        let mut u = self.ltx_root.clone();
-        if let Ok(mut s) = u.path_segments_mut() {
-            s.pop_if_empty().push(&level.get().to_string()).push("");
-        }
-        u
+    fn level_dir(&self, level: Level) -> Path {
+        self.ltx.clone().join(level.get().to_string())
     }
 
-    fn file_url(&self, file: FileId) -> url::Url {
-        let mut u = self.ltx_root.clone();
-        if let Ok(mut s) = u.path_segments_mut() {
-            s.pop_if_empty()
-                .push(&file.level.get().to_string())
-                .push(&file.name.to_string());
-        }
-        u
+    fn file_path(&self, file: FileId) -> Path {
+        self.level_dir(file.level).join(file.name.to_string())
     }
 
-    /// PROPFIND of `url`; `None` when the folder does not exist.
-    async fn propfind(
-        &self,
-        url: &url::Url,
-        depth: &'static str,
-    ) -> Result<Option<Vec<propfind::Entry>>, StorageError> {
-        let method = Method::from_bytes(b"PROPFIND").expect("valid method");
-        let what = url.path().to_owned();
-        let call = self.call("list", &what);
-        let answer = call
-            .send(&[StatusCode::MULTI_STATUS], || {
-                self.request(method.clone(), url)
-                    .header("Depth", depth)
-                    .header("Content-Type", "application/xml; charset=utf-8")
-                    .body(propfind::REQUEST_BODY)
-            })
-            .await;
-        match answer {
-            Ok(a) => propfind::parse(&a.body)
-                .map(Some)
-                .map_err(|e| call.error(StorageErrorKind::Other, "unexpected answer", &e)),
-            Err(e) if e.kind == StorageErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The files among `entries` that sit directly in `<ltx>/<level>/`,
+    /// The LTX files among `objects` that sit directly in `<ltx>/<level>/`,
     /// their ETags remembered (`only` none: the whole replica, so names it
     /// lacks are forgotten).
-    fn files_in(&self, entries: Vec<propfind::Entry>, only: Option<Level>) -> Vec<FileInfo> {
+    fn files_in(
+        &self,
+        objects: impl IntoIterator<Item = ObjectMeta>,
+        only: Option<Level>,
+    ) -> Vec<FileInfo> {
+        let depth = self.ltx.parts().count() + 2;
         let mut files = Vec::new();
-        for e in entries {
-            if e.collection {
+        for meta in objects {
+            let parts: Vec<_> = meta.location.parts().collect();
+            if parts.len() != depth || !meta.location.prefix_matches(&self.ltx) {
                 continue;
             }
-            let Some(rest) = e
-                .path
-                .strip_prefix(&self.ltx_path)
-                .and_then(|r| r.strip_prefix('/'))
-            else {
-                continue;
-            };
-            let Some((dir, name)) = rest.split_once('/') else {
-                continue;
-            };
+            let (dir, name) = (parts[depth - 2].as_ref(), parts[depth - 1].as_ref());
             let (Some(level), Some(name)) = (
                 dir.parse::<u8>().ok().and_then(Level::new),
                 parse_name(name),
@@ -263,24 +311,13 @@ impl WebdavStorage {
             if only.is_some_and(|l| l != level) {
                 continue;
             }
-            let Some(size) = e.size else {
-                crate::log::warn!(
-                    "{}: the server reports no size for {}; skipped",
-                    self.describe,
-                    e.path
-                );
-                continue;
-            };
             files.push((
                 FileInfo {
                     id: FileId { level, name },
-                    size,
-                    version: e
-                        .version
-                        .as_deref()
-                        .map_or(0, |v| super::version_of(v.as_bytes())),
+                    size: meta.size,
+                    version: version(&meta),
                 },
-                e.etag,
+                meta.e_tag,
             ));
         }
         files.sort_by_key(|(f, _)| f.id);
@@ -299,45 +336,57 @@ impl WebdavStorage {
         level: Level,
         after: Option<FileName>,
     ) -> Result<Vec<FileInfo>, StorageError> {
-        let entries = self
-            .propfind(&self.level_url(level), "1")
-            .await?
-            .unwrap_or_default();
-        let mut files = self.files_in(entries, Some(level));
+        let (store, dir) = self.folder(Some(level))?;
+        // A folder that does not exist lists as empty.
+        let listed = store
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| self.error("list", &dir, &e))?;
+        let mut files = self.files_in(listed.objects, Some(level));
         files.retain(|f| after.is_none_or(|a| f.id.name > a));
         Ok(files)
     }
 
     async fn list_everything(&self) -> Result<Vec<FileInfo>, StorageError> {
+        let (store, _) = self.folder(None)?;
         if self.infinity.load(Ordering::Relaxed) != INFINITY_NO {
-            match self.propfind(&self.ltx_root, "infinity").await {
-                Ok(entries) => {
+            let all: Result<Vec<ObjectMeta>, _> = store.list(None).try_collect().await;
+            match all {
+                Ok(objects) => {
                     self.infinity.store(INFINITY_YES, Ordering::Relaxed);
                     self.last_list_requests.store(1, Ordering::Relaxed);
-                    return Ok(self.files_in(entries.unwrap_or_default(), None));
+                    return Ok(self.files_in(objects, None));
                 }
                 // Servers that do not serve infinite depth answer 403 (RFC
-                // 4918 `propfind-finite-depth`), 400 or 501.
-                Err(e) if e.kind != StorageErrorKind::Transient && !self.refused_auth(&e) => {
+                // 4918 `propfind-finite-depth`), 400 or 501; a 401 is a
+                // refusal of the credentials.
+                Err(e) => {
+                    let err = self.error("list", &self.ltx, &e);
+                    if err.kind == StorageErrorKind::Transient
+                        || matches!(e, object_store::Error::Unauthenticated { .. })
+                    {
+                        return Err(err);
+                    }
                     crate::log::debug!(
-                        "{}: no Depth: infinity listing ({e}); listing level by level",
-                        self.describe
+                        "{}: no Depth: infinity listing ({err}); listing level by level",
+                        self.cx.describe
                     );
                     self.infinity.store(INFINITY_NO, Ordering::Relaxed);
                 }
-                Err(e) => return Err(e),
             }
         }
         // Which level folders exist, then each of those.
-        let Some(top) = self.propfind(&self.ltx_root, "1").await? else {
-            self.last_list_requests.store(1, Ordering::Relaxed);
-            return Ok(Vec::new());
-        };
+        let top = store
+            .list_with_delimiter(None)
+            .await
+            .map_err(|e| self.error("list", &self.ltx, &e))?;
         let levels: Vec<Level> = top
+            .common_prefixes
             .iter()
-            .filter(|e| e.collection)
-            .filter_map(|e| e.path.strip_prefix(&self.ltx_path)?.strip_prefix('/'))
-            .filter_map(|dir| dir.parse::<u8>().ok().and_then(Level::new))
+            .filter(|p| {
+                p.prefix_matches(&self.ltx) && p.parts().count() == self.ltx.parts().count() + 1
+            })
+            .filter_map(|p| p.filename()?.parse::<u8>().ok().and_then(Level::new))
             .collect();
         self.last_list_requests
             .store(1 + levels.len() as u64, Ordering::Relaxed);
@@ -350,72 +399,55 @@ impl WebdavStorage {
         Ok(files)
     }
 
-    /// A 403 on infinite depth is ambiguous; a 401 is not.
-    fn refused_auth(&self, e: &StorageError) -> bool {
-        e.kind == StorageErrorKind::Auth && e.message.contains("HTTP 401")
-    }
-
-    /// A ranged GET; with `if_match`, only of the file with that ETag (a
-    /// 412 is [`StorageErrorKind::Changed`]).
+    /// The bytes `range` of `file`; with `if_match`, only of that version
+    /// (a 412 when the file changed).
     async fn read_range(
         &self,
         file: FileId,
         range: Range<u64>,
-        if_match: Option<&str>,
+        if_match: Option<String>,
     ) -> Result<Vec<u8>, StorageError> {
         if range.start >= range.end {
             return Ok(Vec::new());
         }
-        let url = self.file_url(file);
-        let what = format!("{file}");
-        let call = self.call("read", &what);
-        let header = format!("bytes={}-{}", range.start, range.end - 1);
-        let answer = call
-            .send(&[StatusCode::PARTIAL_CONTENT, StatusCode::OK], || {
-                let request = self.request(Method::GET, &url).header("Range", &header);
-                match if_match {
-                    Some(tag) => request.header("If-Match", tag),
-                    None => request,
-                }
-            })
-            .await?;
-        let want = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
-        let bytes = if answer.status == StatusCode::OK {
-            // The server ignored the range and sent the whole file.
-            if !self.warned_full_get.swap(true, Ordering::Relaxed) {
-                crate::log::warn!(
-                    "{}: the server ignores HTTP ranges; every read downloads a whole file",
-                    self.describe
-                );
-            }
-            let from = usize::try_from(range.start).unwrap_or(usize::MAX);
-            answer
-                .body
-                .get(from..from.saturating_add(want))
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default()
-        } else {
-            answer.body
+        let path = self.file_path(file);
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range.clone())),
+            if_match,
+            ..GetOptions::default()
         };
-        if bytes.len() != want {
-            return Err(call.error(
+        let bytes = async { self.store.get_opts(&path, options).await?.bytes().await }
+            .await
+            .map_err(|e| self.error("read", &path, &e))?;
+        let want = range.end - range.start;
+        if u64::try_from(bytes.len()).ok() != Some(want) {
+            return Err(StorageError::new(
+                BACKEND,
                 StorageErrorKind::Other,
-                "short read",
-                &format!(
-                    "asked for bytes {}..{}, got {} bytes",
+                format!(
+                    "read of {file} at {}: short read: asked for bytes {}..{}, got {} bytes",
+                    self.cx.describe,
                     range.start,
                     range.end,
                     bytes.len()
                 ),
             ));
         }
-        Ok(bytes)
+        Ok(bytes.to_vec())
+    }
+}
+
+/// A file's version: its ETag, else its modification time.
+fn version(meta: &ObjectMeta) -> u64 {
+    match meta.e_tag.as_deref() {
+        Some(tag) => super::version_of(tag.as_bytes()),
+        None => super::version_of(&meta.last_modified.timestamp_millis().to_le_bytes()),
     }
 }
 
 impl Storage for WebdavStorage {
     fn describe(&self) -> &str {
-        &self.describe
+        &self.cx.describe
     }
 
     fn list(
@@ -435,9 +467,11 @@ impl Storage for WebdavStorage {
     }
 
     fn prewarm(&self) -> BoxFuture<'_, ()> {
-        // An OPTIONS request: cheap, and it leaves a pooled connection.
+        // A HEAD of a file that does not exist: a cheap 404 whose only
+        // purpose is the pooled connection it leaves behind.
+        let probe = self.ltx.clone().join(".litestream-vfs-connect");
         Box::pin(async move {
-            let _ = self.request(Method::OPTIONS, &self.ltx_root).send().await;
+            let _ = self.store.head(&probe).await;
         })
     }
 
@@ -456,8 +490,8 @@ impl Storage for WebdavStorage {
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
         Box::pin(async move {
-            match self.tags.tie(BACKEND, &self.describe, file, version)? {
-                Tie::IfMatch(tag) => self.read_range(file, range, Some(&tag)).await,
+            match self.tags.tie(BACKEND, &self.cx.describe, file, version)? {
+                Tie::IfMatch(tag) => self.read_range(file, range, Some(tag.to_string())).await,
                 Tie::Plain => self.read_range(file, range, None).await,
             }
         })
@@ -468,6 +502,8 @@ impl Storage for WebdavStorage {
         file: FileId,
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, StorageError>> {
+        // One exact GET per range (object_store's `get_ranges` would merge
+        // ranges up to 1 MiB apart and download the gaps).
         Box::pin(async move {
             futures_util::stream::iter(ranges)
                 .map(|r| self.read_range(file, r, None))
@@ -491,17 +527,21 @@ mod tests {
     #[test]
     fn url_forms() {
         let c = cfg("webdav://alice:p%40ss@127.0.0.1:8080/backups/db%201");
+        assert_eq!(c.origin, "http://127.0.0.1:8080");
+        assert_eq!(c.ltx, Path::from("backups/db 1/ltx"));
         assert_eq!(
-            c.ltx_root.as_str(),
+            c.ltx_url.as_str(),
             "http://127.0.0.1:8080/backups/db%201/ltx/"
         );
         assert_eq!(c.user, Some(("alice".into(), "p@ss".into())));
         assert!(!c.skip_verify);
         let c = cfg("webdavs://dav.example.com/db?skip-verify=true");
-        assert_eq!(c.ltx_root.as_str(), "https://dav.example.com/db/ltx/");
+        assert_eq!(c.origin, "https://dav.example.com");
+        assert_eq!(c.ltx, Path::from("db/ltx"));
         assert!(c.skip_verify);
         let c = cfg("webdavs://dav.example.com");
-        assert_eq!(c.ltx_root.as_str(), "https://dav.example.com/ltx/");
+        assert_eq!(c.ltx, Path::from("ltx"));
+        assert_eq!(c.ltx_url.as_str(), "https://dav.example.com/ltx/");
     }
 
     #[test]
@@ -523,66 +563,50 @@ mod tests {
     }
 
     #[test]
-    fn file_and_level_urls() {
-        tls::ensure_provider(); // before any reqwest client is built
-        let c = cfg("webdav://h:1/a/b");
-        let st = WebdavStorage {
-            client: reqwest::Client::new(),
-            ltx_path: "/a/b/ltx".into(),
-            ltx_root: c.ltx_root,
-            user: None,
-            describe: String::new(),
-            secrets: Secrets::new(),
-            infinity: AtomicU8::new(0),
-            last_list_requests: AtomicU64::new(0),
-            warned_full_get: AtomicBool::new(false),
-            timeouts: Timeouts::default(),
-            tags: ListedTags::default(),
-        };
-        assert_eq!(
-            st.level_url(Level::SNAPSHOT).as_str(),
-            "http://h:1/a/b/ltx/9/"
-        );
+    fn the_authorization_header_is_hidden_from_debug() {
+        let mut v = HeaderValue::from_static("Basic dTpodW50ZXIyMg==");
+        v.set_sensitive(true);
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, v);
+        let o = object_store::ClientOptions::new().with_default_headers(h);
+        assert!(!format!("{o:?}").contains("dTpodW50ZXIyMg"), "{o:?}");
+    }
+
+    #[test]
+    fn file_paths_and_listed_files() {
         let name = parse_name("0000000000000001-0000000000000002.ltx").unwrap();
         let id = FileId {
             level: Level::L0,
             name,
         };
+        let st = build(
+            &ReplicaUrl::parse("webdav://h:1/a/b").unwrap(),
+            Timeouts::default(),
+        )
+        .unwrap();
         assert_eq!(
-            st.file_url(id).as_str(),
-            "http://h:1/a/b/ltx/0/0000000000000001-0000000000000002.ltx"
+            st.file_path(id).as_ref(),
+            "a/b/ltx/0/0000000000000001-0000000000000002.ltx"
         );
-        let entries = vec![
-            propfind::Entry {
-                path: "/a/b/ltx/0/0000000000000001-0000000000000002.ltx".into(),
-                collection: false,
-                size: Some(10),
-                version: Some("\"abc\"".into()),
-                etag: Some("\"abc\"".into()),
-            },
-            propfind::Entry {
-                path: "/a/b/ltx/0/junk.txt".into(),
-                collection: false,
-                size: Some(1),
-                version: None,
-                etag: None,
-            },
-            propfind::Entry {
-                path: "/a/b/ltx/0/sub/0000000000000003-0000000000000003.ltx".into(),
-                collection: false,
-                size: Some(1),
-                version: None,
-                etag: None,
-            },
-            propfind::Entry {
-                path: "/a/b/ltx/9".into(),
-                collection: true,
-                size: None,
-                version: None,
-                etag: None,
-            },
-        ];
-        let got = st.files_in(entries, None);
+        let meta = |p: &str, e_tag: Option<&str>| ObjectMeta {
+            location: Path::from(p),
+            last_modified: Default::default(),
+            size: 10,
+            e_tag: e_tag.map(str::to_owned),
+            version: None,
+        };
+        let got = st.files_in(
+            vec![
+                meta(
+                    "a/b/ltx/0/0000000000000001-0000000000000002.ltx",
+                    Some("\"abc\""),
+                ),
+                meta("a/b/ltx/0/junk.txt", None),
+                meta("a/b/ltx/0/sub/0000000000000003-0000000000000003.ltx", None),
+                meta("other/ltx/0/0000000000000004-0000000000000004.ltx", None),
+            ],
+            None,
+        );
         assert_eq!(
             got,
             vec![FileInfo {

@@ -1,6 +1,8 @@
-//! The WebDAV backend against a small server on loopback that refuses
-//! `Depth: infinity` (as Apache does by default): the fallback to one
-//! listing per level, real `Range` headers, Basic auth and its refusal.
+//! The WebDAV backend against a small server on loopback that answers as
+//! Apache's mod_dav does by default: `Depth: infinity` refused,
+//! `allprop` answers with `lp1:`-prefixed live properties, `Content-Range`
+//! on partial answers. Shows the fallback to one listing per level, real
+//! `Range` headers, `If-Match`, Basic auth and its refusal.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,6 +16,7 @@ const L9: &str = "0000000000000001-0000000000000001.ltx";
 const BODY: &[u8] = b"0123456789abcdefghij";
 /// `u:pw` in Basic auth.
 const AUTH: &str = "Basic dTpwdw==";
+const ETAG: &str = "\"14-5f0a2b3c4d5e6\"";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Seen {
@@ -21,17 +24,31 @@ struct Seen {
     path: String,
     depth: Option<String>,
     range: Option<String>,
+    if_match: Option<String>,
 }
 
 fn multistatus(entries: &[(&str, Option<usize>)]) -> String {
-    let mut out = String::from(r#"<?xml version="1.0"?><D:multistatus xmlns:D="DAV:">"#);
+    let mut out = String::from(
+        r#"<?xml version="1.0" encoding="utf-8"?><D:multistatus xmlns:D="DAV:" xmlns:ns0="DAV:">"#,
+    );
     for (href, size) in entries {
         let props = match size {
-            Some(n) => format!("<D:resourcetype/><D:getcontentlength>{n}</D:getcontentlength>"),
-            None => "<D:resourcetype><D:collection/></D:resourcetype>".to_owned(),
+            Some(n) => format!(
+                "<lp1:resourcetype/><lp1:getcontentlength>{n}</lp1:getcontentlength>\
+                 <lp1:getetag>{ETAG}</lp1:getetag><lp2:executable>F</lp2:executable>"
+            ),
+            None => "<lp1:resourcetype><D:collection/></lp1:resourcetype>\
+                     <D:getcontenttype>httpd/unix-directory</D:getcontenttype>"
+                .to_owned(),
         };
         out.push_str(&format!(
-            "<D:response><D:href>{href}</D:href><D:propstat><D:prop>{props}</D:prop>\
+            "<D:response xmlns:lp1=\"DAV:\" xmlns:lp2=\"http://apache.org/dav/props/\">\
+             <D:href>{href}</D:href><D:propstat><D:prop>{props}\
+             <lp1:creationdate>2026-12-04T10:00:00Z</lp1:creationdate>\
+             <lp1:getlastmodified>Fri, 04 Dec 2026 10:00:00 GMT</lp1:getlastmodified>\
+             <D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope>\
+             <D:locktype><D:write/></D:locktype></D:lockentry></D:supportedlock>\
+             <D:lockdiscovery/></D:prop>\
              <D:status>HTTP/1.1 200 OK</D:status></D:propstat></D:response>"
         ));
     }
@@ -39,18 +56,23 @@ fn multistatus(entries: &[(&str, Option<usize>)]) -> String {
     out
 }
 
-fn answer(seen: &Seen, auth_ok: bool) -> (u16, Vec<u8>) {
+/// The status, extra headers and body of the answer to `seen`.
+fn answer(seen: &Seen, auth_ok: bool) -> (u16, String, Vec<u8>) {
     if !auth_ok {
-        return (401, b"login".to_vec());
+        return (401, String::new(), b"login".to_vec());
     }
-    let p = seen.path.as_str();
+    // Folders are asked for with the trailing slash (Apache redirects the
+    // form without it).
+    let p = seen.path.trim_end_matches('/');
     match (seen.method.as_str(), seen.depth.as_deref()) {
         ("PROPFIND", Some("infinity")) => (
             403,
+            String::new(),
             br#"<D:error xmlns:D="DAV:"><D:propfind-finite-depth/></D:error>"#.to_vec(),
         ),
-        ("PROPFIND", Some("1")) if p == "/db/ltx/" => (
+        ("PROPFIND", Some("1")) if p == "/db/ltx" => (
             207,
+            String::new(),
             multistatus(&[
                 ("/db/ltx/", None),
                 ("/db/ltx/0/", None),
@@ -58,30 +80,45 @@ fn answer(seen: &Seen, auth_ok: bool) -> (u16, Vec<u8>) {
             ])
             .into(),
         ),
-        ("PROPFIND", Some("1")) if p == "/db/ltx/0/" => (
+        ("PROPFIND", Some("1")) if p == "/db/ltx/0" => (
             207,
+            String::new(),
             multistatus(&[("/db/ltx/0/", None), (&format!("/db/ltx/0/{L0}"), Some(10))]).into(),
         ),
-        ("PROPFIND", Some("1")) if p == "/db/ltx/9/" => (
+        ("PROPFIND", Some("1")) if p == "/db/ltx/9" => (
             207,
+            String::new(),
             multistatus(&[(&format!("/db/ltx/9/{L9}"), Some(BODY.len()))]).into(),
         ),
+        // A server that ignores `Range` and sends the whole file.
+        ("GET", _) if p == format!("/db/ltx/0/{L0}") => (200, String::new(), BODY[..10].to_vec()),
         ("GET", _) if p == format!("/db/ltx/9/{L9}") => {
+            if seen.if_match.as_deref().is_some_and(|m| m != ETAG) {
+                return (412, String::new(), Vec::new());
+            }
             let Some((a, b)) = seen
                 .range
                 .as_deref()
                 .and_then(|r| r.strip_prefix("bytes="))
                 .and_then(|r| r.split_once('-'))
             else {
-                return (200, BODY.to_vec());
+                return (200, String::new(), BODY.to_vec());
             };
             let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
             match BODY.get(a..=b) {
-                Some(part) => (206, part.to_vec()),
-                None => (416, Vec::new()),
+                Some(part) => (
+                    206,
+                    format!("Content-Range: bytes {a}-{b}/{}\r\n", BODY.len()),
+                    part.to_vec(),
+                ),
+                None => (
+                    416,
+                    format!("Content-Range: bytes */{}\r\n", BODY.len()),
+                    Vec::new(),
+                ),
             }
         }
-        _ => (404, Vec::new()),
+        _ => (404, String::new(), Vec::new()),
     }
 }
 
@@ -109,7 +146,8 @@ async fn serve() -> (u16, Arc<Mutex<Vec<Seen>>>) {
                     let mut parts = line.split_whitespace();
                     let method = parts.next().unwrap_or_default().to_owned();
                     let path = parts.next().unwrap_or_default().to_owned();
-                    let (mut depth, mut range, mut auth, mut len) = (None, None, false, 0usize);
+                    let (mut depth, mut range, mut if_match, mut auth, mut len) =
+                        (None, None, None, false, 0usize);
                     loop {
                         let mut h = String::new();
                         r.read_line(&mut h).await.unwrap();
@@ -122,6 +160,7 @@ async fn serve() -> (u16, Arc<Mutex<Vec<Seen>>>) {
                         match k.to_ascii_lowercase().as_str() {
                             "depth" => depth = Some(v),
                             "range" => range = Some(v),
+                            "if-match" => if_match = Some(v),
                             "authorization" => auth = v == AUTH,
                             "content-length" => len = v.parse().unwrap(),
                             _ => {}
@@ -134,11 +173,12 @@ async fn serve() -> (u16, Arc<Mutex<Vec<Seen>>>) {
                         path,
                         depth,
                         range,
+                        if_match,
                     };
-                    let (status, out) = answer(&seen, auth);
+                    let (status, extra, out) = answer(&seen, auth);
                     log.lock().unwrap().push(seen);
                     let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nContent-Type: application/xml\r\n\r\n",
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n{extra}Content-Type: application/xml\r\n\r\n",
                         out.len()
                     );
                     if w.write_all(head.as_bytes()).await.is_err()
@@ -216,6 +256,39 @@ async fn falls_back_to_one_listing_per_level_and_reads_real_ranges() {
 }
 
 #[tokio::test]
+async fn versions_are_the_etags_and_if_match_pins_them() {
+    let (port, log) = serve().await;
+    let url = ReplicaUrl::parse(&format!("webdav://u:pw@127.0.0.1:{port}/db")).unwrap();
+    let s = open_storage(&url, Timeouts::default()).unwrap();
+    let files = s.list(Level::SNAPSHOT, None).await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files[0].version,
+        crate::storage::version_of(ETAG.as_bytes())
+    );
+
+    let st = super::build(&url, Timeouts::default()).unwrap();
+    let id = files[0].id;
+    assert_eq!(
+        st.read_range(id, 0..2, Some(ETAG.into())).await.unwrap(),
+        b"01"
+    );
+    let err = st
+        .read_range(id, 0..2, Some("\"other\"".into()))
+        .await
+        .unwrap_err();
+    assert_ne!(err.kind, StorageErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("412"), "{err}");
+    let sent: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.if_match.clone())
+        .collect();
+    assert_eq!(sent, vec![ETAG.to_owned(), "\"other\"".to_owned()]);
+}
+
+#[tokio::test]
 async fn wrong_password_is_refused_and_not_shown() {
     let (port, _log) = serve().await;
     let url = ReplicaUrl::parse(&format!("webdav://u:s3cr3t-pw@127.0.0.1:{port}/db")).unwrap();
@@ -224,4 +297,21 @@ async fn wrong_password_is_refused_and_not_shown() {
     assert_eq!(err.kind, StorageErrorKind::Auth, "{err}");
     assert!(!err.to_string().contains("s3cr3t-pw"), "{err}");
     assert!(err.to_string().contains("credentials"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_that_ignores_ranges_is_refused_not_downloaded_whole() {
+    let (port, _log) = serve().await;
+    let url = ReplicaUrl::parse(&format!("webdav://u:pw@127.0.0.1:{port}/db")).unwrap();
+    let s = open_storage(&url, Timeouts::default()).unwrap();
+    let id = FileId {
+        level: Level::L0,
+        name: crate::ltx::parse_name(L0).unwrap(),
+    };
+    let err = s.read(id, 2..4).await.unwrap_err();
+    assert_eq!(err.kind, StorageErrorKind::Other, "{err}");
+    assert!(
+        err.to_string().contains("Range request not supported"),
+        "{err}"
+    );
 }
