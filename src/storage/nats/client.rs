@@ -59,6 +59,8 @@ pub async fn open(
                 }
                 ConnectErrorKind::ServerParse => StorageErrorKind::Config,
                 ConnectErrorKind::Tls => StorageErrorKind::Other,
+                // A refused certificate comes as an I/O error: not retried.
+                _ if refused_by_tls(&e) => StorageErrorKind::Other,
                 _ => StorageErrorKind::Transient,
             };
             Failure::new(kind, chain(&e))
@@ -128,4 +130,20 @@ pub async fn bounded<T>(t: Duration, fut: impl Future<Output = T>) -> Result<T, 
     tokio::time::timeout(t, fut)
         .await
         .map_err(|_| Failure::new(StorageErrorKind::Transient, format!("no answer in {t:?}")))
+}
+
+/// Whether rustls refused the handshake somewhere in `e`'s sources.
+fn refused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let io_inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.is::<rustls::Error>());
+        if err.is::<rustls::Error>() || io_inner {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
