@@ -20,6 +20,8 @@ use super::failure::Failure;
 use super::tls;
 use crate::storage::error::{StorageErrorKind, chain};
 
+const SIGN_IN_LATE: &str = "the server did not finish the sign-in in time";
+
 /// A signed-in connection and the bucket's handles.
 pub struct Bucket {
     client: Client,
@@ -51,8 +53,11 @@ pub async fn open(
     let options = options(cfg, connect, request).await?;
     let client = tokio::time::timeout(connect, options.connect(cfg.server.as_str()))
         .await
-        .map_err(|_| Failure::new(StorageErrorKind::Transient, "connecting timed out"))?
+        .map_err(|_| Failure::new(StorageErrorKind::Transient, SIGN_IN_LATE))?
         .map_err(|e| {
+            if e.kind() == ConnectErrorKind::TimedOut {
+                return Failure::new(StorageErrorKind::Transient, SIGN_IN_LATE);
+            }
             let kind = match e.kind() {
                 ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
                     StorageErrorKind::Auth
@@ -146,4 +151,41 @@ fn refused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::url::ReplicaUrl;
+
+    #[tokio::test]
+    async fn a_bad_credentials_file_is_refused_without_quoting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("user.creds");
+        let (jwt, seed) = (
+            "eyJhbGciOiJlZDI1NTE5In0.e30.c2ln",
+            "SUAJUNKSEEDNOTBASE32!!!!",
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+                 -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            ),
+        )
+        .unwrap();
+        let url = format!("nats://127.0.0.1:1/b?creds={}", path.display());
+        let cfg = NatsConfig::parse(&ReplicaUrl::parse(&url).unwrap()).unwrap();
+        let t = Duration::from_secs(1);
+        let Err(f) = options(&cfg, t, t).await else {
+            panic!("a seed that is not base32 was accepted");
+        };
+        assert_eq!(f.kind, StorageErrorKind::Config);
+        assert!(f.text.contains("credentials file"), "{}", f.text);
+        assert!(
+            !f.text.contains(seed) && !f.text.contains(jwt),
+            "{}",
+            f.text
+        );
+    }
 }
