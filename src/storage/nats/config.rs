@@ -25,12 +25,24 @@ const PARAMS: &[&str] = &[
 ];
 const DEFAULT_PORT: u16 = 4222;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
     None,
     Token(String),
     UserPassword(String, String),
     CredsFile(PathBuf),
+}
+
+/// Names the form, never the token or password.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Token(_) => f.write_str("Token(REDACTED)"),
+            Auth::UserPassword(u, _) => write!(f, "UserPassword({u:?}, REDACTED)"),
+            Auth::CredsFile(p) => write!(f, "CredsFile({p:?})"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,9 +157,11 @@ mod tests {
         assert_eq!(c.auth, Auth::UserPassword("alice".into(), "s@cret".into()));
         assert!(!c.tls);
         assert_eq!(c.secrets(), vec!["s@cret"]);
+        assert!(!format!("{c:?}").contains("s@cret"), "{c:?}");
 
         let c = parse("nats://tok3n@h/b").unwrap();
         assert_eq!(c.auth, Auth::Token("tok3n".into()));
+        assert!(!format!("{c:?}").contains("tok3n"), "{c:?}");
         assert_eq!(c.server, "h:4222");
         let c = parse("nats://h/b?token=t2").unwrap();
         assert_eq!(c.auth, Auth::Token("t2".into()));

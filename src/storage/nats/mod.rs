@@ -2,20 +2,19 @@
 //! object store, as Litestream writes it: one object per LTX file, named
 //! `ltx/<level>/<name>`, in a bucket created beforehand.
 //!
-//! Our own small client of the NATS protocol ([`conn`], [`jetstream`]):
-//! the read side of an object store needs a handful of JetStream calls, and
-//! the full client crates add megabytes to the library. One connection per
-//! replica, made on first use and made anew after it fails. The bucket is
-//! listed whole in one consumer. Objects have no ranged reads, so each is
-//! downloaded once, in chunks, and kept within a budget ([`objects`]);
-//! ranges are cut from the kept bytes.
+//! The client is `async-nats` ([`client`] signs in and opens the bucket,
+//! [`ops`] lists and fetches). One connection per replica, made on first
+//! use and made anew after it fails. The bucket is listed whole in one
+//! consumer. Objects have no ranged reads (async-nats's `Object` reads from
+//! the first chunk on, and the chunks are not addressable by offset), so
+//! each is downloaded once, in chunks, and kept within a budget
+//! ([`objects`]); ranges are cut from the kept bytes.
 
+mod client;
 mod config;
-mod conn;
-mod creds;
-mod jetstream;
+mod failure;
 mod objects;
-mod proto;
+mod ops;
 mod tls;
 
 use std::ops::Range;
@@ -29,9 +28,9 @@ use super::secrets::Secrets;
 use super::url::ReplicaUrl;
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
 use crate::ltx::{FileName, parse_name};
+use client::Bucket;
 use config::NatsConfig;
-use conn::{Conn, Failure};
-use jetstream::JsError;
+use failure::Failure;
 use objects::Objects;
 
 const BACKEND: &str = "nats";
@@ -43,7 +42,7 @@ const KEEP_BYTES: usize = 128 * 1024 * 1024;
 
 pub struct NatsStorage {
     cfg: NatsConfig,
-    conn: Mutex<Option<Arc<Conn>>>,
+    conn: Mutex<Option<Arc<Bucket>>>,
     objects: Objects,
     describe: String,
     secrets: Secrets,
@@ -102,57 +101,35 @@ impl NatsStorage {
         )
     }
 
-    fn js_error(&self, op: &str, what: &str, e: JsError) -> StorageError {
-        match e {
-            JsError::Conn(f) => {
-                let kind = match &f {
-                    Failure::Transient(_) => StorageErrorKind::Transient,
-                    Failure::Auth(_) => StorageErrorKind::Auth,
-                    Failure::Setup(_) => StorageErrorKind::Config,
-                    Failure::Tls(_) | Failure::Protocol(_) => StorageErrorKind::Other,
-                };
-                self.error(kind, op, what, f.text())
-            }
-            JsError::Api {
-                code,
-                err_code,
-                text,
-            } => {
-                let kind = match code {
-                    404 => StorageErrorKind::NotFound,
-                    401 | 403 => StorageErrorKind::Auth,
-                    408 | 500..=599 => StorageErrorKind::Transient,
-                    _ => StorageErrorKind::Other,
-                };
-                let cause = format!("{text} (JetStream error {err_code})");
-                self.error(kind, op, what, &cause)
-            }
-            JsError::NotFound(t) => self.error(StorageErrorKind::NotFound, op, what, &t),
-            JsError::Corrupt(t) => self.error(StorageErrorKind::Other, op, what, &t),
-        }
+    fn failure(&self, op: &str, what: &str, f: Failure) -> StorageError {
+        self.error(f.kind, op, what, &f.text)
     }
 
     /// The live connection, connecting (and checking the bucket) if there
     /// is none.
-    async fn conn(&self) -> Result<Arc<Conn>, StorageError> {
+    async fn conn(&self) -> Result<Arc<Bucket>, StorageError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(c));
         }
         let t = self.timeouts.request;
-        let c = Conn::connect(&self.cfg, CONNECT_TIMEOUT.min(t), t)
+        let c = client::open(&self.cfg, CONNECT_TIMEOUT.min(t), t)
             .await
-            .map_err(|f| self.js_error("connect", "server", JsError::Conn(f)))?;
-        jetstream::check_bucket(&c, &self.cfg.bucket, t)
-            .await
-            .map_err(|e| self.js_error("open", "bucket", e))?;
+            .map_err(|f| {
+                let what = if f.kind == StorageErrorKind::NotFound {
+                    "bucket"
+                } else {
+                    "server"
+                };
+                self.failure("connect", what, f)
+            })?;
         let c = Arc::new(c);
         *slot = Some(Arc::clone(&c));
         Ok(c)
     }
 
     /// Forgets a connection after a transient failure.
-    async fn drop_conn(&self, failed: &Arc<Conn>) {
+    async fn drop_conn(&self, failed: &Arc<Bucket>) {
         let mut slot = self.conn.lock().await;
         if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, failed)) {
             *slot = None;
@@ -162,18 +139,18 @@ impl NatsStorage {
     async fn list_everything(&self) -> Result<Vec<FileInfo>, StorageError> {
         with_retries(self.timeouts.retry, || async {
             let conn = self.conn().await?;
-            match jetstream::list(&conn, &self.cfg.bucket, self.timeouts.request).await {
+            match ops::list(&conn, self.timeouts.request).await {
                 Ok(listed) => {
                     let mut files: Vec<FileInfo> = listed
                         .iter()
-                        .filter_map(|o| file_info(&o.name, o.size, &o.nuid))
+                        .filter_map(|o| file_info(&o.name, o.size as u64, &o.nuid))
                         .collect();
                     files.sort_by_key(|f| f.id);
                     files.dedup_by_key(|f| f.id);
                     Ok(files)
                 }
                 Err(e) => {
-                    let err = self.js_error("list", "bucket", e);
+                    let err = self.failure("list", "bucket", e);
                     if err.kind == StorageErrorKind::Transient {
                         self.drop_conn(&conn).await;
                     }
@@ -191,10 +168,10 @@ impl NatsStorage {
         let what = format!("{file}");
         with_retries(self.timeouts.retry, || async {
             let conn = self.conn().await?;
-            match jetstream::get(&conn, &self.cfg.bucket, &name, self.timeouts.request).await {
+            match ops::get(&conn, &name, self.timeouts.request).await {
                 Ok(bytes) => Ok(bytes),
                 Err(e) => {
-                    let err = self.js_error("read", &what, e);
+                    let err = self.failure("read", &what, e);
                     if err.kind == StorageErrorKind::Transient {
                         self.drop_conn(&conn).await;
                     }
