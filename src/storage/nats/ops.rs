@@ -1,9 +1,10 @@
 //! The two calls a reader makes on a bucket: list the objects, and fetch
 //! one object's bytes. The object store's own handles do the metadata;
 //! the chunks are read through an ordered consumer on the bucket's stream
-//! (what `ObjectStore::get` does inside), because async-nats 0.46's
-//! `Object` reader panics (`unwrap`) when that consumer cannot be created,
-//! and a panic must not reach SQLite. Every wait is bounded by `t`.
+//! (what `ObjectStore::get` does inside): async-nats 0.46's `Object` reader
+//! panicked (`unwrap`) when that consumer could not be created, a panic
+//! must not reach SQLite, and reading the chunks ourselves lets us bound
+//! every wait by `t` and check size and digest. (0.52 is in use now.)
 
 use std::time::Duration;
 
