@@ -91,6 +91,51 @@ impl ListedTags {
     }
 }
 
+impl ListedTags {
+    /// Checks the ETag a server answered a read of `file` at `version`
+    /// with. A listing that named no ETag (s3s-fs lists none) learns it
+    /// from the first answer; after that, or when the listing named one,
+    /// an answer with another ETag is the file written again: refused with
+    /// `Changed`, like a 412, for servers that ignore `If-Match`.
+    pub fn check_served(
+        &self,
+        backend: &'static str,
+        describe: &str,
+        file: FileId,
+        version: u64,
+        served: Option<&str>,
+    ) -> Result<(), StorageError> {
+        let Some(served) = served.filter(|_| version != 0) else {
+            return Ok(());
+        };
+        let mut tags = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match tags.get_mut(&file) {
+            Some((v, tag)) if *v == version => match tag {
+                None => {
+                    *tag = Some(Arc::from(served));
+                    Ok(())
+                }
+                Some(t) if bare(t) == bare(served) => Ok(()),
+                Some(t) => Err(StorageError::new(
+                    backend,
+                    StorageErrorKind::Changed,
+                    format!(
+                        "{describe} {file}: written again since it was listed (a read of ETag {t} \
+                         was answered with ETag {served})"
+                    ),
+                )),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An ETag without its weak marker and quotes: a listing and a header may
+/// quote the same tag differently.
+fn bare(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/").trim_matches('"')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +174,29 @@ mod tests {
         t.remember([(id(1), 9, Some("\"b\""))], true);
         let e = t.tie("t", "d", id(2), 8).unwrap_err();
         assert_eq!(e.kind, StorageErrorKind::NotFound, "{e}");
+    }
+
+    #[test]
+    fn a_served_etag_is_learned_then_held_to() {
+        let t = ListedTags::default();
+        t.remember([(id(1), 7, None), (id(2), 8, Some("\"x\""))], true);
+        // Learned from the first answer, then held to.
+        t.check_served("t", "d", id(1), 7, Some("\"a\"")).unwrap();
+        assert_eq!(
+            t.tie("t", "d", id(1), 7).unwrap(),
+            Tie::IfMatch("\"a\"".into())
+        );
+        t.check_served("t", "d", id(1), 7, Some("a")).unwrap();
+        let e = t
+            .check_served("t", "d", id(1), 7, Some("\"b\""))
+            .unwrap_err();
+        assert_eq!(e.kind, StorageErrorKind::Changed, "{e}");
+        // A listed ETag is held to as well; no ETag answered says nothing.
+        let e = t
+            .check_served("t", "d", id(2), 8, Some("\"y\""))
+            .unwrap_err();
+        assert_eq!(e.kind, StorageErrorKind::Changed, "{e}");
+        t.check_served("t", "d", id(2), 8, None).unwrap();
+        t.check_served("t", "d", id(2), 0, Some("\"y\"")).unwrap();
     }
 }

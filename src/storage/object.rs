@@ -117,20 +117,44 @@ impl ObjectStorage {
             .tags
             .tie(self.cx.backend, &self.cx.describe, file, version)?
         {
-            Tie::IfMatch(tag) => tag,
+            Tie::IfMatch(tag) => Some(tag.to_string()),
+            Tie::Plain if self.checks_served_etag() => None,
             Tie::Plain => return self.read_plain(file, range).await,
         };
         let path = self.path(file);
         let opts = GetOptions {
-            if_match: Some(if_match.to_string()),
+            if_match,
             range: Some(GetRange::Bounded(range.clone())),
             ..GetOptions::default()
         };
-        let bytes = async { self.store.get_opts(&path, opts).await?.bytes().await }
-            .await
-            .map_err(|e| self.error("read", path.as_ref(), &e))?;
+        let (served, bytes) = async {
+            let got = self.store.get_opts(&path, opts).await?;
+            let served = got.meta.e_tag.clone();
+            Ok::<_, object_store::Error>((served, got.bytes().await?))
+        }
+        .await
+        .map_err(|e| self.error("read", path.as_ref(), &e))?;
+        if self.checks_served_etag() {
+            self.tags.check_served(
+                self.cx.backend,
+                &self.cx.describe,
+                file,
+                version,
+                served.as_deref(),
+            )?;
+        }
         self.check_len(file, &range, bytes.len())?;
         Ok(bytes.to_vec())
+    }
+
+    /// Whether the ETag a read is answered with is held to the listed (or
+    /// first answered) one: on S3 and OSS, whose listings and GETs name an
+    /// object by the same tag, and where some servers ignore `If-Match`
+    /// (s3s-fs does, and lists no ETag at all). GCS and Azure may spell a
+    /// listed tag differently from the header, and answer `If-Match`
+    /// themselves.
+    fn checks_served_etag(&self) -> bool {
+        matches!(self.cx.backend, "s3" | "oss")
     }
 
     async fn read_plain(&self, file: FileId, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
