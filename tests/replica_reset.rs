@@ -308,6 +308,57 @@ fn a_replan_after_compaction_rebuilds_the_same_state() {
     assert_eq!(resets(&replica), 0);
 }
 
+/// A snapshot (level 9) is written after the TXID it ends at, at a time of
+/// its own: a state read from one is rebuilt from the level-0 files it
+/// came from (written earlier) once retention removes the snapshot, and a
+/// new database written after it is still a reset.
+#[test]
+fn a_replan_of_a_state_read_from_a_snapshot_rebuilds_it_from_older_files() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_lineage(
+        dir.path(),
+        1_000_000,
+        &["old 1...", "old 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    write_file(dir.path(), 9, (1, 2), 1_001_900, "old 2...");
+    let replica = open(dir.path(), &rt);
+    let pinned = replica.current();
+    assert!(
+        pinned.files().any(|f| f.id.level.get() == 9),
+        "the state is read from the snapshot"
+    );
+    std::fs::remove_dir_all(dir.path().join("ltx/9")).unwrap();
+    let fresh = rt
+        .block_on(replica.replan(&pinned))
+        .expect("the same state, rebuilt from level 0");
+    assert_eq!((fresh.txid.0, fresh.lineage), (2, 0));
+    assert_eq!(page2_of(&replica, &fresh), "old 2...");
+    assert_eq!(resets(&replica), 0);
+
+    // The same state read from the snapshot, then the replica reset to a
+    // new database that reached TXID 2 after the snapshot was written.
+    let (dir, rt) = (tempfile::tempdir().unwrap(), self::rt());
+    write_lineage(
+        dir.path(),
+        1_000_000,
+        &["old 1...", "old 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    write_file(dir.path(), 9, (1, 2), 1_001_900, "old 2...");
+    let replica = open(dir.path(), &rt);
+    let pinned = replica.current();
+    std::fs::remove_dir_all(dir.path().join("ltx/9")).unwrap();
+    write_lineage(
+        dir.path(),
+        1_002_000,
+        &["new 1...", "new 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    let e = rt.block_on(replica.replan(&pinned)).unwrap_err();
+    assert!(matches!(e, litestream_vfs::error::Error::Reset(_)), "{e}");
+}
+
 /// The vanished-file path during a reset: the old lineage's files are gone,
 /// and a new database reached the same TXID (here compacted into level 1).
 /// Rebuilding TXID 2 from those files would label the new database's state
