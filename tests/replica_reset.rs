@@ -201,6 +201,37 @@ fn a_new_lineage_that_reached_our_txid_with_the_same_sizes_is_seen_while_quiet()
     );
 }
 
+/// A state opened from level 1 alone has no level-0 tip yet; the poller
+/// adopts one from a later listing. If a reset wrote that file, the tip
+/// must not be taken for the old state's: its header was written after the
+/// state read, which is a reset.
+#[test]
+fn a_tip_adopted_after_a_reset_is_seen_as_the_reset() {
+    let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
+    write_file(dir.path(), 1, (1, 2), 1_001_000, "old 2...");
+    let replica = open(dir.path(), &rt);
+    assert_eq!(page2(&replica), "old 2...");
+    // Reset: the new database reached TXID 2 too, its level-0 files only.
+    std::fs::remove_dir_all(dir.path().join("ltx")).unwrap();
+    write_lineage(
+        dir.path(),
+        2_000_000,
+        &["new 1...", "new 2..."],
+        &[(1, 1), (2, 2)],
+    );
+    let mut state = PollState::default();
+    for _ in 0..4 {
+        let _ = rt.block_on(replica.poll_once(&mut state));
+    }
+    let snap = replica.current();
+    assert_eq!(
+        (snap.txid.0, snap.lineage, resets(&replica)),
+        (2, 1, 1),
+        "the new lineage's level-0 file was adopted as the old state's tip"
+    );
+    assert_eq!(page2(&replica), "new 2...");
+}
+
 /// A lineage of two files: a snapshot, then TXID 2 rewriting pages 2..=300
 /// with incompressible bytes that begin with `mark`. Both lineages compress
 /// to the same sizes, so every frame sits at the same offset of a file of

@@ -177,6 +177,21 @@ impl Replica {
                 tip.file.id, ms, header.timestamp_ms
             ))),
             Some(_) => Ok(None),
+            // A tip adopted from a listing after the state was read may be
+            // a file a reset wrote under the same name: the file that ends
+            // the state was written no later than the state's newest file
+            // (the same time when read from level 1, earlier than a
+            // snapshot), and a reset's file is written after it.
+            None if self.current().txid == tip.txid
+                && header.timestamp_ms > self.current().timestamp_ms =>
+            {
+                Ok(Some(format!(
+                    "{} was written at {} ms, after the state read (written at {} ms)",
+                    tip.file.id,
+                    header.timestamp_ms,
+                    self.current().timestamp_ms
+                )))
+            }
             None => {
                 self.refine_tip(
                     tip,
