@@ -30,13 +30,15 @@ pub struct PollState {
 }
 
 impl PollState {
-    /// The state of a poller starting now: the first lineage probe waits a
-    /// probe interval when the replica has no tip (the open just listed).
-    pub fn starting(has_tip: bool) -> PollState {
+    /// The state of a poller starting now: the first quiet poll reads the
+    /// tip's header (one small read), and a replica without a tip probes at
+    /// its first poll, so a reset between the open's listing and the first
+    /// poll is seen at once rather than a probe interval later.
+    pub fn starting(_has_tip: bool) -> PollState {
         PollState {
             gap_backoff_until: None,
-            next_probe: (!has_tip).then(|| Instant::now() + lineage::PROBE_INTERVAL),
-            next_tip_check: Some(Instant::now() + lineage::PROBE_INTERVAL),
+            next_probe: None,
+            next_tip_check: None,
         }
     }
 }
