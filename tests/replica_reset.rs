@@ -50,13 +50,18 @@ fn open_with(root: &Path, rt: &tokio::runtime::Runtime, params: &[(&str, &str)])
 /// Writes the old lineage (TXIDs 1 and 2, pages "old 1..." and "old 2...",
 /// written at 1,000,000 ms) and opens it.
 fn open_old_lineage(root: &Path, rt: &tokio::runtime::Runtime) -> Arc<Replica> {
+    write_old_lineage(root);
+    open(root, rt)
+}
+
+/// The files of the old lineage (see [`open_old_lineage`]).
+fn write_old_lineage(root: &Path) {
     write_lineage(
         root,
         1_000_000,
         &["old 1...", "old 2..."],
         &[(1, 1), (2, 2)],
     );
-    open(root, rt)
 }
 
 fn page2(replica: &Replica) -> String {
@@ -339,6 +344,15 @@ fn a_replan_after_compaction_rebuilds_the_same_state() {
     assert_eq!(resets(&replica), 0);
 }
 
+/// The old lineage of [`open_old_lineage`], plus a snapshot of TXID 2
+/// written after it (at 1,001,900 ms), opened: its state is read from the
+/// snapshot.
+fn open_old_lineage_from_a_snapshot(root: &Path, rt: &tokio::runtime::Runtime) -> Arc<Replica> {
+    write_old_lineage(root);
+    write_file(root, 9, (1, 2), 1_001_900, "old 2...");
+    open(root, rt)
+}
+
 /// A snapshot (level 9) is written after the TXID it ends at, at a time of
 /// its own: a state read from one is rebuilt from the level-0 files it
 /// came from (written earlier) once retention removes the snapshot, and a
@@ -346,14 +360,7 @@ fn a_replan_after_compaction_rebuilds_the_same_state() {
 #[test]
 fn a_replan_of_a_state_read_from_a_snapshot_rebuilds_it_from_older_files() {
     let (dir, rt) = (tempfile::tempdir().unwrap(), rt());
-    write_lineage(
-        dir.path(),
-        1_000_000,
-        &["old 1...", "old 2..."],
-        &[(1, 1), (2, 2)],
-    );
-    write_file(dir.path(), 9, (1, 2), 1_001_900, "old 2...");
-    let replica = open(dir.path(), &rt);
+    let replica = open_old_lineage_from_a_snapshot(dir.path(), &rt);
     let pinned = replica.current();
     assert!(
         pinned.files().any(|f| f.id.level.get() == 9),
@@ -370,14 +377,7 @@ fn a_replan_of_a_state_read_from_a_snapshot_rebuilds_it_from_older_files() {
     // The same state read from the snapshot, then the replica reset to a
     // new database that reached TXID 2 after the snapshot was written.
     let (dir, rt) = (tempfile::tempdir().unwrap(), self::rt());
-    write_lineage(
-        dir.path(),
-        1_000_000,
-        &["old 1...", "old 2..."],
-        &[(1, 1), (2, 2)],
-    );
-    write_file(dir.path(), 9, (1, 2), 1_001_900, "old 2...");
-    let replica = open(dir.path(), &rt);
+    let replica = open_old_lineage_from_a_snapshot(dir.path(), &rt);
     let pinned = replica.current();
     std::fs::remove_dir_all(dir.path().join("ltx/9")).unwrap();
     write_lineage(
