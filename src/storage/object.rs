@@ -10,7 +10,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 use super::error::{StorageError, StorageErrorKind};
-use super::listed::{ListedTags, Tie};
+use super::listed::{ListedTags, Stamp, Tie};
 pub use super::object_error::Context;
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
 use crate::ltx::{FileName, parse_name};
@@ -94,11 +94,11 @@ impl ObjectStorage {
     }
 
     /// Remembers the ETags of a listing (`all`: of the whole replica).
-    fn remember(&self, listed: &[(FileInfo, Option<String>)], all: bool) {
+    fn remember(&self, listed: &[(FileInfo, Option<String>, Stamp)], all: bool) {
         self.tags.remember(
             listed
                 .iter()
-                .map(|(f, tag)| (f.id, f.version, tag.as_deref())),
+                .map(|(f, tag, stamp)| (f.id, f.version, tag.as_deref(), Some(*stamp))),
             all,
         );
     }
@@ -129,7 +129,7 @@ impl ObjectStorage {
         };
         let (served, bytes) = async {
             let got = self.store.get_opts(&path, opts).await?;
-            let served = got.meta.e_tag.clone();
+            let served = (got.meta.e_tag.clone(), stamp(&got.meta));
             Ok::<_, object_store::Error>((served, got.bytes().await?))
         }
         .await
@@ -140,7 +140,8 @@ impl ObjectStorage {
                 &self.cx.describe,
                 file,
                 version,
-                served.as_deref(),
+                served.0.as_deref(),
+                Some(served.1),
             )?;
         }
         self.check_len(file, &range, bytes.len())?;
@@ -210,13 +211,14 @@ impl ObjectStorage {
                     size: meta.size,
                     version: object_version(&meta),
                 },
-                meta.e_tag,
+                meta.e_tag.clone(),
+                stamp(&meta),
             ));
         }
-        files.sort_by_key(|(f, _)| f.id.name);
-        files.dedup_by_key(|(f, _)| f.id.name);
+        files.sort_by_key(|(f, _, _)| f.id.name);
+        files.dedup_by_key(|(f, _, _)| f.id.name);
         self.remember(&files, false);
-        Ok(files.into_iter().map(|(f, _)| f).collect())
+        Ok(files.into_iter().map(|(f, _, _)| f).collect())
     }
 
     /// Every file of every level in one listing of the replica's folder
@@ -255,13 +257,14 @@ impl ObjectStorage {
                     size: meta.size,
                     version: object_version(&meta),
                 },
-                meta.e_tag,
+                meta.e_tag.clone(),
+                stamp(&meta),
             ));
         }
-        files.sort_by_key(|(f, _)| f.id);
-        files.dedup_by_key(|(f, _)| f.id);
+        files.sort_by_key(|(f, _, _)| f.id);
+        files.dedup_by_key(|(f, _, _)| f.id);
         self.remember(&files, true);
-        Ok(files.into_iter().map(|(f, _)| f).collect())
+        Ok(files.into_iter().map(|(f, _, _)| f).collect())
     }
 
     fn check_len(&self, file: FileId, range: &Range<u64>, got: usize) -> Result<(), StorageError> {
@@ -281,6 +284,15 @@ impl ObjectStorage {
 
     fn error(&self, op: &str, what: &str, e: &object_store::Error) -> StorageError {
         super::object_error::classify(&self.cx, op, what, e)
+    }
+}
+
+/// What a listing and a read's answer both tell of an object: its size and
+/// its modification time in whole seconds.
+fn stamp(meta: &object_store::ObjectMeta) -> Stamp {
+    Stamp {
+        secs: meta.last_modified.timestamp(),
+        size: meta.size,
     }
 }
 

@@ -325,7 +325,7 @@ impl WebdavStorage {
         self.tags.remember(
             files
                 .iter()
-                .map(|(f, tag)| (f.id, f.version, tag.as_deref())),
+                .map(|(f, tag)| (f.id, f.version, tag.as_deref(), None)),
             only.is_none(),
         );
         files.into_iter().map(|(f, _)| f).collect()
