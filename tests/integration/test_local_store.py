@@ -286,8 +286,13 @@ def test_compaction_and_new_snapshots_under_processes_sharing_the_store(tmp_path
         assert o["seen"] > 50 and o["integrity"] == "ok", o
     # Readers that opened after compactions and a new snapshot still found
     # the pages the first one stored.
+    def why(o):
+        counts = {k: v for k, v in o["after"].items() if k.startswith(("store", "reads"))}
+        store_lines = [ln for ln in o["stderr"].splitlines() if "local store" in ln or "reset" in ln]
+        return f"{counts}\n  " + "\n  ".join(store_lines[-8:])
+
     assert all(o["after"]["store_hits"] > 100 and o["after"]["store_hits"] > 10 * o["after"]["store_misses"]
-               for o in outs[1:]), [{k: v for k, v in o["after"].items() if k.startswith(("store", "reads"))} for o in outs]
+               for o in outs[1:]), "\n".join(why(o) for o in outs)
     snapshots = list((replica_dir / "ltx" / "9").iterdir())
     assert len(snapshots) >= 2, "no new snapshot was written under the readers"
 
