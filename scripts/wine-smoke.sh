@@ -41,9 +41,9 @@ cp -R "$ROOT/tests/fixtures/basic-4k/replica" "$work/replica"
 winpath="Z:${work//\//\\}"
 url="file:///Z:$work/replica"
 export WINEPREFIX=${WINEPREFIX:-$work/wineprefix} WINEDEBUG=-all
-out=$("$wine" "$host" "$winpath\\litestream.dll" \
-  "file:replica.db?vfs=litestream&mode=ro&replica_url=$url" \
-  "SELECT count(*), (SELECT count(*) FROM t2), litestream_txid() FROM seed" | tr -d '\r')
+host_run() { "$wine" "$host" "$winpath\\litestream.dll" "$@" | tr -d '\r'; }
+rows="SELECT count(*), (SELECT count(*) FROM t2), litestream_txid() FROM seed"
+out=$(host_run "file:replica.db?vfs=litestream&mode=ro&replica_url=$url" "$rows")
 echo "$out"
 want=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["history"][-1]["tables"]; print("%d|%d|" % (t["seed"], t["t2"]))' \
   "$ROOT/tests/fixtures/basic-4k/manifest.json")
@@ -51,3 +51,68 @@ case $(head -n 1 <<<"$out") in
   "$want"*) echo "wine-smoke: ok" ;;
   *) echo "wine-smoke: expected $want<txid>" >&2; exit 1 ;;
 esac
+
+# The local store on Windows (disk tier, then hydration): a second process
+# reads what the first one stored. The fixture is page-64k: 19 pages of
+# 64 KiB, more than the smallest memory cache (cache_size=1MiB) holds, so
+# pages leave the memory cache and are read again from the store (a
+# database that fits in memory never asks it). Each process reads every
+# page (integrity_check walks every b-tree) and every row; the second one's
+# rows match the first's, and its reads come from the store (store_hits).
+rm -rf "$work/replica64"
+cp -R "$ROOT/tests/fixtures/page-64k/replica" "$work/replica64"
+url64="file:///Z:$work/replica64"
+want=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["history"][-1]["tables"]; print("%d|" % t["seed"])' \
+  "$ROOT/tests/fixtures/page-64k/manifest.json")
+every=("PRAGMA integrity_check" "SELECT * FROM seed" "SELECT count(*), litestream_txid() FROM seed")
+# `stat NAME STATS` prints the counter NAME of a litestream_stats output.
+stat() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p" | head -n 1; }
+two_processes() {  # LABEL URI [--until TEXT SQL]: runs two processes, checks the second
+  local label=$1 uri=$2; shift 2
+  local one two stats1 stats2 hits
+  one=$(host_run "$uri" "${every[@]}" "$@" "PRAGMA litestream_stats")
+  two=$(host_run "$uri" "${every[@]}" "$@" "PRAGMA litestream_stats")
+  stats1=$(grep '^lists=' <<<"$one" || true)
+  stats2=$(grep '^lists=' <<<"$two" || true)
+  echo "$label process 1: $(grep -Eo '(^| )(reads|store_[a-z_]*)=[0-9]*' <<<"$stats1" | tr -d '\n')"
+  echo "$label process 2: $(grep -Eo '(^| )(reads|store_[a-z_]*)=[0-9]*' <<<"$stats2" | tr -d '\n')"
+  grep -qx ok <<<"$one" || { echo "wine-smoke: $label: integrity_check failed" >&2; exit 1; }
+  grep -qx "${want}[0-9a-f]*" <<<"$one" || { echo "wine-smoke: $label: expected $want<txid>" >&2; exit 1; }
+  hits=$(stat store_hits "$stats2")
+  if [ -z "$hits" ]; then
+    echo "wine-smoke: $label: the local store is not in use (no store_ counters; see the warning above)" >&2; exit 1
+  fi
+  if [ "$hits" -eq 0 ]; then
+    echo "wine-smoke: $label: the second process had no store hits" >&2; exit 1
+  fi
+  # The rows are the same (the stats lines differ: they count).
+  if ! diff <(grep -v '^lists=' <<<"$one") <(grep -v '^lists=' <<<"$two") >/dev/null; then
+    echo "wine-smoke: $label: the second process read other rows than the first" >&2; exit 1
+  fi
+  echo "wine-smoke: $label ok: $(grep -cv '^lists=' <<<"$two") rows alike, second process store_hits=$hits"
+}
+rm -rf "$work/cache" "$work/hydrated.db" "$work/hydrated.db.index" "$work/hydrated.db.fill-lock"
+two_processes disk-tier "file:replica.db?vfs=litestream&mode=ro&replica_url=$url64&cache_size=1MiB&disk_cache=$winpath\\cache"
+[ -n "$(ls "$work/cache"/*.pages 2>/dev/null)" ] || { echo "wine-smoke: no store file in $work/cache" >&2; exit 1; }
+two_processes hydration \
+  "file:replica.db?vfs=litestream&mode=ro&replica_url=$url64&cache_size=1MiB&hydration_enabled=true&hydration_path=$winpath\\hydrated.db" \
+  --until 100.0 "PRAGMA litestream_hydration_progress"
+[ -f "$work/hydrated.db" ] || { echo "wine-smoke: no hydrated copy at $work/hydrated.db" >&2; exit 1; }
+# Two processes at once on a new disk tier: they contend for its write lock
+# (LockFileEx on Windows, where a read that meets the other's write is a
+# miss served from storage); both read every page and the same rows.
+rm -rf "$work/cache2"
+uri2="file:replica.db?vfs=litestream&mode=ro&replica_url=$url64&cache_size=1MiB&disk_cache=$winpath\\cache2"
+host_run "$uri2" "${every[@]}" "PRAGMA litestream_stats" >"$work/concurrent-a.out" &
+a=$!
+host_run "$uri2" "${every[@]}" "PRAGMA litestream_stats" >"$work/concurrent-b.out"
+wait "$a"
+for f in a b; do
+  echo "concurrent process $f: $(grep '^lists=' "$work/concurrent-$f.out" | grep -Eo '(^| )(reads|store_[a-z_]*)=[0-9]*' | tr -d '\n')"
+  grep -qx ok "$work/concurrent-$f.out" || { echo "wine-smoke: concurrent process $f: integrity_check failed" >&2; exit 1; }
+done
+if ! diff <(grep -v '^lists=' "$work/concurrent-a.out") <(grep -v '^lists=' "$work/concurrent-b.out") >/dev/null; then
+  echo "wine-smoke: two concurrent processes read different rows" >&2; exit 1
+fi
+grep -qx "${want}[0-9a-f]*" "$work/concurrent-a.out" || { echo "wine-smoke: concurrent: expected $want<txid>" >&2; exit 1; }
+echo "wine-smoke: store ok"

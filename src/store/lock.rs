@@ -1,8 +1,10 @@
 //! The store's write lock: the process mutex (one writer thread per
-//! process), then an exclusive `flock` of the store file (one writer
-//! process per host), taken with a bounded wait. Past the bound the
-//! operation goes on without the store: a read from storage, a write
-//! skipped, never a hang.
+//! process), then the exclusive lock of the store file (one writer process
+//! per host; `std::fs::File::try_lock`: `flock` on Unix, `LockFileEx` on
+//! Windows, see `os::try_lock`), taken with a bounded wait: tries, with
+//! pauses between them, never a blocking `lock` that could not be
+//! bounded. Past the bound the operation goes on without the store: a
+//! read from storage, a write skipped, never a hang.
 
 use std::sync::TryLockError;
 use std::sync::atomic::Ordering;
@@ -109,4 +111,82 @@ impl std::error::Error for LockBusy {}
 
 fn is_lock_busy(e: &std::io::Error) -> bool {
     e.get_ref().is_some_and(|inner| inner.is::<LockBusy>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::PageSize;
+    use crate::store::Capacity;
+
+    fn store(dir: &tempfile::TempDir) -> DiskStore {
+        let path = dir.path().join("r.pages");
+        let page_size = PageSize::new(4096).unwrap();
+        DiskStore::open(
+            &path,
+            "file:///replica",
+            page_size,
+            Capacity::Unbounded,
+            false,
+        )
+        .unwrap()
+    }
+
+    fn other_open(s: &DiskStore) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&s.path)
+            .unwrap()
+    }
+
+    /// The write lock excludes another open of the store file (another
+    /// process) both ways, and its guard releases it.
+    #[test]
+    fn the_write_lock_excludes_another_open_and_its_guard_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let other = other_open(&s);
+        let held = s.lock().unwrap();
+        assert!(!os::try_lock(&other).unwrap(), "held by the store");
+        drop(held);
+        assert!(os::try_lock(&other).unwrap(), "the guard released it");
+    }
+
+    /// Another open holding the lock: `lock` gives up at the bound with
+    /// a `LockBusy` error, which `op_failed` counts as a lock timeout (not
+    /// a write error), and the lock is taken again once the holder lets go.
+    #[test]
+    fn the_bounded_wait_times_out_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let bound = Duration::from_millis(30);
+        s.bound_lock_wait(bound);
+        let other = other_open(&s);
+        assert!(os::try_lock(&other).unwrap());
+        let started = Instant::now();
+        let e = s.lock().err().expect("the lock is held elsewhere");
+        assert!(started.elapsed() >= bound, "gave up before the bound");
+        assert!(is_lock_busy(&e), "{e}");
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("write lock"), "{e}");
+        s.op_failed("a test write", &e);
+        assert_eq!(s.counters.lock_timeouts.load(Ordering::Relaxed), 1);
+        assert!(!s.writes_paused(), "a busy lock is not a failing disk");
+        os::unlock(&other).unwrap();
+        drop(s.lock().unwrap());
+    }
+
+    /// A bound of zero (a `storage_timeout` that small) still tries once:
+    /// a free lock is taken without waiting.
+    #[test]
+    fn a_zero_bound_still_takes_a_free_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.bound_lock_wait(Duration::ZERO);
+        drop(s.lock().unwrap());
+        let other = other_open(&s);
+        assert!(os::try_lock(&other).unwrap());
+        assert!(is_lock_busy(&s.lock().err().unwrap()));
+    }
 }

@@ -2,7 +2,7 @@
 //! writes, whole-file locks shared between processes, the machine's boot,
 //! and whether a directory is on a network filesystem.
 
-use std::fs::File;
+use std::fs::{File, TryLockError};
 use std::io;
 use std::path::Path;
 
@@ -54,57 +54,33 @@ pub fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
     }
 }
 
-/// Takes the exclusive `flock` of `file` if no other open file description
-/// holds it: `Ok(false)` when one does. Held per open file description until
-/// [`unlock`] or the last close, released by the kernel when the process
-/// dies (even by `kill -9`). It never waits: callers that may wait retry
-/// until a deadline of their own (see `DiskStore::lock`).
-#[cfg(unix)]
+/// Takes the exclusive lock of `file` if no other open file description
+/// (on Windows: no other handle) holds it: `Ok(false)` when one does. It
+/// never waits: callers that may wait retry until a deadline of their own
+/// (see `DiskStore::lock`). Held until [`unlock`] or the last close,
+/// released by the system when the process dies (even by `kill -9`).
+///
+/// `std::fs::File::try_lock`: `flock(LOCK_EX | LOCK_NB)` on Unix, so
+/// processes of an earlier version (which called `flock` themselves) and
+/// of this one exclude each other; `LockFileEx` of the whole file on
+/// Windows. There the lock is mandatory: while a writer holds it, a read
+/// through another handle fails (`ERROR_LOCK_VIOLATION`), which the store
+/// takes as a miss (the page comes from storage), never as data. Writers
+/// hold it for milliseconds.
 pub fn try_lock(file: &File) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
     loop {
-        // SAFETY: the descriptor belongs to `file`, open for this call;
-        // flock reads no memory of ours.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(false),
-            _ => return Err(e),
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(TryLockError::WouldBlock) => return Ok(false),
+            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(TryLockError::Error(e)) => return Err(e),
         }
     }
 }
 
 /// Releases the lock of [`try_lock`].
-#[cfg(unix)]
 pub fn unlock(file: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: as in `try_lock`.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Without `flock` (Windows) the store does not open: see
-/// [`super::OpenError`].
-#[cfg(not(unix))]
-pub fn try_lock(_file: &File) -> io::Result<bool> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "the local store needs flock(2), which this platform lacks: disk_cache and hydration \
-         work on Linux and macOS",
-    ))
-}
-
-#[cfg(not(unix))]
-pub fn unlock(_file: &File) -> io::Result<()> {
-    Ok(())
+    file.unlock()
 }
 
 /// The effective user id of this process: whom store files must belong to.
@@ -205,5 +181,116 @@ mod tests {
         read_at(&f, &mut buf, 10).unwrap();
         assert_eq!(&buf, b"hello");
         assert!(read_at(&f, &mut buf, 12).is_err());
+    }
+
+    fn open_rw(path: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap()
+    }
+
+    /// Two opens of one file (two processes, or two stores of one process):
+    /// one holds the lock at a time; an unlock or the holder's close hands
+    /// it over, and it is never reentrant across opens.
+    #[test]
+    fn the_lock_admits_one_open_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let a = open_rw(&path);
+        let b = open_rw(&path);
+        assert!(try_lock(&a).unwrap());
+        assert!(!try_lock(&b).unwrap(), "a second open is excluded");
+        unlock(&a).unwrap();
+        assert!(try_lock(&b).unwrap(), "the unlock handed it over");
+        assert!(!try_lock(&a).unwrap());
+        drop(b);
+        assert!(try_lock(&a).unwrap(), "the holder's close released it");
+        unlock(&a).unwrap();
+    }
+
+    /// A lock taken in another process is seen, and goes with that
+    /// process even when it is killed: what `try_lock` documents, with a
+    /// real second process (`flock(1)` from util-linux, where installed).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_lock_held_by_another_process_excludes_until_it_dies() {
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let Ok(out) = Command::new("flock").arg("--version").output() else {
+            eprintln!("skipped: no flock(1)");
+            return;
+        };
+        assert!(out.status.success());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let ours = open_rw(&path);
+        let ready = dir.path().join("ready");
+        // Holds the lock, says so, then sleeps until killed: flock(1) and
+        // its command (which inherits the locked descriptor) in a process
+        // group of their own, killed together.
+        let mut child = Command::new("flock")
+            .arg("--exclusive")
+            .arg(&path)
+            .arg("sh")
+            .arg("-c")
+            .arg(format!("touch '{}'; exec sleep 600", ready.display()))
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flock(1) never took the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let held = try_lock(&ours);
+        let group = i32::try_from(child.id()).unwrap();
+        // SAFETY: signals the process group this test made; kill reads no
+        // memory of ours.
+        assert_eq!(unsafe { libc::kill(-group, libc::SIGKILL) }, 0);
+        child.wait().unwrap();
+        assert!(!held.unwrap(), "the other process's lock excludes ours");
+        assert!(
+            try_lock(&ours).unwrap(),
+            "the lock went with the killed process"
+        );
+    }
+
+    /// Processes of an earlier version call `flock` themselves during an
+    /// upgrade: theirs, shared or exclusive, excludes ours, and ours
+    /// excludes theirs.
+    #[cfg(unix)]
+    #[test]
+    fn the_lock_and_raw_flock_of_earlier_versions_exclude_each_other() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let ours = open_rw(&path);
+        let theirs = open_rw(&path);
+        let flock = |how: i32| {
+            // SAFETY: `theirs` is open for the whole test; flock reads no
+            // memory of ours.
+            unsafe { libc::flock(theirs.as_raw_fd(), how | libc::LOCK_NB) == 0 }
+        };
+        for how in [libc::LOCK_SH, libc::LOCK_EX] {
+            assert!(flock(how));
+            assert!(
+                !try_lock(&ours).unwrap(),
+                "their lock ({how}) excludes ours"
+            );
+            assert!(flock(libc::LOCK_UN));
+        }
+        assert!(try_lock(&ours).unwrap());
+        assert!(!flock(libc::LOCK_SH), "ours excludes their shared lock");
+        assert!(!flock(libc::LOCK_EX), "ours excludes their exclusive lock");
+        unlock(&ours).unwrap();
+        assert!(flock(libc::LOCK_EX));
     }
 }

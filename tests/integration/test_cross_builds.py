@@ -4,7 +4,10 @@
 - aarch64-unknown-linux-gnu and x86_64-pc-windows-gnu build, and each library
   exports the entry points SQLite derives from the shipped file names;
 - the Windows DLL, named as in the release archive (litestream.dll), loads
-  into a Windows SQLite host under Wine and reads a real replica.
+  into a Windows SQLite host under Wine and reads a real replica;
+- the local store works on Windows: with `disk_cache`, and again with
+  hydration, a second Wine process reads the pages the first one stored
+  (`store_hits` > 0) and the same rows.
 
 Skipped where a toolchain is missing: the release workflow builds and
 smoke-tests every platform natively."""
@@ -48,3 +51,12 @@ def test_windows_dll_under_wine():
         pytest.skip(proc.stderr.strip())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "wine-smoke: ok" in proc.stdout
+    # The script checks these itself; asserted again so that a script that
+    # stopped checking the store cannot pass.
+    for label in ("disk-tier", "hydration"):
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(f"{label} process 2:")), None)
+        assert line is not None, proc.stdout
+        hits = int(line.split("store_hits=")[1].split()[0])
+        assert hits > 0, line
+        assert f"wine-smoke: {label} ok" in proc.stdout
+    assert "wine-smoke: store ok" in proc.stdout
