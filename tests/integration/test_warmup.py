@@ -73,7 +73,9 @@ def test_without_the_warm_up_lookups_pay_for_interiors(proxied):  # noqa: F811
     assert stats(c)["warmup_state"] == "off"
     sent = lookups(proxy, c, primary)
     print(f"{LOOKUPS} lookups without the warm-up: {sent} requests")
-    assert sent >= LOOKUPS + 5, sent
+    # The bound the warm-up meets fails without it: each interior page
+    # the lookups pass through costs a request of its own.
+    assert sent > LOOKUPS + 2, sent
 
 
 CHILD = """
