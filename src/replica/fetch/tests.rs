@@ -290,3 +290,48 @@ fn a_budget_caps_a_connections_prefetch_requests() {
     expect(&page, missing.0);
     assert!(missed);
 }
+
+#[test]
+fn a_warm_up_of_one_state_never_serves_its_pages_to_the_next() {
+    let (dir, f, snap, _stats) = fixture(64 << 20);
+    let old = Arc::new(snap);
+    // The next state changes page 7 (a level-0 file on top of the snapshot).
+    let ps = PageSize::new(4096).unwrap();
+    let bytes = LtxBuilder::new(ps, 2, 2, PAGES)
+        .page(7, "changed ".repeat(200).as_bytes())
+        .build();
+    let id = FileId {
+        level: Level::L0,
+        name: FileName {
+            min: Txid(2),
+            max: Txid(2),
+        },
+    };
+    let path = dir.path().join("ltx/0");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join(id.name.to_string()), &bytes).unwrap();
+    let decoded = decode_file(&bytes).unwrap();
+    let file = Arc::new(FileRef::new(id, bytes.len() as u64, decoded.header));
+    let index = PageIndex {
+        entries: decoded.index.entries,
+    };
+    let next = old.apply(&file, &index).unwrap();
+    // The warm-up, pinned to the old state, runs after the new one exists.
+    let got = warm(&f, &old, vec![PageNo(7)]);
+    expect(&got.pages[0].1, 7);
+    // The new state reads its own page 7, never the one just warmed.
+    let (page, _) = f
+        .read(&next, PageNo(7), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap();
+    assert!(
+        page.starts_with(b"changed "),
+        "the new state got the warmed page"
+    );
+    let (page, missed) = f
+        .read(&old, PageNo(7), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap();
+    expect(&page, 7);
+    assert!(!missed, "the old state's page 7 is the warmed one");
+}
