@@ -45,7 +45,8 @@ pub enum State {
     Done = 2,
     /// Stopped at its cap.
     Capped = 3,
-    /// Stopped by an error (logged); reads go on as without it.
+    /// Ended with reads that failed, or could not start (logged); reads
+    /// go on as without the pages it lacks.
     Failed = 4,
 }
 
@@ -83,6 +84,8 @@ pub struct Progress {
     requests: AtomicU64,
     /// Levels below the roots it walked.
     levels: AtomicU64,
+    /// Ranged reads that failed: the walk went on without their pages.
+    failed: AtomicU64,
 }
 
 impl Progress {
@@ -101,12 +104,13 @@ impl Replica {
         let w = &self.warmup;
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            " warmup_state={} warmup_pages={} warmup_fetched={} warmup_requests={} warmup_levels={}",
+            " warmup_state={} warmup_pages={} warmup_fetched={} warmup_requests={} warmup_levels={} warmup_failed_reads={}",
             w.state().name(),
             g(&w.pages),
             g(&w.fetched),
             g(&w.requests),
-            g(&w.levels)
+            g(&w.levels),
+            g(&w.failed)
         )
     }
 }
@@ -138,9 +142,25 @@ async fn run(weak: Weak<Replica>) {
     let w = Weak::clone(&weak);
     let walked = runtime::off_worker("the warm-up", move || walk(&w, &snap, cap)).await;
     let Some(r) = weak.upgrade() else { return };
+    let failed = r.warmup.failed.load(Ordering::Relaxed);
     let state = match walked {
-        Ok(Some(capped)) if capped => State::Capped,
-        Ok(Some(_)) => State::Done,
+        // Reads failed: what they would have brought is missing.
+        Ok(Some(Walked::Done | Walked::Capped)) if failed > 0 => {
+            log::warn!(
+                "{}: warm-up ended with {failed} failed reads",
+                r.io.storage.describe()
+            );
+            State::Failed
+        }
+        Ok(Some(Walked::Done)) => State::Done,
+        Ok(Some(Walked::Capped)) => State::Capped,
+        Ok(Some(Walked::Failed)) => {
+            log::warn!(
+                "{}: warm-up stopped: page 1 could not be read",
+                r.io.storage.describe()
+            );
+            State::Failed
+        }
         // The replica went away.
         Ok(None) => return,
         Err(e) => {
@@ -163,14 +183,26 @@ fn fetch(weak: &Weak<Replica>, snap: &Snapshot, pgnos: &[u32]) -> Option<Vec<(u3
     let got = r.io.fetcher.warm(snap, &pgnos);
     Stats::add(&r.warmup.requests, got.requests);
     Stats::add(&r.warmup.fetched, got.fetched);
+    Stats::add(&r.warmup.failed, got.failed);
     Some(got.pages.into_iter().map(|(p, page)| (p.0, page)).collect())
 }
 
-/// Walks the B-trees of `snap`; `Some(capped)` when it ended, `None` when
-/// the replica went away.
-fn walk(weak: &Weak<Replica>, snap: &Snapshot, cap: u64) -> Option<bool> {
+/// How a walk ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Walked {
+    Done,
+    Capped,
+    /// Page 1 could not be read.
+    Failed,
+}
+
+/// Walks the B-trees of `snap`; `None` when the replica went away.
+fn walk(weak: &Weak<Replica>, snap: &Snapshot, cap: u64) -> Option<Walked> {
     let page_size = u64::from(snap.page_size.get());
-    let page1 = fetch(weak, snap, &[1])?.into_iter().next()?.1;
+    let Some((_, page1)) = fetch(weak, snap, &[1])?.into_iter().next() else {
+        // Page 1 could not be read (storage failed): nothing to walk.
+        return Some(Walked::Failed);
+    };
     let reserved = usize::from(*page1.get(RESERVED_AT).unwrap_or(&0));
     let usable = snap.page_size.bytes().saturating_sub(reserved);
     let schema = Schema::read(
@@ -255,7 +287,7 @@ fn walk(weak: &Weak<Replica>, snap: &Snapshot, cap: u64) -> Option<bool> {
             Stats::add(&r.warmup.levels, 1);
         }
     }
-    Some(capped)
+    Some(if capped { Walked::Capped } else { Walked::Done })
 }
 
 /// The interior pages among `pages`.

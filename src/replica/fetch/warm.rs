@@ -46,6 +46,8 @@ pub struct Warmed {
     pub requests: u64,
     /// Pages that came from storage.
     pub fetched: u64,
+    /// Ranged reads that failed (logged; their pages are not at hand).
+    pub failed: u64,
 }
 
 impl Fetcher {
@@ -92,7 +94,10 @@ impl Fetcher {
                         out.fetched += pages.len() as u64;
                         out.pages.extend(pages);
                     }
-                    Err(e) => log::debug!("warm-up read of {} failed: {e}", run.file.id),
+                    Err(e) => {
+                        out.failed += 1;
+                        log::debug!("warm-up read of {} failed: {e}", run.file.id);
+                    }
                 }
             }
         }
