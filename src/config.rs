@@ -34,6 +34,13 @@ pub const DEFAULT_STORAGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// bounded so that a forgotten cache directory cannot fill a disk.
 pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
 
+/// Share of the page cache (and of the disk tier, when there is one) that
+/// the warm-up of interior pages may fill by default: the interior levels
+/// of a B-tree are about 1/300 of it, so a quarter of the cache covers the
+/// interiors of a database some 75 times the cache, and leaves three
+/// quarters to the pages queries read.
+pub const DEFAULT_WARMUP_SHARE: u64 = 4;
+
 /// Smallest cache we accept: a few 64 KiB pages.
 const MIN_CACHE_SIZE: u64 = 1024 * 1024;
 
@@ -105,6 +112,13 @@ pub struct Config {
     pub disk_cache_size: u64,
     /// Hydration: a full local copy filled in the background.
     pub hydration: Option<Hydration>,
+    /// The warm-up of interior B-tree pages after the open: the bytes of
+    /// pages it may fetch at most (`None`: off).
+    pub warmup: Option<u64>,
+    /// Storage requests one statement of a connection may cause before its
+    /// read fails (`None`: no budget); `PRAGMA
+    /// litestream_max_requests_per_query` changes it per connection.
+    pub max_requests_per_query: Option<u64>,
 }
 
 /// Where hydration keeps its copy.
@@ -187,6 +201,18 @@ const DISK_CACHE_SIZE: Param = Param {
     uri: "disk_cache_size",
     env: "LITESTREAM_DISK_CACHE_SIZE",
 };
+const WARMUP: Param = Param {
+    uri: "warmup",
+    env: "LITESTREAM_WARMUP",
+};
+const WARMUP_MAX: Param = Param {
+    uri: "warmup_max",
+    env: "LITESTREAM_WARMUP_MAX",
+};
+const MAX_REQUESTS_PER_QUERY: Param = Param {
+    uri: "max_requests_per_query",
+    env: "LITESTREAM_MAX_REQUESTS_PER_QUERY",
+};
 const WRITE_ENABLED: Param = Param {
     uri: "write_enabled",
     env: "LITESTREAM_WRITE_ENABLED",
@@ -212,6 +238,9 @@ const ALL: &[&Param] = &[
     &HYDRATION_PATH,
     &DISK_CACHE,
     &DISK_CACHE_SIZE,
+    &WARMUP,
+    &WARMUP_MAX,
+    &MAX_REQUESTS_PER_QUERY,
     &WRITE_ENABLED,
     &SYNC_INTERVAL,
     &BUFFER_PATH,
@@ -319,6 +348,14 @@ impl Config {
                 "storage_timeout {storage_timeout:?} is below 100ms"
             )));
         }
+        let warmup = parse_warmup(
+            src,
+            cache_size,
+            disk_cache.as_ref().map(|_| disk_cache_size),
+        )?;
+        // 0 is "no budget", as for the PRAGMA.
+        let max_requests_per_query =
+            parse_with(src, &MAX_REQUESTS_PER_QUERY, |v| v.parse::<u64>().ok())?.filter(|n| *n > 0);
         Ok(Config {
             replica_url,
             poll_interval,
@@ -330,8 +367,24 @@ impl Config {
             disk_cache,
             disk_cache_size,
             hydration,
+            warmup,
+            max_requests_per_query,
         })
     }
+}
+
+/// The warm-up's cap in bytes, `None` when it is off: `warmup_max` when
+/// given, else a share of the cache; never more than the cache, nor than
+/// the disk tier (`disk`) when there is one.
+fn parse_warmup(src: &Sources<'_>, cache_size: u64, disk: Option<u64>) -> Result<Option<u64>> {
+    if !parse_with(src, &WARMUP, parse_bool)?.unwrap_or(true) {
+        return Ok(None);
+    }
+    let share = |n: u64| n / DEFAULT_WARMUP_SHARE;
+    let default = disk.map_or(share(cache_size), |d| share(cache_size).min(share(d)));
+    let cap = parse_with(src, &WARMUP_MAX, parse_size)?.unwrap_or(default);
+    let cap = disk.map_or(cap.min(cache_size), |d| cap.min(cache_size).min(d));
+    Ok((cap > 0).then_some(cap))
 }
 
 fn parse_with<T>(src: &Sources<'_>, p: &Param, f: fn(&str) -> Option<T>) -> Result<Option<T>> {
@@ -573,6 +626,59 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn warmup_and_request_budget_settings() {
+        let c = parse(&[("replica_url", "s3://b/p")], &[]).unwrap();
+        assert_eq!(
+            c.warmup,
+            Some(DEFAULT_CACHE_SIZE / 4),
+            "on, a quarter of the cache"
+        );
+        assert_eq!(c.max_requests_per_query, None, "no budget by default");
+        let c = parse(
+            &[
+                ("replica_url", "s3://b/p"),
+                ("cache_size", "64MiB"),
+                ("disk_cache", "/d"),
+                ("disk_cache_size", "8MiB"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.warmup, Some(2 << 20), "a quarter of the smaller tier");
+        let c = parse(
+            &[("replica_url", "s3://b/p"), ("warmup_max", "1GiB")],
+            &[("LITESTREAM_MAX_REQUESTS_PER_QUERY", "50")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.warmup,
+            Some(DEFAULT_CACHE_SIZE),
+            "never more than the cache"
+        );
+        assert_eq!(c.max_requests_per_query, Some(50));
+        let c = parse(&[("replica_url", "s3://b/p"), ("warmup", "off")], &[]).unwrap();
+        assert_eq!(c.warmup, None);
+        let c = parse(&[("replica_url", "s3://b/p"), ("warmup_max", "0")], &[]).unwrap();
+        assert_eq!(c.warmup, None);
+        let c = parse(
+            &[("replica_url", "s3://b/p"), ("max_requests_per_query", "0")],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.max_requests_per_query, None);
+        for (k, v) in [
+            ("warmup", "maybe"),
+            ("warmup_max", "lots"),
+            ("max_requests_per_query", "-1"),
+        ] {
+            let e = parse(&[("replica_url", "s3://b/p"), (k, v)], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(k), "{e}");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub enum Error {
     ReadOnly,
     /// An SQL function or pragma was used wrongly.
     Usage(String),
+    /// A statement used up its connection's storage request budget.
+    Budget(String),
     /// A bug: a panic was caught at the boundary.
     Internal(String),
 }
@@ -55,7 +57,8 @@ impl fmt::Display for Error {
             | Error::Missing(m)
             | Error::Unavailable(m)
             | Error::Usage(m)
-            | Error::Reset(m) => f.write_str(m),
+            | Error::Reset(m)
+            | Error::Budget(m) => f.write_str(m),
             Error::Storage(e) => write!(f, "{e}"),
             Error::Compacted { txid } => write!(
                 f,

@@ -17,6 +17,7 @@ mod snapshot;
 mod stats;
 mod verifier;
 mod verify;
+mod warmup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -32,7 +33,9 @@ use crate::storage::{self, Storage, StorageErrorKind};
 
 pub use ahead::after_read;
 pub use catalog::{AtTime, Catalog, State};
-pub use fetch::{Fetcher, Landed, MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
+pub use fetch::{
+    Budget, BudgetScope, Fetcher, Landed, MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf,
+};
 pub use lineage::Tip;
 pub use load::WHOLE_FILE_MAX;
 pub use plan::{Plan, plan};
@@ -43,6 +46,7 @@ pub use registry::{Registry, ReplicaHandle, registry};
 pub use snapshot::{FileRef, FrameLoc, Snapshot};
 pub use stats::Stats;
 pub use verifier::Verifier;
+pub use warmup::State as WarmupState;
 
 /// Pages from the start of a fresh state that the open puts into the local
 /// store when it has them in memory (what `load` brings with a header).
@@ -121,6 +125,8 @@ pub struct Replica {
     tip: std::sync::Mutex<Option<lineage::Tip>>,
     /// Hydration progress of this process, when it fills.
     hydration: hydrate::Progress,
+    /// The warm-up of interior pages after the open.
+    warmup: warmup::Progress,
 }
 
 impl Replica {
@@ -205,10 +211,12 @@ impl Replica {
             replan_lock: tokio::sync::Mutex::new(()),
             tip: std::sync::Mutex::new(tip),
             hydration: Default::default(),
+            warmup: Default::default(),
         });
         if hydrating {
             hydrate::spawn(&replica);
         }
+        warmup::spawn(&replica);
         Ok(replica)
     }
 

@@ -27,9 +27,11 @@ pub fn primary(e: &Error) -> c_int {
     match e {
         Error::Config(_) | Error::Usage(_) => SQLITE_ERROR,
         e if e.is_transient() => SQLITE_BUSY,
-        Error::Storage(_) | Error::Internal(_) | Error::Reset(_) | Error::Compacted { .. } => {
-            SQLITE_IOERR
-        }
+        Error::Storage(_)
+        | Error::Internal(_)
+        | Error::Reset(_)
+        | Error::Compacted { .. }
+        | Error::Budget(_) => SQLITE_IOERR,
         Error::Corrupt { .. } | Error::Missing(_) => SQLITE_CORRUPT,
         Error::Unavailable(_) => SQLITE_CANTOPEN,
         Error::ReadOnly => SQLITE_READONLY,

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ltx::{PageNo, lock_page};
 use crate::prefetch::Prefetcher;
-use crate::replica::{self, ReadAhead, Replica, ReplicaHandle, ScanBuf, Snapshot};
+use crate::replica::{self, Budget, ReadAhead, Replica, ReplicaHandle, ScanBuf, Snapshot};
 use crate::runtime;
 use crate::storage::StorageErrorKind;
 
@@ -83,6 +83,12 @@ impl Inner {
 pub struct DbFile {
     config: Config,
     inner: Mutex<Inner>,
+    /// Storage requests one statement may cause (see `replica::Budget`):
+    /// a statement is a read transaction, from the move to SHARED on.
+    budget: Arc<Budget>,
+    /// The message of the last read that failed, for `PRAGMA
+    /// litestream_last_error` (SQLite itself only says "disk I/O error").
+    last_error: Mutex<Option<String>>,
     /// Fault hooks of the panic-safety tests (empty in a normal build).
     hooks: Hooks,
 }
@@ -91,6 +97,7 @@ impl DbFile {
     /// Opens (or joins) the shared replica that `config` names.
     pub fn open(config: Config) -> Result<DbFile> {
         let handle = crate::replica::registry().open(&config)?;
+        let budget = Budget::new(config.max_requests_per_query);
         Ok(DbFile {
             config,
             inner: Mutex::new(Inner {
@@ -101,6 +108,8 @@ impl DbFile {
                 prefetch: None,
                 scan: Arc::default(),
             }),
+            budget,
+            last_error: Mutex::new(None),
             hooks: Hooks::default(),
         })
     }
@@ -214,6 +223,7 @@ impl DbFile {
                 None => replica.current(),
             };
             inner.lock = Lock::Shared(snap);
+            self.budget.reset();
         }
 
         Ok(())
@@ -247,6 +257,32 @@ impl DbFile {
     /// same state (`Replica::replan` proves it, else it is the reset error);
     /// a file written again since it was listed raises the reset at once.
     pub fn read(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
+        let read = self.read_budgeted(buf, offset);
+        if let Err(e) = &read {
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+        }
+        read
+    }
+
+    /// The connection's request budget.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The message of the connection's last failed read.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn read_budgeted(&self, buf: &mut [u8], offset: u64) -> Result<bool> {
+        // Whatever this read sends to storage is charged to the statement.
+        let _budget = self.budget.enter();
         self.hooks.fire(PanicHook::Read);
         let (replica, snap, window, pf, scan) = {
             let mut inner = self.inner()?;

@@ -43,6 +43,19 @@ impl DbFile {
                     .unwrap_or_default()
             })),
             "litestream_stats" => read_only(self.stats_text()),
+            "litestream_max_requests_per_query" => match value {
+                None => Ok(Some(self.budget().limit().unwrap_or(0).to_string())),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) => {
+                        self.budget().set_limit(n);
+                        Ok(Some(n.to_string()))
+                    }
+                    Err(_) => Err(Error::Usage(format!(
+                        "PRAGMA {name} = {v:?}: give a number of storage requests (0: no budget)"
+                    ))),
+                },
+            },
+            "litestream_last_error" => read_only(Ok(self.last_error().unwrap_or_default())),
             // The panic-safety tests' fault hooks (`vfs::hooks`).
             #[cfg(feature = "test-hooks")]
             "litestream_test_panic" => match value.and_then(PanicHook::named) {
@@ -91,7 +104,7 @@ impl DbFile {
         let r = self.replica()?;
         let snap = r.current();
         Ok(format!(
-            "{}{}{} hydration_reads={} cache_bytes={} cache_budget={} txid={} pages={} index_bytes={} replicas={} pollers={}",
+            "{}{}{} hydration_reads={}{} cache_bytes={} cache_budget={} txid={} pages={} index_bytes={} replicas={} pollers={}",
             r.io.stats.render(),
             r.io.local.render(),
             r.io.catalog
@@ -99,6 +112,7 @@ impl DbFile {
                 .map(|b| format!(" {}", b.render()))
                 .unwrap_or_default(),
             r.hydration_requests(),
+            r.warmup_render(),
             r.io.cache.weight(),
             r.io.cache.budget(),
             snap.txid,

@@ -22,10 +22,12 @@
 //! `schedule.rs` (prefetch slots and groups), `land.rs` (fetch, decode,
 //! land), `decode.rs` (the decode loop).
 
+mod budget;
 mod decode;
 mod land;
 mod runs;
 mod schedule;
+mod warm;
 mod window;
 
 use std::sync::Arc;
@@ -41,6 +43,7 @@ use super::flight::{Claim, Flights, Waited};
 use super::local::Local;
 use super::{Snapshot, Stats};
 
+pub use budget::{Budget, Scope as BudgetScope};
 pub(super) use decode::decode_frames;
 pub use schedule::{Landed, PREFETCH_IN_FLIGHT};
 pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
@@ -131,7 +134,11 @@ impl Fetcher {
         let mut waited = false;
         let flight = loop {
             match self.flights.claim_demand(key) {
-                Claim::Mine(c) => break c,
+                Claim::Mine(c) => {
+                    // Dropped on a refusal, the claim lands failed.
+                    budget::charge_demand()?;
+                    break c;
+                }
                 // Someone fetches it: wait (bounded); if that fetch failed,
                 // claim it again and fetch it here (the error is then our
                 // own).
@@ -146,7 +153,10 @@ impl Fetcher {
                         // Failed again under someone else: fetch it here,
                         // so that the error is this read's own (a vanished
                         // file re-plans; it is never taken for corruption).
-                        Waited::Failed => break self.flights.unshared(),
+                        Waited::Failed => {
+                            budget::charge_demand()?;
+                            break self.flights.unshared();
+                        }
                     }
                 }
             }

@@ -135,6 +135,31 @@ impl Fetcher {
             return 0;
         }
         Stats::add(&self.stats.prefetched, queued as u64);
+        let runs = self.merge_runs(snap, claimed, MERGE_GAP, max_run);
+        let Some((runs, landed)) = super::budget::charge_prefetch(runs, landed) else {
+            return 0;
+        };
+        // Runs go out in groups that start and land together: a group of
+        // requests is one round trip, where runs started one by one as
+        // slots free up would trickle out over many.
+        let mut runs = runs.into_iter().peekable();
+        while runs.peek().is_some() {
+            let group: Vec<Run> = runs.by_ref().take(PREFETCH_GROUP).collect();
+            self.spawn_prefetch(group, snap.page_size, landed.clone());
+        }
+        queued
+    }
+
+    /// Claimed frames sorted by file and offset, neighbours merged into one
+    /// ranged read each: frames of one file at most `gap` bytes apart, at
+    /// most `max_run` bytes per read.
+    pub(super) fn merge_runs(
+        &self,
+        snap: &Snapshot,
+        mut claimed: Vec<(PageNo, FrameLoc, Claimed)>,
+        gap: u64,
+        max_run: u64,
+    ) -> Vec<Run> {
         claimed.sort_by_key(|a| (a.1.file.id, a.1.offset));
         let mut runs: Vec<Run> = Vec::new();
         for frame in claimed {
@@ -144,7 +169,7 @@ impl Fetcher {
                 let same = Arc::ptr_eq(&run.file, &frame.1.file);
                 if same
                     && frame.1.offset > last.1.offset
-                    && frame.1.offset <= range.end + MERGE_GAP
+                    && frame.1.offset <= range.end.saturating_add(gap)
                     && frame.1.end() - range.start <= max_run
                 {
                     run.frames.push(frame);
@@ -157,14 +182,6 @@ impl Fetcher {
                 frames: vec![frame],
             });
         }
-        // Runs go out in groups that start and land together: a group of
-        // requests is one round trip, where runs started one by one as
-        // slots free up would trickle out over many.
-        let mut runs = runs.into_iter().peekable();
-        while runs.peek().is_some() {
-            let group: Vec<Run> = runs.by_ref().take(PREFETCH_GROUP).collect();
-            self.spawn_prefetch(group, snap.page_size, landed.clone());
-        }
-        queued
+        runs
     }
 }

@@ -226,3 +226,112 @@ fn a_prefetch_whose_blocking_task_panics_lands_its_flights_failed() {
     assert!(missed);
     expect(&page, 7);
 }
+
+/// Runs `Fetcher::warm` on the runtime's blocking pool, as the warm-up does.
+fn warm(f: &Arc<Fetcher>, snap: &Arc<Snapshot>, pgnos: Vec<PageNo>) -> super::warm::Warmed {
+    let process = crate::runtime::process();
+    let rt = process.runtime().unwrap();
+    let (f, snap) = (Arc::clone(f), Arc::clone(snap));
+    rt.block_on(rt.spawn_blocking(move || f.warm(&snap, &pgnos)))
+        .unwrap()
+}
+
+#[test]
+fn warm_up_fetches_scattered_pages_in_wide_reads_and_only_once() {
+    let (_dir, f, snap, stats) = fixture(64 << 20);
+    let snap = Arc::new(snap);
+    // Every tenth page: far apart in pages, close in bytes (these frames
+    // compress to a few dozen bytes each), so one ranged read.
+    let pgnos: Vec<PageNo> = (2..=PAGES).step_by(10).map(PageNo).collect();
+    let got = warm(&f, &snap, pgnos.clone());
+    assert_eq!(got.pages.len(), pgnos.len());
+    for (p, page) in &got.pages {
+        expect(page, p.0);
+    }
+    assert_eq!((got.requests, got.fetched), (1, pgnos.len() as u64));
+    assert_eq!(reads(&stats), 1);
+    settle(&f);
+    // In memory now: a second warm-up costs no request.
+    let again = warm(&f, &snap, pgnos.clone());
+    assert_eq!((again.pages.len(), again.requests), (pgnos.len(), 0));
+    assert_eq!(reads(&stats), 1);
+}
+
+#[test]
+fn a_budget_caps_a_connections_prefetch_requests() {
+    let (_dir, f, snap, stats) = fixture(64 << 20);
+    let b = Budget::new(Some(2));
+    // Frames far apart in the file are one request each when the gap is
+    // not merged: ask for runs of at most one frame.
+    let pgnos: Vec<PageNo> = (2..=PAGES).step_by(20).map(PageNo).collect();
+    let queued = {
+        let _scope = b.enter();
+        f.prefetch_runs_of(&snap, &pgnos, None, 1)
+    };
+    assert!(queued > 2, "{queued} frames claimed");
+    settle(&f);
+    assert_eq!(reads(&stats), 2, "two requests granted, the rest not sent");
+    assert_eq!(b.used(), 2);
+    // The budget is spent: a demand read of this statement fails...
+    let scan = ScanBuf::default();
+    let missing = PageNo(PAGES);
+    let err = {
+        let _scope = b.enter();
+        f.read(&snap, missing, 1, &scan).unwrap_err()
+    };
+    assert!(
+        err.to_string().contains("budget of 2 storage requests"),
+        "{err}"
+    );
+    // ...and the next statement has it whole again.
+    b.reset();
+    let _scope = b.enter();
+    let (page, missed) = f.read(&snap, missing, 1, &scan).unwrap().unwrap();
+    expect(&page, missing.0);
+    assert!(missed);
+}
+
+#[test]
+fn a_warm_up_of_one_state_never_serves_its_pages_to_the_next() {
+    let (dir, f, snap, _stats) = fixture(64 << 20);
+    let old = Arc::new(snap);
+    // The next state changes page 7 (a level-0 file on top of the snapshot).
+    let ps = PageSize::new(4096).unwrap();
+    let bytes = LtxBuilder::new(ps, 2, 2, PAGES)
+        .page(7, "changed ".repeat(200).as_bytes())
+        .build();
+    let id = FileId {
+        level: Level::L0,
+        name: FileName {
+            min: Txid(2),
+            max: Txid(2),
+        },
+    };
+    let path = dir.path().join("ltx/0");
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::write(path.join(id.name.to_string()), &bytes).unwrap();
+    let decoded = decode_file(&bytes).unwrap();
+    let file = Arc::new(FileRef::new(id, bytes.len() as u64, decoded.header));
+    let index = PageIndex {
+        entries: decoded.index.entries,
+    };
+    let next = old.apply(&file, &index).unwrap();
+    // The warm-up, pinned to the old state, runs after the new one exists.
+    let got = warm(&f, &old, vec![PageNo(7)]);
+    expect(&got.pages[0].1, 7);
+    // The new state reads its own page 7, never the one just warmed.
+    let (page, _) = f
+        .read(&next, PageNo(7), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap();
+    assert!(
+        page.starts_with(b"changed "),
+        "the new state got the warmed page"
+    );
+    let (page, missed) = f
+        .read(&old, PageNo(7), 1, &ScanBuf::default())
+        .unwrap()
+        .unwrap();
+    expect(&page, 7);
+    assert!(!missed, "the old state's page 7 is the warmed one");
+}
