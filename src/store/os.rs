@@ -80,8 +80,21 @@ pub fn try_lock(file: &File) -> io::Result<bool> {
 
 /// Releases the lock of [`try_lock`].
 pub fn unlock(file: &File) -> io::Result<()> {
-    file.unlock()
+    match file.unlock() {
+        // On Windows std unlocks twice (a handle may hold an exclusive and
+        // a shared lock, which take one unlock each) and takes the second
+        // call's "not locked" as success. Wine answers that call with
+        // ERROR_LOCK_VIOLATION instead of ERROR_NOT_LOCKED, after the
+        // first one released the lock.
+        #[cfg(windows)]
+        Err(e) if e.raw_os_error() == Some(ERROR_LOCK_VIOLATION) => Ok(()),
+        other => other,
+    }
 }
+
+/// Windows' `ERROR_LOCK_VIOLATION`.
+#[cfg(windows)]
+const ERROR_LOCK_VIOLATION: i32 = 33;
 
 /// The effective user id of this process: whom store files must belong to.
 #[cfg(unix)]
@@ -229,11 +242,13 @@ mod tests {
         let path = dir.path().join("f");
         let ours = open_rw(&path);
         let ready = dir.path().join("ready");
-        // Holds the lock, says so, then sleeps until killed: flock(1) and
-        // its command (which inherits the locked descriptor) in a process
-        // group of their own, killed together.
+        // Holds the lock, says so, then sleeps until killed. `--close`:
+        // only flock(1) holds the lock, not its command, so that the lock
+        // goes when the process we wait for is gone; both are in a
+        // process group of their own, killed together.
         let mut child = Command::new("flock")
             .arg("--exclusive")
+            .arg("--close")
             .arg(&path)
             .arg("sh")
             .arg("-c")
