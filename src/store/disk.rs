@@ -458,6 +458,23 @@ impl DiskStore {
 
 /// What `replica/` asks of the store (reads in `read`, writes in `write`).
 impl DiskStore {
+    /// Whether this is a hydrated copy (one slot per page), not the
+    /// bounded disk tier.
+    pub fn is_copy(&self) -> bool {
+        self.slots == 0
+    }
+
+    /// Writes that failed or were skipped (the lock stayed taken) so far.
+    pub fn write_failures(&self) -> u64 {
+        let c = &self.counters;
+        c.write_errors.load(Ordering::Relaxed) + c.lock_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Counts a hit served from a run read earlier (`get_run`).
+    pub fn note_hit(&self) {
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The lineage this process verified and reads (0: none yet). It
     /// changes when an `attach` started a new one.
     pub fn lineage(&self) -> u64 {

@@ -111,17 +111,20 @@ impl DiskStore {
         else {
             return out;
         };
+        // The first page is the one asked for: counted as `get` counts it.
+        // The others count when a reader takes them (`note_hit`), or miss
+        // again through `get`.
         let count = |out: &[Found]| {
-            if !keep {
-                return;
-            }
-            let hits = out.iter().filter(|f| matches!(f, Found::Hit(_))).count() as u64;
-            let bad = out.iter().filter(|f| **f == Found::Bad).count() as u64;
             let c = &self.counters;
-            c.hits.fetch_add(hits, Ordering::Relaxed);
-            c.bad.fetch_add(bad, Ordering::Relaxed);
-            c.misses
-                .fetch_add(out.len() as u64 - hits, Ordering::Relaxed);
+            match out.first() {
+                _ if !keep => {}
+                Some(Found::Hit(_)) => _ = c.hits.fetch_add(1, Ordering::Relaxed),
+                Some(Found::Bad) => {
+                    c.bad.fetch_add(1, Ordering::Relaxed);
+                    c.misses.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => _ = c.misses.fetch_add(1, Ordering::Relaxed),
+            }
         };
         let mut metas = vec![0u8; n * META_LEN];
         if view.lineage == 0 || os::read_at(&self.file, &mut metas, meta_at).is_err() {
@@ -130,7 +133,7 @@ impl DiskStore {
         }
         let mut wanted = Vec::with_capacity(n);
         for (i, (meta, want)) in metas.chunks_exact(META_LEN).zip(wants).enumerate() {
-            let pgno = first.0.checked_add(i as u32).unwrap_or(u32::MAX);
+            let pgno = first.0.saturating_add(i as u32);
             let h = SlotHeader::decode(meta).filter(|h| h.pgno == pgno);
             wanted.push(h.filter(|h| self.span_for(&mut view, h, *want).is_some()));
         }
