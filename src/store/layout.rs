@@ -38,7 +38,10 @@ pub const CHUNK_SLOTS: u64 = 1024;
 pub const META_BLOCK: u64 = CHUNK_SLOTS * META_LEN as u64;
 
 const FILE_MAGIC: &[u8; 8] = b"LSVFSPG1";
-const SLOT_MAGIC: u32 = 0x4753_504c; // "LPSG"
+/// Format 1's slot headers carried "LPSG": a process of an older version
+/// that reads this file at its offsets (which meet format 2's metadata
+/// blocks here and there) finds no slot header of its own format.
+const SLOT_MAGIC: u32 = 0x3253_504c; // "LPS2"
 /// 1: slots of a 64-byte header and its page, back to back (pages not
 /// aligned). 2: chunks of page-aligned pages behind a metadata block.
 pub const VERSION: u32 = 2;
