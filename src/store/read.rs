@@ -1,7 +1,7 @@
 //! The read side of a store file: one page (`get`), a run of neighbours in
 //! one `pread` for scans (`get_run`), and whether a page is held (`has`,
 //! the metadata only). Readers take no lock; every page served has passed
-//! its checksum (see `disk` for why a hit hashes its page rather than
+//! its checksum (see `write` for why a hit hashes its page rather than
 //! trusting its metadata).
 
 use std::sync::Arc;
@@ -26,8 +26,10 @@ pub(super) enum Found {
     Bad,
 }
 
-/// Most slots one `get_run` reads: 256 KiB of 4 KiB pages, as much as the
-/// kernel's readahead brings in per step, and a bounded buffer.
+/// Most slots one `get_run` reads: 256 KiB of 4 KiB pages, so that a scan
+/// makes two syscalls per 64 pages instead of two per page
+/// (`benches/store.rs`: 1.1 µs a page against 3.6 µs read one by one),
+/// with a buffer that stays small (4 MiB at most, for 64 KiB pages).
 pub const RUN_MAX: usize = 64;
 
 impl DiskStore {
