@@ -161,7 +161,9 @@ impl DiskStore {
         out
     }
 
-    /// [`DiskStore::read_run`] as pages: `None` for a page not served.
+    /// Pages `first`, `first + 1`, … read as `read_run` reads them (one
+    /// `pread` for their metadata, one for their pages, at most
+    /// [`RUN_MAX`], never past their chunk): `None` for a page not served.
     pub fn get_run(&self, first: PageNo, wants: &[Span]) -> Vec<Option<Page>> {
         self.read_run(first, wants, true)
             .into_iter()
