@@ -188,6 +188,31 @@ fn a_store_written_before_a_reboot_is_checked_before_it_is_trusted() {
 }
 
 #[test]
+fn a_page_that_failed_a_read_is_replaced_by_the_next_write_of_it() {
+    let d = Dir::new();
+    let bytes = Geometry::new(PS).bytes_for(16);
+    let s = filled(&d, Capacity::Bytes(bytes), 2);
+    d.damage(Geometry::new(PS).page_at(0).unwrap() + 9, &[0x11]);
+    assert_eq!(get(&s, 1), None);
+    // The read went to storage and keeps the same version: written again,
+    // though the metadata says it is held.
+    s.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+    assert_eq!(get(&s, 1), Some(1));
+    // Pages found bad by a run too.
+    d.damage(Geometry::new(PS).page_at(1).unwrap() + 9, &[0x11]);
+    assert_eq!(
+        s.get_run(PageNo(1), &[sp(5, 10); 2]),
+        vec![s.get(PageNo(1), sp(5, 10)), None]
+    );
+    s.put(&[(PageNo(2), sp(5, 10), &page(2))]);
+    assert_eq!(get(&s, 2), Some(2));
+    // Not suspect: an intact page is not written again.
+    let writes = stat(&s, "store_writes");
+    s.put(&[(PageNo(2), sp(5, 10), &page(2))]);
+    assert_eq!(stat(&s, "store_writes"), writes);
+}
+
+#[test]
 fn the_sweep_drops_a_corrupt_page_and_keeps_the_rest() {
     let d = Dir::new();
     let s = filled(&d, Capacity::Unbounded, 4);

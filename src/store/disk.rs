@@ -74,6 +74,13 @@ pub(super) const CATCH_UP_MAX: usize = 4096;
 /// Fewest slots a bounded store gets.
 const MIN_SLOTS: u64 = 16;
 
+/// Slots whose page failed its check on a read, remembered so that the
+/// next write of that page replaces it: a torn page under valid metadata
+/// (a power loss) would otherwise stay a miss for ever, as a write of the
+/// same version finds the slot "already held". A few suffice: damage is
+/// rare, and a sweep drops what this forgets.
+const SUSPECTS_MAX: usize = 64;
+
 /// How big the store may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Capacity {
@@ -194,6 +201,8 @@ pub struct DiskStore {
     warned: AtomicBool,
     remove_on_drop: bool,
     pub(super) counters: Counters,
+    /// See `SUSPECTS_MAX`.
+    suspects: Mutex<Vec<u64>>,
 }
 
 /// The hydration fill role, held for as long as this value lives. The
@@ -272,6 +281,7 @@ impl DiskStore {
             warned: AtomicBool::new(false),
             remove_on_drop,
             counters: Counters::default(),
+            suspects: Mutex::new(Vec::new()),
         };
         let fits = |h: &FileHeader| {
             h.page_size == page_size.get() && (h.slots == 0) == (capacity == Capacity::Unbounded)
@@ -468,6 +478,24 @@ impl DiskStore {
     pub fn write_failures(&self) -> u64 {
         let c = &self.counters;
         c.write_errors.load(Ordering::Relaxed) + c.lock_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// The page of `slot` failed its check (see `SUSPECTS_MAX`).
+    pub(super) fn suspect(&self, slot: u64) {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.contains(&slot) {
+            if s.len() >= SUSPECTS_MAX {
+                s.remove(0);
+            }
+            s.push(slot);
+        }
+    }
+
+    /// Whether `slot` was suspect, forgetting it.
+    pub(super) fn take_suspect(&self, slot: u64) -> bool {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        let at = s.iter().position(|&x| x == slot);
+        at.map(|i| s.swap_remove(i)).is_some()
     }
 
     /// Counts a hit served from a run read earlier (`get_run`).

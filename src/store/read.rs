@@ -79,6 +79,9 @@ impl DiskStore {
         }
         if page_sum(&page) != h.page_sum {
             self.counters.bad.fetch_add(1, Ordering::Relaxed);
+            if let Some(slot) = self.slot(pgno) {
+                self.suspect(slot);
+            }
             return miss();
         }
         self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -149,8 +152,16 @@ impl DiskStore {
             count(&out);
             return out;
         }
-        for ((slot, h), page) in out.iter_mut().zip(&wanted).zip(pages.chunks_exact(ps)) {
-            *slot = match h {
+        for (i, ((found, h), page)) in out
+            .iter_mut()
+            .zip(&wanted)
+            .zip(pages.chunks_exact(ps))
+            .enumerate()
+        {
+            if h.is_some_and(|h| page_sum(page) != h.page_sum) && keep {
+                self.suspect(slot + i as u64);
+            }
+            *found = match h {
                 Some(h) if page_sum(page) != h.page_sum => Found::Bad,
                 Some(_) if keep => Found::Hit(Page::from(page)),
                 Some(_) => Found::Held,

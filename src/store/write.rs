@@ -108,7 +108,15 @@ impl DiskStore {
                 if bytes.len() != ps {
                     return None;
                 }
-                let span = self.replace(view, SlotHeader::decode(old), pgno, span)?;
+                // A slot whose page failed a read is rewritten even when
+                // its metadata says it holds this version already.
+                let span = self
+                    .replace(view, SlotHeader::decode(old), pgno, span)
+                    .or_else(|| {
+                        self.slot(pgno)
+                            .filter(|&s| self.take_suspect(s))
+                            .map(|_| span)
+                    })?;
                 let open = span.hi.0 >= h.horizon;
                 Some(SlotHeader {
                     pgno: pgno.0,
