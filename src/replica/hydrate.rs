@@ -8,6 +8,12 @@
 //! small LTX file whole and its pages go into the store as it follows
 //! (see `Local::follow_loaded`); a round after a new snapshot only looks at the
 //! pages whose frame moved, and fetches those the store does not hold.
+//!
+//! The first round of a process also sweeps the copy: it reads and hashes
+//! every page the store holds, in runs, and drops those that fail (a page
+//! a power loss tore), so that the round fetches them again. A round that
+//! leaves every page held tells the read path (`Local::set_complete`),
+//! which then stops asking the store about pages to prefetch.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -186,8 +192,10 @@ async fn fill(
     let rec = record.clone();
     runtime::off_worker("a hydration record", rec).await?;
     if missing.is_empty() {
+        r.io.local.set_complete(&snap);
         return Ok(snap);
     }
+    let failures = store.write_failures();
     log::debug!(
         "{}: hydrating {} of {wanted} pages at TXID {}",
         r.io.storage.describe(),
@@ -216,13 +224,19 @@ async fn fill(
     drop(results);
     match first_error {
         Some(e) => Err(e),
-        None => Ok(snap),
+        None => {
+            if store.write_failures() == failures {
+                r.io.local.set_complete(&snap);
+            }
+            Ok(snap)
+        }
     }
 }
 
-/// The pages of `snap` the store lacks (one slot header read each, on the
-/// blocking pool), after storing those the memory cache holds. Returns how
-/// many pages the state has and the frames to fetch.
+/// The pages of `snap` the store lacks (one metadata read each, on the
+/// blocking pool; the first round of a process reads and checks the pages
+/// too, see `held`), after storing those the memory cache holds. Returns
+/// how many pages the state has and the frames to fetch.
 fn scan(
     r: &Replica,
     store: &DiskStore,
@@ -238,8 +252,7 @@ fn scan(
     }
     let lock = lock_page(snap.page_size);
     let mut wanted = 0u64;
-    let mut missing = Vec::new();
-    let mut cached = Vec::new();
+    let mut todo = Vec::new();
     for p in (1..=snap.page_count).map(PageNo).filter(|&p| p != lock) {
         let Some(loc) = snap.frame(p) else { continue };
         wanted += 1;
@@ -247,7 +260,15 @@ fn scan(
         let same = done
             .and_then(|d| d.frame(p))
             .is_some_and(|o| Arc::ptr_eq(&o.file, &loc.file) && o.offset == loc.offset);
-        if same || store.has(p, span(snap, &loc)) {
+        if !same {
+            todo.push((p, loc));
+        }
+    }
+    let held = held(store, snap, &todo, done.is_none());
+    let mut missing = Vec::new();
+    let mut cached = Vec::new();
+    for ((p, loc), held) in todo.into_iter().zip(held) {
+        if held {
             continue;
         }
         // Pages the open already fetched (small files, the head of a
@@ -262,6 +283,36 @@ fn scan(
         cached.iter().map(|(p, s, b)| (*p, *s, &b[..])).collect();
     store.put(&batch);
     Ok((wanted, missing))
+}
+
+/// Whether the store holds each page of `todo` for `snap`: by its metadata,
+/// or when `sweep`, by reading and hashing runs of neighbours and dropping
+/// those that fail (`DiskStore::sweep_run`).
+fn held(store: &DiskStore, snap: &Snapshot, todo: &[(PageNo, FrameLoc)], sweep: bool) -> Vec<bool> {
+    if !sweep {
+        return todo
+            .iter()
+            .map(|(p, loc)| store.has(*p, span(snap, loc)))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(todo.len());
+    while out.len() < todo.len() {
+        let rest = &todo[out.len()..];
+        let first = rest[0].0;
+        let run: Vec<Span> = rest
+            .iter()
+            .take(crate::store::RUN_MAX)
+            .enumerate()
+            .take_while(|(i, (p, _))| p.0 == first.0.saturating_add(*i as u32))
+            .map(|(_, (_, loc))| span(snap, loc))
+            .collect();
+        let checked = store.sweep_run(first, &run);
+        if checked.is_empty() {
+            out.push(false);
+        }
+        out.extend(checked);
+    }
+    out
 }
 
 /// Groups missing frames into ranged reads: one file each, frames close

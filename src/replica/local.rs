@@ -37,6 +37,11 @@ const KNOWN_RECENT: u64 = 1024;
 pub struct Local {
     store: OnceLock<Arc<DiskStore>>,
     known: Mutex<Known>,
+    /// Pages read from the store ahead of a scan (see `local_read`).
+    ahead: Mutex<read::Ahead>,
+    /// `(lineage, TXID)` of a state the fill found wholly held: prefetch
+    /// asks the store nothing about its pages.
+    complete: Mutex<Option<(u64, Txid)>>,
 }
 
 /// The files whose pages may be read from and written to the store: those
@@ -88,6 +93,28 @@ impl Local {
         self.attach(store, snap);
         let known = self.known.lock().ok()?;
         (known.lineage == store.lineage() && known.files.contains_key(&id)).then_some(store)
+    }
+
+    /// Whether `loc`'s file is known to the lineage the store serves (no
+    /// attach: what a run's neighbours of a verified page check).
+    fn known(&self, store: &DiskStore, loc: &FrameLoc) -> bool {
+        let id = file_identity(&loc.file);
+        self.known.lock().is_ok_and(|k| {
+            k.lineage != 0 && k.lineage == store.lineage() && k.files.contains_key(&id)
+        })
+    }
+
+    /// The fill found every page of `snap` held in the store.
+    pub(super) fn set_complete(&self, snap: &Snapshot) {
+        if let (Some(store), Ok(mut c)) = (self.get(), self.complete.lock()) {
+            *c = Some((store.lineage(), snap.txid));
+        }
+    }
+
+    fn is_complete(&self, store: &DiskStore, snap: &Snapshot) -> bool {
+        self.complete
+            .lock()
+            .is_ok_and(|c| *c == Some((store.lineage(), snap.txid)))
     }
 
     /// Whether every file of `snap` may use the store (attaching it first
@@ -194,28 +221,11 @@ impl Local {
         }
     }
 
-    /// The page from the local store, put into the memory cache as well
-    /// while that has room: a page the disk holds is never worth evicting
-    /// another for (a scan of a hydrated database larger than the memory
-    /// cache would otherwise churn it on every page).
-    pub(super) fn read(
-        &self,
-        cache: &PageCache,
-        snap: &Snapshot,
-        pgno: PageNo,
-        loc: &FrameLoc,
-    ) -> Option<Page> {
-        let page = self.verified(snap, loc)?.get(pgno, span(snap, loc))?;
-        if cache.has_room(page.len() as u64) {
-            cache.insert(loc.key(), Arc::clone(&page));
-        }
-        Some(page)
-    }
-
-    /// Whether the store holds the page (a slot header read, no page).
+    /// Whether the store holds the page (its metadata read, no page; no
+    /// read at all for a state the fill found wholly held).
     pub(super) fn holds(&self, snap: &Snapshot, pgno: PageNo, loc: &FrameLoc) -> bool {
         self.verified(snap, loc)
-            .is_some_and(|s| s.has(pgno, span(snap, loc)))
+            .is_some_and(|s| self.is_complete(s, snap) || s.has(pgno, span(snap, loc)))
     }
 
     /// The TXID up to which pages of `loc`'s file fetched for `snap` may be
@@ -428,6 +438,9 @@ impl Local {
         }
     }
 }
+
+#[path = "local_read.rs"]
+mod read;
 
 #[cfg(test)]
 #[path = "local_tests.rs"]

@@ -185,3 +185,35 @@ fn known_files_stay_bounded_while_following_many_files() {
     let newest = identity(0, Txid(0), Txid(9_999), 10_999, 0);
     assert!(known.files.contains_key(&newest));
 }
+
+/// A scan of a hydrated copy reads the pages after the first in one run and
+/// serves each once, counted once; its pages stay out of the memory cache,
+/// where a page read on its own goes.
+#[test]
+fn a_scan_of_a_copy_reads_runs_and_keeps_them_out_of_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copy");
+    let snap1 = file(Level::SNAPSHOT, 1, 1, 1_000, &[1, 2, 3, 4]);
+    let s1 = build(&[&snap1]);
+    let a = process(&path, &s1);
+    let pages: Vec<(PageNo, Page)> = (1..=4u32)
+        .map(|p| {
+            (
+                PageNo(p),
+                Page::from(vec![p as u8 * 11; PS as usize].as_slice()),
+            )
+        })
+        .collect();
+    a.keep(&snap1.file, s1.txid, &pages);
+    let cache = PageCache::new(1 << 20);
+    for p in 1..=4u32 {
+        let loc = s1.frame(PageNo(p)).unwrap();
+        let got = a.read(&cache, &s1, PageNo(p), &loc).map(|pg| pg[0]);
+        assert_eq!(got, Some(p as u8 * 11), "page {p}");
+    }
+    let stats = a.render();
+    assert!(stats.contains("store_hits=4 store_misses=0"), "{stats}");
+    let cached = |p: u32| cache.get(&s1.frame(PageNo(p)).unwrap().key()).is_some();
+    assert!(cached(1), "read on its own");
+    assert!(!cached(2) && !cached(3) && !cached(4), "a scan's pages");
+}

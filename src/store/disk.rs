@@ -1,18 +1,25 @@
 //! One store file on a local disk, shared by every process of the host that
 //! reads the same replica.
 //!
-//! - **Layout.** A header, then fixed-size slots (slot header + page). A
-//!   page's slot is its number modulo the slot count (the disk tier,
-//!   bounded: a page replaces whatever older page shared its slot), or its
-//!   number itself (hydration, unbounded). A hit is one `pread`.
-//! - **Readers take no lock.** Every slot header and page carries an XXH3
-//!   checksum: a slot being rewritten, torn by `kill -9` or corrupt on
-//!   disk decodes as a miss, never as data.
+//! - **Layout.** A header, then chunks of page-aligned pages, each behind
+//!   a block with its slots' metadata (see `layout`). A page's slot is its
+//!   number modulo the slot count (the disk tier, bounded: a page replaces
+//!   whatever older page shared its slot), or its number itself
+//!   (hydration, unbounded: page `N` of a complete copy lies where a
+//!   database file holds it, but for one metadata block per 1,024 pages).
+//! - **Readers take no lock.** A hit is two `pread`s (the slot's metadata,
+//!   then the page straight into the buffer it is served from) and one
+//!   XXH3 of the page; a scan reads a run of pages and their metadata in
+//!   one `pread` each (`read`). The metadata and the page each carry an
+//!   XXH3: a slot being rewritten, torn by `kill -9` or by a power loss,
+//!   or corrupt on disk, is a miss, never data.
 //! - **Writers** hold an exclusive file lock (and a mutex for the threads
 //!   of one process), re-read the header under it, and write with
-//!   `pwrite`, so a full disk is an error code, never a signal. No one
-//!   waits for the lock longer than `LOCK_WAIT` (see `lock`): past it, the operation
-//!   goes on without the store (a read from storage, a write skipped).
+//!   `pwrite`, so a full disk is an error code, never a signal. They order
+//!   a slot's writes so that a torn write leaves no valid metadata behind
+//!   (`write`). No one waits for the lock longer than `LOCK_WAIT` (see
+//!   `lock`): past it, the operation goes on without the store (a read
+//!   from storage, a write skipped).
 //! - **Private.** The file and its folder belong to this account and no
 //!   one else can write them (see `private`); its descriptors are not kept
 //!   by forked children (see `fork`).
@@ -42,12 +49,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::cache::Page;
 use crate::log;
 use crate::ltx::{PageNo, PageSize, Txid};
 
 use super::fork::{self, Listed};
-use super::layout::{FileHeader, HEADER_LEN, OPEN, SLOT_HEADER, SlotHeader, page_sum};
+use super::layout::{FileHeader, Geometry, HEADER_LEN, META_LEN, SlotHeader, VERSION};
 use super::lock::LOCK_WAIT;
 use super::private::{self, Create, Folder};
 use super::{Fill, Span, os};
@@ -67,6 +73,13 @@ pub(super) const CATCH_UP_MAX: usize = 4096;
 
 /// Fewest slots a bounded store gets.
 const MIN_SLOTS: u64 = 16;
+
+/// Slots whose page failed its check on a read, remembered so that the
+/// next write of that page replaces it: a torn page under valid metadata
+/// (a power loss) would otherwise stay a miss for ever, as a write of the
+/// same version finds the slot "already held". A few suffice: damage is
+/// rare, and a sweep drops what this forgets.
+const SUSPECTS_MAX: usize = 64;
 
 /// How big the store may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,8 +132,8 @@ impl std::fmt::Display for OpenError {
 #[derive(Clone, Debug, Default)]
 pub(super) struct View {
     pub(super) lineage: u64,
-    era: u32,
-    horizon: u64,
+    pub(super) era: u32,
+    pub(super) horizon: u64,
     era_ends: Vec<(u32, u64)>,
 }
 
@@ -135,7 +148,7 @@ impl View {
     }
 
     /// The states over which the entry `h` is known to hold its page.
-    fn span_of(&self, h: &SlotHeader) -> Option<Span> {
+    pub(super) fn span_of(&self, h: &SlotHeader) -> Option<Span> {
         if self.lineage == 0 || h.lineage != self.lineage {
             return None;
         }
@@ -153,10 +166,13 @@ impl View {
 
 #[derive(Default)]
 pub(super) struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    bad: AtomicU64,
-    writes: AtomicU64,
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
+    /// Pages that failed their checksum on a read.
+    pub(super) bad: AtomicU64,
+    /// Pages a sweep found corrupt and dropped.
+    pub(super) dropped: AtomicU64,
+    pub(super) writes: AtomicU64,
     write_errors: AtomicU64,
     /// Operations that went on without the store: the lock stayed taken
     /// past `LOCK_WAIT`.
@@ -173,6 +189,7 @@ pub struct DiskStore {
     pub(super) page_size: PageSize,
     /// Slots in the file; 0: one per page number.
     pub(super) slots: u64,
+    pub(super) geometry: Geometry,
     pub(super) view: ArcSwap<View>,
     /// One writer per process at a time (the file lock is per open file).
     pub(super) write: Mutex<()>,
@@ -184,6 +201,8 @@ pub struct DiskStore {
     warned: AtomicBool,
     remove_on_drop: bool,
     pub(super) counters: Counters,
+    /// See `SUSPECTS_MAX`.
+    suspects: Mutex<Vec<u64>>,
 }
 
 /// The hydration fill role, held for as long as this value lives. The
@@ -242,10 +261,10 @@ impl DiskStore {
         };
         let (file, listed) =
             fork::open_listed(|| private::open_file(path, create, true)).map_err(failed)?;
-        let slot_len = (SLOT_HEADER as u64) + u64::from(page_size.get());
+        let geometry = Geometry::new(page_size.get());
         let wanted_slots = match capacity {
             Capacity::Unbounded => 0,
-            Capacity::Bytes(b) => (b.saturating_sub(HEADER_LEN) / slot_len).max(MIN_SLOTS),
+            Capacity::Bytes(b) => geometry.slots_in(b).max(MIN_SLOTS),
         };
         let mut store = DiskStore {
             _listed: listed,
@@ -254,6 +273,7 @@ impl DiskStore {
             ident: ident.to_string(),
             page_size,
             slots: wanted_slots,
+            geometry,
             view: ArcSwap::from_pointee(View::default()),
             write: Mutex::new(()),
             lock_wait_us: AtomicU64::new(LOCK_WAIT.as_micros() as u64),
@@ -261,6 +281,7 @@ impl DiskStore {
             warned: AtomicBool::new(false),
             remove_on_drop,
             counters: Counters::default(),
+            suspects: Mutex::new(Vec::new()),
         };
         let fits = |h: &FileHeader| {
             h.page_size == page_size.get() && (h.slots == 0) == (capacity == Capacity::Unbounded)
@@ -283,6 +304,7 @@ impl DiskStore {
                     // the file's own geometry wins, so that processes agree.
                     Some(h) if fits(&h) => h,
                     _ => {
+                        store.log_old_format();
                         let fresh = FileHeader {
                             page_size: page_size.get(),
                             slots: wanted_slots,
@@ -308,6 +330,21 @@ impl DiskStore {
         Ok(store)
     }
 
+    /// Says so when the file being started afresh was a store of another
+    /// format version (it is never read as this one).
+    fn log_old_format(&self) {
+        let mut buf = vec![0u8; 16];
+        if os::read_at(&self.file, &mut buf, 0).is_ok()
+            && let Some(v) = FileHeader::other_version(&buf)
+        {
+            log::info!(
+                "local store {}: written in format version {v}, this build reads version \
+                 {VERSION}; starting it afresh (its pages are fetched again)",
+                self.path.display()
+            );
+        }
+    }
+
     pub(super) fn read_header(&self) -> Option<FileHeader> {
         let mut buf = vec![0u8; HEADER_LEN as usize];
         os::read_at(&self.file, &mut buf, 0).ok()?;
@@ -322,22 +359,31 @@ impl DiskStore {
         os::write_at(&self.file, &h.encode(), 0)
     }
 
-    pub(super) fn slot_offset(&self, pgno: PageNo) -> Option<u64> {
+    /// The slot of `pgno`.
+    pub(super) fn slot(&self, pgno: PageNo) -> Option<u64> {
         let i = u64::from(pgno.0.checked_sub(1)?);
-        let i = if self.slots == 0 { i } else { i % self.slots };
-        let slot_len = SLOT_HEADER as u64 + u64::from(self.page_size.get());
-        i.checked_mul(slot_len)?.checked_add(HEADER_LEN)
+        Some(if self.slots == 0 { i } else { i % self.slots })
+    }
+
+    /// Where the metadata of `pgno`'s slot lies.
+    pub(super) fn meta_offset(&self, pgno: PageNo) -> Option<u64> {
+        self.geometry.meta_at(self.slot(pgno)?)
+    }
+
+    /// Where the page of `pgno`'s slot lies.
+    pub(super) fn page_offset(&self, pgno: PageNo) -> Option<u64> {
+        self.geometry.page_at(self.slot(pgno)?)
     }
 
     pub(super) fn read_slot_header(&self, pgno: PageNo) -> Option<SlotHeader> {
-        let mut buf = [0u8; SLOT_HEADER];
-        os::read_at(&self.file, &mut buf, self.slot_offset(pgno)?).ok()?;
+        let mut buf = [0u8; META_LEN];
+        os::read_at(&self.file, &mut buf, self.meta_offset(pgno)?).ok()?;
         SlotHeader::decode(&buf).filter(|h| h.pgno == pgno.0)
     }
 
     /// Refreshes the readers' view from the header, if it is still the
     /// lineage this process verified.
-    fn refresh(&self) -> Arc<View> {
+    pub(super) fn refresh(&self) -> Arc<View> {
         let cur = self.view.load_full();
         if let Some(h) = self.read_header()
             && h.lineage == cur.lineage
@@ -396,7 +442,7 @@ impl DiskStore {
     /// Whether the slot `old` should give way to a new entry for `pgno`
     /// over `span`; the span to store (merged when both hold the same
     /// bytes).
-    fn replace(
+    pub(super) fn replace(
         &self,
         view: &View,
         old: Option<SlotHeader>,
@@ -420,100 +466,41 @@ impl DiskStore {
     }
 }
 
-/// What `replica/` asks of the store.
+/// What `replica/` asks of the store (reads in `read`, writes in `write`).
 impl DiskStore {
-    /// The bytes of `pgno` in some state of `want`, if held and intact.
-    pub fn get(&self, pgno: PageNo, want: Span) -> Option<Page> {
-        let mut view = self.view.load_full();
-        if view.lineage == 0 {
-            return None;
+    /// Whether this is a hydrated copy (one slot per page), not the
+    /// bounded disk tier.
+    pub fn is_copy(&self) -> bool {
+        self.slots == 0
+    }
+
+    /// Writes that failed or were skipped (the lock stayed taken) so far.
+    pub fn write_failures(&self) -> u64 {
+        let c = &self.counters;
+        c.write_errors.load(Ordering::Relaxed) + c.lock_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// The page of `slot` failed its check (see `SUSPECTS_MAX`).
+    pub(super) fn suspect(&self, slot: u64) {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        if !s.contains(&slot) {
+            if s.len() >= SUSPECTS_MAX {
+                s.remove(0);
+            }
+            s.push(slot);
         }
-        let off = self.slot_offset(pgno)?;
-        let mut buf = vec![0u8; SLOT_HEADER + self.page_size.bytes()];
-        let miss = || {
-            self.counters.misses.fetch_add(1, Ordering::Relaxed);
-            None
-        };
-        if os::read_at(&self.file, &mut buf, off).is_err() {
-            return miss();
-        }
-        let (head, page) = buf.split_at(SLOT_HEADER);
-        let Some(h) = SlotHeader::decode(head).filter(|h| h.pgno == pgno.0) else {
-            return miss();
-        };
-        let mut span = view.span_of(&h);
-        if span.is_some_and(|s| s.hi < want.lo) && h.is_open() {
-            // Another process may have moved the horizon since.
-            view = self.refresh();
-            span = view.span_of(&h);
-        }
-        if !span.is_some_and(|s| s.overlaps(&want)) {
-            return miss();
-        }
-        if page_sum(page) != h.page_sum {
-            self.counters.bad.fetch_add(1, Ordering::Relaxed);
-            return miss();
-        }
+    }
+
+    /// Whether `slot` was suspect, forgetting it.
+    pub(super) fn take_suspect(&self, slot: u64) -> bool {
+        let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        let at = s.iter().position(|&x| x == slot);
+        at.map(|i| s.swap_remove(i)).is_some()
+    }
+
+    /// Counts a hit served from a run read earlier (`get_run`).
+    pub fn note_hit(&self) {
         self.counters.hits.fetch_add(1, Ordering::Relaxed);
-        Some(Page::from(page))
-    }
-
-    /// Whether `get` would find the page (checks the slot header only).
-    pub fn has(&self, pgno: PageNo, want: Span) -> bool {
-        let view = self.view.load();
-        self.read_slot_header(pgno)
-            .and_then(|h| view.span_of(&h))
-            .is_some_and(|s| s.overlaps(&want))
-    }
-
-    /// Keeps pages, each known constant over its span. Skipped when the
-    /// lock stays taken past `LOCK_WAIT`.
-    pub fn put(&self, pages: &[(PageNo, Span, &[u8])]) {
-        if pages.is_empty() || self.view.load().lineage == 0 || self.writes_paused() {
-            return;
-        }
-        let result = (|| {
-            let _lock = self.lock()?;
-            let Some(h) = self.read_header() else {
-                return Ok(());
-            };
-            let view = View::of(&h);
-            if h.lineage != self.view.load().lineage {
-                return Ok(());
-            }
-            let mut buf = vec![0u8; SLOT_HEADER + self.page_size.bytes()];
-            for &(pgno, span, bytes) in pages {
-                if bytes.len() != self.page_size.bytes() {
-                    continue;
-                }
-                let Some(off) = self.slot_offset(pgno) else {
-                    continue;
-                };
-                let Some(span) = self.replace(&view, self.read_slot_header(pgno), pgno, span)
-                else {
-                    continue;
-                };
-                let open = span.hi.0 >= h.horizon;
-                let slot = SlotHeader {
-                    pgno: pgno.0,
-                    lineage: h.lineage,
-                    era: h.era,
-                    flags: if open { OPEN } else { 0 },
-                    lo: span.lo.0,
-                    hi: span.hi.0,
-                    page_sum: page_sum(bytes),
-                };
-                buf[..SLOT_HEADER].copy_from_slice(&slot.encode());
-                buf[SLOT_HEADER..].copy_from_slice(bytes);
-                os::write_at(&self.file, &buf, off)?;
-                self.counters.writes.fetch_add(1, Ordering::Relaxed);
-            }
-            self.view.store(Arc::new(view));
-            Ok::<_, std::io::Error>(())
-        })();
-        if let Err(e) = result {
-            self.op_failed("writing pages", &e);
-        }
     }
 
     /// The lineage this process verified and reads (0: none yet). It
@@ -555,11 +542,12 @@ impl DiskStore {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let c = &self.counters;
         format!(
-            "store_hits={} store_misses={} store_bad={} store_writes={} store_write_errors={} \
-             store_lock_timeouts={}",
+            "store_hits={} store_misses={} store_bad={} store_dropped={} store_writes={} \
+             store_write_errors={} store_lock_timeouts={}",
             g(&c.hits),
             g(&c.misses),
             g(&c.bad),
+            g(&c.dropped),
             g(&c.writes),
             g(&c.write_errors),
             g(&c.lock_timeouts)

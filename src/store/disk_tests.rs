@@ -2,6 +2,7 @@ use std::fs::OpenOptions;
 use std::time::Instant;
 
 use super::*;
+use crate::store::layout::Geometry;
 use crate::store::{Attached, Followed, Identity, StateFacts};
 
 const PS: u32 = 4096;
@@ -167,10 +168,10 @@ fn damage_is_a_miss_never_data() {
         (PageNo(2), sp(5, 10), &page(2)),
     ]);
     let f = OpenOptions::new().write(true).open(d.path()).unwrap();
-    let slot = SLOT_HEADER as u64 + u64::from(PS);
-    // A flipped byte inside page 1 and inside page 2's slot header.
-    os::write_at(&f, &[0xff], HEADER_LEN + SLOT_HEADER as u64 + 100).unwrap();
-    os::write_at(&f, &[0xff], HEADER_LEN + slot + 20).unwrap();
+    let g = Geometry::new(PS);
+    // A flipped byte inside page 1 and inside page 2's metadata.
+    os::write_at(&f, &[0xff], g.page_at(0).unwrap() + 100).unwrap();
+    os::write_at(&f, &[0xff], g.meta_at(1).unwrap() + 20).unwrap();
     assert_eq!(get(&s, 1, sp(5, 10)), None);
     assert_eq!(get(&s, 2, sp(5, 10)), None);
     assert!(s.render().contains("store_bad=1"), "{}", s.render());
@@ -187,9 +188,8 @@ fn damage_is_a_miss_never_data() {
 #[test]
 fn a_bounded_store_keeps_one_page_per_slot() {
     let d = Dir::new();
-    let s = d.open(Capacity::Bytes(
-        HEADER_LEN + 16 * (SLOT_HEADER as u64 + u64::from(PS)),
-    ));
+    let bytes = Geometry::new(PS).bytes_for(16);
+    let s = d.open(Capacity::Bytes(bytes));
     attach(&s, 10, 1, 5, 100);
     s.put(&[(PageNo(1), sp(5, 10), &page(1))]);
     s.put(&[(PageNo(17), sp(5, 10), &page(17))]);
@@ -199,7 +199,7 @@ fn a_bounded_store_keeps_one_page_per_slot() {
     s.put(&[(PageNo(17), sp(1, 2), &page(3))]);
     assert_eq!(get(&s, 17, sp(5, 10)), Some(17));
     let len = std::fs::metadata(d.path()).unwrap().len();
-    assert!(len <= HEADER_LEN + 16 * (SLOT_HEADER as u64 + u64::from(PS)));
+    assert!(len <= bytes, "{len} > {bytes}");
 }
 
 #[test]

@@ -1,25 +1,50 @@
-//! The bytes of a store file, as pure encode/decode: no I/O.
+//! The bytes of a store file, as pure encode/decode and offsets: no I/O.
 //!
 //! ```text
-//! [ file header: HEADER_LEN bytes ]
-//! [ slot 0: SLOT_HEADER bytes of slot header, then one page ]
-//! [ slot 1 ] ...
+//! [ file header: HEADER_LEN bytes, padded to DATA_START (64 KiB) ]
+//! [ chunk 0: META_BLOCK bytes of slot metadata (CHUNK_SLOTS × META_LEN),
+//!            then CHUNK_SLOTS pages back to back ]
+//! [ chunk 1 ] ...
 //! ```
 //!
-//! Everything is little-endian. Both headers end with an XXH3 checksum of
-//! what precedes it, and a slot header carries the XXH3 of its page, so a
-//! torn or corrupt header or page decodes to `None`: a miss, never data.
+//! Pages are page-aligned and a chunk's pages are contiguous (4 MiB of
+//! 4 KiB pages), so a read of a page is one `pread` straight into its
+//! buffer, a scan reads many pages in one `pread`, and the kernel's
+//! readahead sees a sequential file. The metadata of a chunk's pages sits
+//! in one block just before them: one `pread` covers the metadata of a run
+//! of pages. `DATA_START` and `META_BLOCK` are 64 KiB and a chunk's pages
+//! `CHUNK_SLOTS × page_size`, so every chunk starts 64 KiB-aligned and
+//! every page is aligned to its size, whatever the page size (512 B to
+//! 64 KiB).
+//!
+//! Everything is little-endian. The file header and each slot's metadata
+//! end with an XXH3 checksum of what precedes it, and the metadata carries
+//! the XXH3 of its page, so a torn or corrupt header, metadata or page
+//! decodes to `None` or fails its check: a miss, never data. How writers
+//! order their writes so that a torn page is a miss is in `disk`.
 
 use twox_hash::XxHash3_64;
 
-/// Bytes reserved for the file header (the checkpoint ring needs 4 KiB).
+/// Bytes of the encoded file header (the checkpoint ring needs 4 KiB).
 pub const HEADER_LEN: u64 = 8192;
-/// Bytes of a slot header in front of each page.
-pub const SLOT_HEADER: usize = 64;
+/// Where the first chunk starts: the header's room, a multiple of every
+/// page size.
+pub const DATA_START: u64 = 64 * 1024;
+/// Bytes of one slot's metadata.
+pub const META_LEN: usize = 64;
+/// Slots per chunk: their metadata fills one 64 KiB block.
+pub const CHUNK_SLOTS: u64 = 1024;
+/// Bytes of a chunk's metadata block.
+pub const META_BLOCK: u64 = CHUNK_SLOTS * META_LEN as u64;
 
 const FILE_MAGIC: &[u8; 8] = b"LSVFSPG1";
-const SLOT_MAGIC: u32 = 0x4753_504c; // "LPSG"
-const VERSION: u32 = 1;
+/// Format 1's slot headers carried "LPSG": a process of an older version
+/// that reads this file at its offsets (which meet format 2's metadata
+/// blocks here and there) finds no slot header of its own format.
+const SLOT_MAGIC: u32 = 0x3253_504c; // "LPS2"
+/// 1: slots of a 64-byte header and its page, back to back (pages not
+/// aligned). 2: chunks of page-aligned pages behind a metadata block.
+pub const VERSION: u32 = 2;
 
 /// How many file identities (`store::Identity`) the header keeps to
 /// recognise its lineage.
@@ -133,6 +158,16 @@ impl FileHeader {
         w.0
     }
 
+    /// The format version of a store header of another version than this
+    /// build's (`None` for this version, or for what is no store header).
+    pub fn other_version(buf: &[u8]) -> Option<u32> {
+        let mut r = Reader { buf, at: 0 };
+        if r.take(8)? != FILE_MAGIC {
+            return None;
+        }
+        r.u32().filter(|&v| v != VERSION)
+    }
+
     /// `None` unless `buf` holds a whole, intact header of this version.
     pub fn decode(buf: &[u8]) -> Option<FileHeader> {
         let mut r = Reader { buf, at: 0 };
@@ -227,7 +262,71 @@ impl FileHeader {
     }
 }
 
-/// The header of one slot: which page version the slot holds.
+/// Where slots and their pages lie in a file of one page size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    page_size: u64,
+}
+
+impl Geometry {
+    pub fn new(page_size: u32) -> Geometry {
+        Geometry {
+            page_size: u64::from(page_size),
+        }
+    }
+
+    fn chunk_len(&self) -> u64 {
+        META_BLOCK + CHUNK_SLOTS * self.page_size
+    }
+
+    fn chunk_start(&self, slot: u64) -> Option<u64> {
+        (slot / CHUNK_SLOTS)
+            .checked_mul(self.chunk_len())?
+            .checked_add(DATA_START)
+    }
+
+    /// Where the metadata of `slot` lies.
+    pub fn meta_at(&self, slot: u64) -> Option<u64> {
+        self.chunk_start(slot)?
+            .checked_add((slot % CHUNK_SLOTS) * META_LEN as u64)
+    }
+
+    /// Where the page of `slot` lies.
+    pub fn page_at(&self, slot: u64) -> Option<u64> {
+        self.chunk_start(slot)?
+            .checked_add(META_BLOCK)?
+            .checked_add((slot % CHUNK_SLOTS).checked_mul(self.page_size)?)
+    }
+
+    /// Slots from `slot` to the end of its chunk: how many a run of
+    /// neighbours read or written together may span.
+    pub fn left_in_chunk(&self, slot: u64) -> u64 {
+        CHUNK_SLOTS - slot % CHUNK_SLOTS
+    }
+
+    /// How many slots a file of at most `bytes` bytes holds.
+    pub fn slots_in(&self, bytes: u64) -> u64 {
+        let Some(data) = bytes.checked_sub(DATA_START) else {
+            return 0;
+        };
+        let (full, rest) = (data / self.chunk_len(), data % self.chunk_len());
+        full * CHUNK_SLOTS + rest.saturating_sub(META_BLOCK) / self.page_size
+    }
+
+    /// The size of a file holding `slots` slots.
+    #[cfg(test)]
+    pub fn bytes_for(&self, slots: u64) -> u64 {
+        if slots == 0 {
+            return DATA_START;
+        }
+        let last = slots - 1;
+        self.page_at(last)
+            .unwrap_or(u64::MAX)
+            .saturating_add(self.page_size)
+    }
+}
+
+/// The metadata of one slot: which page version the slot holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotHeader {
     pub pgno: u32,
@@ -242,8 +341,8 @@ pub struct SlotHeader {
 }
 
 impl SlotHeader {
-    pub fn encode(&self) -> [u8; SLOT_HEADER] {
-        let mut w = Writer(Vec::with_capacity(SLOT_HEADER));
+    pub fn encode(&self) -> [u8; META_LEN] {
+        let mut w = Writer(Vec::with_capacity(META_LEN));
         w.u32(SLOT_MAGIC);
         w.u32(self.pgno);
         w.u64(self.lineage);
@@ -254,7 +353,7 @@ impl SlotHeader {
         w.u64(self.page_sum);
         let sum = XxHash3_64::oneshot(&w.0);
         w.u64(sum);
-        let mut out = [0u8; SLOT_HEADER];
+        let mut out = [0u8; META_LEN];
         out[..w.0.len()].copy_from_slice(&w.0);
         out
     }
@@ -283,7 +382,7 @@ impl SlotHeader {
     }
 }
 
-/// The checksum a slot header keeps of its page.
+/// The checksum a slot's metadata keeps of its page.
 pub fn page_sum(page: &[u8]) -> u64 {
     XxHash3_64::oneshot(page)
 }
@@ -338,7 +437,40 @@ mod tests {
             bad[at] ^= 0x10;
             assert_eq!(SlotHeader::decode(&bad), None, "flip at {at}");
         }
-        assert_eq!(SlotHeader::decode(&[0u8; SLOT_HEADER]), None);
+        assert_eq!(SlotHeader::decode(&[0u8; META_LEN]), None);
+    }
+
+    #[test]
+    fn an_older_format_is_recognised_never_decoded() {
+        let mut bytes = header().encode();
+        assert_eq!(FileHeader::other_version(&bytes), None);
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(FileHeader::other_version(&bytes), Some(1));
+        assert_eq!(FileHeader::decode(&bytes), None);
+        assert_eq!(FileHeader::other_version(b"garbage garbage"), None);
+    }
+
+    #[test]
+    fn pages_are_aligned_and_chunks_contiguous() {
+        for ps in [512u32, 1024, 4096, 16384, 65536] {
+            let g = Geometry::new(ps);
+            let ps = u64::from(ps);
+            for slot in [0u64, 1, 1023, 1024, 1025, 5000] {
+                let at = g.page_at(slot).unwrap();
+                assert_eq!(at % ps, 0, "page of slot {slot} at {at}");
+                let meta = g.meta_at(slot).unwrap();
+                assert!(meta + META_LEN as u64 <= at - (slot % CHUNK_SLOTS) * ps);
+                assert!(meta >= DATA_START);
+            }
+            assert_eq!(g.page_at(1).unwrap(), g.page_at(0).unwrap() + ps);
+            assert_eq!(g.page_at(0).unwrap() % 65536, 0);
+            assert_eq!(g.page_at(1024).unwrap() % 65536, 0);
+            assert_eq!(g.left_in_chunk(1020), 4);
+            for slots in [1u64, 16, 1024, 1025, 3000] {
+                assert_eq!(g.slots_in(g.bytes_for(slots)), slots, "{slots} slots");
+            }
+            assert_eq!(g.slots_in(DATA_START - 1), 0);
+        }
     }
 
     #[test]

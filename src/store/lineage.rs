@@ -23,7 +23,11 @@ impl DiskStore {
         }
         s.flags &= !OPEN;
         s.hi = s.hi.max(at);
-        let off = self.slot_offset(pgno).unwrap_or(0);
+        // Only the metadata changes, in one write of its own: torn, it
+        // fails its checksum (a miss), and the page is untouched.
+        let Some(off) = self.meta_offset(pgno) else {
+            return Ok(());
+        };
         os::write_at(&self.file, &s.encode(), off)
     }
 

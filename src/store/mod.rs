@@ -17,6 +17,8 @@
 //! methods and `Blobs`; the types below are what they exchange.
 
 mod blobs;
+#[cfg(test)]
+mod crash_tests;
 mod disk;
 mod fork;
 mod layout;
@@ -24,11 +26,14 @@ mod lineage;
 mod lock;
 mod os;
 mod private;
+mod read;
+mod write;
 
 use crate::ltx::{PageNo, Txid};
 
 pub use blobs::Blobs;
 pub use disk::{Capacity, DiskStore, FillClaim, OpenError};
+pub use read::RUN_MAX;
 
 /// TXIDs `lo..=hi`: the states over which a page is known to be constant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

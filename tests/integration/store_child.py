@@ -12,6 +12,8 @@ line with the extension's counters at open and after the action:
 - `follow SECONDS`: waits for hydration, then reads everything repeatedly
   for SECONDS while the replica follows;
 - `travel TIME`: the digest at TIME (time travel), then at the newest state;
+- `dropped N`: waits until the fill dropped N damaged pages of the copy
+  and is at 100 % again, then computes the digest.
 - `bank SECONDS`: reads the bank tables of test_follow for SECONDS,
   checking the transfer invariant at every read.
 """
@@ -60,6 +62,16 @@ def main() -> None:
             time.sleep(0.05)
         out["file"] = conn.execute("PRAGMA litestream_hydration_file").fetchone()[0]
         out["progress"] = last
+        out["before_reads"] = stats(conn)
+        out["digest"] = lsvfs.digest(conn)
+    elif action == "dropped":
+        # Waits (at most 120 s) until the fill dropped ARG damaged pages and
+        # is back at 100 %, then reads everything.
+        deadline = time.monotonic() + 120
+        while stats(conn).get("store_dropped", 0) < int(arg) or \
+                float(conn.execute("PRAGMA litestream_hydration_progress").fetchone()[0]) < 100:
+            assert time.monotonic() < deadline, stats(conn)
+            time.sleep(0.05)
         out["before_reads"] = stats(conn)
         out["digest"] = lsvfs.digest(conn)
     elif action == "follow":

@@ -445,6 +445,32 @@ def test_a_corrupted_store_file_is_a_miss(proxied, tmp_path):
     assert out["after"]["store_bad"] > 0 and page_reads(out) > 0
 
 
+def test_damaged_pages_of_a_hydrated_copy_are_swept_and_fetched_again(proxied, tmp_path):
+    """Pages of a complete copy damaged while no process ran (a power loss
+    that kept their metadata but not their bytes, a bad disk): the next
+    process's first fill round reads the copy through, drops them and
+    fetches them again; no query gets their bytes."""
+    proxy, url, expected = proxied
+    path = tmp_path / "copy.db"
+    u = uri(url, hydration_enabled="true", hydration_path=path)
+    first = run_child(u, "hydrate", 300)
+    assert first["progress"] == 100.0 and first["digest"] == expected
+    # The first chunk's pages start at 128 KiB (64 KiB of header, then its
+    # metadata block); the fixture's pages are 4 KiB. Pages 2-1001 only.
+    data = bytearray(path.read_bytes())
+    damaged = random.Random(3).sample(range(1, 1001), 20)
+    for i in damaged:
+        data[131072 + i * 4096 + 100] ^= 0x5A
+    path.write_bytes(bytes(data))
+    out = run_child(u, "dropped", 20)
+    assert out["digest"] == expected
+    assert out["after"]["store_dropped"] == 20, out["after"]
+    # Fetched again: the reads after the fill went to the copy alone.
+    assert out["before_reads"]["reads"] > out["open"]["reads"]
+    assert out["after"]["reads"] == out["before_reads"]["reads"], (out["before_reads"], out["after"])
+    assert out["after"]["store_bad"] == out["before_reads"]["store_bad"]
+
+
 def test_a_process_holding_the_store_lock_never_stalls_a_reader(tmp_path):
     """Another process stopped while it holds the store's write lock: a
     reader goes on from storage within the bound (instead of waiting for

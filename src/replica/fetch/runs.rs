@@ -114,15 +114,8 @@ impl Fetcher {
             if loc.file.corrupt.get().is_some() || self.cache.get(&key).is_some() {
                 continue;
             }
-            // On local disk already: no fetch. Into memory while it has
-            // room; when it has none the read would be thrown away, so only
-            // the slot header is checked.
-            let local = if self.cache.has_room(u64::from(snap.page_size.get())) {
-                self.local.read(&self.cache, snap, pgno, &loc).is_some()
-            } else {
-                self.local.holds(snap, pgno, &loc)
-            };
-            if local {
+            // On local disk already: no fetch (see `Local::prefetched`).
+            if self.local.prefetched(&self.cache, snap, pgno, &loc) {
                 continue;
             }
             if let Some(f) = self.flights.claim_queued(key) {
