@@ -22,6 +22,7 @@
 //! `schedule.rs` (prefetch slots and groups), `land.rs` (fetch, decode,
 //! land), `decode.rs` (the decode loop).
 
+mod budget;
 mod decode;
 mod land;
 mod runs;
@@ -41,6 +42,7 @@ use super::flight::{Claim, Flights, Waited};
 use super::local::Local;
 use super::{Snapshot, Stats};
 
+pub use budget::{Budget, Held};
 pub(super) use decode::decode_frames;
 pub use schedule::{Landed, PREFETCH_IN_FLIGHT};
 pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
@@ -61,6 +63,10 @@ pub struct Fetcher {
     slots: Arc<tokio::sync::Semaphore>,
     /// The host-wide local store: asked before storage, filled after it.
     local: Arc<Local>,
+    /// Bytes of reads in flight (the process's budget).
+    budget: Arc<Budget>,
+    /// How long a read waits for its bytes of the budget.
+    budget_wait: Duration,
 }
 
 impl Fetcher {
@@ -78,7 +84,25 @@ impl Fetcher {
             local,
             flights: Flights::new(storage_timeout.saturating_mul(FLIGHT_WAIT_CALLS)),
             slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_IN_FLIGHT)),
+            budget: Budget::process(),
+            budget_wait: storage_timeout.saturating_mul(FLIGHT_WAIT_CALLS),
         }
+    }
+
+    /// This fetcher with its own read budget (tests).
+    #[cfg(test)]
+    pub(crate) fn with_budget(mut self, budget: Arc<Budget>) -> Fetcher {
+        self.budget = budget;
+        self
+    }
+
+    /// Holds `bytes` of the read budget, waiting (bounded) for them: every
+    /// ranged read of this replica's pages (demand, prefetch, hydration)
+    /// holds its length until its bytes are decoded.
+    pub async fn hold(&self, bytes: u64) -> Result<Held> {
+        self.budget
+            .hold(bytes, self.budget_wait, self.storage.describe())
+            .await
     }
 
     /// Whether prefetch is worth it: storage has latency to hide.
@@ -156,7 +180,13 @@ impl Fetcher {
         // A scan while the cache is full keeps what it read ahead to itself.
         let to_cache = window < MAX_WINDOW || self.cache.weight() < self.cache.budget() / 10 * 9;
         let pages = self
-            .fetch_runs(std::slice::from_ref(&run), snap.page_size, false, to_cache)
+            .fetch_runs(
+                std::slice::from_ref(&run),
+                snap.page_size,
+                false,
+                to_cache,
+                None,
+            )
             .pop()
             .unwrap_or_else(|| Ok(Vec::new()))?;
         if !to_cache {
