@@ -28,15 +28,17 @@ pub fn decode_frames(
     describe: &dyn Fn() -> String,
     beyond: impl FnMut(u64, usize) -> Result<Vec<u8>>,
 ) -> Result<Vec<(PageNo, Vec<u8>)>> {
-    decode_each(bytes, range, frames, describe, beyond, |raw| {
-        ltx::decode_frame(raw, page_size).map(|f| (f.header.pgno, f.page))
-    })
+    let decode = |raw: &[u8]| ltx::decode_frame(raw, page_size).map(|f| (f.header.pgno, f.page));
+    decode_each(bytes, range, frames, describe, beyond, decode, |_, _| {})
 }
 
 /// [`decode_frames`] into pages as the cache keeps them: each page is
 /// decoded straight into its one shared allocation (a decoded `Vec` turned
 /// into a [`Page`] would be a second allocation and a copy per page, and
-/// the two sizes interleaved fragment the heap).
+/// the two sizes interleaved fragment the heap). `each` is called with the
+/// index of each frame and its page as soon as it is decoded and checked
+/// (the page reader puts it in the cache then, rather than holding a whole
+/// run's pages beside a full cache).
 pub fn decode_pages(
     bytes: &[u8],
     range: &Range<u64>,
@@ -44,16 +46,18 @@ pub fn decode_pages(
     page_size: ltx::PageSize,
     describe: &dyn Fn() -> String,
     beyond: impl FnMut(u64, usize) -> Result<Vec<u8>>,
+    each: impl FnMut(usize, &Page),
 ) -> Result<Vec<(PageNo, Page)>> {
     let zeros = ZEROS.get(..page_size.bytes()).unwrap_or_default();
-    decode_each(bytes, range, frames, describe, beyond, |raw| {
+    let decode = |raw: &[u8]| {
         let mut page: Page = Arc::from(zeros);
         let Some(buf) = Arc::get_mut(&mut page) else {
             return Err(ltx::LtxError::invalid("frame", "page buffer shared"));
         };
         let header = ltx::decode_frame_into(raw, page_size, buf)?;
         Ok((header.pgno, page))
-    })
+    };
+    decode_each(bytes, range, frames, describe, beyond, decode, each)
 }
 
 fn decode_each<P>(
@@ -63,6 +67,7 @@ fn decode_each<P>(
     describe: &dyn Fn() -> String,
     mut beyond: impl FnMut(u64, usize) -> Result<Vec<u8>>,
     mut decode: impl FnMut(&[u8]) -> std::result::Result<(PageNo, P), ltx::LtxError>,
+    mut each: impl FnMut(usize, &P),
 ) -> Result<Vec<(PageNo, P)>> {
     let frames = frames.into_iter();
     let mut pages = Vec::with_capacity(frames.size_hint().0);
@@ -93,6 +98,7 @@ fn decode_each<P>(
                 },
             ));
         }
+        each(pages.len(), &page);
         pages.push((pgno, page));
     }
     Ok(pages)

@@ -117,14 +117,13 @@ impl Fetcher {
         let frames = run.frames.iter().map(|(pgno, loc, _)| (*pgno, loc.offset));
         // A frame longer than a page can compress to: read it exactly.
         let beyond = |offset, len| self.read_exact(run, offset, len, in_pool);
-        let decoded = decode_pages(bytes, &range, frames, page_size, &describe, beyond)?;
-        let mut pages = Vec::with_capacity(decoded.len());
-        for ((pgno, page), (_, loc, _)) in decoded.into_iter().zip(&run.frames) {
-            if to_cache {
-                self.cache.insert(loc.key(), Arc::clone(&page));
+        // Each page goes to the cache as soon as it is decoded.
+        let each = |i: usize, page: &Page| {
+            if let (true, Some((_, loc, _))) = (to_cache, run.frames.get(i)) {
+                self.cache.insert(loc.key(), Arc::clone(page));
             }
-            pages.push((pgno, page));
-        }
+        };
+        let pages = decode_pages(bytes, &range, frames, page_size, &describe, beyond, each)?;
         Ok(pages)
     }
 
