@@ -12,8 +12,12 @@
 //! 94 MB of live heap, 142 MB of it in eleven arenas. Reused from one
 //! list, a page's memory is taken again as soon as it is freed.
 //!
-//! The lists hold at most [`LIST_MAX_BYTES`] each; past that a freed block
-//! goes back to the system.
+//! The blocks of the lists are carved from slabs of [`SLAB`] bytes mapped
+//! from the kernel (Unix), never from the arenas, so that pages and the
+//! small allocations between them do not fragment each other. Page blocks
+//! are not given back to the kernel: the memory of pages stays at the
+//! high-water mark of the pages alive at once (about `cache_size`, plus the
+//! pages of the reads in flight), reused from then on.
 //!
 //! And a block of [`LARGE`] bytes or more (a response body of a ranged
 //! read, up to a few MiB) is mapped from the kernel on its own and unmapped
@@ -32,17 +36,19 @@ const MAX_SHIFT: u32 = 16;
 const CLASSES: usize = (MAX_SHIFT - MIN_SHIFT + 1) as usize;
 /// What a shared page (`Arc<[u8]>`) adds to its bytes: its two counts.
 const ARC_HEADER: usize = 2 * std::mem::size_of::<usize>();
-/// Bytes a free list keeps at most.
-const LIST_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes of a slab that page blocks are carved from.
+const SLAB: usize = 1024 * 1024;
 /// Alignment every block of the lists satisfies (what `malloc` returns).
 const BLOCK_ALIGN: usize = 16;
 /// Blocks at least this large are mapped on their own (Unix).
 const LARGE: usize = 1024 * 1024;
 
-/// A free list: the first word of each free block points to the next.
+/// A free list (the first word of each free block points to the next), and
+/// the slab the next new block is carved from (`next..end`).
 struct List {
     head: usize,
-    len: usize,
+    next: usize,
+    end: usize,
 }
 
 /// The library's global allocator (see the module docs).
@@ -53,7 +59,13 @@ pub struct PageAlloc {
 impl PageAlloc {
     pub const fn new() -> PageAlloc {
         PageAlloc {
-            lists: [const { Mutex::new(List { head: 0, len: 0 }) }; CLASSES],
+            lists: [const {
+                Mutex::new(List {
+                    head: 0,
+                    next: 0,
+                    end: 0,
+                })
+            }; CLASSES],
         }
     }
 }
@@ -66,7 +78,7 @@ impl Default for PageAlloc {
 
 /// The list of blocks of `layout`, if it is a page-sized block.
 fn class_of(layout: Layout) -> Option<usize> {
-    if layout.align() > BLOCK_ALIGN {
+    if !cfg!(unix) || layout.align() > BLOCK_ALIGN {
         return None;
     }
     let page = layout.size().checked_sub(ARC_HEADER)?;
@@ -85,11 +97,12 @@ fn lock(m: &Mutex<List>) -> std::sync::MutexGuard<'_, List> {
 }
 
 // SAFETY: every block handed out is either fresh from `System` with the
-// caller's layout, or a block of exactly the same size class that `System`
-// allocated for an equal size with at most `BLOCK_ALIGN` alignment (which
-// malloc guarantees for every block) and that its owner freed, so no one
-// else holds it. A freed block is written only while it is on a list, under
-// the list's lock, and leaves the list before it is handed out again.
+// caller's layout, a large block mapped for it alone, or a page block of
+// its size class: carved once from a slab (each byte of a slab belongs to
+// one block) or taken off the class's free list, where only its previous
+// owner's `dealloc` put it. A freed block is written only while it is on a
+// list, under the list's lock, and leaves the list before it is handed out
+// again. Page blocks are never given to `System`.
 unsafe impl GlobalAlloc for PageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if let Some(list) = class_of(layout).and_then(|c| self.lists.get(c)) {
@@ -100,13 +113,20 @@ unsafe impl GlobalAlloc for PageAlloc {
                 // least a word long and word aligned; its first word holds
                 // the next block's address.
                 l.head = unsafe { block.read() };
-                l.len -= 1;
                 return block.cast();
             }
-            drop(l);
-            // SAFETY: forwarded with the caller's (valid, non-zero) layout,
-            // made at least as aligned as the blocks of the lists.
-            return unsafe { System.alloc(with_block_align(layout)) };
+            let size = layout.size().next_multiple_of(BLOCK_ALIGN);
+            if l.end - l.next < size {
+                let slab = map(SLAB);
+                if slab.is_null() {
+                    return slab;
+                }
+                l.next = slab as usize;
+                l.end = l.next + SLAB;
+            }
+            let block = l.next;
+            l.next += size;
+            return block as *mut u8;
         }
         if is_large(layout) {
             return map(layout.size());
@@ -118,19 +138,12 @@ unsafe impl GlobalAlloc for PageAlloc {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if let Some(list) = class_of(layout).and_then(|c| self.lists.get(c)) {
             let mut l = lock(list);
-            if (l.len + 1) * layout.size() <= LIST_MAX_BYTES {
-                // SAFETY: the caller gives the block up; it is at least a
-                // word long and aligned to `BLOCK_ALIGN`, so its first word
-                // may hold the link.
-                unsafe { ptr.cast::<usize>().write(l.head) };
-                l.head = ptr as usize;
-                l.len += 1;
-                return;
-            }
-            drop(l);
-            // SAFETY: the block came from `System` with this size and the
-            // block alignment.
-            return unsafe { System.dealloc(ptr, with_block_align(layout)) };
+            // SAFETY: the caller gives the block up; it is at least a word
+            // long and aligned to `BLOCK_ALIGN`, so its first word may hold
+            // the link.
+            unsafe { ptr.cast::<usize>().write(l.head) };
+            l.head = ptr as usize;
+            return;
         }
         if is_large(layout) {
             // SAFETY: a large block was mapped by `map` with this size.
@@ -232,11 +245,6 @@ unsafe fn unmap(ptr: *mut u8, size: usize) {
 
 #[cfg(not(unix))]
 unsafe fn unmap(_ptr: *mut u8, _size: usize) {}
-
-/// `layout` with the alignment of the blocks of the lists.
-fn with_block_align(layout: Layout) -> Layout {
-    layout.align_to(BLOCK_ALIGN).unwrap_or(layout)
-}
 
 #[cfg(test)]
 mod tests {
