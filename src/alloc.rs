@@ -182,6 +182,21 @@ unsafe impl GlobalAlloc for PageAlloc {
         let Ok(new) = new else {
             return std::ptr::null_mut();
         };
+        #[cfg(target_os = "linux")]
+        if is_large(layout) && is_large(new) {
+            // A growing buffer (a body being collected) moves its pages
+            // instead of copying them, as glibc does for its own mappings.
+            // SAFETY: `ptr` is a mapping of `layout.size()` bytes that `map`
+            // made; on success the old mapping is gone and the new one
+            // holds its bytes.
+            let moved =
+                unsafe { libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE) };
+            return if moved == libc::MAP_FAILED {
+                std::ptr::null_mut()
+            } else {
+                moved.cast()
+            };
+        }
         // SAFETY: a fresh block of the new layout, the old bytes copied
         // (the smaller of both sizes), then the old block freed by the
         // path that allocated it.
