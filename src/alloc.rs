@@ -28,7 +28,8 @@
 //! Everything else goes to the system allocator unchanged.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Mutex;
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Smallest and largest SQLite page sizes, as powers of two.
 const MIN_SHIFT: u32 = 9;
@@ -53,18 +54,21 @@ struct List {
 
 /// The library's global allocator (see the module docs).
 pub struct PageAlloc {
-    lists: [Mutex<List>; CLASSES],
+    lists: [Slot; CLASSES],
 }
 
 impl PageAlloc {
     pub const fn new() -> PageAlloc {
         PageAlloc {
             lists: [const {
-                Mutex::new(List {
-                    head: 0,
-                    next: 0,
-                    end: 0,
-                })
+                Slot {
+                    busy: AtomicBool::new(false),
+                    list: UnsafeCell::new(List {
+                        head: 0,
+                        next: 0,
+                        end: 0,
+                    }),
+                }
             }; CLASSES],
         }
     }
@@ -92,8 +96,90 @@ fn class_of(layout: Layout) -> Option<usize> {
     usize::try_from(shift - MIN_SHIFT).ok()
 }
 
-fn lock(m: &Mutex<List>) -> std::sync::MutexGuard<'_, List> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// A list behind a spin lock (held for a few instructions, or one `mmap`):
+/// unlike a mutex it can be reset in a forked child, where the thread that
+/// held it no longer exists (see [`after_fork_in_child`]).
+struct Slot {
+    busy: AtomicBool,
+    list: UnsafeCell<List>,
+}
+
+// SAFETY: `list` is only reached through a `Held`, which exists only while
+// `busy` is set by its holder (one at a time).
+unsafe impl Sync for Slot {}
+
+struct Held<'a>(&'a Slot);
+
+impl std::ops::Deref for Held<'_> {
+    type Target = List;
+    fn deref(&self) -> &List {
+        // SAFETY: this guard holds the slot's lock: no other reference.
+        unsafe { &*self.0.list.get() }
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut List {
+        // SAFETY: this guard holds the slot's lock: no other reference.
+        unsafe { &mut *self.0.list.get() }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+fn lock(slot: &Slot) -> Held<'_> {
+    let mut spins = 0u32;
+    while slot
+        .busy
+        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        spins = spins.saturating_add(1);
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    Held(slot)
+}
+
+impl PageAlloc {
+    /// In a child just forked (one thread): a lock another thread of the
+    /// parent held is released, and a slab it was half-way through taking
+    /// is dropped (its blocks are lost to the child, never handed out twice).
+    fn reset_after_fork(&self) {
+        for slot in &self.lists {
+            if slot.busy.swap(false, Ordering::AcqRel) {
+                // SAFETY: the child has one thread and no guard of this slot
+                // lives in it (its holder was another thread of the parent).
+                let l = unsafe { &mut *slot.list.get() };
+                l.next = 0;
+                l.end = 0;
+            }
+        }
+    }
+}
+
+/// Registered with `pthread_atfork` when the first slab is mapped.
+#[cfg(unix)]
+extern "C" fn after_fork_in_child() {
+    crate::ALLOCATOR.reset_after_fork();
+}
+
+#[cfg(unix)]
+fn register_fork_handler() {
+    static REGISTERED: AtomicBool = AtomicBool::new(false);
+    if !REGISTERED.swap(true, Ordering::AcqRel) {
+        // SAFETY: registers a handler that only touches atomics and the
+        // lists of the global allocator; glibc allocates its record with
+        // its own malloc, not through this allocator.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    }
 }
 
 // SAFETY: every block handed out is either fresh from `System` with the
@@ -117,6 +203,8 @@ unsafe impl GlobalAlloc for PageAlloc {
             }
             let size = layout.size().next_multiple_of(BLOCK_ALIGN);
             if l.end - l.next < size {
+                #[cfg(unix)]
+                register_fork_handler();
                 let slab = map(SLAB);
                 if slab.is_null() {
                     return slab;
@@ -317,5 +405,16 @@ mod tests {
             assert_eq!(*c.add(LARGE - 1), 5);
             a.dealloc(c, Layout::from_size_align(3 * LARGE, 8).unwrap());
         }
+    }
+
+    #[test]
+    fn a_lock_held_by_a_thread_gone_in_a_forked_child_is_released() {
+        let a = PageAlloc::new();
+        let held = lock(&a.lists[3]);
+        // As in a child forked while another thread held the lock.
+        std::mem::forget(held);
+        a.reset_after_fork();
+        let again = lock(&a.lists[3]);
+        assert_eq!((again.next, again.end), (0, 0));
     }
 }

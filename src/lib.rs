@@ -45,7 +45,7 @@ pub mod vfs;
 
 /// Page-sized blocks are reused across threads (see `alloc.rs`).
 #[global_allocator]
-static ALLOCATOR: alloc::PageAlloc = alloc::PageAlloc::new();
+pub(crate) static ALLOCATOR: alloc::PageAlloc = alloc::PageAlloc::new();
 
 use std::ffi::{c_char, c_int};
 
