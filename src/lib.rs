@@ -21,10 +21,12 @@
 //! log        log lines to stderr or a file, never stdout
 //! timefmt    RFC 3339 times (a leaf)
 //! pause      named pause points for interleaving tests (test builds only)
+//! alloc      the global allocator: the system's, with page-sized blocks reused
 //! ```
 //!
 //! [Litestream]: https://litestream.io
 
+mod alloc;
 pub mod btree;
 pub mod cache;
 pub mod config;
@@ -40,6 +42,10 @@ pub mod storage;
 pub mod store;
 pub mod timefmt;
 pub mod vfs;
+
+/// Page-sized blocks are reused across threads (see `alloc.rs`).
+#[global_allocator]
+pub(crate) static ALLOCATOR: alloc::PageAlloc = alloc::PageAlloc::new();
 
 use std::ffi::{c_char, c_int};
 

@@ -26,10 +26,19 @@ const PAGES: u32 = 1_000_000;
 const PAGE: usize = 4096;
 
 fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// The process's peak RSS so far.
+fn hwm_bytes() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+fn status_bytes(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
@@ -134,21 +143,28 @@ fn million_pages_open_small() {
         .enable_all()
         .build()
         .unwrap();
+    // Peak RSS from here on: writing "5" to clear_refs resets VmHWM.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let before = rss_bytes();
     let t0 = Instant::now();
     let replica = rt.block_on(Replica::open(config)).unwrap();
     let open = t0.elapsed();
     let snap = replica.current();
     let after = rss_bytes();
+    let peak = hwm_bytes();
     let index = snap.index_bytes();
     println!(
-        "1,000,000-page replica ({} MB LTX): open {:?}, page index {} bytes ({:.2} per page), RSS +{} MB (total {} MB)",
+        "1,000,000-page replica ({} MB LTX): open {:?}, page index {} bytes ({:.2} per page), \
+         RSS +{} MB ({:.1} B/page; total {} MB), peak +{} MB ({:.1} B/page)",
         std::fs::metadata(&file).unwrap().len() / 1_000_000,
         open,
         index,
         index as f64 / f64::from(PAGES),
         after.saturating_sub(before) / 1_000_000,
-        after / 1_000_000
+        after.saturating_sub(before) as f64 / f64::from(PAGES),
+        after / 1_000_000,
+        peak.saturating_sub(before) / 1_000_000,
+        peak.saturating_sub(before) as f64 / f64::from(PAGES),
     );
     assert_eq!(snap.page_count, PAGES);
     assert!(snap.frame(PageNo(PAGES)).is_some());

@@ -63,7 +63,7 @@ def child(spec: dict) -> dict:
         uri = "file:" + urllib.parse.quote(spec["db"]) + "?mode=ro"
     elif kind == "ours":
         params = {"vfs": "litestream", "replica_url": spec["url"], "poll_interval": "1h",
-                  "cache_size": spec.get("cache", "64MiB")}
+                  "cache_size": spec.get("cache", "64MiB"), **spec.get("params", {})}
         uri = "file:replica.db?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
     else:
         uri = "file:replica.db?vfs=litestream"
@@ -81,7 +81,9 @@ def child(spec: dict) -> dict:
     conn.set_progress_handler(progress, 1000)
     w = spec["workload"]
     try:
-        if w == "customer":
+        if w in ("mem", "bare"):
+            out.update(memory_child(spec, conn, started))
+        elif w == "customer":
             t0 = time.time()
             rows = conn.execute(QUERIES["customer"], (spec["customer"],)).fetchall()
             out.update(wall=[t0, time.time()], rows=len(rows))
@@ -178,7 +180,7 @@ def main():
     ap.add_argument("--cap-s", type=float, default=60)
     ap.add_argument("--ours", default=str(ROOT / "target" / "release" / "liblitestream_vfs.so"))
     ap.add_argument("--out", default=str(HERE / "cold-results.md"))
-    ap.add_argument("--only", default="", help="comma list of rows to run: customer,pk,scan,warm (default all)")
+    ap.add_argument("--only", default="", help="comma list of rows to run: customer,pk,scan,warm,mem (default all)")
     ap.add_argument("--kinds", default="ours,official", help="which extensions to measure")
     a = ap.parse_args()
     if a.child:
@@ -221,7 +223,7 @@ def main():
         rtt = a.rtt_ms / 1000
         rep = {"rows": a.rows, "db_bytes": db.stat().st_size, "customer_rows": n_rows, "rtt_ms": a.rtt_ms}
 
-        only = set(filter(None, a.only.split(","))) or {"customer", "pk", "scan", "warm"}
+        only = set(filter(None, a.only.split(","))) or {"customer", "pk", "scan", "warm", "mem"}
         kinds = [k for k in a.kinds.split(",") if k in libs]
         for kind in kinds:
             common = {"kind": kind, "lib": libs[kind], "url": s3url, "cap_s": a.cap_s}
@@ -243,6 +245,9 @@ def main():
                 if "wall" in r:
                     r["waves"], r["requests"] = waves(log, *r["wall"], rtt)
                 rep[f"scan-{kind}"] = r
+
+        if "mem" in only:
+            rep["mem"] = memory_rows(a, work, db, s3url, ids, libs, envs, kinds)
 
         # one large GET of the snapshot through the proxy
         snap = max((replica / "ltx" / "9").glob("*.ltx"), key=lambda p: p.stat().st_size)
@@ -310,6 +315,7 @@ def render(rep):
     lines.append(f"| cold full scan | {secs(o)} ({scan_mbs(o)}), {o.get('requests')} requests | {secs(f)} "
                  f"({scan_mbs(f)}), {f.get('requests')} requests |")
     lines.append(f"| one GET of the {snap_mb:.0f} MB snapshot | {rep['get']['s']:.2f} s ({get_mbs:.0f} MB/s) | |")
+    lines.append(f"| cold full scan / one GET (bandwidth) | {scan_ratio(o, rep)} | {scan_ratio(f, rep)} |")
     n, o, f = rep.get("warm-native", {}), rep.get("warm-ours", {}), rep.get("warm-official", {})
 
     def ratio(r):
@@ -319,7 +325,112 @@ def render(rep):
             return "-"
     lines.append(f"| warm full scan, file://, 64 MiB cache (native {secs(n)}) | {secs(o)} ({ratio(o)}) | "
                  f"{secs(f)} ({ratio(f)}) |")
+    if rep.get("mem"):
+        lines += ["", *render_memory(rep["mem"])]
     return "\n".join(lines) + "\n"
+
+
+def scan_ratio(r, rep):
+    """The cold scan's bandwidth as a share of one GET's (same bytes: the snapshot)."""
+    if not r or "wall" not in r or r.get("capped"):
+        return "-"
+    return f"{rep['get']['s'] / (r['wall'][1] - r['wall'][0]) * 100:.0f} %"
+
+
+# ---------------------------------------------------------------- memory rows
+# Peak RSS (VmHWM) of a fresh process per cell, over S3 behind the proxy,
+# cache_size=64MiB for ours (native: a 64 MiB SQLite page cache; the
+# official extension has no cache size to set). Kept apart from the other
+# rows so that rows added elsewhere merge cleanly.
+
+MEM_LOOKUPS = 200
+
+
+def memory_child(spec: dict, conn, started: float) -> dict:
+    """A memory workload in this process: `bare` (nothing read), or a mode
+    (`scan`: a cold full scan then lookups; `hydrate`: wait for hydration to
+    reach 100 %, then the same; `verify`: the same with verify=full, then
+    wait until the snapshot is verified)."""
+    out = {}
+    if spec["workload"] == "bare":
+        return out
+    mode = spec["mode"]
+    deadline = started + spec["cap_s"]
+    if mode == "hydrate":
+        while time.time() < deadline:
+            if float(conn.execute("PRAGMA litestream_hydration_progress").fetchone()[0]) >= 100:
+                break
+            time.sleep(0.05)
+        out["hydrated_s"] = time.time() - started
+    t0 = time.time()
+    r = conn.execute(QUERIES["scan"]).fetchone()
+    for i in spec["ids"]:
+        conn.execute(QUERIES["pk"], (i,)).fetchone()
+    out.update(wall=[t0, time.time()], rows=r[0])
+    if mode == "verify":
+        while time.time() < deadline:
+            stats = conn.execute("PRAGMA litestream_stats").fetchone()[0]
+            if "verified=0" not in stats:
+                out["verified"] = True
+                break
+            time.sleep(0.05)
+    return out
+
+
+def memory_rows(a, work: Path, db: Path, s3url: str, ids: list, libs: dict, envs: dict, kinds: list) -> dict:
+    rnd = random.Random(11)
+    ids = rnd.sample(range(1, a.rows + 1), MEM_LOOKUPS)
+    hyd = work / "mem-hydrated"
+    subprocess.run(["rm", "-rf", str(hyd)], check=True)
+    hyd.mkdir(parents=True)
+    out = {}
+    common = {"url": s3url, "cap_s": a.cap_s, "ids": ids, "db": str(db), "cache": "64MiB"}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LITESTREAM_", "AWS_"))}
+    cells = [("bare", "native", {"workload": "bare"}, base),
+             ("scan", "native", {"workload": "mem", "mode": "scan", "sqlite_cache_kib": 65536}, base)]
+    for kind in kinds:
+        env = envs[kind]
+        cells.append(("bare", kind, {"workload": "bare"}, env))
+        cells.append(("scan", kind, {"workload": "mem", "mode": "scan"}, env))
+        path = str(hyd / f"{kind}.db")
+        henv = {**env, "LITESTREAM_HYDRATION_ENABLED": "true", "LITESTREAM_HYDRATION_PATH": path}
+        cells.append(("hydrate", kind, {"workload": "mem", "mode": "hydrate",
+                                        "params": {"hydration_enabled": "1", "hydration_path": path}}, henv))
+        if kind == "ours":
+            cells.append(("verify", kind, {"workload": "mem", "mode": "verify", "params": {"verify": "full"}}, env))
+    for row, kind, extra, env in cells:
+        spec = {**common, "kind": kind, "lib": libs.get(kind), **extra}
+        if kind == "native" and row == "bare":
+            spec["workload"] = "bare"
+        out[f"{row}-{kind}"] = run_child(spec, env, work)
+    return out
+
+
+def render_memory(mem: dict) -> list:
+    def mb(r):
+        if not r:
+            return "-"
+        if "hwm" not in r:
+            return "error" if "error" in r else "-"
+        text = f"{r['hwm'] / 1e6:.0f} MB"
+        if r.get("error") and not r.get("capped"):
+            text += f" (failed: {r['error'][:60]})"
+        elif r.get("capped"):
+            text += " (capped)"
+        return text
+
+    rows = [("open and read the schema only", "bare"),
+            (f"cold full scan, then {MEM_LOOKUPS} lookups", "scan"),
+            ("hydration to 100 %, then the scan and lookups", "hydrate"),
+            ("verify=full: the scan and lookups, then the verification", "verify")]
+    lines = ["Peak RSS (VmHWM, a fresh process per cell), S3 behind the proxy; `cache_size=64MiB` for ours "
+             "(target: at most the cache + 40 MB), a 64 MiB page cache for native SQLite, the official "
+             "extension's defaults.", "",
+             "| workload | native | ours | official |", "|---|---|---|---|"]
+    for label, key in rows:
+        lines.append(f"| {label} | {mb(mem.get(f'{key}-native'))} | {mb(mem.get(f'{key}-ours'))} | "
+                     f"{mb(mem.get(f'{key}-official'))} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -90,9 +90,37 @@ pub fn max_frame_len(page_size: PageSize) -> u64 {
 /// Decodes one whole frame (`buf` is exactly the bytes the page index names)
 /// into its page.
 pub fn decode_frame(buf: &[u8], page_size: PageSize) -> Result<Frame, LtxError> {
+    let mut page = vec![0u8; page_size.bytes()];
+    let (header, size_field) = decode_frame_parts(buf, page_size, &mut page)?;
+    Ok(Frame {
+        header,
+        size_field,
+        page,
+    })
+}
+
+/// [`decode_frame`] into `page`, which is one page long: the caller
+/// chooses where the page lives (the page reader decodes straight into the
+/// shared buffer the cache keeps, with no second allocation and copy).
+pub fn decode_frame_into(
+    buf: &[u8],
+    page_size: PageSize,
+    page: &mut [u8],
+) -> Result<FrameHeader, LtxError> {
+    decode_frame_parts(buf, page_size, page).map(|(header, _)| header)
+}
+
+fn decode_frame_parts(
+    buf: &[u8],
+    page_size: PageSize,
+    page: &mut [u8],
+) -> Result<(FrameHeader, Option<[u8; 4]>), LtxError> {
     let header = FrameHeader::decode(buf)?;
+    if page.len() != page_size.bytes() {
+        return Err(wrong_length(header.pgno, page.len(), page_size));
+    }
     let rest = buf.get(FRAME_HEADER_SIZE..).unwrap_or_default();
-    let (size_field, page) = if header.is_sized_block() {
+    if header.is_sized_block() {
         let csize = be_u32(rest, 0, "frame size")?;
         let payload = rest.get(SIZE_FIELD..).unwrap_or_default();
         if usize::try_from(csize).ok() != Some(payload.len()) {
@@ -105,28 +133,22 @@ pub fn decode_frame(buf: &[u8], page_size: PageSize) -> Result<Frame, LtxError> 
                 ),
             ));
         }
-        (
-            Some(csize.to_be_bytes()),
-            decompress_block(payload, page_size, header.pgno)?,
-        )
+        decompress_block(payload, page_size, header.pgno, page)?;
+        Ok((header, Some(csize.to_be_bytes())))
     } else {
-        (None, decompress_frame(rest, page_size, header.pgno)?)
-    };
-    Ok(Frame {
-        header,
-        size_field,
-        page,
-    })
+        decompress_frame(rest, page_size, header.pgno, page)?;
+        Ok((header, None))
+    }
 }
 
 fn decompress_block(
     payload: &[u8],
     page_size: PageSize,
     pgno: PageNo,
-) -> Result<Vec<u8>, LtxError> {
-    let mut page = vec![0u8; page_size.bytes()];
-    match lz4_flex::block::decompress_into(payload, &mut page) {
-        Ok(n) if n == page.len() => Ok(page),
+    page: &mut [u8],
+) -> Result<(), LtxError> {
+    match lz4_flex::block::decompress_into(payload, page) {
+        Ok(n) if n == page.len() => Ok(()),
         Ok(n) => Err(wrong_length(pgno, n, page_size)),
         Err(e) => Err(LtxError::invalid(
             "frame",
@@ -139,14 +161,14 @@ fn decompress_frame(
     payload: &[u8],
     page_size: PageSize,
     pgno: PageNo,
-) -> Result<Vec<u8>, LtxError> {
-    let mut page = vec![0u8; page_size.bytes()];
-    let n = lz4_frame::decode_into(payload, &mut page)
+    page: &mut [u8],
+) -> Result<(), LtxError> {
+    let n = lz4_frame::decode_into(payload, page)
         .map_err(|e| LtxError::invalid("frame", format!("page {}: lz4 frame: {e}", pgno.0)))?;
     if n != page.len() {
         return Err(wrong_length(pgno, n, page_size));
     }
-    Ok(page)
+    Ok(())
 }
 
 fn wrong_length(pgno: PageNo, got: usize, page_size: PageSize) -> LtxError {

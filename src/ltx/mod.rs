@@ -35,7 +35,9 @@ pub use builder::LtxBuilder;
 pub use checksum::{Crc64, file_checksum_of};
 pub use error::LtxError;
 pub use file::{DecodedFile, decode_file};
-pub use frame::{FRAME_HEADER_SIZE, FrameHeader, decode_frame, frame_len, max_frame_len};
+pub use frame::{
+    FRAME_HEADER_SIZE, FrameHeader, decode_frame, decode_frame_into, frame_len, max_frame_len,
+};
 pub use header::{FLAG_NO_CHECKSUM, HEADER_SIZE, Header};
 pub use index::{INDEX_LOCATOR_SIZE, IndexEntry, PageIndex, index_region};
 pub use name::{FileName, parse_name};

@@ -361,6 +361,8 @@ async fn fetch_run(
     if let Some(reason) = run.file.corrupt.get() {
         return Err(Error::Missing(reason.clone()));
     }
+    // The run's bytes of the read budget, until its pages are stored.
+    let held = r.io.fetcher.hold(run.bytes.end - run.bytes.start).await?;
     Stats::add(&r.io.stats.reads, 1);
     Stats::add(&r.hydration.requests, 1);
     let bytes =
@@ -381,6 +383,7 @@ async fn fetch_run(
             .map(|((p, page), (_, loc))| (*p, span(&snap, loc), page.as_slice()))
             .collect();
         store.put(&batch);
+        drop(held);
         Ok(batch.len() as u64)
     })
     .await?

@@ -88,6 +88,7 @@ impl Io {
             Arc::clone(&cache),
             Arc::clone(&stats),
             config.verify,
+            config.storage_timeout.saturating_mul(2),
         ));
         let catalog = Catalog::new(
             Arc::clone(&storage),

@@ -29,6 +29,8 @@ pub struct Verifier {
     stats: Arc<Stats>,
     /// Which files get their checksum verified.
     mode: Verify,
+    /// How long a chunk waits for its bytes of the read budget.
+    wait: std::time::Duration,
     /// Outcome of the background verification of large files, by the
     /// file's identity (the key of its offset 0: name, size, timestamp).
     verdicts: Arc<Mutex<HashMap<FrameKey, Verdict>>>,
@@ -40,12 +42,14 @@ impl Verifier {
         cache: Arc<PageCache>,
         stats: Arc<Stats>,
         mode: Verify,
+        wait: std::time::Duration,
     ) -> Verifier {
         Verifier {
             storage,
             cache,
             stats,
             mode,
+            wait,
             verdicts: Default::default(),
         }
     }
@@ -100,12 +104,12 @@ impl Verifier {
             Arc::new(l.index.clone()),
         );
         let (stats, verdicts) = (Arc::clone(&self.stats), Arc::clone(&self.verdicts));
-        let cache = Arc::clone(&self.cache);
+        let (cache, wait) = (Arc::clone(&self.cache), self.wait);
         // The check runs as a task of its own, watched by this one: a panic
         // in it is counted and logged, and its file is left unverified (the
         // next load of the file verifies it again), never silently Pending.
         let check = tokio::spawn(async move {
-            match verify::verify(storage, cache, Arc::clone(&file), index).await {
+            match verify::verify(storage, cache, Arc::clone(&file), index, wait).await {
                 Ok(()) => {
                     Stats::add(&stats.verified, 1);
                     log::debug!("verified {}", file.id);
@@ -181,6 +185,7 @@ mod tests {
             Arc::new(PageCache::new(1 << 20)),
             Arc::default(),
             Verify::Full,
+            std::time::Duration::from_secs(10),
         );
         let current = file(5_000);
         {

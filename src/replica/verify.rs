@@ -15,19 +15,25 @@ use crate::error::{Error, Result};
 use crate::ltx::{FRAME_HEADER_SIZE, HEADER_SIZE, IndexEntry, PageIndex, Verifier};
 use crate::storage::Storage;
 
+use super::fetch::InFlight;
 use super::snapshot::FileRef;
 
 /// Bytes fetched per request while verifying: large enough that a 1 GB
-/// snapshot takes a hundred-odd requests, small enough to bound memory.
-const CHUNK: u64 = 8 * 1024 * 1024;
+/// snapshot takes a few hundred requests, small enough to bound memory
+/// (each chunk holds its bytes of the process's read budget until it is
+/// checked).
+const CHUNK: u64 = 4 * 1024 * 1024;
 
-/// Streams `file` and checks its checksum.
+/// Streams `file` and checks its checksum. A chunk waits at most `wait`
+/// for its bytes of the read budget.
 pub async fn verify(
     storage: Arc<dyn Storage>,
     cache: Arc<PageCache>,
     file: Arc<FileRef>,
     index: Arc<PageIndex>,
+    wait: std::time::Duration,
 ) -> Result<()> {
+    let budget = InFlight::process();
     let describe = || format!("{} {}", storage.describe(), file.id);
     let corrupt = |e| Error::corrupt(describe(), e);
     let head = storage
@@ -55,6 +61,7 @@ pub async fn verify(
             end = e.offset + u64::from(e.size);
             j += 1;
         }
+        let held = budget.hold(end - start, wait, storage.describe()).await?;
         let bytes = storage
             .read_version(file.id, file.version, start..end)
             .await?;
@@ -68,7 +75,9 @@ pub async fn verify(
         );
         v = crate::runtime::off_worker("verifying a chunk", move || {
             let chunk = idx.entries.get(i..j).unwrap_or_default();
-            check_chunk(v, &bytes, start, chunk, &c, &f, &d)
+            let checked = check_chunk(v, &bytes, start, chunk, &c, &f, &d);
+            drop((bytes, held));
+            checked
         })
         .await??;
         next = end;

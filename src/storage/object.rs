@@ -145,7 +145,7 @@ impl ObjectStorage {
             )?;
         }
         self.check_len(file, &range, bytes.len())?;
-        Ok(bytes.to_vec())
+        Ok(Vec::from(bytes))
     }
 
     /// Whether the ETag a read is answered with is held to the listed (or
@@ -166,7 +166,7 @@ impl ObjectStorage {
             .await
             .map_err(|e| self.error("read", path.as_ref(), &e))?;
         self.check_len(file, &range, bytes.len())?;
-        Ok(bytes.to_vec())
+        Ok(Vec::from(bytes))
     }
 
     fn path(&self, file: FileId) -> Path {
@@ -372,7 +372,7 @@ impl Storage for ObjectStorage {
             let mut out = Vec::with_capacity(parts.len());
             for (bytes, range) in parts.into_iter().zip(&ranges) {
                 self.check_len(file, range, bytes.len())?;
-                out.push(bytes.to_vec());
+                out.push(Vec::from(bytes));
             }
             Ok(out)
         })

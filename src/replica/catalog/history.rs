@@ -232,6 +232,7 @@ mod tests {
             Arc::clone(&cache),
             Arc::clone(&stats),
             Verify::Fetched,
+            std::time::Duration::from_secs(10),
         ));
         let catalog = Catalog::new(storage.clone(), cache, stats, verifier, None);
         let states = catalog.history().await.unwrap();

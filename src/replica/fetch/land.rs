@@ -13,7 +13,8 @@ use crate::{log, pause, runtime};
 
 use super::super::Stats;
 use super::Fetcher;
-use super::decode::decode_frames;
+use super::decode::decode_pages;
+use super::inflight::Held;
 use super::runs::Run;
 
 impl Fetcher {
@@ -21,14 +22,39 @@ impl Fetcher {
     /// frames into the cache and lands their flights. The one place where
     /// a miss goes to storage. `in_pool`: called on tokio's blocking pool
     /// (else on a caller's thread outside the runtime, or inside a foreign
-    /// one).
+    /// one). The runs' bytes are held from the read budget (`held`, when the
+    /// caller took them already) until they are decoded.
     pub(super) fn fetch_runs(
         &self,
         runs: &[Run],
         page_size: ltx::PageSize,
         in_pool: bool,
         to_cache: bool,
+        held: Option<Held>,
     ) -> Vec<Result<Vec<(PageNo, Page)>>> {
+        let bytes = Run::bytes(runs);
+        let hold = async move {
+            match held {
+                Some(held) => Ok(held),
+                None => self.hold(bytes).await,
+            }
+        };
+        let held = if in_pool {
+            tokio::runtime::Handle::current().block_on(hold)
+        } else {
+            runtime::block_on(hold).and_then(|h| h)
+        };
+        let held = match held {
+            Ok(held) => held,
+            Err(e) => {
+                for run in runs {
+                    for (_, _, c) in &run.frames {
+                        c.land(None);
+                    }
+                }
+                return runs.iter().map(|_| Err(e.clone())).collect();
+            }
+        };
         let reads = runs.iter().map(|run| async move {
             let range = run.range().unwrap_or(0..0);
             Stats::add(&self.stats.reads, 1);
@@ -63,6 +89,9 @@ impl Fetcher {
             }
             out.push(result);
         }
+        // The bodies are dropped and the pages in the cache (or with the
+        // caller): the bytes go back to the budget.
+        drop(held);
         // ...and filled after it, once every waiter has its page: the store
         // write (a lock other processes share, and disk I/O) never delays
         // them.
@@ -88,15 +117,13 @@ impl Fetcher {
         let frames = run.frames.iter().map(|(pgno, loc, _)| (*pgno, loc.offset));
         // A frame longer than a page can compress to: read it exactly.
         let beyond = |offset, len| self.read_exact(run, offset, len, in_pool);
-        let decoded = decode_frames(bytes, &range, frames, page_size, &describe, beyond)?;
-        let mut pages = Vec::with_capacity(decoded.len());
-        for ((pgno, page), (_, loc, _)) in decoded.into_iter().zip(&run.frames) {
-            let page = Page::from(page);
-            if to_cache {
-                self.cache.insert(loc.key(), Arc::clone(&page));
+        // Each page goes to the cache as soon as it is decoded.
+        let each = |i: usize, page: &Page| {
+            if let (true, Some((_, loc, _))) = (to_cache, run.frames.get(i)) {
+                self.cache.insert(loc.key(), Arc::clone(page));
             }
-            pages.push((pgno, page));
-        }
+        };
+        let pages = decode_pages(bytes, &range, frames, page_size, &describe, beyond, each)?;
         Ok(pages)
     }
 

@@ -24,6 +24,7 @@
 
 mod budget;
 mod decode;
+mod inflight;
 mod land;
 mod runs;
 mod schedule;
@@ -45,6 +46,7 @@ use super::{Snapshot, Stats};
 
 pub use budget::{Budget, Scope as BudgetScope};
 pub(super) use decode::decode_frames;
+pub use inflight::{Held, InFlight};
 pub use schedule::{Landed, PREFETCH_IN_FLIGHT};
 pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
 
@@ -64,6 +66,10 @@ pub struct Fetcher {
     slots: Arc<tokio::sync::Semaphore>,
     /// The host-wide local store: asked before storage, filled after it.
     local: Arc<Local>,
+    /// Bytes of reads in flight (the process's budget).
+    in_flight: Arc<InFlight>,
+    /// How long a read waits for its bytes of the in-flight budget.
+    in_flight_wait: Duration,
 }
 
 impl Fetcher {
@@ -81,7 +87,25 @@ impl Fetcher {
             local,
             flights: Flights::new(storage_timeout.saturating_mul(FLIGHT_WAIT_CALLS)),
             slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_IN_FLIGHT)),
+            in_flight: InFlight::process(),
+            in_flight_wait: storage_timeout.saturating_mul(FLIGHT_WAIT_CALLS),
         }
+    }
+
+    /// This fetcher with its own in-flight budget (tests).
+    #[cfg(test)]
+    pub(crate) fn with_in_flight(mut self, in_flight: Arc<InFlight>) -> Fetcher {
+        self.in_flight = in_flight;
+        self
+    }
+
+    /// Holds `bytes` of the read budget, waiting (bounded) for them: every
+    /// ranged read of this replica's pages (demand, prefetch, hydration)
+    /// holds its length until its bytes are decoded.
+    pub async fn hold(&self, bytes: u64) -> Result<Held> {
+        self.in_flight
+            .hold(bytes, self.in_flight_wait, self.storage.describe())
+            .await
     }
 
     /// Whether prefetch is worth it: storage has latency to hide.
@@ -166,7 +190,13 @@ impl Fetcher {
         // A scan while the cache is full keeps what it read ahead to itself.
         let to_cache = window < MAX_WINDOW || self.cache.weight() < self.cache.budget() / 10 * 9;
         let pages = self
-            .fetch_runs(std::slice::from_ref(&run), snap.page_size, false, to_cache)
+            .fetch_runs(
+                std::slice::from_ref(&run),
+                snap.page_size,
+                false,
+                to_cache,
+                None,
+            )
             .pop()
             .unwrap_or_else(|| Ok(Vec::new()))?;
         if !to_cache {

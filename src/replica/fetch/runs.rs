@@ -38,6 +38,14 @@ impl Run {
         let last = self.frames.last()?;
         Some(first.1.offset..last.1.end())
     }
+
+    /// Bytes the ranged reads of `runs` fetch together.
+    pub(super) fn bytes(runs: &[Run]) -> u64 {
+        runs.iter()
+            .filter_map(Run::range)
+            .map(|r| r.end.saturating_sub(r.start))
+            .sum()
+    }
 }
 
 impl Fetcher {
@@ -134,11 +142,25 @@ impl Fetcher {
         };
         // Runs go out in groups that start and land together: a group of
         // requests is one round trip, where runs started one by one as
-        // slots free up would trickle out over many.
-        let mut runs = runs.into_iter().peekable();
-        while runs.peek().is_some() {
-            let group: Vec<Run> = runs.by_ref().take(PREFETCH_GROUP).collect();
-            self.spawn_prefetch(group, snap.page_size, landed.clone());
+        // slots free up would trickle out over many. A group holds its
+        // bytes of the in-flight budget at once, so it is cut where it
+        // would hold more than half of it (two groups in flight).
+        let group_bytes = self.in_flight.bytes() / 2;
+        let mut group: Vec<Run> = Vec::new();
+        let mut bytes = 0u64;
+        for run in runs {
+            let len = Run::bytes(std::slice::from_ref(&run));
+            if !group.is_empty()
+                && (group.len() >= PREFETCH_GROUP || bytes.saturating_add(len) > group_bytes)
+            {
+                self.spawn_prefetch(std::mem::take(&mut group), snap.page_size, landed.clone());
+                bytes = 0;
+            }
+            bytes = bytes.saturating_add(len);
+            group.push(run);
+        }
+        if !group.is_empty() {
+            self.spawn_prefetch(group, snap.page_size, landed);
         }
         queued
     }

@@ -9,6 +9,7 @@ use crate::ltx::{self, PageNo};
 use crate::{log, runtime};
 
 use super::Fetcher;
+use super::inflight::Held;
 use super::runs::Run;
 
 /// Prefetch reads in flight at once, per replica. A lookup through an
@@ -43,6 +44,7 @@ impl Fetcher {
         };
         let (me, slots) = (Arc::clone(self), Arc::clone(&self.slots));
         let n = u32::try_from(group.len()).unwrap_or(u32::MAX);
+        let bytes = Run::bytes(&group);
         rt.spawn(async move {
             // Should this task never get its slots (or the runtime drop it
             // first), or the blocking job panic, the group is dropped and
@@ -50,8 +52,18 @@ impl Fetcher {
             let Ok(permits) = slots.acquire_many_owned(n).await else {
                 return;
             };
+            // Its bytes of the read budget, before any of its claims
+            // starts: while it waits, a demand read may still take its
+            // frames over.
+            let held = match me.hold(bytes).await {
+                Ok(held) => held,
+                Err(e) => {
+                    log::debug!("prefetch skipped: {e}");
+                    return;
+                }
+            };
             let job = tokio::task::spawn_blocking(move || {
-                me.run_prefetch(group, page_size, landed.as_ref());
+                me.run_prefetch(group, page_size, landed.as_ref(), held);
                 drop(permits);
             });
             let _ = job.await;
@@ -60,15 +72,22 @@ impl Fetcher {
 
     /// A group of prefetch runs, on the blocking pool: the frames a demand
     /// read did not take over in the meantime.
-    fn run_prefetch(&self, mut group: Vec<Run>, page_size: ltx::PageSize, landed: Option<&Landed>) {
+    fn run_prefetch(
+        &self,
+        mut group: Vec<Run>,
+        page_size: ltx::PageSize,
+        landed: Option<&Landed>,
+        held: Held,
+    ) {
         for run in &mut group {
             // A frame a demand read took over is its now: this claim goes.
             run.frames.retain(|(_, _, c)| c.start());
         }
         group.retain(|r| !r.frames.is_empty());
-        for (run, result) in group
-            .iter()
-            .zip(self.fetch_runs(&group, page_size, true, true))
+        for (run, result) in
+            group
+                .iter()
+                .zip(self.fetch_runs(&group, page_size, true, true, Some(held)))
         {
             match result {
                 Ok(pages) => {

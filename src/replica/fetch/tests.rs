@@ -19,11 +19,22 @@ fn fixture_over(
     budget: u64,
     wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
 ) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats>) {
+    fixture_of(budget, wrap, |p| {
+        format!("page {p} ").repeat(200).into_bytes()
+    })
+}
+
+/// [`fixture_over`] with pages of `content`.
+fn fixture_of(
+    budget: u64,
+    wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
+    content: impl Fn(u32) -> Vec<u8>,
+) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats>) {
     let dir = tempfile::tempdir().unwrap();
     let ps = PageSize::new(4096).unwrap();
     let mut b = LtxBuilder::new(ps, 1, 1, PAGES);
     for p in 1..=PAGES {
-        b = b.page(p, format!("page {p} ").repeat(200).as_bytes());
+        b = b.page(p, &content(p));
     }
     let bytes = b.build();
     let id = FileId {
@@ -334,4 +345,103 @@ fn a_warm_up_of_one_state_never_serves_its_pages_to_the_next() {
         .unwrap();
     expect(&page, 7);
     assert!(!missed, "the old state's page 7 is the warmed one");
+}
+
+/// A folder replica that counts the bytes its reads asked for.
+#[derive(Debug)]
+struct CountsBytes {
+    inner: FileStorage,
+    asked: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Storage for CountsBytes {
+    fn describe(&self) -> &str {
+        "test://counts-bytes"
+    }
+
+    fn list(
+        &self,
+        level: Level,
+        after: Option<FileName>,
+    ) -> crate::storage::BoxFuture<
+        '_,
+        std::result::Result<Vec<crate::storage::FileInfo>, crate::storage::StorageError>,
+    > {
+        self.inner.list(level, after)
+    }
+
+    fn read(
+        &self,
+        file: FileId,
+        range: std::ops::Range<u64>,
+    ) -> crate::storage::BoxFuture<'_, std::result::Result<Vec<u8>, crate::storage::StorageError>>
+    {
+        self.asked
+            .fetch_add(range.end - range.start, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read(file, range)
+    }
+}
+
+/// A page that does not compress: its frame is a page long.
+fn noise(p: u32) -> Vec<u8> {
+    let mut x = u64::from(p).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn reads_in_flight_never_hold_more_than_the_budget() {
+    let asked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = Arc::clone(&asked);
+    let (_dir, fetcher, snap, stats) = fixture_of(
+        64 << 20,
+        move |inner| {
+            Arc::new(CountsBytes {
+                inner,
+                asked: counter,
+            })
+        },
+        noise,
+    );
+    // Room for two one-frame reads (a frame of a page that does not
+    // compress, about 4.1 KiB, read with its bound), not three.
+    let budget = 12 * 1024;
+    let fetcher = Arc::new(
+        Arc::into_inner(fetcher)
+            .unwrap()
+            .with_in_flight(Arc::new(InFlight::new(budget))),
+    );
+    let scope = "test://counts-bytes";
+    // Reads that got their bytes park once fetched, holding them; reads
+    // that must wait for bytes park before waiting.
+    let fetched = crate::pause::arm_in("fetch.fetched", scope);
+    let waiting = crate::pause::arm_in("fetch.budget_wait", scope);
+    // Four pages 10 frames (41 KiB) apart: four runs, four groups.
+    let pages: Vec<PageNo> = [10, 20, 30, 40].into_iter().map(PageNo).collect();
+    assert_eq!(fetcher.prefetch(&snap, &pages, None), 4);
+    let wait = std::time::Duration::from_secs(20);
+    fetched.wait_reached_n(2, wait).unwrap();
+    waiting.wait_reached_n(2, wait).unwrap();
+    // Two reads are out, holding their bytes; two wait for them.
+    assert_eq!(reads(&stats), 2);
+    let out = asked.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(out <= budget, "{out} bytes in flight, budget {budget}");
+    // Released, the waiting two go once the first two gave theirs back.
+    drop(waiting);
+    drop(fetched);
+    settle(&fetcher);
+    assert_eq!(reads(&stats), 4);
+    for p in &pages {
+        expect_noise(&fetcher.cached(&snap, *p).unwrap(), p.0);
+    }
+}
+
+fn expect_noise(page: &[u8], p: u32) {
+    assert!(page == noise(p).as_slice(), "page {p}");
 }

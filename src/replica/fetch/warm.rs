@@ -76,8 +76,20 @@ impl Fetcher {
             .merge_runs(snap, claimed, WARM_GAP, WARM_RUN_MAX)
             .into_iter()
             .peekable();
+        // A group holds its bytes of the in-flight budget while it reads:
+        // at most a quarter of it, so demand reads keep the rest.
+        let group_bytes = self.in_flight.bytes() / 4;
         while runs.peek().is_some() {
-            let mut group: Vec<Run> = runs.by_ref().take(WARM_IN_FLIGHT).collect();
+            let mut group: Vec<Run> = Vec::new();
+            let mut bytes = 0u64;
+            while let Some(run) = runs.next_if(|r| {
+                let len = Run::bytes(std::slice::from_ref(r));
+                group.is_empty()
+                    || (group.len() < WARM_IN_FLIGHT && bytes.saturating_add(len) <= group_bytes)
+            }) {
+                bytes = bytes.saturating_add(Run::bytes(std::slice::from_ref(&run)));
+                group.push(run);
+            }
             for run in &mut group {
                 // A frame a demand read took over is its now.
                 run.frames.retain(|(_, _, c)| c.start());
@@ -87,7 +99,7 @@ impl Fetcher {
             for (run, result) in
                 group
                     .iter()
-                    .zip(self.fetch_runs(&group, snap.page_size, true, true))
+                    .zip(self.fetch_runs(&group, snap.page_size, true, true, None))
             {
                 match result {
                     Ok(pages) => {
