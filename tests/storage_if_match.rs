@@ -77,6 +77,15 @@ enum Seen {
     NewBytes,
 }
 
+/// The file [`NAME`] as a listing of level 0 names it now.
+async fn listed(backend: &str, s: &dyn Storage) -> storage::FileInfo {
+    let listed = s.list(Level::L0, None).await.unwrap();
+    *listed
+        .iter()
+        .find(|f| f.id == id())
+        .unwrap_or_else(|| panic!("{backend}: {NAME} not listed: {listed:?}"))
+}
+
 /// Lists the file, reads it tied to the listed version, rewrites it with
 /// `rewrite`, and reads it again tied to the same version (before any new
 /// listing). Then lists again and checks that the old version is refused
@@ -86,11 +95,7 @@ async fn rewritten_between_listing_and_read(
     s: &dyn Storage,
     rewrite: impl std::future::Future<Output = ()>,
 ) -> Seen {
-    let listed = s.list(Level::L0, None).await.unwrap();
-    let info = listed
-        .iter()
-        .find(|f| f.id == id())
-        .unwrap_or_else(|| panic!("{backend}: {NAME} not listed: {listed:?}"));
+    let info = listed(backend, s).await;
     assert_ne!(info.version, 0, "{backend}: the listing names no version");
     let got = s.read_version(info.id, info.version, 0..64).await;
     assert_eq!(
@@ -110,8 +115,7 @@ async fn rewritten_between_listing_and_read(
     };
 
     // A listing that saw the new version: the old one is refused at once.
-    let again = s.list(Level::L0, None).await.unwrap();
-    let now = again.iter().find(|f| f.id == id()).unwrap();
+    let now = listed(backend, s).await;
     assert_ne!(
         now.version, info.version,
         "{backend}: the rewritten file lists the same version"
@@ -137,11 +141,7 @@ async fn rewritten_before_its_first_read(
     s: &dyn Storage,
     rewrite: impl std::future::Future<Output = ()>,
 ) -> Option<StorageErrorKind> {
-    let listed = s.list(Level::L0, None).await.unwrap();
-    let info = listed
-        .iter()
-        .find(|f| f.id == id())
-        .unwrap_or_else(|| panic!("{backend}: {NAME} not listed: {listed:?}"));
+    let info = listed(backend, s).await;
     rewrite.await;
     match s.read_version(info.id, info.version, 100..164).await {
         Err(e) => {

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::FileId;
 use super::error::{StorageError, StorageErrorKind};
+use super::{FileId, FileInfo};
 
 /// How a read of one version goes.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +33,17 @@ struct Listed {
     version: u64,
     tag: Option<Arc<str>>,
     stamp: Option<Stamp>,
+}
+
+/// One file of a listing, with what ties a later read to it.
+#[derive(Debug)]
+pub struct Entry {
+    pub info: FileInfo,
+    /// The ETag the listing named, if any.
+    pub tag: Option<String>,
+    /// Size and modification second, where the backend checks a read's
+    /// answer against them (S3, OSS).
+    pub stamp: Option<Stamp>,
 }
 
 /// Per file name: the version last listed, and its ETag when it had one.
@@ -69,6 +80,20 @@ impl ListedTags {
         if all {
             tags.retain(|id, _| seen.contains(id));
         }
+    }
+
+    /// A listing's files, sorted by id and each once, with their versions
+    /// remembered (`all`: as in [`ListedTags::remember`]).
+    pub fn record(&self, mut entries: Vec<Entry>, all: bool) -> Vec<FileInfo> {
+        entries.sort_by_key(|e| e.info.id);
+        entries.dedup_by_key(|e| e.info.id);
+        self.remember(
+            entries
+                .iter()
+                .map(|e| (e.info.id, e.info.version, e.tag.as_deref(), e.stamp)),
+            all,
+        );
+        entries.into_iter().map(|e| e.info).collect()
     }
 
     /// Forgets every name but `ids` (a full listing assembled from

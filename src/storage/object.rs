@@ -10,7 +10,7 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 use super::error::{StorageError, StorageErrorKind};
-use super::listed::{ListedTags, Stamp, Tie};
+use super::listed::{Entry, ListedTags, Stamp, Tie};
 pub use super::object_error::Context;
 use super::{BoxFuture, FileId, FileInfo, Level, Storage};
 use crate::ltx::{FileName, parse_name};
@@ -91,16 +91,6 @@ impl ObjectStorage {
             cx,
             tags: ListedTags::default(),
         }
-    }
-
-    /// Remembers the ETags of a listing (`all`: of the whole replica).
-    fn remember(&self, listed: &[(FileInfo, Option<String>, Stamp)], all: bool) {
-        self.tags.remember(
-            listed
-                .iter()
-                .map(|(f, tag, stamp)| (f.id, f.version, tag.as_deref(), Some(*stamp))),
-            all,
-        );
     }
 
     /// A ranged read tied to `version`: `If-Match` with the ETag it was
@@ -205,20 +195,9 @@ impl ObjectStorage {
             if after.is_some_and(|a| name <= a) {
                 continue;
             }
-            files.push((
-                FileInfo {
-                    id: FileId { level, name },
-                    size: meta.size,
-                    version: object_version(&meta),
-                },
-                meta.e_tag.clone(),
-                stamp(&meta),
-            ));
+            files.push(entry(FileId { level, name }, meta));
         }
-        files.sort_by_key(|(f, _, _)| f.id.name);
-        files.dedup_by_key(|(f, _, _)| f.id.name);
-        self.remember(&files, false);
-        Ok(files.into_iter().map(|(f, _, _)| f).collect())
+        Ok(self.tags.record(files, false))
     }
 
     /// Every file of every level in one listing of the replica's folder
@@ -251,20 +230,9 @@ impl ObjectStorage {
             else {
                 continue;
             };
-            files.push((
-                FileInfo {
-                    id: FileId { level, name },
-                    size: meta.size,
-                    version: object_version(&meta),
-                },
-                meta.e_tag.clone(),
-                stamp(&meta),
-            ));
+            files.push(entry(FileId { level, name }, meta));
         }
-        files.sort_by_key(|(f, _, _)| f.id);
-        files.dedup_by_key(|(f, _, _)| f.id);
-        self.remember(&files, true);
-        Ok(files.into_iter().map(|(f, _, _)| f).collect())
+        Ok(self.tags.record(files, true))
     }
 
     fn check_len(&self, file: FileId, range: &Range<u64>, got: usize) -> Result<(), StorageError> {
@@ -284,6 +252,19 @@ impl ObjectStorage {
 
     fn error(&self, op: &str, what: &str, e: &object_store::Error) -> StorageError {
         super::object_error::classify(&self.cx, op, what, e)
+    }
+}
+
+/// A listed object as the listing's [`Entry`].
+fn entry(id: FileId, meta: object_store::ObjectMeta) -> Entry {
+    Entry {
+        info: FileInfo {
+            id,
+            size: meta.size,
+            version: object_version(&meta),
+        },
+        stamp: Some(stamp(&meta)),
+        tag: meta.e_tag,
     }
 }
 

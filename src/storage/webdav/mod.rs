@@ -43,7 +43,7 @@ use object_store::{
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 
 use super::error::{StorageError, StorageErrorKind};
-use super::listed::{ListedTags, Tie};
+use super::listed::{Entry, ListedTags, Tie};
 use super::object_error::{Context, classify};
 use super::params::{Params, env, url_prefix};
 use super::retry::{self, Timeouts};
@@ -311,24 +311,17 @@ impl WebdavStorage {
             if only.is_some_and(|l| l != level) {
                 continue;
             }
-            files.push((
-                FileInfo {
+            files.push(Entry {
+                info: FileInfo {
                     id: FileId { level, name },
                     size: meta.size,
                     version: version(&meta),
                 },
-                meta.e_tag,
-            ));
+                tag: meta.e_tag,
+                stamp: None,
+            });
         }
-        files.sort_by_key(|(f, _)| f.id);
-        files.dedup_by_key(|(f, _)| f.id);
-        self.tags.remember(
-            files
-                .iter()
-                .map(|(f, tag)| (f.id, f.version, tag.as_deref(), None)),
-            only.is_none(),
-        );
-        files.into_iter().map(|(f, _)| f).collect()
+        self.tags.record(files, only.is_none())
     }
 
     async fn list_level(
