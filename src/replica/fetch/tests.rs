@@ -179,17 +179,37 @@ fn a_frame_whose_shared_fetches_failed_is_fetched_by_the_reader_itself() {
     }
 }
 
-/// A folder replica whose first read panics, and which looks remote (so
-/// that the fetcher prefetches).
-#[derive(Debug)]
-struct PanicsOnce {
+/// A folder replica that calls `before` with the range of each read ahead
+/// of it, named `describe`; it looks remote (so that the fetcher
+/// prefetches).
+struct BeforeRead<F> {
     inner: FileStorage,
-    armed: std::sync::atomic::AtomicBool,
+    describe: String,
+    before: F,
 }
 
-impl Storage for PanicsOnce {
+impl<F> BeforeRead<F> {
+    fn new(inner: FileStorage, describe: Option<&str>, before: F) -> BeforeRead<F> {
+        let describe = describe.unwrap_or(inner.describe()).to_owned();
+        BeforeRead {
+            inner,
+            describe,
+            before,
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for BeforeRead<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeforeRead")
+            .field("describe", &self.describe)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Fn(&std::ops::Range<u64>) + Send + Sync> Storage for BeforeRead<F> {
     fn describe(&self) -> &str {
-        self.inner.describe()
+        &self.describe
     }
 
     fn list(
@@ -209,9 +229,7 @@ impl Storage for PanicsOnce {
         range: std::ops::Range<u64>,
     ) -> crate::storage::BoxFuture<'_, std::result::Result<Vec<u8>, crate::storage::StorageError>>
     {
-        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            panic!("test: the storage read of a prefetch panics");
-        }
+        (self.before)(&range);
         self.inner.read(file, range)
     }
 }
@@ -219,10 +237,17 @@ impl Storage for PanicsOnce {
 #[test]
 fn a_prefetch_whose_blocking_task_panics_lands_its_flights_failed() {
     let (_dir, fetcher, snap, _stats) = fixture_over(64 << 20, |inner| {
-        Arc::new(PanicsOnce {
+        // The first read panics.
+        let armed = std::sync::atomic::AtomicBool::new(true);
+        Arc::new(BeforeRead::new(
             inner,
-            armed: std::sync::atomic::AtomicBool::new(true),
-        })
+            None,
+            move |_: &std::ops::Range<u64>| {
+                if armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("test: the storage read of a prefetch panics");
+                }
+            },
+        ))
     });
     assert!(fetcher.prefetches());
     assert_eq!(fetcher.prefetch(&snap, &[PageNo(7), PageNo(8)], None), 2);
@@ -347,41 +372,6 @@ fn a_warm_up_of_one_state_never_serves_its_pages_to_the_next() {
     assert!(!missed, "the old state's page 7 is the warmed one");
 }
 
-/// A folder replica that counts the bytes its reads asked for.
-#[derive(Debug)]
-struct CountsBytes {
-    inner: FileStorage,
-    asked: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl Storage for CountsBytes {
-    fn describe(&self) -> &str {
-        "test://counts-bytes"
-    }
-
-    fn list(
-        &self,
-        level: Level,
-        after: Option<FileName>,
-    ) -> crate::storage::BoxFuture<
-        '_,
-        std::result::Result<Vec<crate::storage::FileInfo>, crate::storage::StorageError>,
-    > {
-        self.inner.list(level, after)
-    }
-
-    fn read(
-        &self,
-        file: FileId,
-        range: std::ops::Range<u64>,
-    ) -> crate::storage::BoxFuture<'_, std::result::Result<Vec<u8>, crate::storage::StorageError>>
-    {
-        self.asked
-            .fetch_add(range.end - range.start, std::sync::atomic::Ordering::SeqCst);
-        self.inner.read(file, range)
-    }
-}
-
 /// A page that does not compress: its frame is a page long.
 fn noise(p: u32) -> Vec<u8> {
     let mut x = u64::from(p).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -402,10 +392,14 @@ fn reads_in_flight_never_hold_more_than_the_budget() {
     let (_dir, fetcher, snap, stats) = fixture_of(
         64 << 20,
         move |inner| {
-            Arc::new(CountsBytes {
+            // Counts the bytes its reads asked for.
+            Arc::new(BeforeRead::new(
                 inner,
-                asked: counter,
-            })
+                Some("test://counts-bytes"),
+                move |range: &std::ops::Range<u64>| {
+                    counter.fetch_add(range.end - range.start, std::sync::atomic::Ordering::SeqCst);
+                },
+            ))
         },
         noise,
     );
