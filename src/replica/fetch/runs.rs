@@ -39,6 +39,28 @@ impl Run {
         Some(first.1.offset..last.1.end())
     }
 
+    /// `runs` in groups that start and land together: a new group starts
+    /// where the current one holds `most` runs, or would hold more than
+    /// `bytes` (a single larger run is a group of its own).
+    pub(super) fn groups(runs: Vec<Run>, most: usize, bytes: u64) -> Vec<Vec<Run>> {
+        let mut groups: Vec<Vec<Run>> = Vec::new();
+        let mut held = 0u64;
+        for run in runs {
+            let len = Run::bytes(std::slice::from_ref(&run));
+            match groups.last_mut() {
+                Some(group) if group.len() < most && held.saturating_add(len) <= bytes => {
+                    held = held.saturating_add(len);
+                    group.push(run);
+                }
+                _ => {
+                    held = len;
+                    groups.push(vec![run]);
+                }
+            }
+        }
+        groups
+    }
+
     /// Bytes the ranged reads of `runs` fetch together.
     pub(super) fn bytes(runs: &[Run]) -> u64 {
         runs.iter()
@@ -145,22 +167,8 @@ impl Fetcher {
         // slots free up would trickle out over many. A group holds its
         // bytes of the in-flight budget at once, so it is cut where it
         // would hold more than half of it (two groups in flight).
-        let group_bytes = self.in_flight.bytes() / 2;
-        let mut group: Vec<Run> = Vec::new();
-        let mut bytes = 0u64;
-        for run in runs {
-            let len = Run::bytes(std::slice::from_ref(&run));
-            if !group.is_empty()
-                && (group.len() >= PREFETCH_GROUP || bytes.saturating_add(len) > group_bytes)
-            {
-                self.spawn_prefetch(std::mem::take(&mut group), snap.page_size, landed.clone());
-                bytes = 0;
-            }
-            bytes = bytes.saturating_add(len);
-            group.push(run);
-        }
-        if !group.is_empty() {
-            self.spawn_prefetch(group, snap.page_size, landed);
+        for group in Run::groups(runs, PREFETCH_GROUP, self.in_flight.bytes() / 2) {
+            self.spawn_prefetch(group, snap.page_size, landed.clone());
         }
         queued
     }

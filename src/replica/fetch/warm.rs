@@ -72,24 +72,10 @@ impl Fetcher {
                 claimed.push((pgno, loc, c));
             }
         }
-        let mut runs = self
-            .merge_runs(snap, claimed, WARM_GAP, WARM_RUN_MAX)
-            .into_iter()
-            .peekable();
+        let runs = self.merge_runs(snap, claimed, WARM_GAP, WARM_RUN_MAX);
         // A group holds its bytes of the in-flight budget while it reads:
         // at most a quarter of it, so demand reads keep the rest.
-        let group_bytes = self.in_flight.bytes() / 4;
-        while runs.peek().is_some() {
-            let mut group: Vec<Run> = Vec::new();
-            let mut bytes = 0u64;
-            while let Some(run) = runs.next_if(|r| {
-                let len = Run::bytes(std::slice::from_ref(r));
-                group.is_empty()
-                    || (group.len() < WARM_IN_FLIGHT && bytes.saturating_add(len) <= group_bytes)
-            }) {
-                bytes = bytes.saturating_add(Run::bytes(std::slice::from_ref(&run)));
-                group.push(run);
-            }
+        for mut group in Run::groups(runs, WARM_IN_FLIGHT, self.in_flight.bytes() / 4) {
             for run in &mut group {
                 // A frame a demand read took over is its now.
                 run.frames.retain(|(_, _, c)| c.start());
