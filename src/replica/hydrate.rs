@@ -99,13 +99,7 @@ impl Replica {
 /// supervised: a panic is counted in the stats (`task_panics`), logged, and
 /// the task starts again after a backoff.
 pub fn spawn(replica: &Arc<Replica>) {
-    let weak = Arc::downgrade(replica);
-    let stats = Arc::clone(&replica.io.stats);
-    runtime::supervise(
-        format!("hydration of {}", replica.io.storage.describe()),
-        move |_| Stats::add(&stats.task_panics, 1),
-        move || run(Weak::clone(&weak)),
-    );
+    replica.supervise_weakly("hydration", run);
 }
 
 async fn run(weak: Weak<Replica>) {

@@ -131,6 +131,25 @@ pub struct Replica {
 }
 
 impl Replica {
+    /// Runs `run` as a supervised background task of this replica, which
+    /// it holds weakly (the task ends with the replica): a panic is counted
+    /// in the stats (`task_panics`), logged, and the task starts again
+    /// after a backoff (see [`crate::runtime::supervise`]). `what` names the task
+    /// in the log, before the replica's name.
+    fn supervise_weakly<F, Fut>(self: &Arc<Self>, what: &str, run: F)
+    where
+        F: Fn(std::sync::Weak<Replica>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let weak = Arc::downgrade(self);
+        let stats = Arc::clone(&self.io.stats);
+        crate::runtime::supervise(
+            format!("{what} of {}", self.io.storage.describe()),
+            move |_| Stats::add(&stats.task_panics, 1),
+            move || run(std::sync::Weak::clone(&weak)),
+        );
+    }
+
     /// Opens a replica: plans and builds its newest snapshot, waiting up to
     /// the open timeout for a replica that has no files yet.
     pub async fn open(config: Config) -> Result<Arc<Replica>> {

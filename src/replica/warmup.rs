@@ -123,13 +123,7 @@ pub fn spawn(replica: &Arc<Replica>) {
         return;
     }
     replica.warmup.set(State::Running);
-    let weak = Arc::downgrade(replica);
-    let stats = Arc::clone(&replica.io.stats);
-    runtime::supervise(
-        format!("warm-up of {}", replica.io.storage.describe()),
-        move |_| Stats::add(&stats.task_panics, 1),
-        move || run(Weak::clone(&weak)),
-    );
+    replica.supervise_weakly("warm-up", run);
 }
 
 async fn run(weak: Weak<Replica>) {
