@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import lsvfs
+from test_backends import config_for
 
 
 def stats(conn) -> dict:
@@ -103,17 +104,6 @@ def test_a_connection_held_open_across_a_reset_reads_the_new_lineage(tmp_path):
 
 
 # ------------------------------------------------- a reset under the same names and sizes
-def config_for(db, replica_yaml: str) -> str:
-    return f"""levels:
-  - interval: 2s
-snapshot:
-  interval: 1h
-dbs:
-  - path: {db}
-    monitor-interval: 100ms
-    replica:
-      sync-interval: 200ms
-{replica_yaml}"""
 
 
 def fill(conn, tag: str) -> None:
