@@ -128,3 +128,43 @@ def test_primary_pairing_max_lag_and_the_timer(package, tmp_path):  # noqa: F811
     first, later, never = out["reads"]
     assert first == "default", out
     assert later in ("listed", "elsewhere", "other") and never in ("listed", "elsewhere", "other"), out
+
+
+URLS = r"""
+import json, sys
+import litestream_vfs
+from litestream_vfs.django.checks import url_problem
+
+out = {}
+for url in sys.argv[1:]:
+    try:
+        litestream_vfs.connect(url, open_timeout="1s", storage_timeout="1s").close()
+        refused = None
+    except Exception as e:  # noqa: BLE001
+        refused = str(e)
+    out[url] = [url_problem(url), refused]
+print(json.dumps(out))
+"""
+
+
+def test_check_refuses_the_urls_the_extension_refuses(package, tmp_path):  # noqa: F811 - the fixture
+    """E002's parser (checks.url_problem) against the extension's own: each
+    URL the check refuses, the extension refuses too, for the same reason."""
+    reasons = {
+        "s3://bucket:notaport/x": ("cannot parse replica URL", "invalid port number"),
+        "fille:///srv": ("unsupported replica URL scheme 'fille'", 'unsupported replica URL scheme "fille"'),
+        "http://host/p": ("unsupported replica URL scheme 'http'", 'unsupported replica URL scheme "http"'),
+        "s3:///path": ("names no bucket or host", "names no bucket or host"),
+        "file://srv/replica": ("'srv' is taken as a host", "file://srv/replica is not a local path"),
+        " ": ("the replica URL is empty", "the replica URL is empty"),
+    }
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "LITESTREAM_REPLICA_URL")}
+    env.update(PYTHONPATH=str(package), TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", URLS, *reasons], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for url, (ours, theirs) in reasons.items():
+        check, refused = out[url]
+        assert check and ours in check, (url, check)
+        assert refused and "cannot open replica: " in refused and theirs in refused, (url, refused)
