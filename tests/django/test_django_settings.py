@@ -168,3 +168,55 @@ def test_check_refuses_the_urls_the_extension_refuses(package, tmp_path):  # noq
         check, refused = out[url]
         assert check and ours in check, (url, check)
         assert refused and "cannot open replica: " in refused and theirs in refused, (url, refused)
+
+
+TRAVEL = r"""
+import json, sys
+import django
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="test-only",
+    USE_TZ=True,
+    INSTALLED_APPS=["django.contrib.contenttypes", "litestream_vfs.django"],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    DATABASE_ROUTERS=["litestream_vfs.django.LitestreamReplicaRouter"],
+    LITESTREAM={"vfs": {"replica": {"replica_url": sys.argv[1], "primary": None}}},
+)
+from litestream_vfs.django import get_vfs_databases, time_travel
+settings.DATABASES.update(get_vfs_databases())
+django.setup()
+from django.contrib.contenttypes.models import ContentType
+from django.db import connections, router
+
+def seed():
+    with connections["replica"].cursor() as cur:
+        cur.execute("SELECT count(*) FROM seed")
+        return cur.fetchone()[0]
+
+out = {"before": router.db_for_read(ContentType), "newest": seed()}
+with time_travel("replica", sys.argv[2]) as alias:
+    out["inside"] = [alias, seed(), router.db_for_read(ContentType)]
+out["after"] = [router.db_for_read(ContentType), seed()]
+print(json.dumps(out))
+"""
+
+
+def test_router_keeps_routed_reads_off_a_travelling_alias(package, tmp_path):  # noqa: F811 - the fixture
+    """Inside `time_travel(alias, when)` only `.using(alias)` reads the past:
+    reads the router places go elsewhere (here `default`), not to this
+    thread's travelled connection, and come back to the replica after."""
+    folder = tmp_path / "replica"
+    shutil.copytree(lsvfs.FIXTURES / "basic-4k" / "replica", folder)
+    history = json.loads((lsvfs.FIXTURES / "basic-4k" / "manifest.json").read_text())["history"]
+    insert_1 = next(s for s in history if s["step"] == "insert-1")
+    when = str((insert_1["time_ms"] + 800) / 1000)  # Unix seconds, before insert-2's commit
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "LITESTREAM_REPLICA_URL")}
+    env.update(PYTHONPATH=str(package), TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", TRAVEL, lsvfs.file_url(folder), when], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    newest = history[-1]["tables"]["seed"]
+    assert out == {"before": "replica", "newest": newest, "inside": ["replica", insert_1["tables"]["seed"], "default"],
+                   "after": ["replica", newest]}, out
