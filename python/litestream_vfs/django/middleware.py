@@ -20,10 +20,10 @@
 - When the write alias is not a SQLite file on this host (no WAL to read a
   position from), a timer stands in: reads go to `default` for `pin_seconds`
   (default 5) after the write. That is only as good as replication is fast
-  (docs/DJANGO.md has the measured failure rates: 32 % for a 1 s pin, 5 %
-  for 2 s, none of 150 for 5 s, with Litestream's default intervals; every
-  write while Litestream is down); the exact position is used whenever it
-  can be.
+  (docs/DJANGO.md has the measured failure rates, two runs of 150 writes
+  with Litestream's default intervals: 32-45 % for a 1 s pin, 5-10 % for
+  2 s, none for 3 s and 5 s; every write while Litestream is down); the
+  exact position is used whenever it can be.
 
 Settings, all optional:
 

@@ -25,6 +25,10 @@ A read also stays on the write alias:
 - inside `transaction.atomic()` on the write alias (read your own writes);
 - for objects related to an instance that was read from or saved to it.
 
+Inside `time_travel(alias, when)` the router places no read on that alias
+(its connection in this thread reads the past): another healthy replica,
+else the write alias.
+
 `.using("default")` on a query or `save(using=...)` overrides the router, as
 always in Django. Migrations never run on a replica alias.
 """
@@ -72,6 +76,7 @@ class LitestreamReplicaRouter:
             return write
         from .health import healthy
         from .middleware import current
+        from .timetravel import travelling
 
         state = current()
         if state is not None and state.wrote:
@@ -81,7 +86,10 @@ class LitestreamReplicaRouter:
                 start = next(self._turn) % len(replicas)
             replicas = replicas[start:] + replicas[:start]
         max_lag = self._max_lag()
+        away = travelling()
         for alias in replicas:
+            if alias in away:
+                continue  # read in the past by time_travel: only `.using(alias)` goes there
             if conf.is_mirrored(alias):
                 return alias  # under `manage.py test`: `default` under the replica's name
             if not healthy(alias, max_lag):

@@ -15,11 +15,16 @@ ends, however it ends, so a persistent connection (`CONN_MAX_AGE`) serves
 the next request at the newest state. Other threads' connections are not
 touched. If the reset fails the connection is closed, so the next query
 opens a new one at the newest state.
+
+Inside the block only `.using(alias)` reads the past: the router
+(`LitestreamReplicaRouter`) places this thread's other reads on another
+healthy replica or on `default`, never on the travelled connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as _dt
 
 from . import conf
@@ -42,6 +47,17 @@ def time_text(when) -> str:
     raise TypeError(f"time_travel needs a datetime, timedelta, date or time string, not {when!r}")
 
 
+#: The aliases whose connection in this thread (or task) is travelled now.
+_travelling: contextvars.ContextVar[frozenset] = contextvars.ContextVar("litestream_travelling",
+                                                                       default=frozenset())
+
+
+def travelling() -> frozenset:
+    """The replica aliases travelled by `time_travel` here, now (the router
+    places no read on them)."""
+    return _travelling.get()
+
+
 @contextlib.contextmanager
 def time_travel(alias: str, when):
     """Yields `alias`, whose connection in this thread reads the replica at `when`."""
@@ -56,9 +72,11 @@ def time_travel(alias: str, when):
     connection.ensure_connection()
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA litestream_time = %s" % _quote(text))
+    token = _travelling.set(_travelling.get() | {alias})
     try:
         yield alias
     finally:
+        _travelling.reset(token)
         try:
             if connection.connection is not None:
                 with connection.cursor() as cursor:
