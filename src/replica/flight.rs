@@ -301,7 +301,6 @@ impl Flights {
 mod tests {
     use super::*;
     use crate::ltx::{FileName, Txid};
-    use crate::storage::{FileId, Level};
     use std::sync::mpsc;
 
     /// Long enough for any landing in these tests, short enough that a
@@ -309,18 +308,11 @@ mod tests {
     const BOUND: Duration = Duration::from_secs(10);
 
     pub(super) fn key(offset: u64) -> FrameKey {
-        FrameKey::of(
-            FileId {
-                level: Level::L0,
-                name: FileName {
-                    min: Txid(1),
-                    max: Txid(1),
-                },
-            },
-            1,
-            0,
-            offset,
-        )
+        let name = FileName {
+            min: Txid(1),
+            max: Txid(1),
+        };
+        FrameKey::of(0, name, 1, 0, offset)
     }
 
     #[test]
@@ -462,7 +454,6 @@ mod tests {
 mod model {
     use super::*;
     use crate::ltx::{FileName, Txid};
-    use crate::storage::{FileId, Level};
     use loom::thread;
 
     fn key() -> FrameKey {
@@ -470,15 +461,7 @@ mod model {
             min: Txid(1),
             max: Txid(1),
         };
-        FrameKey::of(
-            FileId {
-                level: Level::L0,
-                name,
-            },
-            1,
-            0,
-            0,
-        )
+        FrameKey::of(0, name, 1, 0, 0)
     }
 
     /// Loom ignores the bound of a timed wait: a waiter that is never woken
