@@ -228,3 +228,39 @@ fn hydration_writes_the_store_off_the_async_worker() {
         replica.hydration_progress() == Some(100.0)
     });
 }
+
+#[test]
+fn verification_checks_its_chunks_off_the_async_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    // Too large to be read whole, so it is verified in the background.
+    write_big_snapshot(dir.path(), 400);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let describe = format!(
+        "file://{}",
+        url::Url::from_directory_path(dir.path()).unwrap().path()
+    );
+    let gate = crate::pause::arm_in("verify.chunk", &describe);
+    let cfg = config_with(dir.path(), &[("verify", "full".to_string())]);
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    assert_eq!(replica.io.storage.describe(), describe);
+    // The verification parks inside the check of its first chunk...
+    gate.wait_reached(Duration::from_secs(20)).unwrap();
+    // ...and another task still gets the worker.
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _ = tx.send(());
+    });
+    let ran = rx.recv_timeout(Duration::from_secs(10));
+    gate.release();
+    assert!(
+        ran.is_ok(),
+        "a task could not run while a chunk was verified: the check blocks the worker"
+    );
+    eventually("the snapshot was never verified", || {
+        replica.io.stats.verified.load(Ordering::Relaxed) == 1
+    });
+}
