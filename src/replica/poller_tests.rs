@@ -264,3 +264,35 @@ fn verification_checks_its_chunks_off_the_async_worker() {
         replica.io.stats.verified.load(Ordering::Relaxed) == 1
     });
 }
+
+#[test]
+fn a_verification_that_panics_is_counted_and_not_left_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    write_big_snapshot(dir.path(), 400);
+    let describe = format!(
+        "file://{}",
+        url::Url::from_directory_path(dir.path()).unwrap().path()
+    );
+    hooks::panic_next("verification", &describe);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config_with(dir.path(), &[("verify", "full".to_string())]);
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    assert_eq!(replica.io.storage.describe(), describe);
+    eventually("the armed verification never ran", || {
+        !hooks::is_armed("verification", &describe)
+    });
+    // Counted and logged, and the file's verdict forgotten (it is verified
+    // again at its next load), never left Pending for ever.
+    eventually(
+        "the panic was not counted, or the file's verdict stayed Pending",
+        || {
+            replica.io.stats.task_panics.load(Ordering::Relaxed) == 1
+                && replica.io.verifier.verdicts_len() == 0
+        },
+    );
+    assert_eq!(replica.io.stats.verified.load(Ordering::Relaxed), 0);
+}
