@@ -391,28 +391,32 @@ mod tests {
 
     #[test]
     fn a_claimant_that_returns_early_fails_its_waiters_at_once() {
-        fn fetch(flights: &Flights, k: FrameKey, ready: mpsc::Receiver<()>) -> Result<(), String> {
+        fn fetch(
+            flights: &Flights,
+            k: FrameKey,
+            held: mpsc::Sender<()>,
+            ready: mpsc::Receiver<()>,
+        ) -> Result<(), String> {
             let Claim::Mine(_mine) = flights.claim_demand(k) else {
                 return Err("not mine".into());
             };
+            held.send(()).map_err(|e| e.to_string())?;
             ready.recv().map_err(|e| e.to_string())?;
             // An early `?` of a failed storage call, with the claim held.
             Err("storage failed".to_string())
         }
         let flights = Arc::new(Flights::new(Duration::from_secs(3600)));
-        let (go, ready) = mpsc::channel();
+        let ((go, ready), (held, claimed)) = (mpsc::channel(), mpsc::channel());
         let f = Arc::clone(&flights);
-        let claimant = std::thread::spawn(move || fetch(&f, key(4), ready));
-        // The waiter joins once the claimant holds the frame.
-        let rx = loop {
-            if let Claim::Wait(w) = flights.claim_demand(key(4)) {
-                let (tx, rx) = mpsc::channel();
-                let f = Arc::clone(&flights);
-                std::thread::spawn(move || tx.send(f.wait(&w)));
-                break rx;
-            }
-            std::thread::yield_now();
-        };
+        let claimant = std::thread::spawn(move || fetch(&f, key(4), held, ready));
+        // The waiter joins once the claimant holds the frame. (It used to
+        // claim in a loop until it found the frame taken: when the loop's
+        // own claim was what the claimant met, the claimant gave up and
+        // the loop spun for ever, 2 runs in 150.)
+        claimed
+            .recv_timeout(BOUND)
+            .expect("the claimant never claimed the frame");
+        let rx = waiter(&flights, key(4));
         go.send(()).unwrap();
         assert!(claimant.join().unwrap().is_err());
         match rx.recv_timeout(BOUND) {
