@@ -519,6 +519,55 @@ mod model {
         });
     }
 
+    const EXPECTED_PANIC: &str = "the claimant panics between claim and land";
+
+    /// A demand reader whose fetch panics with the claim held: the claim is
+    /// dropped while the panic unwinds (caught here, as `catch_unwind`
+    /// around every FFI entry catches it in the extension).
+    fn demand_that_panics(flights: &Flights) -> Option<Page> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match flights.claim_demand(key()) {
+                Claim::Mine(_held) => std::panic::panic_any(EXPECTED_PANIC),
+                Claim::Wait(f) => match flights.wait(&f) {
+                    Waited::Landed(p) => Some(p),
+                    _ => None,
+                },
+            }
+        }))
+        .unwrap_or(None)
+    }
+
+    #[test]
+    fn a_claimant_that_panics_never_strands_a_waiter() {
+        // The panic is expected: keep its message (only) out of the output
+        // of each of loom's runs.
+        let previous = std::sync::Arc::new(std::panic::take_hook());
+        let others = std::sync::Arc::clone(&previous);
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&EXPECTED_PANIC) {
+                others(info);
+            }
+        }));
+        loom::model(|| {
+            let flights = Arc::new(Flights::new(NEVER));
+            let a = {
+                let f = Arc::clone(&flights);
+                thread::spawn(move || demand_that_panics(&f))
+            };
+            let b = {
+                let f = Arc::clone(&flights);
+                thread::spawn(move || demand(&f, false))
+            };
+            let _ = a.join().unwrap();
+            assert!(b.join().unwrap().is_some(), "the other is never stranded");
+            assert_eq!(flights.len(), 0, "a landed flight is forgotten");
+        });
+        drop(std::panic::take_hook());
+        if let Ok(hook) = std::sync::Arc::try_unwrap(previous) {
+            std::panic::set_hook(hook);
+        }
+    }
+
     #[test]
     fn a_prefetch_and_a_demand_read_never_strand_a_waiter() {
         loom::model(|| {
