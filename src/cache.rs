@@ -17,16 +17,18 @@ use std::sync::Arc;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use crate::storage::FileId;
+use crate::ltx::FileName;
 
 /// A decompressed page, shared without copying.
 pub type Page = Arc<[u8]>;
 
-/// Where a frame lives: its file (name, size and header timestamp) and its
-/// byte offset there. Fields are private: keys come from `FileRef::key`.
+/// Where a frame lives: its file (level, name, size and header timestamp)
+/// and its byte offset there. Fields are private: keys come from
+/// `FileRef::key`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FrameKey {
-    file: FileId,
+    level: u8,
+    name: FileName,
     file_size: u64,
     written_ms: i64,
     offset: u64,
@@ -35,9 +37,16 @@ pub struct FrameKey {
 impl FrameKey {
     /// Only `FileRef::key` calls this, so that what identifies a file is
     /// decided in one place.
-    pub(crate) fn of(file: FileId, file_size: u64, written_ms: i64, offset: u64) -> FrameKey {
+    pub(crate) fn of(
+        level: u8,
+        name: FileName,
+        file_size: u64,
+        written_ms: i64,
+        offset: u64,
+    ) -> FrameKey {
         FrameKey {
-            file,
+            level,
+            name,
             file_size,
             written_ms,
             offset,

@@ -36,10 +36,22 @@ pub enum Error {
 
 impl Error {
     /// A storage failure that may pass if tried again (a timeout, throttling,
-    /// a 5xx): the one place that looks inside a storage error for SQLite,
-    /// which answers it with SQLITE_BUSY.
+    /// a 5xx). This and the two below are the one place that looks inside a
+    /// storage error for the layers above (the VFS, SQLite's codes).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Storage(e) if e.kind == StorageErrorKind::Transient)
+    }
+
+    /// A file of the state was not found (compaction or retention removed
+    /// it, or a reset did): the VFS re-plans the state it reads.
+    pub fn is_vanished(&self) -> bool {
+        matches!(self, Error::Storage(e) if e.kind == StorageErrorKind::NotFound)
+    }
+
+    /// A file was written again since it was listed (a reset): the VFS
+    /// raises the reset at once, never through the re-plan.
+    pub fn is_rewritten(&self) -> bool {
+        matches!(self, Error::Storage(e) if e.kind == StorageErrorKind::Changed)
     }
 
     pub fn corrupt(file: impl fmt::Display, source: LtxError) -> Error {

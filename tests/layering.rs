@@ -317,6 +317,17 @@ fn error_rs_knows_no_sqlite_constant() {
 }
 
 #[test]
+fn the_cache_and_the_vfs_import_no_storage_type() {
+    // Storage errors are mapped once, where error.rs wraps them (the VFS
+    // asks `Error`, not the storage error's kind); the cache names a file by
+    // its level and LTX name, not by the storage layer's FileId.
+    for m in ["cache", "vfs"] {
+        let f = importers(m, "storage");
+        assert!(f.is_empty(), "{m} imports storage: {f:?}");
+    }
+}
+
+#[test]
 fn the_local_store_knows_pages_not_replicas() {
     for m in ["replica", "vfs", "sqlite", "storage"] {
         let f = importers("store", m);

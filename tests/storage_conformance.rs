@@ -18,6 +18,8 @@
 
 mod conformance_servers;
 
+use conformance_servers::required::{required, servers_dir};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -182,14 +184,6 @@ fn unique(what: &str) -> String {
     )
 }
 
-/// The folder of tests/harness/servers.sh: its env file and pid files.
-fn servers_dir() -> PathBuf {
-    std::env::var_os("LSVFS_SERVERS_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/lsvfs-servers"))
-}
-
 /// The `export NAME='value'` lines of the servers' env file.
 fn env_file() -> Vec<(String, String)> {
     let Ok(text) = std::fs::read_to_string(servers_dir().join("env.sh")) else {
@@ -214,32 +208,6 @@ fn env(name: &str) -> Option<String> {
                 .map(|(_, v)| v)
                 .filter(|v| !v.is_empty())
         })
-}
-
-/// Why `service` (a servers.sh name) must run here, if it must: CI, or a
-/// pid file servers.sh wrote when it started the server (and removes when
-/// it stops it).
-fn required(service: &str) -> Option<String> {
-    if let Some(ci) = std::env::var("CI")
-        .ok()
-        .filter(|v| !v.is_empty() && v != "false" && v != "0")
-    {
-        return Some(format!("CI={ci} (.ci/run starts every server)"));
-    }
-    let pid_file = servers_dir().join(format!("{service}.pid"));
-    let text = std::fs::read_to_string(&pid_file).ok()?;
-    let mut fields = text.split_whitespace();
-    let (pid, started) = (fields.next()?, fields.next()?);
-    // The same test as servers.sh's `alive`: the process exists and started
-    // when the pid file says (field 22 of /proc/PID/stat).
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .is_some_and(|stat| stat.split_whitespace().nth(21) == Some(started));
-    Some(format!(
-        "{} records {service} as started (pid {pid}, {})",
-        pid_file.display(),
-        if alive { "running" } else { "NOT running" }
-    ))
 }
 
 /// A backend whose settings are missing: a failure when it is required,

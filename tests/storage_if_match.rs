@@ -7,8 +7,13 @@
 //! (`. /tmp/lsvfs-servers/env.sh`): fake-gcs-server (GCS), Azurite (Azure),
 //! rclone (WebDAV) and s3s-fs (S3). Each rewrite goes through the server's
 //! own API, so its ETag is the server's. What each server does with
-//! `If-Match` on a ranged GET is asserted per server below.
+//! `If-Match` on a ranged GET is asserted per server below. A server whose
+//! environment is missing FAILS the test when it is required (`CI` set, or
+//! servers.sh recorded it as started), as in `storage_conformance`; only
+//! otherwise is it skipped.
 
+#[path = "conformance_servers/required.rs"]
+mod required;
 #[path = "conformance_servers/webdav.rs"]
 mod webdav;
 
@@ -224,6 +229,18 @@ fn servers_refuse_a_read_of_a_rewritten_object() {
     eprintln!("ran: {ran:?}");
 }
 
+/// A server whose settings are missing: a failure when it is required
+/// (CI, or servers.sh started it), else a skip that says so.
+fn skip(backend: &str, service: &str, what: &str) {
+    if let Some(why) = required::required(service) {
+        panic!(
+            "{backend}: the server is required here ({why}) but {what}: source the servers' \
+             env file (. \"$(tests/harness/servers.sh envfile)\")"
+        );
+    }
+    eprintln!("skipped: {backend}: {what}");
+}
+
 /// Sets an environment variable the backends read at open.
 fn set_env(k: &str, v: &str) {
     if env(k).as_deref() != Some(v) {
@@ -237,7 +254,7 @@ fn set_env(k: &str, v: &str) {
 /// `If-Match` names an ETag the object never had.
 fn gcs(rt: &tokio::runtime::Runtime) -> Option<(Seen, bool)> {
     let (Some(host), Some(bucket)) = (env("LSVFS_GCS_HOST"), env("LSVFS_BUCKET")) else {
-        eprintln!("skipped: gcs: no fake-gcs-server in the environment");
+        skip("gcs", "gcs", "no fake-gcs-server in the environment");
         return None;
     };
     set_env("STORAGE_EMULATOR_HOST", &host);
@@ -288,7 +305,7 @@ fn azure(rt: &tokio::runtime::Runtime) -> Option<Seen> {
         env("LSVFS_ABS_ENDPOINT"),
         env("LSVFS_BUCKET"),
     ) else {
-        eprintln!("skipped: azure: no Azurite in the environment");
+        skip("azure", "abs", "no Azurite in the environment");
         return None;
     };
     set_env("LITESTREAM_AZURE_ACCOUNT_KEY", &key);
@@ -325,7 +342,7 @@ fn dav(rt: &tokio::runtime::Runtime) -> Option<Seen> {
         env("LSVFS_WEBDAV_USER"),
         env("LSVFS_WEBDAV_PASSWORD"),
     ) else {
-        eprintln!("skipped: webdav: no WebDAV server in the environment");
+        skip("webdav", "webdav", "no WebDAV server in the environment");
         return None;
     };
     let dav = webdav::Dav {
@@ -356,7 +373,7 @@ fn s3(rt: &tokio::runtime::Runtime) -> Option<(Seen, bool)> {
         env("LSVFS_S3_KEY"),
         env("LSVFS_S3_SECRET"),
     ) else {
-        eprintln!("skipped: s3: no S3 server in the environment");
+        skip("s3", "s3", "no S3 server in the environment");
         return None;
     };
     set_env("LITESTREAM_ACCESS_KEY_ID", &key);

@@ -301,7 +301,6 @@ impl Flights {
 mod tests {
     use super::*;
     use crate::ltx::{FileName, Txid};
-    use crate::storage::{FileId, Level};
     use std::sync::mpsc;
 
     /// Long enough for any landing in these tests, short enough that a
@@ -309,18 +308,11 @@ mod tests {
     const BOUND: Duration = Duration::from_secs(10);
 
     pub(super) fn key(offset: u64) -> FrameKey {
-        FrameKey::of(
-            FileId {
-                level: Level::L0,
-                name: FileName {
-                    min: Txid(1),
-                    max: Txid(1),
-                },
-            },
-            1,
-            0,
-            offset,
-        )
+        let name = FileName {
+            min: Txid(1),
+            max: Txid(1),
+        };
+        FrameKey::of(0, name, 1, 0, offset)
     }
 
     #[test]
@@ -399,28 +391,32 @@ mod tests {
 
     #[test]
     fn a_claimant_that_returns_early_fails_its_waiters_at_once() {
-        fn fetch(flights: &Flights, k: FrameKey, ready: mpsc::Receiver<()>) -> Result<(), String> {
+        fn fetch(
+            flights: &Flights,
+            k: FrameKey,
+            held: mpsc::Sender<()>,
+            ready: mpsc::Receiver<()>,
+        ) -> Result<(), String> {
             let Claim::Mine(_mine) = flights.claim_demand(k) else {
                 return Err("not mine".into());
             };
+            held.send(()).map_err(|e| e.to_string())?;
             ready.recv().map_err(|e| e.to_string())?;
             // An early `?` of a failed storage call, with the claim held.
             Err("storage failed".to_string())
         }
         let flights = Arc::new(Flights::new(Duration::from_secs(3600)));
-        let (go, ready) = mpsc::channel();
+        let ((go, ready), (held, claimed)) = (mpsc::channel(), mpsc::channel());
         let f = Arc::clone(&flights);
-        let claimant = std::thread::spawn(move || fetch(&f, key(4), ready));
-        // The waiter joins once the claimant holds the frame.
-        let rx = loop {
-            if let Claim::Wait(w) = flights.claim_demand(key(4)) {
-                let (tx, rx) = mpsc::channel();
-                let f = Arc::clone(&flights);
-                std::thread::spawn(move || tx.send(f.wait(&w)));
-                break rx;
-            }
-            std::thread::yield_now();
-        };
+        let claimant = std::thread::spawn(move || fetch(&f, key(4), held, ready));
+        // The waiter joins once the claimant holds the frame. (It used to
+        // claim in a loop until it found the frame taken: when the loop's
+        // own claim was what the claimant met, the claimant gave up and
+        // the loop spun for ever, 2 runs in 150.)
+        claimed
+            .recv_timeout(BOUND)
+            .expect("the claimant never claimed the frame");
+        let rx = waiter(&flights, key(4));
         go.send(()).unwrap();
         assert!(claimant.join().unwrap().is_err());
         match rx.recv_timeout(BOUND) {
@@ -462,7 +458,6 @@ mod tests {
 mod model {
     use super::*;
     use crate::ltx::{FileName, Txid};
-    use crate::storage::{FileId, Level};
     use loom::thread;
 
     fn key() -> FrameKey {
@@ -470,15 +465,7 @@ mod model {
             min: Txid(1),
             max: Txid(1),
         };
-        FrameKey::of(
-            FileId {
-                level: Level::L0,
-                name,
-            },
-            1,
-            0,
-            0,
-        )
+        FrameKey::of(0, name, 1, 0, 0)
     }
 
     /// Loom ignores the bound of a timed wait: a waiter that is never woken
@@ -530,6 +517,55 @@ mod model {
             assert!(b.join().unwrap().is_some(), "the other is never stranded");
             assert_eq!(flights.len(), 0, "a landed flight is forgotten");
         });
+    }
+
+    const EXPECTED_PANIC: &str = "the claimant panics between claim and land";
+
+    /// A demand reader whose fetch panics with the claim held: the claim is
+    /// dropped while the panic unwinds (caught here, as `catch_unwind`
+    /// around every FFI entry catches it in the extension).
+    fn demand_that_panics(flights: &Flights) -> Option<Page> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            match flights.claim_demand(key()) {
+                Claim::Mine(_held) => std::panic::panic_any(EXPECTED_PANIC),
+                Claim::Wait(f) => match flights.wait(&f) {
+                    Waited::Landed(p) => Some(p),
+                    _ => None,
+                },
+            }
+        }))
+        .unwrap_or(None)
+    }
+
+    #[test]
+    fn a_claimant_that_panics_never_strands_a_waiter() {
+        // The panic is expected: keep its message (only) out of the output
+        // of each of loom's runs.
+        let previous = std::sync::Arc::new(std::panic::take_hook());
+        let others = std::sync::Arc::clone(&previous);
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<&str>() != Some(&EXPECTED_PANIC) {
+                others(info);
+            }
+        }));
+        loom::model(|| {
+            let flights = Arc::new(Flights::new(NEVER));
+            let a = {
+                let f = Arc::clone(&flights);
+                thread::spawn(move || demand_that_panics(&f))
+            };
+            let b = {
+                let f = Arc::clone(&flights);
+                thread::spawn(move || demand(&f, false))
+            };
+            let _ = a.join().unwrap();
+            assert!(b.join().unwrap().is_some(), "the other is never stranded");
+            assert_eq!(flights.len(), 0, "a landed flight is forgotten");
+        });
+        drop(std::panic::take_hook());
+        if let Ok(hook) = std::sync::Arc::try_unwrap(previous) {
+            std::panic::set_hook(hook);
+        }
     }
 
     #[test]

@@ -286,7 +286,7 @@ async fn run(replica: Arc<Replica>, reap: &(dyn Fn() -> bool + Send + Sync)) {
 }
 
 /// A test hook: the next round of an armed background task (the poller,
-/// hydration) of one replica panics. (Only this crate's unit tests arm it
+/// hydration, a verification) of one replica panics. (Only this crate's unit tests arm it
 /// so far.)
 #[cfg(any(test, feature = "test-hooks"))]
 #[cfg_attr(not(test), allow(dead_code))]
@@ -316,7 +316,12 @@ pub mod hooks {
 
     /// Panics if `task` of `replica` is armed (disarming it).
     pub fn panic_if_armed(task: &'static str, replica: &Replica) {
-        let describe = replica.io.storage.describe();
+        panic_if_armed_for(task, replica.io.storage.describe());
+    }
+
+    /// Panics if `task` of the replica `describe` names is armed
+    /// (disarming it): for tasks that hold no `Replica`.
+    pub fn panic_if_armed_for(task: &'static str, describe: &str) {
         let hit = ARMED.lock().is_ok_and(|mut armed| {
             let before = armed.len();
             armed.retain(|(t, d)| !(*t == task && d == describe));

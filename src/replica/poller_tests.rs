@@ -158,3 +158,141 @@ fn hydration_that_panics_is_restarted_and_fills() {
     });
     assert_eq!(replica.io.stats.task_panics.load(Ordering::Relaxed), 1);
 }
+
+/// A level-9 snapshot of `pages` pages that do not compress: too large to
+/// be read whole at open, so hydration fetches and writes its pages.
+fn write_big_snapshot(root: &Path, pages: u32) {
+    let dir = root.join("ltx").join("9");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut b = LtxBuilder::new(PageSize::new(4096).unwrap(), 1, 1, pages);
+    let mut x: u32 = 0x9e37_79b9;
+    for p in 1..=pages {
+        let page: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        b = b.page(p, &page);
+    }
+    std::fs::write(dir.join(format!("{:016x}-{:016x}.ltx", 1, 1)), b.build()).unwrap();
+}
+
+#[test]
+fn hydration_writes_the_store_off_the_async_worker() {
+    let (dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_big_snapshot(dir.path(), 400);
+    let copy = disk.path().join("h.db");
+    // One worker: if hydration wrote on it, nothing else could run.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config_with(
+        dir.path(),
+        &[
+            ("hydration_enabled", "true".to_string()),
+            ("hydration_path", copy.display().to_string()),
+            ("verify", "fetched".to_string()),
+        ],
+    );
+    // The worker is held while the replica opens (the open keeps what it
+    // read in the store itself), so hydration, which the open spawns,
+    // starts only once the gate is armed.
+    let (started, hold) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    rt.spawn(async move {
+        let _ = started.0.send(());
+        let _ = hold.1.recv_timeout(Duration::from_secs(30));
+    });
+    started.1.recv_timeout(Duration::from_secs(10)).unwrap();
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    let gate = crate::pause::arm_in("store.pages_written", &copy.to_string_lossy());
+    hold.0.send(()).unwrap();
+    // Hydration's first write parks inside the store write...
+    gate.wait_reached(Duration::from_secs(20)).unwrap();
+    // ...and another task still gets the worker.
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _ = tx.send(());
+    });
+    let ran = rx.recv_timeout(Duration::from_secs(10));
+    gate.release();
+    assert!(
+        ran.is_ok(),
+        "a task could not run while hydration wrote the store: the write blocks the worker"
+    );
+    eventually("hydration never completed", || {
+        replica.hydration_progress() == Some(100.0)
+    });
+}
+
+#[test]
+fn verification_checks_its_chunks_off_the_async_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    // Too large to be read whole, so it is verified in the background.
+    write_big_snapshot(dir.path(), 400);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let describe = format!(
+        "file://{}",
+        url::Url::from_directory_path(dir.path()).unwrap().path()
+    );
+    let gate = crate::pause::arm_in("verify.chunk", &describe);
+    let cfg = config_with(dir.path(), &[("verify", "full".to_string())]);
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    assert_eq!(replica.io.storage.describe(), describe);
+    // The verification parks inside the check of its first chunk...
+    gate.wait_reached(Duration::from_secs(20)).unwrap();
+    // ...and another task still gets the worker.
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _ = tx.send(());
+    });
+    let ran = rx.recv_timeout(Duration::from_secs(10));
+    gate.release();
+    assert!(
+        ran.is_ok(),
+        "a task could not run while a chunk was verified: the check blocks the worker"
+    );
+    eventually("the snapshot was never verified", || {
+        replica.io.stats.verified.load(Ordering::Relaxed) == 1
+    });
+}
+
+#[test]
+fn a_verification_that_panics_is_counted_and_not_left_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    write_big_snapshot(dir.path(), 400);
+    let describe = format!(
+        "file://{}",
+        url::Url::from_directory_path(dir.path()).unwrap().path()
+    );
+    hooks::panic_next("verification", &describe);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config_with(dir.path(), &[("verify", "full".to_string())]);
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    assert_eq!(replica.io.storage.describe(), describe);
+    eventually("the armed verification never ran", || {
+        !hooks::is_armed("verification", &describe)
+    });
+    // Counted and logged, and the file's verdict forgotten (it is verified
+    // again at its next load), never left Pending for ever.
+    eventually(
+        "the panic was not counted, or the file's verdict stayed Pending",
+        || {
+            replica.io.stats.task_panics.load(Ordering::Relaxed) == 1
+                && replica.io.verifier.verdicts_len() == 0
+        },
+    );
+    assert_eq!(replica.io.stats.verified.load(Ordering::Relaxed), 0);
+}

@@ -79,7 +79,13 @@ impl FileRef {
     /// timestamp, because a reset replica reuses the old lineage's names
     /// for other bytes.
     pub fn key(&self, offset: u64) -> FrameKey {
-        FrameKey::of(self.id, self.size, self.header.timestamp_ms, offset)
+        FrameKey::of(
+            self.id.level.get(),
+            self.id.name,
+            self.size,
+            self.header.timestamp_ms,
+            offset,
+        )
     }
 }
 

@@ -79,7 +79,7 @@ impl Verifier {
 
     /// Verdicts held now (for tests of the bound).
     #[cfg(test)]
-    fn verdicts_len(&self) -> usize {
+    pub(super) fn verdicts_len(&self) -> usize {
         self.verdicts.lock().map_or(0, |v| v.len())
     }
 
@@ -109,6 +109,8 @@ impl Verifier {
         // in it is counted and logged, and its file is left unverified (the
         // next load of the file verifies it again), never silently Pending.
         let check = tokio::spawn(async move {
+            #[cfg(any(test, feature = "test-hooks"))]
+            super::poller::hooks::panic_if_armed_for("verification", storage.describe());
             match verify::verify(storage, cache, Arc::clone(&file), index, wait).await {
                 Ok(()) => {
                     Stats::add(&stats.verified, 1);

@@ -73,7 +73,9 @@ pub async fn verify(
             Arc::clone(&file),
             describe(),
         );
+        let scope = storage.describe().to_owned();
         v = crate::runtime::off_worker("verifying a chunk", move || {
+            crate::pause::point("verify.chunk", &scope);
             let chunk = idx.entries.get(i..j).unwrap_or_default();
             let checked = check_chunk(v, &bytes, start, chunk, &c, &f, &d);
             drop((bytes, held));

@@ -306,3 +306,74 @@ fn read_exact_at(f: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Resu
     }
     Ok(())
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::mpsc;
+
+    /// A file system call that never returns (a FIFO in place of an LTX
+    /// file: its open waits for a writer, as a call on a hung network file
+    /// system waits for the server) fails as transient within
+    /// `storage_timeout`, and the async worker runs other tasks meanwhile.
+    #[test]
+    fn a_read_that_hangs_is_bounded_by_the_timeout_and_leaves_the_worker_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let level0 = dir.path().join("ltx").join("0");
+        std::fs::create_dir_all(&level0).unwrap();
+        let name = FileName {
+            min: crate::ltx::Txid(1),
+            max: crate::ltx::Txid(1),
+        };
+        let fifo = level0.join(name.to_string());
+        let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let storage =
+            FileStorage::new(dir.path().to_path_buf()).with_timeout(Duration::from_millis(300));
+        let file = FileId {
+            level: Level::L0,
+            name,
+        };
+
+        // One worker thread: a read that blocks it starves every other task.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let got = rt.block_on(async {
+                let other = tokio::spawn(async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                });
+                let read = storage.read(file, 0..100).await;
+                (read, other.is_finished())
+            });
+            let _ = tx.send(got);
+            // The pool's thread still waits in open(): leave it behind.
+            rt.shutdown_background();
+        });
+        let got = rx.recv_timeout(Duration::from_secs(20));
+        // Wake the open() (a writer appears), whatever happened.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        let (read, other_ran) = got.expect(
+            "a read of a file that never answers was still running after 20 s: \
+             it is not bounded by storage_timeout",
+        );
+        let e = read.expect_err("a read that never answers");
+        assert_eq!(e.kind, StorageErrorKind::Transient, "{e}");
+        assert!(e.to_string().contains("storage_timeout"), "{e}");
+        assert!(
+            other_ran,
+            "another task could not run while the read waited: the read blocks the async worker"
+        );
+        reader.join().unwrap();
+    }
+}

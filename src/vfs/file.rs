@@ -10,7 +10,6 @@ use crate::ltx::{PageNo, lock_page};
 use crate::prefetch::Prefetcher;
 use crate::replica::{self, Budget, ReadAhead, Replica, ReplicaHandle, ScanBuf, Snapshot};
 use crate::runtime;
-use crate::storage::StorageErrorKind;
 
 use super::page1;
 use super::timeparse::TimeTarget;
@@ -313,7 +312,7 @@ impl DbFile {
         // now carry its names.
         replica.check_lineage(&snap)?;
         let read = match read_at(&replica, &snap, (&pf, &scan), buf, offset, window) {
-            Err(Error::Storage(e)) if e.kind == StorageErrorKind::NotFound => {
+            Err(e) if e.is_vanished() => {
                 // A file vanished (compaction, retention): rebuild the same
                 // TXID from what exists, proven the same state, re-pin it,
                 // and read again.
@@ -344,7 +343,7 @@ impl DbFile {
             // A file was written again since it was listed: the replica was
             // reset. Raised at once, never through the re-plan above, which
             // would look for the old state among the new lineage's files.
-            Err(Error::Storage(e)) if e.kind == StorageErrorKind::Changed => {
+            Err(e) if e.is_rewritten() => {
                 Err(runtime::block_on(replica.rewritten(&snap, &e.to_string()))?)
             }
             other => other,

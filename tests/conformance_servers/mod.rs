@@ -5,4 +5,5 @@
 //! needs no client library.
 
 pub mod nats;
+pub mod required;
 pub mod webdav;
