@@ -1,11 +1,15 @@
 //! Scale: a 1,000,000-page database (4 GB of 4 KiB pages) opens with a page
-//! index of at most 8 bytes per page.
+//! index of at most 8 bytes per page, and the open itself, at its peak and
+//! after it, takes at most 8 bytes of memory per page.
 //!
 //! `million_pages_open_small` writes such a replica (a snapshot whose page 1
 //! and 2 come from a real `sqlite3` database, the rest zero pages that
 //! compress to a few bytes each), opens it over file://, and checks the
-//! index size. It is ignored by default (it writes ~40 MB and takes a few
-//! seconds in release mode):
+//! index size and the process's resident memory: its growth over the open
+//! (`VmRSS`) and its peak during the open (`VmHWM`, reset just before).
+//! Both include what the open touches of the library's code for the first
+//! time (about 1.5 MB). It is ignored by default (it writes ~40 MB and
+//! takes a few seconds in release mode):
 //!
 //! `LSVFS_SCALE_OUT=/tmp/scale cargo test --release --test scale_open -- --ignored --nocapture`
 //!
@@ -171,5 +175,17 @@ fn million_pages_open_small() {
     assert!(
         index as f64 / f64::from(PAGES) <= 8.5,
         "index {index} bytes for {PAGES} pages"
+    );
+    // Memory, not time: what the open holds at its peak and keeps after.
+    let per_page = |b: u64| b.saturating_sub(before) as f64 / f64::from(PAGES);
+    assert!(
+        per_page(after) <= 8.0,
+        "the open kept {:.1} B/page",
+        per_page(after)
+    );
+    assert!(
+        per_page(peak) <= 8.0,
+        "the open peaked at {:.1} B/page",
+        per_page(peak)
     );
 }

@@ -62,32 +62,15 @@ impl PageIndex {
     /// Decodes the index entries. `bytes` is exactly the region that
     /// [`index_region`] returned, which starts at file offset `index_start`.
     pub fn decode(bytes: &[u8], index_start: u64) -> Result<PageIndex, LtxError> {
-        let block_end = index_start.saturating_sub(FRAME_HEADER_SIZE as u64);
         // Sized once: a vector grown by doubling holds up to three times
         // the entries' bytes while it moves (a 1,000,000-page index is 16 MB).
         let mut entries = Vec::with_capacity(count_entries(bytes));
-        let mut at = 0usize;
-        let mut prev = 0u32;
-        loop {
-            let pgno = read_varint(bytes, &mut at)?;
-            if pgno == 0 {
-                break;
-            }
-            let offset = read_varint(bytes, &mut at)?;
-            let size = read_varint(bytes, &mut at)?;
-            let entry = validate(pgno, offset, size, prev, block_end)?;
-            prev = entry.pgno.0;
-            entries.push(entry);
-        }
-        if at != bytes.len() {
-            return Err(LtxError::invalid(
-                "page index",
-                format!(
-                    "{} bytes after the terminator",
-                    bytes.len().saturating_sub(at)
-                ),
-            ));
-        }
+        let mut decoder = IndexDecoder::new(index_start);
+        decoder.feed(bytes, &mut |e| {
+            entries.push(e);
+            Ok(())
+        })?;
+        decoder.finish()?;
         Ok(PageIndex { entries })
     }
 
@@ -101,17 +84,23 @@ impl PageIndex {
 
     /// Encodes entries, terminator and length (used by the test builder).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for e in &self.entries {
-            write_varint(&mut out, u64::from(e.pgno.0));
-            write_varint(&mut out, e.offset);
-            write_varint(&mut out, u64::from(e.size));
-        }
-        write_varint(&mut out, 0);
+        let mut out = encode_entries(self.entries.iter().copied());
         let len = out.len() as u64;
         out.extend_from_slice(&len.to_be_bytes());
         out
     }
+}
+
+/// Encodes entries and the terminator: the index region of a file.
+pub fn encode_entries(entries: impl Iterator<Item = IndexEntry>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        write_varint(&mut out, u64::from(e.pgno.0));
+        write_varint(&mut out, e.offset);
+        write_varint(&mut out, u64::from(e.size));
+    }
+    write_varint(&mut out, 0);
+    out
 }
 
 /// Entries in `bytes` up to the terminator (three varints each), counted
@@ -130,6 +119,145 @@ fn count_entries(bytes: &[u8]) -> usize {
         n = n.saturating_add(1);
     }
     n.min(bytes.len() / 3)
+}
+
+/// Bytes of the longest entry: three varints of at most 10 bytes.
+const MAX_ENTRY: usize = 30;
+
+/// Decodes a page index as it arrives, in pieces of any size: each entry
+/// is checked as [`PageIndex::decode`] checks it (sorted, frame inside the
+/// page block) and handed to a sink, so that no buffer of the whole index
+/// and no vector of its entries need exist. An entry cut by the end of a
+/// piece waits (at most [`MAX_ENTRY`] bytes) for the next.
+#[derive(Debug)]
+pub struct IndexDecoder {
+    /// Where the page block ends: frames must end before the zero header.
+    block_end: u64,
+    /// The last page number decoded.
+    prev: u32,
+    /// The start of an entry cut by the end of the last piece.
+    carry: Vec<u8>,
+    /// Bytes fed so far.
+    fed: usize,
+    /// Whether the terminator was read.
+    done: bool,
+}
+
+impl IndexDecoder {
+    /// A decoder of the index that starts at file offset `index_start`.
+    pub fn new(index_start: u64) -> IndexDecoder {
+        IndexDecoder {
+            block_end: index_start.saturating_sub(FRAME_HEADER_SIZE as u64),
+            prev: 0,
+            carry: Vec::with_capacity(MAX_ENTRY),
+            fed: 0,
+            done: false,
+        }
+    }
+
+    /// Decodes the next piece of the index, calling `sink` with each entry
+    /// completed, in order. A sink's error stops the decoding.
+    pub fn feed(
+        &mut self,
+        piece: &[u8],
+        sink: &mut dyn FnMut(IndexEntry) -> Result<(), LtxError>,
+    ) -> Result<(), LtxError> {
+        let mut rest = piece;
+        if !self.carry.is_empty() && !self.done {
+            // The cut entry, completed from the front of this piece.
+            let take = MAX_ENTRY.saturating_sub(self.carry.len()).min(rest.len());
+            let had = self.carry.len();
+            let mut joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(rest.get(..take).unwrap_or_default());
+            match self.entry(&joined, sink)? {
+                Some(used) => {
+                    rest = rest.get(used.saturating_sub(had)..).unwrap_or_default();
+                    self.fed = self.fed.saturating_add(used.saturating_sub(had));
+                    joined.clear();
+                    self.carry = joined;
+                }
+                None => {
+                    // Still cut: this whole piece was too short.
+                    self.fed = self.fed.saturating_add(rest.len());
+                    self.carry = joined;
+                    return Ok(());
+                }
+            }
+        }
+        while !rest.is_empty() {
+            if self.done {
+                return Err(LtxError::invalid(
+                    "page index",
+                    format!("{} bytes after the terminator", rest.len()),
+                ));
+            }
+            match self.entry(rest, sink)? {
+                Some(used) => {
+                    rest = rest.get(used..).unwrap_or_default();
+                    self.fed = self.fed.saturating_add(used);
+                }
+                None => {
+                    self.fed = self.fed.saturating_add(rest.len());
+                    self.carry.extend_from_slice(rest);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the whole index was fed: its terminator read, nothing
+    /// after it.
+    pub fn finish(self) -> Result<(), LtxError> {
+        if self.done {
+            Ok(())
+        } else {
+            Err(LtxError::truncated(
+                "page index",
+                self.fed.saturating_add(1),
+                self.fed,
+            ))
+        }
+    }
+
+    /// Decodes the entry (or terminator) at the start of `bytes`: the bytes
+    /// it took, or `None` when `bytes` ends inside it.
+    fn entry(
+        &mut self,
+        bytes: &[u8],
+        sink: &mut dyn FnMut(IndexEntry) -> Result<(), LtxError>,
+    ) -> Result<Option<usize>, LtxError> {
+        if self.done {
+            return Err(LtxError::invalid(
+                "page index",
+                format!("{} bytes after the terminator", bytes.len()),
+            ));
+        }
+        let mut at = 0usize;
+        let next = |at: &mut usize| match read_varint(bytes, at) {
+            Ok(v) => Ok(Some(v)),
+            // Cut by the end of the piece: the next piece completes it.
+            Err(LtxError::Truncated { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+        let Some(pgno) = next(&mut at)? else {
+            return Ok(None);
+        };
+        if pgno == 0 {
+            self.done = true;
+            return Ok(Some(at));
+        }
+        let Some(offset) = next(&mut at)? else {
+            return Ok(None);
+        };
+        let Some(size) = next(&mut at)? else {
+            return Ok(None);
+        };
+        let entry = validate(pgno, offset, size, self.prev, self.block_end)?;
+        self.prev = entry.pgno.0;
+        sink(entry)?;
+        Ok(Some(at))
+    }
 }
 
 fn validate(
@@ -337,6 +465,50 @@ mod tests {
         extra.push(0);
         let e = PageIndex::decode(&extra, START).unwrap_err();
         assert!(e.to_string().contains("after the terminator"), "{e}");
+    }
+
+    /// Decodes `raw` fed in pieces of `piece` bytes.
+    fn in_pieces(raw: &[u8], piece: usize) -> Result<Vec<IndexEntry>, LtxError> {
+        let mut out = Vec::new();
+        let mut d = IndexDecoder::new(START);
+        for p in raw.chunks(piece) {
+            d.feed(p, &mut |e| {
+                out.push(e);
+                Ok(())
+            })?;
+        }
+        d.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn decodes_the_same_in_pieces_of_any_size() {
+        let entries = [
+            (1, 100, 300),
+            (2, 400, 70),
+            (300, 470, 9000),
+            (u64::from(u32::MAX), 9470, 20),
+        ];
+        let good = raw(&entries);
+        let whole = PageIndex::decode(&good, START).unwrap().entries;
+        assert_eq!(whole.len(), 4);
+        for piece in 1..=good.len() {
+            assert_eq!(in_pieces(&good, piece).unwrap(), whole, "{piece}");
+            // Cut short anywhere, or followed by a byte: an error, whatever
+            // the pieces.
+            for n in 0..good.len() {
+                assert!(in_pieces(&good[..n], piece).is_err(), "{piece} {n}");
+            }
+            let mut extra = good.clone();
+            extra.push(0);
+            assert!(in_pieces(&extra, piece).is_err(), "{piece}");
+        }
+        // A sink's error stops the decoding.
+        let mut d = IndexDecoder::new(START);
+        let e = d
+            .feed(&good, &mut |_| Err(LtxError::invalid("page index", "stop")))
+            .unwrap_err();
+        assert!(e.to_string().contains("stop"), "{e}");
     }
 
     fn tail(len: u64) -> Vec<u8> {

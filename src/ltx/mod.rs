@@ -39,7 +39,9 @@ pub use frame::{
     FRAME_HEADER_SIZE, FrameHeader, decode_frame, decode_frame_into, frame_len, max_frame_len,
 };
 pub use header::{FLAG_NO_CHECKSUM, HEADER_SIZE, Header};
-pub use index::{INDEX_LOCATOR_SIZE, IndexEntry, PageIndex, index_region};
+pub use index::{
+    INDEX_LOCATOR_SIZE, IndexDecoder, IndexEntry, PageIndex, encode_entries, index_region,
+};
 pub use name::{FileName, parse_name};
 pub use trailer::{TRAILER_SIZE, Trailer};
 pub use types::{PageNo, PageSize, Txid, lock_page};

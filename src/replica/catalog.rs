@@ -93,7 +93,7 @@ impl Catalog {
     }
 
     fn cache_pages(&self, l: &Loaded) {
-        for (entry, (_, page)) in l.index.entries.iter().zip(&l.pages) {
+        for (entry, (_, page)) in l.index.entries().zip(&l.pages) {
             self.cache
                 .insert(l.file.key(entry.offset), Page::from(page.as_slice()));
         }

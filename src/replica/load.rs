@@ -3,11 +3,14 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
+
 use crate::error::{Error, Result};
-use crate::ltx::{self, HEADER_SIZE, Header, PageIndex, PageNo};
+use crate::ltx::{self, HEADER_SIZE, Header, IndexDecoder, PageNo};
 use crate::storage::{FileInfo, Level, Storage};
 use crate::store::Blobs;
 
+use super::file_index::{Building, FileIndex};
 use super::snapshot::FileRef;
 
 /// Files up to this size are fetched whole in one request, checksum
@@ -18,11 +21,22 @@ pub const WHOLE_FILE_MAX: u64 = 1024 * 1024;
 /// Bytes of a large file's tail fetched together with its header, as a share
 /// of the file size. The page index takes about 10 bytes per page and a
 /// compressed page a few hundred to a few thousand, so 1/128 of the file
-/// usually holds the whole index. The cap covers the index of a
-/// 1,000,000-page snapshot (about 10 bytes per page).
+/// usually holds the whole index. The cap bounds what is held at once:
+/// the index of a file of more than about 100,000 pages is longer, and
+/// its front is read in pieces (see [`PIECE`]).
 const TAIL_SHARE: u64 = 128;
 const TAIL_MIN: u64 = 64 * 1024;
-const TAIL_MAX: u64 = 16 * 1024 * 1024;
+const TAIL_MAX: u64 = 1024 * 1024;
+
+/// Bytes of each piece of a long page index read ahead of the tail, and
+/// how many are read at once from remote storage (one at a time from
+/// local files): each piece is decoded as it arrives, in order, and
+/// freed, so that at most `TAIL_MAX + PIECES_IN_FLIGHT * PIECE` bytes of
+/// raw index are held at once, whatever the index's length (a
+/// 1,000,000-page snapshot's is 8 to 10 MB). A piece of 1 MiB is mapped on
+/// its own by the library's allocator and given back when freed.
+const PIECE: u64 = 1024 * 1024;
+const PIECES_IN_FLIGHT: usize = 2;
 
 /// Bytes of a large file's head fetched with its header: the first frames
 /// of a snapshot (page 1, the schema) for the first query, at no extra
@@ -32,7 +46,7 @@ const HEAD_PREFETCH: u64 = 64 * 1024;
 /// A file's header and index, and its pages when it was read whole.
 pub struct Loaded {
     pub file: Arc<FileRef>,
-    pub index: PageIndex,
+    pub index: FileIndex,
     pub pages: Vec<(PageNo, Vec<u8>)>,
     /// Whether the file checksum was checked (files read whole).
     pub verified: bool,
@@ -82,29 +96,55 @@ pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) 
         .min(info.size);
     let tail_start = info.size - tail_len;
     let head_len = HEAD_PREFETCH.min(tail_start).max(HEADER_SIZE as u64);
-    let (head, mut tail) = tokio::try_join!(
+    let (head, tail) = tokio::try_join!(
         storage.read_version(info.id, info.version, 0..head_len),
         storage.read_version(info.id, info.version, tail_start..info.size)
     )?;
 
-    let header = Header::decode(&head).map_err(|e| Error::corrupt(describe(), e))?;
+    let corrupt = |e| Error::corrupt(describe(), e);
+    let header = Header::decode(&head).map_err(corrupt)?;
     check_name(&header, &info, &describe)?;
-    let region = ltx::index_region(info.size, &tail).map_err(|e| Error::corrupt(describe(), e))?;
+    let region = ltx::index_region(info.size, &tail).map_err(corrupt)?;
+    let mut building = Building::new(&header, region.start);
+    let mut decoder = IndexDecoder::new(region.start);
     if region.start < tail_start {
-        let mut more = storage
-            .read_version(info.id, info.version, region.start..tail_start)
-            .await?;
-        more.extend_from_slice(&tail);
-        tail = more;
+        // The front of a long index, in pieces, decoded as they arrive.
+        let in_flight = if storage.is_local() {
+            1
+        } else {
+            PIECES_IN_FLIGHT
+        };
+        let pieces = (region.start..tail_start)
+            .step_by(usize::try_from(PIECE).unwrap_or(usize::MAX))
+            .map(|from| from..from.saturating_add(PIECE).min(tail_start))
+            .map(|r| async move {
+                let want = r.end - r.start;
+                let bytes = storage.read_version(info.id, info.version, r).await?;
+                if bytes.len() as u64 != want {
+                    return Err(Error::Missing(format!(
+                        "{}: short read of the page index",
+                        describe()
+                    )));
+                }
+                Ok(bytes)
+            });
+        let mut pieces = futures_util::stream::iter(pieces).buffered(in_flight);
+        while let Some(piece) = pieces.next().await {
+            decoder
+                .feed(&piece?, &mut |e| building.push(e))
+                .map_err(corrupt)?;
+        }
     }
-    let tail_origin = region.start.min(tail_start);
-    let from = usize::try_from(region.start - tail_origin).unwrap_or(usize::MAX);
-    let to = usize::try_from(region.end - tail_origin).unwrap_or(usize::MAX);
+    let from = usize::try_from(region.start.saturating_sub(tail_start)).unwrap_or(usize::MAX);
+    let to = usize::try_from(region.end - tail_start).unwrap_or(usize::MAX);
     let bytes = tail
         .get(from..to)
         .ok_or_else(|| Error::Missing(format!("{}: short read of the page index", describe())))?;
-    let index =
-        PageIndex::decode(bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
+    decoder
+        .feed(bytes, &mut |e| building.push(e))
+        .map_err(corrupt)?;
+    decoder.finish().map_err(corrupt)?;
+    let index = building.finish().map_err(corrupt)?;
     let pages = leading_pages(&head, &index, header.page_size);
     let file = Arc::new(FileRef::listed(info, header));
     let checksum = ltx::Trailer::decode(&tail).ok().map(|t| t.file_checksum);
@@ -112,7 +152,11 @@ pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) 
         let _ = file.file_checksum.set(c);
     }
     if let (Some(b), Some(raw)) = (blobs, head.get(..HEADER_SIZE)) {
-        b.put(&name, &to_meta(raw, region.start, checksum, bytes));
+        // The raw index again, for the blobs only: held while it is written.
+        b.put(
+            &name,
+            &to_meta(raw, region.start, checksum, &index.encode_entries()),
+        );
     }
     Ok(Loaded {
         file,
@@ -137,7 +181,7 @@ fn whole(bytes: &[u8], info: FileInfo, describe: impl Fn() -> String) -> Result<
     let _ = file.file_checksum.set(decoded.trailer.file_checksum);
     Ok(Loaded {
         file,
-        index: decoded.index,
+        index: decoded.index.into(),
         pages: decoded.pages,
         verified: true,
         kept: false,
@@ -187,7 +231,7 @@ fn from_meta(meta: &[u8], info: FileInfo) -> Option<Loaded> {
     let index_start = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
     let has_checksum = *rest.get(8)? == 1;
     let checksum = u64::from_le_bytes(rest.get(9..17)?.try_into().ok()?);
-    let index = PageIndex::decode(rest.get(17..)?, index_start).ok()?;
+    let index = FileIndex::decode(&header, rest.get(17..)?, index_start).ok()?;
     let file = Arc::new(FileRef::listed(info, header));
     if has_checksum {
         let _ = file.file_checksum.set(checksum);
@@ -202,17 +246,19 @@ fn from_meta(meta: &[u8], info: FileInfo) -> Option<Loaded> {
 }
 
 /// The pages whose frames lie wholly inside the prefetched head of a file,
-/// in index order. A snapshot begins with page 1 and the schema, which the
-/// first query needs: they arrive with the open instead of a round trip
-/// later. A frame that does not decode is left for the normal read path to
-/// report.
+/// in index order, at most [`LEADING_PAGES`](super::LEADING_PAGES) of them.
+/// A snapshot begins with page 1 and the schema, which the first query
+/// needs: they arrive with the open instead of a round trip later. (Pages
+/// that compress well, such as empty ones, fit by the thousand in the
+/// head: decoding them all would fill megabytes of cache at the open.) A
+/// frame that does not decode is left for the normal read path to report.
 fn leading_pages(
     head: &[u8],
-    index: &PageIndex,
+    index: &FileIndex,
     page_size: ltx::PageSize,
 ) -> Vec<(PageNo, Vec<u8>)> {
     let mut pages = Vec::new();
-    for e in &index.entries {
+    for e in index.entries().take(super::LEADING_PAGES as usize) {
         let (Ok(from), Ok(len)) = (usize::try_from(e.offset), usize::try_from(e.size)) else {
             break;
         };
@@ -245,8 +291,9 @@ fn structure_only(
         .zip(usize::try_from(region.end).ok())
         .and_then(|(s, e)| bytes.get(s..e))
         .ok_or_else(|| Error::Missing(format!("{}: short page index", describe())))?;
-    let index =
-        PageIndex::decode(index_bytes, region.start).map_err(|e| Error::corrupt(describe(), e))?;
+    let index = ltx::PageIndex::decode(index_bytes, region.start)
+        .map_err(|e| Error::corrupt(describe(), e))?
+        .into();
     let file = Arc::new(FileRef::listed(info, header));
     let reason = Error::corrupt(describe(), e).to_string();
     crate::log::error!("{reason}: reads of its pages will fail");

@@ -381,8 +381,7 @@ impl Local {
             let h = &l.file.header;
             let pages: Vec<PageNo> = l
                 .index
-                .entries
-                .iter()
+                .entries()
                 .map(|e| e.pgno)
                 .filter(|p| p.0 <= h.commit)
                 .collect();

@@ -33,7 +33,7 @@ fn file(level: Level, min: u64, max: u64, ts: i64, pages: &[u32]) -> Loaded {
     };
     Loaded {
         file: Arc::new(super::super::FileRef::new(id, bytes.len() as u64, header)),
-        index,
+        index: index.into(),
         pages: Vec::new(),
         verified: true,
         kept: false,

@@ -3,7 +3,9 @@
 
 mod ahead;
 mod catalog;
+mod chunk;
 mod fetch;
+mod file_index;
 mod flight;
 mod hydrate;
 mod lineage;
@@ -42,14 +44,17 @@ pub use plan::{Plan, plan};
 
 pub use poller::{PollState, running as running_pollers};
 
+pub use chunk::Chunk;
+pub use file_index::FileIndex;
 pub use registry::{Registry, ReplicaHandle, registry};
-pub use snapshot::{FileRef, FrameLoc, Snapshot};
+pub use snapshot::{FileRef, FrameLoc, Places, Snapshot};
 pub use stats::Stats;
 pub use verifier::Verifier;
 pub use warmup::State as WarmupState;
 
 /// Pages from the start of a fresh state that the open puts into the local
-/// store when it has them in memory (what `load` brings with a header).
+/// store when it has them in memory (what `load` brings with a header, and
+/// at most what it decodes of that header).
 const LEADING_PAGES: u32 = 64;
 
 /// How often an open retries while the replica has no files yet.

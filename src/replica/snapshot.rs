@@ -5,10 +5,12 @@
 //! the chunks it touches and shares the rest with the previous snapshot, so a
 //! new snapshot costs O(pages changed), whatever the database size.
 //!
-//! Each page costs 8 bytes: its file's slot in the snapshot's file table
-//! (16 bits) and its frame's offset (48 bits). A frame's length is not
-//! stored: it follows from the frame's own header (`ltx::frame_len`), so a
-//! reader asks for at most `ltx::max_frame_len` bytes from the offset.
+//! A page's place is its file's slot in the snapshot's file table (16
+//! bits) and its frame's offset (48 bits), kept in about 4 bytes per page
+//! (a 32-bit reference to one of a few bases per chunk: `chunk.rs`). A
+//! frame's length is not stored: it follows from the frame's own header
+//! (`ltx::frame_len`), so a reader asks for at most `ltx::max_frame_len`
+//! bytes from the offset.
 
 use std::sync::Arc;
 
@@ -17,13 +19,9 @@ use crate::error::{Error, Result};
 use crate::ltx::{Header, PageIndex, PageNo, PageSize, Txid};
 use crate::storage::{FileId, FileInfo};
 
-/// Pages per chunk. 1024 entries of 8 bytes: one chunk is 8 KiB, and a
-/// 1,000,000-page database has under a thousand chunk pointers to copy.
-const CHUNK_BITS: u32 = 10;
-const CHUNK: usize = 1 << CHUNK_BITS;
-/// Bits of an entry that hold the frame offset (files up to 256 TiB).
-const OFFSET_BITS: u32 = 48;
-const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+// Pages per chunk: 1024 of about 4 bytes, so one chunk is about 4 KiB, and
+// a 1,000,000-page database has under a thousand chunk pointers to copy.
+use super::chunk::{CHUNK, CHUNK_BITS, Chunk, OFFSET_BITS, OFFSET_MASK};
 /// Files a snapshot's table may name (slot 0 means "no frame").
 const MAX_SLOTS: usize = (1 << (64 - OFFSET_BITS)) - 1;
 /// The file table is compacted (files no page points to are dropped) when
@@ -112,10 +110,23 @@ impl FrameLoc {
     }
 }
 
-/// One page: `slot + 1` in the top 16 bits, the frame offset below; 0 for
-/// a page no file holds.
-type Entry = u64;
-type Chunk = Arc<Vec<Entry>>;
+/// What a file places in a snapshot: its pages and their frame offsets.
+pub trait Places {
+    /// Every page the file holds and its frame's offset, by page number.
+    fn places(&self) -> Box<dyn Iterator<Item = (PageNo, u64)> + Send + '_>;
+
+    /// The pages already in the snapshot's chunks, placed in slot 0: what
+    /// a snapshot built on this file takes as its own without a copy.
+    fn chunks(&self) -> Option<&[Arc<Chunk>]> {
+        None
+    }
+}
+
+impl Places for PageIndex {
+    fn places(&self) -> Box<dyn Iterator<Item = (PageNo, u64)> + Send + '_> {
+        Box::new(self.entries.iter().map(|e| (e.pgno, e.offset)))
+    }
+}
 
 /// The state of the database after one TXID.
 #[derive(Clone, Debug)]
@@ -130,7 +141,7 @@ pub struct Snapshot {
     /// more each time the replica is found reset (its TXIDs restarted).
     /// Equal TXIDs of two lineages are different states.
     pub lineage: u32,
-    chunks: Vec<Chunk>,
+    chunks: Vec<Arc<Chunk>>,
     /// The files entries point into, by slot.
     files: Arc<Vec<Arc<FileRef>>>,
     /// Files left in the table by its last compaction.
@@ -139,8 +150,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Applies the files of a restore plan, oldest first.
-    pub fn build<'a>(
-        files: impl IntoIterator<Item = (&'a Arc<FileRef>, &'a PageIndex)>,
+    pub fn build<'a, P: Places + 'a>(
+        files: impl IntoIterator<Item = (&'a Arc<FileRef>, &'a P)>,
     ) -> Result<Snapshot> {
         let mut iter = files.into_iter();
         let (first, index) = iter
@@ -170,13 +181,13 @@ impl Snapshot {
     }
 
     /// A new snapshot: this one with `file` applied on top.
-    pub fn apply(&self, file: &Arc<FileRef>, index: &PageIndex) -> Result<Snapshot> {
+    pub fn apply(&self, file: &Arc<FileRef>, index: &impl Places) -> Result<Snapshot> {
         let mut next = self.clone();
         next.apply_in_place(file, index)?;
         Ok(next)
     }
 
-    fn apply_in_place(&mut self, file: &Arc<FileRef>, index: &PageIndex) -> Result<()> {
+    fn apply_in_place(&mut self, file: &Arc<FileRef>, index: &impl Places) -> Result<()> {
         let h = &file.header;
         if h.page_size != self.page_size {
             return Err(Error::Missing(format!(
@@ -190,12 +201,6 @@ impl Snapshot {
             return Err(Error::Missing(format!(
                 "{} does not continue TXID {}",
                 file.id.name, self.txid
-            )));
-        }
-        if index.entries.iter().any(|e| e.offset > OFFSET_MASK) {
-            return Err(Error::Missing(format!(
-                "{} is larger than 256 TiB",
-                file.id.name
             )));
         }
         if self.files.len()
@@ -213,9 +218,24 @@ impl Snapshot {
         }
         Arc::make_mut(&mut self.files).push(Arc::clone(file));
         let tag = (slot as u64 + 1) << OFFSET_BITS;
-        for e in &index.entries {
-            if e.pgno.0 <= h.commit {
-                self.set(e.pgno, tag | e.offset);
+        match index.chunks() {
+            // The first file's own chunks, placed in slot 0: shared as
+            // they are (the rest of the index is never built beside them).
+            Some(chunks) if slot == 0 && self.chunks.is_empty() => {
+                self.chunks = chunks.to_vec();
+            }
+            _ => {
+                for (pgno, offset) in index.places() {
+                    if offset > OFFSET_MASK {
+                        return Err(Error::Missing(format!(
+                            "{} is larger than 256 TiB",
+                            file.id.name
+                        )));
+                    }
+                    if pgno.0 <= h.commit {
+                        self.set(pgno, tag | offset);
+                    }
+                }
             }
         }
         self.truncate(h.commit);
@@ -228,7 +248,7 @@ impl Snapshot {
     /// Where page `pgno` lives, if any file holds it.
     pub fn frame(&self, pgno: PageNo) -> Option<FrameLoc> {
         let i = (pgno.0 as usize).checked_sub(1)?;
-        let e = *self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1))?;
+        let e = self.chunks.get(i >> CHUNK_BITS)?.get(i & (CHUNK - 1));
         let slot = usize::try_from(e >> OFFSET_BITS).ok()?.checked_sub(1)?;
         let file = self.files.get(slot)?;
         let offset = e & OFFSET_MASK;
@@ -240,11 +260,11 @@ impl Snapshot {
         })
     }
 
-    /// Bytes the page index holds in memory: 8 per page slot, plus the file
-    /// table. (Chunks shared with other snapshots count fully here.)
+    /// Bytes the page index holds in memory: about 4 per page slot, plus
+    /// the file table. (Chunks shared with other snapshots count fully here.)
     pub fn index_bytes(&self) -> usize {
-        self.chunks.len() * CHUNK * std::mem::size_of::<Entry>()
-            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+        self.chunks.iter().map(|c| c.bytes()).sum::<usize>()
+            + self.chunks.capacity() * std::mem::size_of::<Arc<Chunk>>()
             + self.files.len()
                 * (std::mem::size_of::<Arc<FileRef>>() + std::mem::size_of::<FileRef>())
     }
@@ -266,15 +286,11 @@ impl Snapshot {
     fn compact_slots(&mut self) {
         let mut used = vec![false; self.files.len()];
         for chunk in &self.chunks {
-            for e in chunk.iter() {
-                if let Some(slot) = usize::try_from(e >> OFFSET_BITS)
-                    .ok()
-                    .and_then(|s| s.checked_sub(1))
-                    && let Some(u) = used.get_mut(slot)
-                {
+            chunk.slots_in_use(&mut |slot| {
+                if let Some(u) = used.get_mut(slot) {
                     *u = true;
                 }
-            }
+            });
         }
         let mut remap = vec![0u64; self.files.len()];
         let mut files = Vec::new();
@@ -286,20 +302,11 @@ impl Snapshot {
                 }
             }
         }
+        let renumber = |slot: usize| remap.get(slot).copied().unwrap_or(0);
         for chunk in &mut self.chunks {
-            let c = Arc::make_mut(chunk);
-            for e in c.iter_mut() {
-                if let Some(slot) = usize::try_from(*e >> OFFSET_BITS)
-                    .ok()
-                    .and_then(|s| s.checked_sub(1))
-                {
-                    let new = remap.get(slot).copied().unwrap_or(0);
-                    *e = if new == 0 {
-                        0
-                    } else {
-                        (new << OFFSET_BITS) | (*e & OFFSET_MASK)
-                    };
-                }
+            // Chunks whose slots keep their numbers stay shared.
+            if chunk.renumbers(&renumber) {
+                Arc::make_mut(chunk).renumber_slots(&renumber);
             }
         }
         self.live_files = files.len();
@@ -330,18 +337,16 @@ impl Snapshot {
         u64::from(self.page_count) * u64::from(self.page_size.get())
     }
 
-    fn set(&mut self, pgno: PageNo, entry: Entry) {
+    fn set(&mut self, pgno: PageNo, entry: u64) {
         let Some(i) = (pgno.0 as usize).checked_sub(1) else {
             return;
         };
         let (c, slot) = (i >> CHUNK_BITS, i & (CHUNK - 1));
         while self.chunks.len() <= c {
-            self.chunks.push(Arc::new(vec![0; CHUNK]));
+            self.chunks.push(Arc::default());
         }
-        if let Some(chunk) = self.chunks.get_mut(c)
-            && let Some(s) = Arc::make_mut(chunk).get_mut(slot)
-        {
-            *s = entry;
+        if let Some(chunk) = self.chunks.get_mut(c) {
+            Arc::make_mut(chunk).set(slot, entry);
         }
     }
 
@@ -355,11 +360,9 @@ impl Snapshot {
             return;
         }
         if let Some(last) = self.chunks.last_mut()
-            && last.iter().skip(keep).any(|e| *e != 0)
+            && last.any_from(keep)
         {
-            for s in Arc::make_mut(last).iter_mut().skip(keep) {
-                *s = 0;
-            }
+            Arc::make_mut(last).clear_from(keep);
         }
     }
 }

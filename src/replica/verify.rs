@@ -12,10 +12,11 @@ use std::sync::Arc;
 
 use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
-use crate::ltx::{FRAME_HEADER_SIZE, HEADER_SIZE, IndexEntry, PageIndex, Verifier};
+use crate::ltx::{FRAME_HEADER_SIZE, HEADER_SIZE, IndexEntry, Verifier};
 use crate::storage::Storage;
 
 use super::fetch::InFlight;
+use super::file_index::FileIndex;
 use super::snapshot::FileRef;
 
 /// Bytes fetched per request while verifying: large enough that a 1 GB
@@ -30,7 +31,7 @@ pub async fn verify(
     storage: Arc<dyn Storage>,
     cache: Arc<PageCache>,
     file: Arc<FileRef>,
-    index: Arc<PageIndex>,
+    index: Arc<FileIndex>,
     wait: std::time::Duration,
 ) -> Result<()> {
     let budget = InFlight::process();
@@ -40,14 +41,14 @@ pub async fn verify(
         .read_version(file.id, file.version, 0..HEADER_SIZE as u64)
         .await?;
     let mut v = Verifier::new(&head, file.header.page_size).map_err(corrupt)?;
-    let entries = &index.entries;
+    let mut entries = index.entries().peekable();
     let mut next = HEADER_SIZE as u64;
-    let mut i = 0;
-    while i < entries.len() {
+    while entries.peek().is_some() {
         let start = next;
-        let mut j = i;
         let mut end = start;
-        while let Some(e) = entries.get(j) {
+        // The frames of one chunk (a few MiB of a file), taken in order.
+        let mut chunk = Vec::new();
+        while let Some(e) = entries.peek() {
             if e.offset != end {
                 return Err(Error::Missing(format!(
                     "{}: frames are not contiguous at page {}",
@@ -55,11 +56,12 @@ pub async fn verify(
                     e.pgno.0
                 )));
             }
-            if end - start >= CHUNK && j > i {
+            if end - start >= CHUNK && !chunk.is_empty() {
                 break;
             }
             end = e.offset + u64::from(e.size);
-            j += 1;
+            chunk.push(*e);
+            entries.next();
         }
         let held = budget.hold(end - start, wait, storage.describe()).await?;
         let bytes = storage
@@ -67,23 +69,16 @@ pub async fn verify(
             .await?;
         // Decompressing and checksumming a chunk (up to 8 MiB) is work for
         // the blocking pool, not for one of the two workers.
-        let (idx, c, f, d) = (
-            Arc::clone(&index),
-            Arc::clone(&cache),
-            Arc::clone(&file),
-            describe(),
-        );
+        let (c, f, d) = (Arc::clone(&cache), Arc::clone(&file), describe());
         let scope = storage.describe().to_owned();
         v = crate::runtime::off_worker("verifying a chunk", move || {
             crate::pause::point("verify.chunk", &scope);
-            let chunk = idx.entries.get(i..j).unwrap_or_default();
-            let checked = check_chunk(v, &bytes, start, chunk, &c, &f, &d);
+            let checked = check_chunk(v, &bytes, start, &chunk, &c, &f, &d);
             drop((bytes, held));
             checked
         })
         .await??;
         next = end;
-        i = j;
     }
     let tail = storage
         .read_version(file.id, file.version, next..file.size)
