@@ -1,11 +1,14 @@
 //! Read-ahead policy: how many pages a demand read takes behind the one
 //! SQLite asked for, and where a scan through a full cache keeps them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::cache::{FrameKey, Page};
 use crate::ltx::PageNo;
 
+use super::inflight::Held;
 use super::runs::Run;
 
 /// Read-ahead never spans more pages than this...
@@ -45,13 +48,64 @@ impl ReadAhead {
 /// cache holds: a scan larger than the cache would otherwise push out every
 /// page before the next pass reads it again, and decode the whole database
 /// on every pass.
+///
+/// Two kinds: the frames a demand read took behind its page (`pages`,
+/// replaced by each such read), and the pages the scan-ahead fetched
+/// (`ahead`). A page of the scan-ahead stays here until the scan reads it,
+/// so that none is evicted before it is read and fetched again; each holds
+/// its share of the in-flight budget (`Held`, given back when the last page
+/// of its request is read or dropped), so that the pages waiting here stay
+/// within that budget too. They are dropped when the read transaction ends
+/// and when the scan misses (it went elsewhere).
 #[derive(Debug, Default)]
 pub struct ScanBuf {
     pages: std::sync::Mutex<Vec<(FrameKey, Page)>>,
+    ahead: std::sync::Mutex<HashMap<FrameKey, (Page, Arc<Lease>)>>,
+    /// Bytes of the scan-ahead requests of this connection, from when they
+    /// are queued until their last page is read or dropped.
+    leased: Arc<AtomicU64>,
+    /// The last read of this connection fetched its page itself: it was
+    /// neither in memory nor on the wire (a hole in what was read ahead).
+    fetched: AtomicBool,
+}
+
+/// The bytes one scan-ahead request of a [`ScanBuf`] takes (its pages,
+/// decoded), counted from when it is queued, with its share of the
+/// in-flight budget once it has it; given back when dropped (on every
+/// path: the request failed, its pages were read or dropped).
+#[derive(Debug)]
+pub struct Lease {
+    bytes: u64,
+    of: Arc<AtomicU64>,
+    held: Option<Held>,
+}
+
+impl Lease {
+    /// Bytes it counts.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// It holds `held` of the in-flight budget too.
+    pub(super) fn with(mut self, held: Held) -> Lease {
+        self.held = Some(held);
+        self
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.of.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl ScanBuf {
     pub(super) fn take(&self, key: &FrameKey) -> Option<Page> {
+        if let Ok(mut ahead) = self.ahead.lock()
+            && let Some((page, _held)) = ahead.remove(key)
+        {
+            return Some(page);
+        }
         let mut pages = self.pages.lock().ok()?;
         let i = pages.iter().position(|(k, _)| k == key)?;
         Some(pages.swap_remove(i).1)
@@ -67,6 +121,60 @@ impl ScanBuf {
                     .map(|((_, loc, _), (_, p))| (loc.key(), Arc::clone(p))),
             );
         }
+    }
+
+    /// A page the scan-ahead fetched, until the scan reads it.
+    pub(super) fn keep_ahead(&self, key: FrameKey, page: Page, lease: &Arc<Lease>) {
+        if let Ok(mut ahead) = self.ahead.lock() {
+            ahead.insert(key, (page, Arc::clone(lease)));
+        }
+    }
+
+    /// Notes that a read fetched its page itself.
+    pub(super) fn note_fetched(&self) {
+        self.fetched.store(true, Ordering::Release);
+    }
+
+    /// Whether the last read fetched its page itself (and forgets it).
+    pub fn take_fetched(&self) -> bool {
+        self.fetched.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether the scan-ahead's page of `key` waits here.
+    pub(super) fn holds(&self, key: &FrameKey) -> bool {
+        self.ahead.lock().is_ok_and(|a| a.contains_key(key))
+    }
+
+    /// Counts `bytes` of a scan-ahead request from now until the lease is
+    /// dropped.
+    pub(super) fn lease(&self, bytes: u64) -> Lease {
+        self.leased.fetch_add(bytes, Ordering::AcqRel);
+        Lease {
+            bytes,
+            of: Arc::clone(&self.leased),
+            held: None,
+        }
+    }
+
+    /// Bytes of the scan-ahead requests queued, in flight, or waiting here
+    /// to be read.
+    pub fn leased(&self) -> u64 {
+        self.leased.load(Ordering::Acquire)
+    }
+
+    /// Drops the pages read ahead (and gives their budget back): the read
+    /// transaction ended, or the scan went elsewhere.
+    pub fn clear(&self) {
+        let dropped = self.ahead.lock().map(|mut a| std::mem::take(&mut *a));
+        drop(dropped);
+        if let Ok(mut pages) = self.pages.lock() {
+            pages.clear();
+        }
+    }
+
+    /// Pages read ahead and not read yet.
+    pub fn ahead_len(&self) -> usize {
+        self.ahead.lock().map_or(0, |a| a.len())
     }
 }
 
