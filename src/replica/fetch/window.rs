@@ -181,6 +181,55 @@ impl ScanBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ltx::{FileName, Txid};
+    use crate::storage::{FileId, Level};
+
+    #[test]
+    fn pages_kept_for_the_scan_hold_their_budget_until_read() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let budget = super::super::InFlight::new(8 * 1024);
+            let wait = std::time::Duration::from_millis(20);
+            let scan = ScanBuf::default();
+            // A scan-ahead request of two pages: leased when queued...
+            let lease = scan.lease(8 * 1024);
+            assert_eq!(scan.leased(), 8 * 1024);
+            // ...holding the budget once fetched.
+            let held = budget.hold(8 * 1024, wait, "t").await.unwrap();
+            let lease = Arc::new(lease.with(held));
+            let file = FileId {
+                level: Level::L0,
+                name: FileName {
+                    min: Txid(1),
+                    max: Txid(1),
+                },
+            };
+            let (a, b) = (FrameKey::of(file, 1, 0, 100), FrameKey::of(file, 1, 0, 200));
+            let page: Page = Arc::from(vec![7u8; 4096]);
+            scan.keep_ahead(a, Arc::clone(&page), &lease);
+            scan.keep_ahead(b, Arc::clone(&page), &lease);
+            drop(lease);
+            // The request is done, its pages wait: the budget stays held.
+            assert!(budget.hold(1, wait, "t").await.is_err());
+            assert_eq!(scan.take(&a).as_deref(), Some(&page[..]));
+            assert!(scan.holds(&b) && scan.leased() == 8 * 1024);
+            assert!(budget.hold(1, wait, "t").await.is_err());
+            // The last page read: all of it is given back.
+            assert!(scan.take(&b).is_some());
+            assert_eq!(scan.leased(), 0);
+            assert!(budget.hold(8 * 1024, wait, "t").await.is_ok());
+            // The end of a transaction drops what was never read.
+            let lease = Arc::new(scan.lease(4096));
+            scan.keep_ahead(a, page, &lease);
+            drop(lease);
+            assert_eq!(scan.ahead_len(), 1);
+            scan.clear();
+            assert_eq!((scan.ahead_len(), scan.leased()), (0, 0));
+        });
+    }
 
     #[test]
     fn window_grows_on_scans_and_collapses_on_jumps() {
