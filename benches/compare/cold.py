@@ -182,6 +182,8 @@ def main():
     ap.add_argument("--out", default=str(HERE / "cold-results.md"))
     ap.add_argument("--only", default="", help="comma list of rows to run: customer,pk,scan,warm,mem (default all)")
     ap.add_argument("--kinds", default="ours,official", help="which extensions to measure")
+    ap.add_argument("--prefix", default="", help="S3 prefix of the replica (default cold-bench-ROWS); "
+                    "give each --work its own, since an existing prefix is not uploaded again")
     a = ap.parse_args()
     if a.child:
         print("RESULT " + json.dumps(child(json.loads(Path(a.child).read_text()))), flush=True)
@@ -193,7 +195,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     db, replica = build(work, a.rows)
     s, _ = srv.start()
-    prefix = f"cold-bench-{a.rows}"
+    prefix = a.prefix or f"cold-bench-{a.rows}"
     dest = Path(s.env["LSVFS_S3_DIR"]) / prefix
     if not dest.exists():
         s.upload_tree("s3", replica, prefix)

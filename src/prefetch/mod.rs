@@ -67,14 +67,20 @@ impl Prefetcher {
     /// itself yet in this transaction: a scan tops up its read-ahead every
     /// few hundred pages, and each page needs asking for once. `again`
     /// (the scan missed a page: what was asked for is not all there) asks
-    /// for the whole range.
-    pub fn ahead_span(&self, from: u32, to: u32, again: bool) -> (u32, u32) {
+    /// for the whole range. A continuation shorter than `min` pages asks
+    /// for nothing (a later top-up asks for it with more): a scan that
+    /// waits for pages still on the wire would otherwise send a request
+    /// for every few pages it moves on.
+    pub fn ahead_span(&self, from: u32, to: u32, again: bool, min: u32) -> (u32, u32) {
         let generation = self.generation();
         let Ok(mut a) = self.ahead.lock() else {
             return (from, to);
         };
         let (g, start, end) = *a;
         if !again && g == generation && start <= from && from <= end {
+            if to.saturating_sub(end) < min {
+                return (to, to);
+            }
             // It continues what was asked for: only what lies past that.
             *a = (generation, start, end.max(to));
             (end.clamp(from, to), to)
@@ -141,14 +147,21 @@ mod tests {
     #[test]
     fn a_scan_asks_for_each_page_ahead_once() {
         let pf = Prefetcher::new(4096, 100);
-        assert_eq!(pf.ahead_span(10, 4106, false), (10, 4106));
-        assert_eq!(pf.ahead_span(266, 4362, false), (4106, 4362));
-        assert_eq!(pf.ahead_span(300, 400, false), (400, 400), "all asked for");
+        assert_eq!(pf.ahead_span(10, 4106, false, 0), (10, 4106));
+        assert_eq!(pf.ahead_span(266, 4362, false, 0), (4106, 4362));
+        assert_eq!(
+            pf.ahead_span(300, 400, false, 0),
+            (400, 400),
+            "all asked for"
+        );
         // A miss: what was asked for is not all there; ask again.
-        assert_eq!(pf.ahead_span(522, 4618, true), (522, 4618));
+        assert_eq!(pf.ahead_span(522, 4618, true, 0), (522, 4618));
         // A jump elsewhere, and a new transaction, start over.
-        assert_eq!(pf.ahead_span(9000, 9100, false), (9000, 9100));
+        assert_eq!(pf.ahead_span(9000, 9100, false, 0), (9000, 9100));
         pf.end_transaction();
-        assert_eq!(pf.ahead_span(9050, 9200, false), (9050, 9200));
+        assert_eq!(pf.ahead_span(9050, 9200, false, 0), (9050, 9200));
+        // Too little past what was asked for: nothing yet, then all of it.
+        assert_eq!(pf.ahead_span(9060, 9250, false, 100), (9250, 9250));
+        assert_eq!(pf.ahead_span(9100, 9400, false, 100), (9200, 9400));
     }
 }

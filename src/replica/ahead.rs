@@ -9,7 +9,7 @@ use crate::ltx::PageNo;
 use crate::prefetch::{Pages, Prefetcher};
 
 use super::Snapshot;
-use super::fetch::{Fetcher, Landed, MAX_WINDOW, SCAN_AHEAD_WINDOWS};
+use super::fetch::{Fetcher, Landed, MAX_WINDOW, SCAN_AHEAD_WINDOWS, ScanBuf};
 
 /// A scan is taken as confirmed once the read-ahead window reaches this
 /// many pages (a few reads in a row in page order).
@@ -40,11 +40,12 @@ impl Pages for InMemory<'_> {
 }
 
 /// SQLite read `page` (`missed`: from storage; `window`: the read-ahead
-/// window of that read). Starts whatever prefetch that predicts.
+/// window of that read) through a connection (its predictor and its scan
+/// buffer). Starts whatever prefetch that predicts.
 pub fn after_read(
     fetcher: &Arc<Fetcher>,
     snap: &Arc<Snapshot>,
-    pf: &Arc<Prefetcher>,
+    (pf, scan): (&Arc<Prefetcher>, &Arc<ScanBuf>),
     pgno: PageNo,
     page: &Page,
     missed: bool,
@@ -58,6 +59,7 @@ pub fn after_read(
     // A confirmed scan keeps a few windows in flight ahead of itself, in
     // parallel requests, so that it reads near the bandwidth of one large
     // request.
+    let fetched = scan.take_fetched();
     if window >= SCAN_FROM_WINDOW && (missed || pgno.0.is_multiple_of(SCAN_STEP)) {
         let window = MAX_WINDOW;
         let from = pgno.0.saturating_add(1);
@@ -67,9 +69,27 @@ pub fn after_read(
         let to = from
             .saturating_add(ahead)
             .min(snap.page_count.saturating_add(1));
-        let (from, to) = pf.ahead_span(from, to, missed);
+        // While the cache is full, the pages go to the connection's scan
+        // buffer, where nothing evicts them before the scan reads them;
+        // there they hold their share of the in-flight budget, of which a
+        // scan leases at most half (it tops up again as it reads them).
+        let keep = fetcher.scan_keeps_ahead().then_some(scan);
+        if keep.is_some_and(|s| s.leased() >= fetcher.scan_lease_limit()) {
+            return;
+        }
+        // A page the read fetched itself was a hole in what was asked for
+        // (a failed read, or a page evicted before the scan reached it):
+        // ask for the whole span again (only what is missing goes out).
+        // Otherwise a miss is a page still on the wire (the scan caught up
+        // with its read-ahead, whose pages land as they stream in): it tops
+        // up like a step does, never with a request of a few pages.
+        let (from, to) = pf.ahead_span(from, to, fetched, SCAN_STEP / 2);
+        crate::log::debug!(
+            "scan at page {} (missed {missed}): ahead {from}..{to}",
+            pgno.0
+        );
         let pages: Vec<PageNo> = (from..to).map(PageNo).collect();
-        fetcher.prefetch_runs_of(snap, &pages, None, SCAN_RUN_BYTES);
+        fetcher.prefetch_runs_of(snap, &pages, None, SCAN_RUN_BYTES, keep);
     }
 }
 

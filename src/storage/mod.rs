@@ -41,6 +41,13 @@ use crate::ltx::FileName;
 /// A boxed future, so that the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// The bytes of a ranged read as they arrive, in order: the reader decodes
+/// each chunk while the next one is on the wire, and never holds the whole
+/// body. Ends after the last byte of the range; a body shorter or longer
+/// than the range ends with an error.
+pub type Chunks<'a> =
+    Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, StorageError>> + Send + 'a>>;
+
 /// A Litestream level: 0 holds one file per replicated batch, 1..=8
 /// compactions of the level below, 9 full snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -164,6 +171,22 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'_, Result<Vec<u8>, StorageError>> {
         let _ = version;
         self.read(file, range)
+    }
+
+    /// [`Storage::read_version`], its bytes handed over as they arrive.
+    /// Backends that stream a response body (the object stores) do; the
+    /// default reads the whole range, then hands it over as one chunk.
+    fn read_version_chunks(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, Result<Chunks<'_>, StorageError>> {
+        Box::pin(async move {
+            let body = bytes::Bytes::from(self.read_version(file, version, range).await?);
+            let chunks: Chunks<'_> = Box::pin(futures_util::stream::once(async move { Ok(body) }));
+            Ok(chunks)
+        })
     }
 
     /// Several ranges of one file, fetched together; backends that can

@@ -12,7 +12,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 use super::error::{StorageError, StorageErrorKind};
 use super::listed::{Entry, ListedTags, Stamp, Tie};
 pub use super::object_error::Context;
-use super::{BoxFuture, FileId, FileInfo, Level, Storage};
+use super::{BoxFuture, Chunks, FileId, FileInfo, Level, Storage};
 use crate::ltx::{FileName, parse_name};
 
 /// Where a level's files live under the replica path, as Litestream writes
@@ -103,39 +103,93 @@ impl ObjectStorage {
         version: u64,
         range: Range<u64>,
     ) -> Result<Vec<u8>, StorageError> {
+        let path = self.path(file);
+        let got = self.get_tied(file, version, range.clone()).await?;
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| self.error("read", path.as_ref(), &e))?;
+        self.check_len(file, &range, bytes.len())?;
+        Ok(Vec::from(bytes))
+    }
+
+    /// [`ObjectStorage::read_tied`] as the body arrives: the answer's
+    /// headers are checked, then its chunks handed over one by one (a
+    /// body of another length than the range ends in an error).
+    async fn chunks_tied(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> Result<Chunks<'_>, StorageError> {
+        let got = self.get_tied(file, version, range.clone()).await?;
+        let want = range.end.saturating_sub(range.start);
+        let state = (got.into_stream(), 0u64, false);
+        let chunks = futures_util::stream::unfold(state, move |(mut body, seen, done)| {
+            let range = range.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let fail = |e| Some((Err(e), (futures_util::stream::empty().boxed(), seen, true)));
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        let seen = seen.saturating_add(chunk.len() as u64);
+                        if seen > want {
+                            let len = usize::try_from(seen).unwrap_or(usize::MAX);
+                            return fail(self.check_len(file, &range, len).err()?);
+                        }
+                        Some((Ok(chunk), (body, seen, false)))
+                    }
+                    Some(Err(e)) => fail(self.error("read", self.path(file).as_ref(), &e)),
+                    None if seen == want => None,
+                    None => {
+                        let len = usize::try_from(seen).unwrap_or(usize::MAX);
+                        fail(self.check_len(file, &range, len).err()?)
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(chunks))
+    }
+
+    /// The answer to a ranged GET tied to `version` (see
+    /// [`ObjectStorage::read_tied`]), its headers checked, its body unread.
+    async fn get_tied(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> Result<object_store::GetResult, StorageError> {
         let if_match = match self
             .tags
             .tie(self.cx.backend, &self.cx.describe, file, version)?
         {
             Tie::IfMatch(tag) => Some(tag.to_string()),
-            Tie::Plain if self.checks_served_etag() => None,
-            Tie::Plain => return self.read_plain(file, range).await,
+            Tie::Plain => None,
         };
         let path = self.path(file);
         let opts = GetOptions {
             if_match,
-            range: Some(GetRange::Bounded(range.clone())),
+            range: Some(GetRange::Bounded(range)),
             ..GetOptions::default()
         };
-        let (served, bytes) = async {
-            let got = self.store.get_opts(&path, opts).await?;
-            let served = (got.meta.e_tag.clone(), stamp(&got.meta));
-            Ok::<_, object_store::Error>((served, got.bytes().await?))
-        }
-        .await
-        .map_err(|e| self.error("read", path.as_ref(), &e))?;
+        let got = self
+            .store
+            .get_opts(&path, opts)
+            .await
+            .map_err(|e| self.error("read", path.as_ref(), &e))?;
         if self.checks_served_etag() {
             self.tags.check_served(
                 self.cx.backend,
                 &self.cx.describe,
                 file,
                 version,
-                served.0.as_deref(),
-                Some(served.1),
+                got.meta.e_tag.as_deref(),
+                Some(stamp(&got.meta)),
             )?;
         }
-        self.check_len(file, &range, bytes.len())?;
-        Ok(Vec::from(bytes))
+        Ok(got)
     }
 
     /// Whether the ETag a read is answered with is held to the listed (or
@@ -334,6 +388,23 @@ impl Storage for ObjectStorage {
             return Box::pin(self.read_plain(file, range));
         }
         Box::pin(self.read_tied(file, version, range))
+    }
+
+    fn read_version_chunks(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, Result<Chunks<'_>, StorageError>> {
+        if version == 0 {
+            return Box::pin(async move {
+                let body = bytes::Bytes::from(self.read_plain(file, range).await?);
+                let chunks: Chunks<'_> =
+                    Box::pin(futures_util::stream::once(async move { Ok(body) }));
+                Ok(chunks)
+            });
+        }
+        Box::pin(self.chunks_tied(file, version, range))
     }
 
     fn read_ranges(

@@ -235,6 +235,8 @@ impl DbFile {
             if let Some(pf) = &inner.prefetch {
                 pf.end_transaction();
             }
+            // What the scan read ahead is for this transaction only.
+            inner.scan.clear();
         }
         Ok(())
     }
@@ -364,7 +366,7 @@ impl Drop for DbFile {
 fn read_at(
     replica: &Replica,
     snap: &Arc<Snapshot>,
-    (pf, scan): (&Arc<Prefetcher>, &ScanBuf),
+    (pf, scan): (&Arc<Prefetcher>, &Arc<ScanBuf>),
     buf: &mut [u8],
     offset: u64,
     window: u32,
@@ -395,7 +397,15 @@ fn read_at(
                         pgno.0, snap.txid
                     ))
                 })?;
-            replica::after_read(&replica.io.fetcher, snap, pf, pgno, &page, missed, window);
+            replica::after_read(
+                &replica.io.fetcher,
+                snap,
+                (pf, scan),
+                pgno,
+                &page,
+                missed,
+                window,
+            );
             if pgno.0 == 1 {
                 let mut p1 = page.to_vec();
                 page1::patch(&mut p1, snap.txid, snap.lineage, snap.page_count);

@@ -50,6 +50,8 @@ pub use inflight::{Held, InFlight};
 pub use schedule::{Landed, PREFETCH_IN_FLIGHT};
 pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
 
+use land::Dest;
+
 /// A reader waits for another's fetch of its frame at most this many
 /// storage calls' budgets (`storage_timeout` each): the run's ranged read
 /// and one exact re-read of a frame longer than its bound. Past that it
@@ -119,6 +121,26 @@ impl Fetcher {
         u32::try_from(self.cache.budget() / 4 / u64::from(page_size.get())).unwrap_or(u32::MAX)
     }
 
+    /// Whether the cache is (nearly) full: a scan's demand reads then keep
+    /// what they read ahead to the connection.
+    fn cache_full(&self) -> bool {
+        self.cache.weight() >= self.cache.budget() / 10 * 9
+    }
+
+    /// Whether the scan-ahead keeps its pages out of the cache, in the
+    /// connection's scan buffer: the cache is full, or would be with the
+    /// scan-ahead's lead (a quarter of it) in it, and pages landed there
+    /// ahead of the scan would be evicted before the scan reads them.
+    pub fn scan_keeps_ahead(&self) -> bool {
+        self.cache.weight().saturating_add(self.cache.budget() / 4) >= self.cache.budget() / 10 * 9
+    }
+
+    /// Bytes of the in-flight budget the scan-ahead of one connection may
+    /// lease while it keeps its pages (half: demand reads keep the rest).
+    pub fn scan_lease_limit(&self) -> u64 {
+        self.in_flight.bytes() / 2
+    }
+
     /// A page of `snap` if it is in memory; never fetches.
     pub fn cached(&self, snap: &Snapshot, pgno: PageNo) -> Option<Page> {
         let loc = snap.frame(pgno)?;
@@ -171,7 +193,12 @@ impl Fetcher {
                         Stats::add(&self.stats.joined, 1);
                     }
                     match self.flights.wait(&f) {
-                        Waited::Landed(page) => return Ok(Some((page, true))),
+                        Waited::Landed(page) => {
+                            // A page of the scan-ahead waits in the scan
+                            // buffer too: this read is the one it waited for.
+                            let _ = scan.take(&key);
+                            return Ok(Some((page, true)));
+                        }
                         Waited::TimedOut => return Err(self.wait_timed_out(pgno)),
                         Waited::Failed if !std::mem::replace(&mut waited, true) => {}
                         // Failed again under someone else: fetch it here,
@@ -185,16 +212,18 @@ impl Fetcher {
                 }
             }
         };
+        scan.note_fetched();
         let run = self.run_after(snap, pgno, &loc, flight, window);
         log::debug!("demand miss: page {} ({} frames)", pgno.0, run.frames.len());
         // A scan while the cache is full keeps what it read ahead to itself.
-        let to_cache = window < MAX_WINDOW || self.cache.weight() < self.cache.budget() / 10 * 9;
+        let to_cache = window < MAX_WINDOW || !self.cache_full();
+        let dest = if to_cache { Dest::Cache } else { Dest::Caller };
         let pages = self
             .fetch_runs(
                 std::slice::from_ref(&run),
                 snap.page_size,
                 false,
-                to_cache,
+                dest,
                 None,
             )
             .pop()

@@ -12,6 +12,7 @@ use super::super::flight::Claimed;
 use super::super::{FileRef, FrameLoc, Snapshot, Stats};
 use super::Fetcher;
 use super::schedule::{Landed, PREFETCH_GROUP};
+use super::window::ScanBuf;
 
 /// A demand read's run never spans more bytes than this in one request:
 /// large enough to amortise a 20 ms round trip over a few megabytes, small
@@ -124,16 +125,19 @@ impl Fetcher {
         pgnos: &[PageNo],
         landed: Option<Landed>,
     ) -> usize {
-        self.prefetch_runs_of(snap, pgnos, landed, MAX_RANGE_BYTES)
+        self.prefetch_runs_of(snap, pgnos, landed, MAX_RANGE_BYTES, None)
     }
 
     /// [`Fetcher::prefetch`] with requests of at most `max_run` bytes.
+    /// With `ahead` (a scan's read-ahead while the cache is full), the
+    /// pages go to that scan buffer instead of the cache.
     pub fn prefetch_runs_of(
         self: &Arc<Self>,
         snap: &Snapshot,
         pgnos: &[PageNo],
         landed: Option<Landed>,
         max_run: u64,
+        ahead: Option<&Arc<ScanBuf>>,
     ) -> usize {
         let mut claimed: Vec<(PageNo, FrameLoc, Claimed)> = Vec::new();
         for &pgno in pgnos {
@@ -141,7 +145,10 @@ impl Fetcher {
                 continue;
             };
             let key = loc.key();
-            if loc.file.corrupt.get().is_some() || self.cache.get(&key).is_some() {
+            if loc.file.corrupt.get().is_some()
+                || self.cache.get(&key).is_some()
+                || ahead.is_some_and(|scan| scan.holds(&key))
+            {
                 continue;
             }
             // On local disk already: no fetch (see `Local::prefetched`).
@@ -168,7 +175,12 @@ impl Fetcher {
         // bytes of the in-flight budget at once, so it is cut where it
         // would hold more than half of it (two groups in flight).
         for group in Run::groups(runs, PREFETCH_GROUP, self.in_flight.bytes() / 2) {
-            self.spawn_prefetch(group, snap.page_size, landed.clone());
+            let ahead = ahead.map(|scan| {
+                let frames: usize = group.iter().map(|r| r.frames.len()).sum();
+                let bytes = (frames as u64).saturating_mul(u64::from(snap.page_size.get()));
+                (Arc::clone(scan), scan.lease(bytes))
+            });
+            self.spawn_prefetch(group, snap.page_size, landed.clone(), ahead);
         }
         queued
     }

@@ -10,7 +10,9 @@ use crate::{log, runtime};
 
 use super::Fetcher;
 use super::inflight::Held;
+use super::land::Dest;
 use super::runs::Run;
+use super::window::{Lease, ScanBuf};
 
 /// Prefetch reads in flight at once, per replica. A lookup through an
 /// index names a few hundred scattered table leaves; 128 parallel requests
@@ -32,6 +34,7 @@ impl Fetcher {
         group: Vec<Run>,
         page_size: ltx::PageSize,
         landed: Option<Landed>,
+        ahead: Option<(Arc<ScanBuf>, Lease)>,
     ) {
         let process = runtime::process();
         let rt = match process.runtime() {
@@ -44,7 +47,8 @@ impl Fetcher {
         };
         let (me, slots) = (Arc::clone(self), Arc::clone(&self.slots));
         let n = u32::try_from(group.len()).unwrap_or(u32::MAX);
-        let bytes = Run::bytes(&group);
+        // Pages kept for the scan hold their decoded size until read.
+        let bytes = Run::bytes(&group).max(ahead.as_ref().map_or(0, |(_, l)| l.bytes()));
         rt.spawn(async move {
             // Should this task never get its slots (or the runtime drop it
             // first), or the blocking job panic, the group is dropped and
@@ -62,8 +66,12 @@ impl Fetcher {
                     return;
                 }
             };
+            let dest = match ahead {
+                Some((scan, lease)) => Dest::Ahead(scan, lease),
+                None => Dest::Cache,
+            };
             let job = tokio::task::spawn_blocking(move || {
-                me.run_prefetch(group, page_size, landed.as_ref(), held);
+                me.run_prefetch(group, page_size, landed.as_ref(), held, dest);
                 drop(permits);
             });
             let _ = job.await;
@@ -78,6 +86,7 @@ impl Fetcher {
         page_size: ltx::PageSize,
         landed: Option<&Landed>,
         held: Held,
+        dest: Dest,
     ) {
         for run in &mut group {
             // A frame a demand read took over is its now: this claim goes.
@@ -87,7 +96,7 @@ impl Fetcher {
         for (run, result) in
             group
                 .iter()
-                .zip(self.fetch_runs(&group, page_size, true, true, Some(held)))
+                .zip(self.fetch_runs(&group, page_size, true, dest, Some(held)))
         {
             match result {
                 Ok(pages) => {

@@ -302,7 +302,7 @@ fn a_budget_caps_a_connections_prefetch_requests() {
     let pgnos: Vec<PageNo> = (2..=PAGES).step_by(20).map(PageNo).collect();
     let queued = {
         let _scope = b.enter();
-        f.prefetch_runs_of(&snap, &pgnos, None, 1)
+        f.prefetch_runs_of(&snap, &pgnos, None, 1, None)
     };
     assert!(queued > 2, "{queued} frames claimed");
     settle(&f);

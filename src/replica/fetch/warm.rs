@@ -19,6 +19,7 @@ use crate::ltx::PageNo;
 
 use super::super::Snapshot;
 use super::Fetcher;
+use super::land::Dest;
 use super::runs::Run;
 
 /// Frames of one file at most this many bytes apart go in one ranged read
@@ -85,7 +86,7 @@ impl Fetcher {
             for (run, result) in
                 group
                     .iter()
-                    .zip(self.fetch_runs(&group, snap.page_size, true, true, None))
+                    .zip(self.fetch_runs(&group, snap.page_size, true, Dest::Cache, None))
             {
                 match result {
                     Ok(pages) => {
