@@ -182,7 +182,6 @@ impl ScanBuf {
 mod tests {
     use super::*;
     use crate::ltx::{FileName, Txid};
-    use crate::storage::{FileId, Level};
 
     #[test]
     fn pages_kept_for_the_scan_hold_their_budget_until_read() {
@@ -200,14 +199,14 @@ mod tests {
             // ...holding the budget once fetched.
             let held = budget.hold(8 * 1024, wait, "t").await.unwrap();
             let lease = Arc::new(lease.with(held));
-            let file = FileId {
-                level: Level::L0,
-                name: FileName {
-                    min: Txid(1),
-                    max: Txid(1),
-                },
+            let name = FileName {
+                min: Txid(1),
+                max: Txid(1),
             };
-            let (a, b) = (FrameKey::of(file, 1, 0, 100), FrameKey::of(file, 1, 0, 200));
+            let (a, b) = (
+                FrameKey::of(0, name, 1, 0, 100),
+                FrameKey::of(0, name, 1, 0, 200),
+            );
             let page: Page = Arc::from(vec![7u8; 4096]);
             scan.keep_ahead(a, Arc::clone(&page), &lease);
             scan.keep_ahead(b, Arc::clone(&page), &lease);
