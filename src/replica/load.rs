@@ -28,9 +28,10 @@ const TAIL_SHARE: u64 = 128;
 const TAIL_MIN: u64 = 64 * 1024;
 const TAIL_MAX: u64 = 1024 * 1024;
 
-/// Bytes of each piece of a long page index read ahead of the tail, and
-/// how many are read at once from remote storage (one at a time from
-/// local files): each piece is decoded as it arrives, in order, and
+/// Bytes of each piece of a long page index read ahead of the tail, where
+/// storage does not stream bodies (an object store streams it in one
+/// request instead), and how many are read at once from remote storage
+/// (one at a time from local files): each piece is decoded as it arrives, in order, and
 /// freed, so that at most `TAIL_MAX + PIECES_IN_FLIGHT * PIECE` bytes of
 /// raw index are held at once, whatever the index's length (a
 /// 1,000,000-page snapshot's is 8 to 10 MB). A piece of 1 MiB is mapped on
@@ -107,7 +108,18 @@ pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) 
     let region = ltx::index_region(info.size, &tail).map_err(corrupt)?;
     let mut building = Building::new(&header, region.start);
     let mut decoder = IndexDecoder::new(region.start);
-    if region.start < tail_start {
+    if region.start < tail_start && info.version != 0 && storage.streams_bodies() {
+        // The front of a long index in one request, its body decoded as it
+        // arrives and never held whole.
+        let mut body = storage
+            .read_version_chunks(info.id, info.version, region.start..tail_start)
+            .await?;
+        while let Some(chunk) = body.next().await {
+            decoder
+                .feed(&chunk?, &mut |e| building.push(e))
+                .map_err(corrupt)?;
+        }
+    } else if region.start < tail_start {
         // The front of a long index, in pieces, decoded as they arrive.
         let in_flight = if storage.is_local() {
             1

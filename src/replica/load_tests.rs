@@ -203,3 +203,76 @@ fn a_damaged_long_index_is_corrupt() {
         assert!(matches!(e, Error::Corrupt { .. }), "{at}: {e}");
     }
 }
+
+/// [`Mem`] as an object store answers: a read's body handed over in small
+/// chunks as it arrives (`streams_bodies`); counts requests.
+#[derive(Debug, Default)]
+struct Streamed {
+    mem: Mem,
+}
+
+impl Storage for Streamed {
+    fn describe(&self) -> &str {
+        "streamed"
+    }
+
+    fn list(
+        &self,
+        level: Level,
+        after: Option<FileName>,
+    ) -> BoxFuture<'_, std::result::Result<Vec<FileInfo>, StorageError>> {
+        self.mem.list(level, after)
+    }
+
+    fn read(
+        &self,
+        file: FileId,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, std::result::Result<Vec<u8>, StorageError>> {
+        self.mem.read(file, range)
+    }
+
+    fn streams_bodies(&self) -> bool {
+        true
+    }
+
+    fn read_version_chunks(
+        &self,
+        file: FileId,
+        _version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, std::result::Result<crate::storage::Chunks<'_>, StorageError>> {
+        Box::pin(async move {
+            let body = self.mem.read(file, range).await?;
+            let chunks: Vec<_> = body
+                .chunks(16 * 1024 + 7)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
+            let chunks: crate::storage::Chunks<'_> = Box::pin(futures_util::stream::iter(chunks));
+            Ok(chunks)
+        })
+    }
+}
+
+#[test]
+fn a_long_index_from_a_store_that_streams_is_one_request() {
+    let s = Streamed::default();
+    let (info, bytes) = empty_snapshot(&s.mem, 300_000);
+    let region = ltx::index_region(info.size, &bytes).unwrap();
+    assert!(
+        region.end - region.start > 2 * PIECE,
+        "an index longer than two pieces"
+    );
+    let loaded = run(load(&s, info, None)).unwrap();
+    // Head and tail, then the index's front in one streamed request (in
+    // pieces it would be three).
+    assert_eq!(s.mem.reads.load(Ordering::Relaxed), 3);
+    let expected = ltx::decode_file(&bytes).unwrap().index.entries;
+    assert!(loaded.index.entries().eq(expected.iter().copied()));
+    // A damaged byte in the streamed front is still corruption.
+    let mut bad = bytes.clone();
+    bad[(region.start + PIECE + 1000) as usize] ^= 0x40;
+    s.mem.files.lock().unwrap().insert(info.id, bad);
+    let e = run(load(&s, info, None)).err().unwrap();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+}

@@ -148,6 +148,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether [`Storage::read_version_chunks`] hands a body over as it
+    /// arrives (a listed version given), not as one whole chunk: a long
+    /// read can then be one request without holding its bytes at once.
+    fn streams_bodies(&self) -> bool {
+        false
+    }
+
     /// Listing requests one `list_all` costs (for the statistics).
     fn list_all_requests(&self) -> u64 {
         10

@@ -390,6 +390,10 @@ impl Storage for ObjectStorage {
         Box::pin(self.read_tied(file, version, range))
     }
 
+    fn streams_bodies(&self) -> bool {
+        true
+    }
+
     fn read_version_chunks(
         &self,
         file: FileId,
