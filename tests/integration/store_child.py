@@ -81,9 +81,26 @@ def main() -> None:
         out["hydrated"] = stats(conn)
         out["txid_before"] = int(conn.execute("SELECT litestream_txid()").fetchone()[0], 16)
         deadline = time.monotonic() + float(arg)
+        # A read transaction on a state the poller has since moved past may
+        # miss the copy: it holds one version of each page, and the poller
+        # writes the newer one before it publishes. "Quiet" reads are those
+        # during which the poller neither wrote the copy nor published: all
+        # of their pages must come from the copy.
+        quiet = {"reads": 0, "store_misses": 0, "store_hits": 0}
         while time.monotonic() < deadline:
+            before = stats(conn)
+            conn.execute("BEGIN")
+            txid = conn.execute("SELECT litestream_txid()").fetchone()[0]
             lsvfs.digest(conn)
+            conn.execute("COMMIT")
+            after = stats(conn)
+            newest = conn.execute("SELECT litestream_txid()").fetchone()[0]
+            if after["store_writes"] == before["store_writes"] and newest == txid:
+                quiet["reads"] += 1
+                for k in ("store_misses", "store_hits"):
+                    quiet[k] += after[k] - before[k]
             time.sleep(0.2)
+        out["quiet"] = quiet
         out["txid_after"] = int(conn.execute("SELECT litestream_txid()").fetchone()[0], 16)
         out["progress"] = float(conn.execute("PRAGMA litestream_hydration_progress").fetchone()[0])
     elif action == "travel":

@@ -357,8 +357,12 @@ def test_a_hydrated_follower_catches_up_with_the_files_the_poller_fetches(tmp_pa
     loads = (out["after"]["reads"] - out["hydrated"]["reads"]) - fill_reads
     assert loads <= 2 * new_txids, (loads, new_txids)  # file loads, plus the poller's lineage probes
     assert out["progress"] == 100.0
-    store_misses = out["after"]["store_misses"] - out["hydrated"]["store_misses"]
-    assert store_misses == 0, out["after"]
+    # Every page of a read the poller did not overlap came from the copy
+    # (a read on a state the poller has just replaced may miss it: the copy
+    # holds one version of each page).
+    quiet = out["quiet"]
+    assert quiet["reads"] >= 5 and quiet["store_hits"] >= 5 * 1000, quiet
+    assert quiet["store_misses"] == 0, json.dumps({k: out[k] for k in ("quiet", "hydrated", "after", "stderr")})
 
 
 def one_shot_replica(tmp: Path, replica_dir: Path, value: str) -> str:
