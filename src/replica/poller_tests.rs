@@ -49,6 +49,26 @@ fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// With a thread parked at `gate` (reached) inside blocking work, another
+/// task still gets `rt`'s worker; then releases the gate. `doing` names
+/// the work for the failure message.
+fn another_task_runs_while_parked(
+    rt: &tokio::runtime::Runtime,
+    gate: crate::pause::Gate,
+    doing: &str,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let _ = tx.send(());
+    });
+    let ran = rx.recv_timeout(Duration::from_secs(10));
+    gate.release();
+    assert!(
+        ran.is_ok(),
+        "a task could not run while {doing}: that work blocks the async worker"
+    );
+}
+
 #[test]
 fn a_poller_that_panics_is_restarted_and_keeps_following() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,16 +127,7 @@ fn following_into_the_local_store_does_not_block_the_async_worker() {
     // The poller is inside the store write for TXID 2...
     gate.wait_reached(Duration::from_secs(20)).unwrap();
     // ...and another task still gets the worker.
-    let (tx, rx) = std::sync::mpsc::channel();
-    rt.spawn(async move {
-        let _ = tx.send(());
-    });
-    let ran = rx.recv_timeout(Duration::from_secs(10));
-    gate.release();
-    assert!(
-        ran.is_ok(),
-        "a task could not run while the poller wrote the local store: the write blocks the worker"
-    );
+    another_task_runs_while_parked(&rt, gate, "the poller wrote the local store");
     eventually("TXID 2 was never published", || {
         replica.current().txid.0 == 2
     });
@@ -214,16 +225,7 @@ fn hydration_writes_the_store_off_the_async_worker() {
     // Hydration's first write parks inside the store write...
     gate.wait_reached(Duration::from_secs(20)).unwrap();
     // ...and another task still gets the worker.
-    let (tx, rx) = std::sync::mpsc::channel();
-    rt.spawn(async move {
-        let _ = tx.send(());
-    });
-    let ran = rx.recv_timeout(Duration::from_secs(10));
-    gate.release();
-    assert!(
-        ran.is_ok(),
-        "a task could not run while hydration wrote the store: the write blocks the worker"
-    );
+    another_task_runs_while_parked(&rt, gate, "hydration wrote the store");
     eventually("hydration never completed", || {
         replica.hydration_progress() == Some(100.0)
     });
@@ -250,16 +252,7 @@ fn verification_checks_its_chunks_off_the_async_worker() {
     // The verification parks inside the check of its first chunk...
     gate.wait_reached(Duration::from_secs(20)).unwrap();
     // ...and another task still gets the worker.
-    let (tx, rx) = std::sync::mpsc::channel();
-    rt.spawn(async move {
-        let _ = tx.send(());
-    });
-    let ran = rx.recv_timeout(Duration::from_secs(10));
-    gate.release();
-    assert!(
-        ran.is_ok(),
-        "a task could not run while a chunk was verified: the check blocks the worker"
-    );
+    another_task_runs_while_parked(&rt, gate, "a chunk was verified");
     eventually("the snapshot was never verified", || {
         replica.io.stats.verified.load(Ordering::Relaxed) == 1
     });

@@ -48,6 +48,12 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Chunks<'a> =
     Pin<Box<dyn futures_util::Stream<Item = Result<bytes::Bytes, StorageError>> + Send + 'a>>;
 
+/// A body read whole, handed over as [`Chunks`] of one chunk.
+pub fn one_chunk<'a>(body: Vec<u8>) -> Chunks<'a> {
+    let body = bytes::Bytes::from(body);
+    Box::pin(futures_util::stream::once(async move { Ok(body) }))
+}
+
 /// A Litestream level: 0 holds one file per replicated batch, 1..=8
 /// compactions of the level below, 9 full snapshots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -189,11 +195,7 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
         version: u64,
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Chunks<'_>, StorageError>> {
-        Box::pin(async move {
-            let body = bytes::Bytes::from(self.read_version(file, version, range).await?);
-            let chunks: Chunks<'_> = Box::pin(futures_util::stream::once(async move { Ok(body) }));
-            Ok(chunks)
-        })
+        Box::pin(async move { Ok(one_chunk(self.read_version(file, version, range).await?)) })
     }
 
     /// Several ranges of one file, fetched together; backends that can

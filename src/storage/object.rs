@@ -401,12 +401,9 @@ impl Storage for ObjectStorage {
         range: Range<u64>,
     ) -> BoxFuture<'_, Result<Chunks<'_>, StorageError>> {
         if version == 0 {
-            return Box::pin(async move {
-                let body = bytes::Bytes::from(self.read_plain(file, range).await?);
-                let chunks: Chunks<'_> =
-                    Box::pin(futures_util::stream::once(async move { Ok(body) }));
-                Ok(chunks)
-            });
+            return Box::pin(
+                async move { Ok(super::one_chunk(self.read_plain(file, range).await?)) },
+            );
         }
         Box::pin(self.chunks_tied(file, version, range))
     }
