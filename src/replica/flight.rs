@@ -502,17 +502,23 @@ mod model {
 
     #[test]
     fn every_waiter_wakes_even_when_a_claimant_fails() {
-        loom::model(|| {
+        the_other_is_never_stranded(|f| demand(f, true));
+    }
+
+    /// Under every interleaving: `first` (a reader that fails or panics)
+    /// and a reader that succeeds demand one page; the second gets it and
+    /// the flight is forgotten. The first fails, or got the other's page.
+    fn the_other_is_never_stranded(first: fn(&Flights) -> Option<Page>) {
+        loom::model(move || {
             let flights = Arc::new(Flights::new(NEVER));
             let a = {
                 let f = Arc::clone(&flights);
-                thread::spawn(move || demand(&f, true))
+                thread::spawn(move || first(&f))
             };
             let b = {
                 let f = Arc::clone(&flights);
                 thread::spawn(move || demand(&f, false))
             };
-            // The failing reader fails, or got the other's page.
             let _ = a.join().unwrap();
             assert!(b.join().unwrap().is_some(), "the other is never stranded");
             assert_eq!(flights.len(), 0, "a landed flight is forgotten");
@@ -548,20 +554,7 @@ mod model {
                 others(info);
             }
         }));
-        loom::model(|| {
-            let flights = Arc::new(Flights::new(NEVER));
-            let a = {
-                let f = Arc::clone(&flights);
-                thread::spawn(move || demand_that_panics(&f))
-            };
-            let b = {
-                let f = Arc::clone(&flights);
-                thread::spawn(move || demand(&f, false))
-            };
-            let _ = a.join().unwrap();
-            assert!(b.join().unwrap().is_some(), "the other is never stranded");
-            assert_eq!(flights.len(), 0, "a landed flight is forgotten");
-        });
+        the_other_is_never_stranded(demand_that_panics);
         drop(std::panic::take_hook());
         if let Ok(hook) = std::sync::Arc::try_unwrap(previous) {
             std::panic::set_hook(hook);
