@@ -41,22 +41,18 @@ impl Storage for Mem {
     }
 }
 
-/// A snapshot of `pages` pages of incompressible bytes (large ones are not
-/// read whole), stored in `mem` with `version`.
-fn snapshot(mem: &Mem, pages: u32, version: u64) -> FileInfo {
+/// A snapshot (TXID 1) of `pages` pages of `content`, stored in `mem`
+/// with `version`; returns its listing and its bytes.
+fn put_snapshot(
+    mem: &Mem,
+    pages: u32,
+    version: u64,
+    content: impl Fn(u32) -> Vec<u8>,
+) -> (FileInfo, Vec<u8>) {
     let ps = PageSize::new(4096).unwrap();
     let mut b = LtxBuilder::new(ps, 1, 1, pages);
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for p in 1..=pages {
-        let page: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        b = b.page(p, &page);
+        b = b.page(p, &content(p));
     }
     let bytes = b.build();
     let id = FileId {
@@ -71,8 +67,14 @@ fn snapshot(mem: &Mem, pages: u32, version: u64) -> FileInfo {
         size: bytes.len() as u64,
         version,
     };
-    mem.files.lock().unwrap().insert(id, bytes);
-    info
+    mem.files.lock().unwrap().insert(id, bytes.clone());
+    (info, bytes)
+}
+
+/// A snapshot of `pages` pages of incompressible bytes (large ones are not
+/// read whole), stored in `mem` with `version`.
+fn snapshot(mem: &Mem, pages: u32, version: u64) -> FileInfo {
+    put_snapshot(mem, pages, version, crate::replica::fetch::tests::noise).0
 }
 
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -141,27 +143,7 @@ fn a_damaged_blob_is_fetched_again() {
 /// A snapshot of `pages` empty pages: frames of a few dozen bytes, so the
 /// page index is longer than the tail read with the header.
 fn empty_snapshot(mem: &Mem, pages: u32) -> (FileInfo, Vec<u8>) {
-    let ps = PageSize::new(4096).unwrap();
-    let mut b = LtxBuilder::new(ps, 1, 1, pages);
-    let zero = vec![0u8; 4096];
-    for p in 1..=pages {
-        b = b.page(p, &zero);
-    }
-    let bytes = b.build();
-    let id = FileId {
-        level: Level::SNAPSHOT,
-        name: FileName {
-            min: Txid(1),
-            max: Txid(1),
-        },
-    };
-    let info = FileInfo {
-        id,
-        size: bytes.len() as u64,
-        version: 3,
-    };
-    mem.files.lock().unwrap().insert(id, bytes.clone());
-    (info, bytes)
+    put_snapshot(mem, pages, 3, |_| vec![0u8; 4096])
 }
 
 #[test]

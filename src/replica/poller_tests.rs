@@ -40,6 +40,25 @@ fn config_with(root: &Path, more: &[(&str, String)]) -> Config {
     .unwrap()
 }
 
+/// A runtime of one async worker: work that blocked it would stop every
+/// other task.
+fn one_worker() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// What the `file://` storage of `root` calls itself (the scope of its
+/// pause points and test hooks).
+fn describe_of(root: &Path) -> String {
+    format!(
+        "file://{}",
+        url::Url::from_directory_path(root).unwrap().path()
+    )
+}
+
 /// Waits until `done` holds, for at most 20 s (then fails with `what`).
 fn eventually(what: &str, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -73,11 +92,7 @@ fn another_task_runs_while_parked(
 fn a_poller_that_panics_is_restarted_and_keeps_following() {
     let dir = tempfile::tempdir().unwrap();
     write_l0(dir.path(), 1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker();
     let replica = rt.block_on(Replica::open(config(dir.path()))).unwrap();
     assert_eq!(replica.current().txid.0, 1);
     hooks::panic_next("poll", replica.io.storage.describe());
@@ -107,11 +122,7 @@ fn following_into_the_local_store_does_not_block_the_async_worker() {
     let (dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     write_l0(dir.path(), 1);
     // One worker: if the store write ran on it, nothing else could run.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker();
     let cfg = config_with(
         dir.path(),
         &[("disk_cache", disk.path().display().to_string())],
@@ -139,16 +150,9 @@ fn hydration_that_panics_is_restarted_and_fills() {
     write_l0(dir.path(), 1);
     write_l0(dir.path(), 2);
     // Armed before the open starts the task (its first round panics).
-    let describe = format!(
-        "file://{}",
-        url::Url::from_directory_path(dir.path()).unwrap().path()
-    );
+    let describe = describe_of(dir.path());
     hooks::panic_next("hydration", &describe);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker();
     let cfg = config_with(
         dir.path(),
         &[
@@ -176,17 +180,8 @@ fn write_big_snapshot(root: &Path, pages: u32) {
     let dir = root.join("ltx").join("9");
     std::fs::create_dir_all(&dir).unwrap();
     let mut b = LtxBuilder::new(PageSize::new(4096).unwrap(), 1, 1, pages);
-    let mut x: u32 = 0x9e37_79b9;
     for p in 1..=pages {
-        let page: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
-        b = b.page(p, &page);
+        b = b.page(p, &crate::replica::fetch::tests::noise(p));
     }
     std::fs::write(dir.join(format!("{:016x}-{:016x}.ltx", 1, 1)), b.build()).unwrap();
 }
@@ -197,11 +192,7 @@ fn hydration_writes_the_store_off_the_async_worker() {
     write_big_snapshot(dir.path(), 400);
     let copy = disk.path().join("h.db");
     // One worker: if hydration wrote on it, nothing else could run.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker();
     let cfg = config_with(
         dir.path(),
         &[
@@ -236,15 +227,8 @@ fn verification_checks_its_chunks_off_the_async_worker() {
     let dir = tempfile::tempdir().unwrap();
     // Too large to be read whole, so it is verified in the background.
     write_big_snapshot(dir.path(), 400);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let describe = format!(
-        "file://{}",
-        url::Url::from_directory_path(dir.path()).unwrap().path()
-    );
+    let rt = one_worker();
+    let describe = describe_of(dir.path());
     let gate = crate::pause::arm_in("verify.chunk", &describe);
     let cfg = config_with(dir.path(), &[("verify", "full".to_string())]);
     let replica = rt.block_on(Replica::open(cfg)).unwrap();
@@ -262,16 +246,9 @@ fn verification_checks_its_chunks_off_the_async_worker() {
 fn a_verification_that_panics_is_counted_and_not_left_pending() {
     let dir = tempfile::tempdir().unwrap();
     write_big_snapshot(dir.path(), 400);
-    let describe = format!(
-        "file://{}",
-        url::Url::from_directory_path(dir.path()).unwrap().path()
-    );
+    let describe = describe_of(dir.path());
     hooks::panic_next("verification", &describe);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = one_worker();
     let cfg = config_with(dir.path(), &[("verify", "full".to_string())]);
     let replica = rt.block_on(Replica::open(cfg)).unwrap();
     assert_eq!(replica.io.storage.describe(), describe);

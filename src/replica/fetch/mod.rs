@@ -260,4 +260,4 @@ impl Fetcher {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

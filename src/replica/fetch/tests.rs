@@ -373,7 +373,7 @@ fn a_warm_up_of_one_state_never_serves_its_pages_to_the_next() {
 }
 
 /// A page that does not compress: its frame is a page long.
-fn noise(p: u32) -> Vec<u8> {
+pub(in crate::replica) fn noise(p: u32) -> Vec<u8> {
     let mut x = u64::from(p).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..4096)
         .map(|_| {
