@@ -1,6 +1,8 @@
-//! The one decode loop of fetched frames, shared by the page reader and
-//! hydration: a ranged read of one file holds frames in offset order; each
-//! is cut out, decoded and checked to hold the page the index says.
+//! Decoding fetched frames: a ranged read of one file holds frames in
+//! offset order; each is cut out, decoded and checked to hold the page the
+//! index says. Hydration decodes a whole body ([`decode_frames`]); the page
+//! reader cuts frames out of a body as it arrives ([`Cutter`]) and decodes
+//! each into the page the cache keeps ([`decode_page`]).
 
 use std::ops::Range;
 
@@ -26,20 +28,8 @@ pub fn decode_frames(
     frames: impl IntoIterator<Item = (PageNo, u64)>,
     page_size: ltx::PageSize,
     describe: &dyn Fn() -> String,
-    beyond: impl FnMut(u64, usize) -> Result<Vec<u8>>,
-) -> Result<Vec<(PageNo, Vec<u8>)>> {
-    let decode = |raw: &[u8]| ltx::decode_frame(raw, page_size).map(|f| (f.header.pgno, f.page));
-    decode_each(bytes, range, frames, describe, beyond, decode)
-}
-
-fn decode_each<P>(
-    bytes: &[u8],
-    range: &Range<u64>,
-    frames: impl IntoIterator<Item = (PageNo, u64)>,
-    describe: &dyn Fn() -> String,
     mut beyond: impl FnMut(u64, usize) -> Result<Vec<u8>>,
-    mut decode: impl FnMut(&[u8]) -> std::result::Result<(PageNo, P), ltx::LtxError>,
-) -> Result<Vec<(PageNo, P)>> {
+) -> Result<Vec<(PageNo, Vec<u8>)>> {
     let frames = frames.into_iter();
     let mut pages = Vec::with_capacity(frames.size_hint().0);
     for (pgno, offset) in frames {
@@ -59,17 +49,20 @@ fn decode_each<P>(
                 exact.as_slice()
             }
         };
-        let (got, page) = decode(raw).map_err(|e| Error::corrupt(describe(), e))?;
-        if got != pgno {
+        let frame = ltx::decode_frame(raw, page_size).map_err(|e| Error::corrupt(describe(), e))?;
+        if frame.header.pgno != pgno {
             return Err(Error::corrupt(
                 describe(),
                 ltx::LtxError::Invalid {
                     what: "frame",
-                    detail: format!("offset {offset} holds page {}, not {}", got.0, pgno.0),
+                    detail: format!(
+                        "offset {offset} holds page {}, not {}",
+                        frame.header.pgno.0, pgno.0
+                    ),
                 },
             ));
         }
-        pages.push((pgno, page));
+        pages.push((pgno, frame.page));
     }
     Ok(pages)
 }
