@@ -121,10 +121,16 @@ impl Fetcher {
         u32::try_from(self.cache.budget() / 4 / u64::from(page_size.get())).unwrap_or(u32::MAX)
     }
 
+    /// Whether the cache, with `more` bytes added, is (nearly) full: at
+    /// 90 % of its budget.
+    fn cache_full_with(&self, more: u64) -> bool {
+        self.cache.weight().saturating_add(more) >= self.cache.budget() / 10 * 9
+    }
+
     /// Whether the cache is (nearly) full: a scan's demand reads then keep
     /// what they read ahead to the connection.
     fn cache_full(&self) -> bool {
-        self.cache.weight() >= self.cache.budget() / 10 * 9
+        self.cache_full_with(0)
     }
 
     /// Whether the scan-ahead keeps its pages out of the cache, in the
@@ -132,7 +138,7 @@ impl Fetcher {
     /// scan-ahead's lead (a quarter of it) in it, and pages landed there
     /// ahead of the scan would be evicted before the scan reads them.
     pub fn scan_keeps_ahead(&self) -> bool {
-        self.cache.weight().saturating_add(self.cache.budget() / 4) >= self.cache.budget() / 10 * 9
+        self.cache_full_with(self.cache.budget() / 4)
     }
 
     /// Bytes of the in-flight budget the scan-ahead of one connection may
