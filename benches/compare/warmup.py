@@ -18,7 +18,10 @@ each. Every cell is a fresh process. Rows:
   `ours, warm-up` waits for the warm-up to end before the lookups (polling
   `PRAGMA litestream_stats`), which the wall time of the warm-up shows;
   `ours, no wait` starts the lookups right after the open, the warm-up
-  running beside them.
+  running beside them. `ours, next process` is a fresh process on a host
+  whose disk tier (`disk_cache`) an earlier process filled with its warm-up
+  alone (it looked nothing up): the interior pages come from disk, so the
+  process pays the open and one request per lookup.
 - **one customer's orders**: round trips and requests of the query, in a
   fresh process (ours after the warm-up).
 
@@ -29,6 +32,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -68,6 +72,8 @@ def child(spec: dict) -> dict:
             params = {"vfs": "litestream", "replica_url": spec["url"], "poll_interval": "1h",
                       "storage_timeout": "180s",
                       "warmup": "on" if spec.get("warmup", True) else "off"}
+            if spec.get("disk_cache"):
+                params["disk_cache"] = spec["disk_cache"]
             uri = "file:replica.db?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
@@ -82,6 +88,9 @@ def child(spec: dict) -> dict:
         out["warm"] = time.time()
         out["stats"] = dict(re.findall(r"(warmup_\w+)=(\S+)", s))
     w = spec["workload"]
+    if w == "none":
+        out["end"] = time.time()
+        return out
     if w == "lookups":
         windows = []
         for i in spec["ids"]:
@@ -107,6 +116,18 @@ def run_child(spec: dict, env: dict, work: Path) -> dict:
     if not lines:
         return {"error": (r.stderr or r.stdout)[-3000:]}
     return json.loads(lines[-1][7:])
+
+
+def prime_disk_cache(spec: dict, env: dict, work: Path, key: str) -> dict:
+    """A new, empty disk tier that one process's warm-up alone fills (it
+    looks nothing up); `spec` reads through it."""
+    cache = work / f"disk-cache-{key}"
+    if cache.exists():
+        shutil.rmtree(cache)
+    spec = {**spec, "disk_cache": str(cache)}
+    r = run_child({**spec, "workload": "none"}, env, work)
+    assert "error" not in r, r
+    return spec
 
 
 def measure(r: dict, log: Path, rtt: float) -> dict:
@@ -162,6 +183,7 @@ def render(rep: dict) -> str:
              "|---|---|---|---|---|"]
     names = {"native": "native", "ours-warm": "ours, warm-up (waited for)",
              "ours-nowait": "ours, warm-up (not waited for)", "ours-off": "ours, warm-up off",
+             "ours-next": "ours, next process (disk tier warmed)",
              "official": "official 0.5.17"}
     for key, name in names.items():
         lk, cu = rep.get(f"lookups-{key}"), rep.get(f"customer-{key}")
@@ -182,7 +204,7 @@ def main():
     ap.add_argument("--work", default="/tmp/lsvfs-warmup-bench")
     ap.add_argument("--ours", default=str(ROOT / "target" / "release" / "liblitestream_vfs.so"))
     ap.add_argument("--out", default=str(HERE / "warmup-results.md"))
-    ap.add_argument("--kinds", default="native,ours-warm,ours-nowait,ours-off,official")
+    ap.add_argument("--kinds", default="native,ours-warm,ours-nowait,ours-off,ours-next,official")
     ap.add_argument("--workloads", default="lookups,customer")
     a = ap.parse_args()
     if a.child:
@@ -223,16 +245,21 @@ def main():
             "ours-warm": ({"kind": "ours", "lib": a.ours, "url": s3url, "wait": True}, s3env),
             "ours-nowait": ({"kind": "ours", "lib": a.ours, "url": s3url}, s3env),
             "ours-off": ({"kind": "ours", "lib": a.ours, "url": s3url, "warmup": False}, s3env),
+            "ours-next": ({"kind": "ours", "lib": a.ours, "url": s3url, "wait": True, "disk_cache": "?"}, s3env),
             "official": ({"kind": "official", "lib": litestream_vfs.loadable_path(), "url": s3url},
                          {**s3env, "LITESTREAM_REPLICA_URL": s3url}),
         }
         workloads = a.workloads.split(",")
         for key in a.kinds.split(","):
             spec, env = configs[key]
+            if spec.get("disk_cache"):
+                spec = prime_disk_cache(spec, env, work, key)
             if "lookups" in workloads:
                 rep[f"lookups-{key}"] = measure(
                     run_child({**spec, "workload": "lookups", "ids": ids}, env, work), log, rtt)
             if "customer" in workloads:
+                if spec.get("disk_cache"):
+                    spec = prime_disk_cache(spec, env, work, key)
                 rep[f"customer-{key}"] = measure(
                     run_child({**spec, "workload": "customer", "customer": cust}, env, work), log, rtt)
             print(key, json.dumps({k: v for k, v in rep.items() if k.endswith(key)}), flush=True)
