@@ -160,6 +160,14 @@ async fn fill(
     if done.is_some_and(|d| Arc::ptr_eq(d, &snap)) {
         return Ok(snap);
     }
+    // After a wait for the store's lock timed out, a round starts only
+    // once the lock is free again (tried once, on the blocking pool).
+    let s = Arc::clone(store);
+    if store.recently_busy()
+        && !runtime::off_worker("the store lock", move || s.lock_is_free()).await?
+    {
+        return Err(lock_held(store));
+    }
     let (rr, s, sn, d) = (
         Arc::clone(r),
         Arc::clone(store),
@@ -189,7 +197,6 @@ async fn fill(
         r.io.local.set_complete(&snap);
         return Ok(snap);
     }
-    let failures = store.write_failures();
     log::debug!(
         "{}: hydrating {} of {wanted} pages at TXID {}",
         r.io.storage.describe(),
@@ -216,15 +223,30 @@ async fn fill(
         }
     }
     drop(results);
+    // Every run stored its pages, or the round failed (a run whose write
+    // was skipped is an error): only a round that stored everything it
+    // found missing completes the copy and is remembered as `done`.
     match first_error {
         Some(e) => Err(e),
         None => {
-            if store.write_failures() == failures {
-                r.io.local.set_complete(&snap);
-            }
+            r.io.local.set_complete(&snap);
             Ok(snap)
         }
     }
+}
+
+fn not_written(store: &DiskStore, what: &str) -> Error {
+    Error::Unavailable(format!(
+        "{what} could not be written to the local store {}",
+        store.path().display()
+    ))
+}
+
+fn lock_held(store: &DiskStore) -> Error {
+    Error::Unavailable(format!(
+        "the write lock of the local store {} is held elsewhere",
+        store.path().display()
+    ))
 }
 
 /// The pages of `snap` the store lacks (one metadata read each, on the
@@ -275,7 +297,9 @@ fn scan(
     }
     let batch: Vec<(PageNo, Span, &[u8])> =
         cached.iter().map(|(p, s, b)| (*p, *s, &b[..])).collect();
-    store.put(&batch);
+    if !store.put(&batch) {
+        return Err(not_written(store, "pages of the memory cache"));
+    }
     Ok((wanted, missing))
 }
 
@@ -355,6 +379,13 @@ async fn fetch_run(
     if let Some(reason) = run.file.corrupt.get() {
         return Err(Error::Missing(reason.clone()));
     }
+    // A lock that another process or thread sits on skips the write this
+    // run is for: it is not fetched (the round ends, and the next one
+    // comes at the next poll), instead of downloading what will be thrown
+    // away.
+    if store.recently_busy() {
+        return Err(lock_held(store));
+    }
     // The run's bytes of the read budget, until its pages are stored.
     let held = r.io.fetcher.hold(run.bytes.end - run.bytes.start).await?;
     Stats::add(&r.io.stats.reads, 1);
@@ -376,9 +407,15 @@ async fn fetch_run(
             .zip(&run.pages)
             .map(|((p, page), (_, loc))| (*p, span(&snap, loc), page.as_slice()))
             .collect();
-        store.put(&batch);
+        let stored = store.put(&batch);
         drop(held);
-        Ok(batch.len() as u64)
+        if stored {
+            Ok(batch.len() as u64)
+        } else {
+            // Not counted as filled, and the round ends incomplete: the
+            // next one fetches these pages again.
+            Err(not_written(&store, &format!("pages of {}", describe())))
+        }
     })
     .await?
 }

@@ -222,6 +222,72 @@ fn hydration_writes_the_store_off_the_async_worker() {
     });
 }
 
+/// Another holder sits on the copy's write lock (here a thread of this
+/// process, parked inside a store write): once a write's wait for it timed
+/// out, hydration fetches no more runs for writes that would be skipped
+/// (a stopped process would otherwise cost a download of the whole
+/// database per poll), and it finishes once the lock is free.
+#[test]
+fn hydration_fetches_nothing_for_writes_a_held_lock_would_skip() {
+    let (dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // About 12 MiB: 12 runs of 1 MiB, 4 of them in flight at a time.
+    write_big_snapshot(dir.path(), 3000);
+    let copy = disk.path().join("h.db");
+    let rt = one_worker();
+    let cfg = config_with(
+        dir.path(),
+        &[
+            ("hydration_enabled", "true".to_string()),
+            ("hydration_path", copy.display().to_string()),
+            ("verify", "fetched".to_string()),
+            ("storage_timeout", "200ms".to_string()),
+            ("poll_interval", "100ms".to_string()),
+        ],
+    );
+    let (started, hold) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    rt.spawn(async move {
+        let _ = started.0.send(());
+        let _ = hold.1.recv_timeout(Duration::from_secs(30));
+    });
+    started.1.recv_timeout(Duration::from_secs(10)).unwrap();
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    let gate = crate::pause::arm_in("store.pages_written", &copy.to_string_lossy());
+    hold.0.send(()).unwrap();
+    // The first run's write parks holding the lock; the three runs beside
+    // it wait for the lock, time out and skip their writes.
+    gate.wait_reached(Duration::from_secs(20)).unwrap();
+    let stat = |name: &str| {
+        let s = replica.io.local.render();
+        s.split_whitespace()
+            .find_map(|kv| {
+                kv.strip_prefix(name)?
+                    .strip_prefix('=')?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} not in {s}"))
+    };
+    eventually("no write skipped its wait", || {
+        stat("store_lock_timeouts") >= 3
+    });
+    gate.release();
+    eventually("hydration never completed", || {
+        replica.hydration_progress() == Some(100.0)
+    });
+    // 12 runs, and the 3 skipped ones again: the runs after the timeouts
+    // were not fetched to be thrown away (before: 12 in the first round,
+    // 11 again in the next).
+    let requests = replica.hydration_requests();
+    assert!(
+        requests <= 12 + 4,
+        "{requests} hydration requests for 12 runs"
+    );
+    // 100 % means every page is in the copy (before, the skipped runs were
+    // counted as filled, and the round remembered as done never fetched
+    // them again: 100 % with 1,222 of 3,000 pages written).
+    assert_eq!(stat("store_writes"), 3000, "{}", replica.io.local.render());
+}
+
 #[test]
 fn verification_checks_its_chunks_off_the_async_worker() {
     let dir = tempfile::tempdir().unwrap();

@@ -84,9 +84,20 @@ impl DiskStore {
     }
 
     /// Whether a wait for the lock timed out less than `BUSY_RETRY` ago
-    /// and no one took the lock since.
-    fn recently_busy(&self) -> bool {
+    /// and no one took the lock since: writes now are likely skipped, so
+    /// work whose only purpose is a write (a hydration fetch) waits.
+    pub fn recently_busy(&self) -> bool {
         self.busy_until().is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether the write lock can be taken right now (tried once, never
+    /// waited for); taking it ends a `recently_busy` spell.
+    pub fn lock_is_free(&self) -> bool {
+        let free = self.lock_within(Duration::ZERO).is_ok();
+        if free {
+            *self.busy_until() = None;
+        }
+        free
     }
 
     fn lock_within(&self, limit: Duration) -> std::io::Result<Locked<'_>> {

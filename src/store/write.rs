@@ -42,18 +42,23 @@ use super::{Span, os};
 
 impl DiskStore {
     /// Keeps pages, each known constant over its span. Skipped when the
-    /// lock stays taken past `LOCK_WAIT`.
-    pub fn put(&self, pages: &[(PageNo, Span, &[u8])]) {
-        if pages.is_empty() || self.view.load().lineage == 0 || self.writes_paused() {
-            return;
+    /// lock stays taken past `LOCK_WAIT`. Whether they were written: a
+    /// write skipped (the lock, a failing disk, another lineage now) is
+    /// `false`, and its pages are not in the store.
+    pub fn put(&self, pages: &[(PageNo, Span, &[u8])]) -> bool {
+        if pages.is_empty() {
+            return true;
+        }
+        if self.view.load().lineage == 0 || self.writes_paused() {
+            return false;
         }
         let result = (|| {
             let _lock = self.lock()?;
             let Some(h) = self.read_header() else {
-                return Ok(());
+                return Ok(false);
             };
             if h.lineage != self.view.load().lineage {
-                return Ok(());
+                return Ok(false);
             }
             let view = View::of(&h);
             let mut rest = pages;
@@ -64,11 +69,12 @@ impl DiskStore {
                 rest = next;
             }
             self.view.store(Arc::new(view));
-            Ok::<_, std::io::Error>(())
+            Ok::<_, std::io::Error>(true)
         })();
-        if let Err(e) = result {
+        result.unwrap_or_else(|e| {
             self.op_failed("writing pages", &e);
-        }
+            false
+        })
     }
 
     /// How many of `pages`, from the first, lie in consecutive slots of one
