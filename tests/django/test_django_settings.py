@@ -84,6 +84,8 @@ def read(request):
     seen.append(router.db_for_read(ContentType))
     return HttpResponse("ok")
 
+for alias in ("listed", "elsewhere", "other"):   # the router goes by finished checks
+    assert health.wait_for_check(alias, 60), alias
 rf = RequestFactory()
 cookie = ReadYourWritesMiddleware(write)(rf.post("/")).cookies["litestream_rw"].value
 out["cookie"] = sorted(signing.loads(cookie, salt="litestream_vfs.read_your_writes"))
@@ -183,11 +185,13 @@ settings.configure(
     DATABASE_ROUTERS=["litestream_vfs.django.LitestreamReplicaRouter"],
     LITESTREAM={"vfs": {"replica": {"replica_url": sys.argv[1], "primary": None}}},
 )
-from litestream_vfs.django import get_vfs_databases, time_travel
+from litestream_vfs.django import get_vfs_databases, health, time_travel
 settings.DATABASES.update(get_vfs_databases())
 django.setup()
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections, router
+
+assert health.wait_for_check("replica", 60)  # the router goes by finished checks
 
 def seed():
     with connections["replica"].cursor() as cur:

@@ -204,6 +204,9 @@ def test_stopped_litestream_lag_grows_and_reads_go_to_default(site, healthy):
     assert status["lag_seconds"] >= 8 and status["lag_seconds"] > first["lag_seconds"], (first, status)
     assert status["primary_lag_seconds"] >= 8, status
     assert status["healthy"] is False and status["max_lag_seconds"] == 5, status
+    # The router checked the replica (in the background) and found it behind.
+    router_health = later["router_health"]
+    assert router_health["error"] is None and router_health["lag_seconds"] > 5, router_health
     assert later["fresh_get"] == {"count": 1, "alias": "default"}, later["fresh_get"]
     proc = manage(env, "litestream_vfs_status")
     assert proc.returncode == 1 and "lagging past the limit: replica_a" in proc.stderr, proc.stdout + proc.stderr

@@ -11,7 +11,10 @@ A read goes to a replica only while it is healthy: readable, and its
 `lag_seconds` (see `get_vfs_status`) at most `LITESTREAM["vfs_router"]
 ["max_lag_seconds"]` (default 60; `None` turns the check off). Health is
 checked once per replica per poll interval, through a connection of its
-own, not per query. No healthy replica: the read goes to the write alias.
+own, not per query, and in the background (see `health`): a read never
+waits for a check. It goes by the last finished check, whose lag grows with
+its age; until the first check of a replica finishes, reads go to the write
+alias. No healthy replica: the read goes to the write alias.
 
 With `litestream_vfs.django.ReadYourWritesMiddleware`, a client that wrote
 reads the write alias until a replica holds its write (see there).
