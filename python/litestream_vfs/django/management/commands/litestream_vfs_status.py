@@ -43,9 +43,10 @@ def render(status: dict) -> str:
                           f"  error: {status['error']}"])
     lines = [f"{status['alias']}: {status['replica_url']}"]
     cache, storage, hydration = status["cache"], status["storage"], status["hydration"]
+    limit = status["max_lag_seconds"]
+    judged = f" at most {limit:g} s" if limit is not None else ", no limit"
     lines.append(f"  state: {status['state']} (lag {_seconds(status['lag_seconds'])}, "
-                 f"{'healthy' if status['healthy'] else 'unhealthy'} at most "
-                 f"{status['max_lag_seconds']:g} s)")
+                 f"{'healthy' if status['healthy'] else 'unhealthy'}{judged})")
     primary = status.get("primary")
     if status.get("primary_lag_seconds") is not None:
         where = f"primary {primary}: oldest commit not in the replica waiting {_seconds(status['primary_lag_seconds'])}"
