@@ -241,3 +241,58 @@ def test_an_old_result_ages_into_unhealthy(package, tmp_path):  # noqa: F811 - t
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"fresh": "replica", "3s": "replica",
                                                                 "10s": "default"}
+
+
+FORK = r"""
+import json, os, sys
+import django
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="test-only",
+    INSTALLED_APPS=["django.contrib.contenttypes", "litestream_vfs.django"],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    DATABASE_ROUTERS=["litestream_vfs.django.LitestreamReplicaRouter"],
+    LITESTREAM={"vfs": {"replica": {"replica_url": sys.argv[1], "primary": None}}},
+)
+from litestream_vfs.django import get_vfs_databases
+settings.DATABASES.update(get_vfs_databases())
+django.setup()
+from django.contrib.contenttypes.models import ContentType
+from django.db import router
+from litestream_vfs.django import health
+
+p = health._probe("replica")
+with p.lock:
+    p.running = True        # a check in flight in the parent at the fork (its thread is not in the child)
+pid = os.fork()
+if pid == 0:
+    code = 1
+    try:
+        finished = health.wait_for_check("replica", 30)
+        print(json.dumps({"child": [finished, router.db_for_read(ContentType), health.checks_made("replica")]}),
+              flush=True)
+        code = 0
+    finally:
+        os._exit(code)
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"parent": [router.db_for_read(ContentType), health.checks_made("replica")],
+                  "child_exit": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+def test_a_forked_child_checks_afresh(package, tmp_path):  # noqa: F811 - the fixture
+    """A check running in the parent when it forks (gunicorn --preload) has
+    no thread in the child: the child's probes start afresh, so its first
+    wait for a check starts one and the replica is read."""
+    folder = tmp_path / "replica"
+    shutil.copytree(lsvfs.FIXTURES / "basic-4k" / "replica", folder)
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "LITESTREAM_REPLICA_URL")}
+    env.update(PYTHONPATH=str(package), TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", FORK, lsvfs.file_url(folder)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    child, parent = [json.loads(line) for line in proc.stdout.strip().splitlines()[-2:]]
+    assert child == {"child": [True, "replica", 1]}, proc.stdout
+    # The parent's check is still "running" (none ends: none was started): `default`, no new check.
+    assert parent == {"parent": ["default", 0], "child_exit": 0}, proc.stdout
