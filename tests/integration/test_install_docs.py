@@ -185,6 +185,11 @@ def test_django_ours(tmp, replica, our_package):
         call_command("litestream_vfs_status", "--json", stdout=buf)
         out["command"] = [s["ok"] for s in json.loads(buf.getvalue())]
         out["status"] = get_vfs_status("analytics_replica")["txid"]
+        # Until its first health check finishes, a replica is not read
+        # (reads go to default at once); wait for it as DJANGO.md says.
+        from litestream_vfs.django.health import wait_for_check
+        out["first"] = router.db_for_read(ContentType)
+        out["checked"] = wait_for_check("orders_replica", 30)
         out["read"] = router.db_for_read(ContentType)
         out["write"] = router.db_for_write(ContentType)
         print(json.dumps(out))
@@ -195,6 +200,8 @@ def test_django_ours(tmp, replica, our_package):
         "analytics_replica": newest("page-512")["tables"]["seed"],
         "command": [True, True],
         "status": out["status"],
+        "first": "default",
+        "checked": True,
         "read": "orders_replica",
         "write": "default",
     }
