@@ -186,6 +186,28 @@ fn write_big_snapshot(root: &Path, pages: u32) {
     std::fs::write(dir.join(format!("{:016x}-{:016x}.ltx", 1, 1)), b.build()).unwrap();
 }
 
+/// Opens the replica of `cfg` (hydrating into `copy`) with a gate armed at
+/// the store's write of pages: hydration's first write will park there.
+/// The worker is held while the replica opens (the open keeps what it read
+/// in the store itself), so hydration, which the open spawns, starts only
+/// once the gate is armed.
+fn hydrate_into_a_parked_write(
+    rt: &tokio::runtime::Runtime,
+    cfg: Config,
+    copy: &Path,
+) -> (Arc<Replica>, crate::pause::Gate) {
+    let (started, hold) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+    rt.spawn(async move {
+        let _ = started.0.send(());
+        let _ = hold.1.recv_timeout(Duration::from_secs(30));
+    });
+    started.1.recv_timeout(Duration::from_secs(10)).unwrap();
+    let replica = rt.block_on(Replica::open(cfg)).unwrap();
+    let gate = crate::pause::arm_in("store.pages_written", &copy.to_string_lossy());
+    hold.0.send(()).unwrap();
+    (replica, gate)
+}
+
 #[test]
 fn hydration_writes_the_store_off_the_async_worker() {
     let (dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -201,18 +223,7 @@ fn hydration_writes_the_store_off_the_async_worker() {
             ("verify", "fetched".to_string()),
         ],
     );
-    // The worker is held while the replica opens (the open keeps what it
-    // read in the store itself), so hydration, which the open spawns,
-    // starts only once the gate is armed.
-    let (started, hold) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-    rt.spawn(async move {
-        let _ = started.0.send(());
-        let _ = hold.1.recv_timeout(Duration::from_secs(30));
-    });
-    started.1.recv_timeout(Duration::from_secs(10)).unwrap();
-    let replica = rt.block_on(Replica::open(cfg)).unwrap();
-    let gate = crate::pause::arm_in("store.pages_written", &copy.to_string_lossy());
-    hold.0.send(()).unwrap();
+    let (replica, gate) = hydrate_into_a_parked_write(&rt, cfg, &copy);
     // Hydration's first write parks inside the store write...
     gate.wait_reached(Duration::from_secs(20)).unwrap();
     // ...and another task still gets the worker.
@@ -244,15 +255,7 @@ fn hydration_fetches_nothing_for_writes_a_held_lock_would_skip() {
             ("poll_interval", "100ms".to_string()),
         ],
     );
-    let (started, hold) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-    rt.spawn(async move {
-        let _ = started.0.send(());
-        let _ = hold.1.recv_timeout(Duration::from_secs(30));
-    });
-    started.1.recv_timeout(Duration::from_secs(10)).unwrap();
-    let replica = rt.block_on(Replica::open(cfg)).unwrap();
-    let gate = crate::pause::arm_in("store.pages_written", &copy.to_string_lossy());
-    hold.0.send(()).unwrap();
+    let (replica, gate) = hydrate_into_a_parked_write(&rt, cfg, &copy);
     // The first run's write parks holding the lock; the three runs beside
     // it wait for the lock, time out and skip their writes.
     gate.wait_reached(Duration::from_secs(20)).unwrap();
