@@ -5,6 +5,7 @@ use super::error::LtxError;
 use super::frame::{FRAME_HEADER_SIZE, decode_frame};
 use super::header::{HEADER_SIZE, Header};
 use super::index::{INDEX_LOCATOR_SIZE, IndexEntry, PageIndex, index_region};
+use super::snapshot_pages::SnapshotPages;
 use super::trailer::{TRAILER_SIZE, Trailer};
 use super::types::PageNo;
 
@@ -26,6 +27,9 @@ pub fn decode_file(bytes: &[u8]) -> Result<DecodedFile, LtxError> {
     let region = index_region(len, bytes)?;
     let index_bytes = slice(bytes, region.start, region.end)?;
     let index = PageIndex::decode(index_bytes, region.start)?;
+    if header.is_snapshot() {
+        SnapshotPages::check_all(&header, index.entries.iter().map(|e| e.pgno))?;
+    }
     let trailer = Trailer::decode(bytes)?;
 
     let mut crc = Crc64::new();
@@ -168,7 +172,7 @@ mod tests {
                     .iter()
                     .map(|p| (*p, page(size as usize, *p as u8)))
                     .collect();
-                let mut b = LtxBuilder::new(ps(size), 1, 3, 77)
+                let mut b = LtxBuilder::new(ps(size), 2, 3, 77)
                     .legacy_frames(legacy)
                     .timestamp_ms(123);
                 for (p, data) in &pages {
@@ -183,6 +187,13 @@ mod tests {
                 assert_eq!(got, pages, "legacy={legacy} size={size}");
                 assert_eq!(f.index.entries.len(), 4);
                 assert_eq!(f.index.entries[0].offset, HEADER_SIZE as u64);
+                // The same pages as a snapshot: it must hold every page.
+                let mut b = LtxBuilder::new(ps(size), 1, 3, 77).legacy_frames(legacy);
+                for (p, data) in &pages {
+                    b = b.page(*p, data);
+                }
+                let e = decode_file(&b.build()).unwrap_err().to_string();
+                assert!(e.contains("snapshot page 5 where page 3 is due"), "{e}");
             }
         }
     }

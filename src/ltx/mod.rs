@@ -26,6 +26,7 @@ mod header;
 mod index;
 mod lz4_frame;
 mod name;
+mod snapshot_pages;
 mod trailer;
 mod types;
 mod verify;
@@ -43,6 +44,7 @@ pub use index::{
     INDEX_LOCATOR_SIZE, IndexDecoder, IndexEntry, PageIndex, encode_entries, index_region,
 };
 pub use name::{FileName, parse_name};
+pub use snapshot_pages::SnapshotPages;
 pub use trailer::{TRAILER_SIZE, Trailer};
-pub use types::{PageNo, PageSize, Txid, lock_page};
+pub use types::{MAX_PAGE_COUNT, PageNo, PageSize, Txid, lock_page};
 pub use verify::Verifier;

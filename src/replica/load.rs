@@ -304,6 +304,12 @@ fn structure_only(
         .and_then(|(s, e)| bytes.get(s..e))
         .ok_or_else(|| Error::Missing(format!("{}: short page index", describe())))?;
     let index = ltx::PageIndex::decode(index_bytes, region.start)
+        .and_then(|index| {
+            if header.is_snapshot() {
+                ltx::SnapshotPages::check_all(&header, index.entries.iter().map(|e| e.pgno))?;
+            }
+            Ok(index)
+        })
         .map_err(|e| Error::corrupt(describe(), e))?
         .into();
     let file = Arc::new(FileRef::listed(info, header));
