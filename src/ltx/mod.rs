@@ -35,7 +35,7 @@ mod verify;
 pub use builder::LtxBuilder;
 pub use checksum::{Crc64, file_checksum_of};
 pub use error::LtxError;
-pub use file::{DecodedFile, decode_file};
+pub use file::{DecodedFile, decode_file, decode_file_keeping};
 pub use frame::{
     FRAME_HEADER_SIZE, FrameHeader, decode_frame, decode_frame_into, frame_len, max_frame_len,
 };

@@ -411,3 +411,23 @@ fn a_change_to_a_page_of_billions_costs_a_pointer_per_chunk() {
     // 4,194,304 chunk pointers of 8 bytes, one empty chunk shared.
     assert!(peak < 40 << 20, "{peak} bytes held at once");
 }
+
+#[test]
+fn a_small_file_of_empty_pages_is_not_held_decompressed_whole() {
+    // 20,000 empty pages in under 1 MiB: 80 MiB once decompressed.
+    let mem = Mem::default();
+    let (info, _) = empty_snapshot(&mem, 20_000);
+    assert!(info.size <= WHOLE_FILE_MAX, "{}", info.size);
+    let (loaded, peak) = crate::alloc::meter::peak_of(|| run(load(&mem, info, None)).unwrap());
+    assert!(loaded.verified, "every page was still checked");
+    assert_eq!(loaded.index.len(), 20_000);
+    assert_eq!(loaded.pages.len(), WHOLE_PAGES_MAX / 4096);
+    assert!(
+        loaded
+            .index
+            .entries()
+            .zip(&loaded.pages)
+            .all(|(e, (p, _))| e.pgno == *p)
+    );
+    assert!(peak < LOAD_PEAK_MAX, "{peak} bytes held at once");
+}
