@@ -253,6 +253,8 @@ fn register_fork_handler() {
 // again. Page blocks are never given to `System`.
 unsafe impl GlobalAlloc for PageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        #[cfg(test)]
+        meter::add(layout.size());
         if let Some(list) = class_of(layout).and_then(|c| self.lists.get(c)) {
             // Before the lock: glibc's fork holds its own lock while it
             // calls `before_fork`, which waits for this one.
@@ -288,6 +290,8 @@ unsafe impl GlobalAlloc for PageAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        #[cfg(test)]
+        meter::sub(layout.size());
         if let Some(list) = class_of(layout).and_then(|c| self.lists.get(c)) {
             let mut l = lock(list);
             // SAFETY: the caller gives the block up; it is at least a word
@@ -315,6 +319,8 @@ unsafe impl GlobalAlloc for PageAlloc {
             }
             return ptr;
         }
+        #[cfg(test)]
+        meter::add(layout.size());
         if is_large(layout) {
             // Fresh mappings are zeroed by the kernel.
             return map(layout.size());
@@ -328,6 +334,8 @@ unsafe impl GlobalAlloc for PageAlloc {
         let ours = |l: Layout| class_of(l).is_some() || is_large(l);
         let either = ours(layout) || new.as_ref().is_ok_and(|n| ours(*n));
         if !either {
+            #[cfg(test)]
+            meter::moved(layout.size(), new_size);
             // SAFETY: neither size is a class: the block is the system's.
             return unsafe { System.realloc(ptr, layout, new_size) };
         }
@@ -336,6 +344,8 @@ unsafe impl GlobalAlloc for PageAlloc {
         };
         #[cfg(target_os = "linux")]
         if is_large(layout) && is_large(new) {
+            #[cfg(test)]
+            meter::moved(layout.size(), new_size);
             // A growing buffer (a body being collected) moves its pages
             // instead of copying them, as glibc does for its own mappings.
             // SAFETY: `ptr` is a mapping of `layout.size()` bytes that `map`
@@ -360,6 +370,56 @@ unsafe impl GlobalAlloc for PageAlloc {
             }
             fresh
         }
+    }
+}
+
+/// What the current thread holds of the heap, in test builds: the bytes it
+/// allocated and has not freed, and their peak. Tests of the decoders of
+/// untrusted files assert with it that a number a file merely claims (a
+/// page count of billions) costs no memory. Blocks freed by another thread
+/// than the one that took them skew both threads' counts: measure work
+/// that runs on one thread.
+#[cfg(test)]
+pub mod meter {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static PEAK: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn signed(n: usize) -> isize {
+        isize::try_from(n).unwrap_or(isize::MAX)
+    }
+
+    pub(super) fn add(n: usize) {
+        let _ = LIVE.try_with(|live| {
+            let now = live.get().saturating_add(signed(n));
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    pub(super) fn sub(n: usize) {
+        let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(signed(n))));
+    }
+
+    pub(super) fn moved(old: usize, new: usize) {
+        add(new);
+        sub(old);
+    }
+
+    /// Runs `f`; returns its answer and the most bytes this thread held
+    /// at once while it ran, beyond what it held before.
+    pub fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let before = LIVE.with(Cell::get);
+        PEAK.with(|p| p.set(before));
+        let out = f();
+        let peak = PEAK.with(Cell::get);
+        (
+            out,
+            usize::try_from(peak.saturating_sub(before)).unwrap_or(0),
+        )
     }
 }
 

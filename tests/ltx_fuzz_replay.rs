@@ -74,7 +74,38 @@ fn builder_seeds() -> Vec<(String, Vec<u8>)> {
     }
     let empty = LtxBuilder::new(PageSize::new(4096).unwrap(), 5, 6, 2).build();
     out.push(("builder-no-pages.ltx".into(), empty));
+    out.extend(hostile_seeds());
     out
+}
+
+/// Files that claim more than they hold: a snapshot's commit or a page
+/// number of billions once cost 4 KiB of index per 1024 pages claimed (an
+/// abort of the host); a change to a page of billions is valid and costs a
+/// pointer per 1024 pages.
+fn hostile_seeds() -> Vec<(String, Vec<u8>)> {
+    let ps = PageSize::new(4096).unwrap();
+    let page = [0x5au8; 100];
+    let far = u32::MAX - 1;
+    vec![
+        (
+            "regression-snapshot-commit-4e9.ltx".into(),
+            LtxBuilder::new(ps, 1, 1, 4_000_000_000)
+                .page(1, &page)
+                .page(2, &page)
+                .build(),
+        ),
+        (
+            "regression-snapshot-page-jump.ltx".into(),
+            LtxBuilder::new(ps, 1, 1, far)
+                .page(1, &page)
+                .page(far, &page)
+                .build(),
+        ),
+        (
+            "builder-change-to-a-page-of-billions.ltx".into(),
+            LtxBuilder::new(ps, 2, 2, far).page(far, &page).build(),
+        ),
+    ]
 }
 
 /// Small real files, one per page size and kind.
@@ -145,6 +176,11 @@ fn write_seed_corpus() {
     for (name, bytes) in &frames {
         write("ltx_parts", name, bytes);
     }
+    // A sized frame whose size field claims 4 GiB.
+    let mut huge = vec![0, 0, 0, 1, 0, 1];
+    huge.extend_from_slice(&u32::MAX.to_be_bytes());
+    huge.extend_from_slice(&[0x5a; 40]);
+    write("ltx_parts", "regression-frame-size-4g", &huge);
     for (i, text) in CONFIG_SEEDS.iter().enumerate() {
         write("config_url", &format!("seed-{i:02}"), text.as_bytes());
     }

@@ -260,7 +260,9 @@ fn write_big_lineage(root: &Path, ts: i64, mark: &[u8; 4]) {
         p[4..8].copy_from_slice(&pgno.to_be_bytes());
         p
     };
-    let snap = LtxBuilder::new(ps, 1, 1, 300)
+    // A snapshot holds every page up to its commit: one page, then the
+    // database grows to 300 pages at TXID 2.
+    let snap = LtxBuilder::new(ps, 1, 1, 1)
         .timestamp_ms(ts)
         .page(1, b"page one");
     std::fs::write(dir.join(format!("{:016x}-{:016x}.ltx", 1, 1)), snap.build()).unwrap();

@@ -6,12 +6,15 @@
 //! stable Rust as part of `cargo test`; so it uses only `std` and
 //! `litestream_vfs`.
 
+use std::sync::Arc;
+
 use litestream_vfs::config::{Config, Sources, parse_bool, parse_duration, parse_size};
 use litestream_vfs::ltx::{
-    FrameHeader, Header, LtxBuilder, PageIndex, PageSize, Trailer, Verifier, decode_file,
-    decode_frame, index_region, parse_name,
+    FileName, FrameHeader, Header, IndexEntry, LtxBuilder, PageIndex, PageNo, PageSize, Trailer,
+    Txid, Verifier, decode_file, decode_frame, frame_len, index_region, parse_name,
 };
-use litestream_vfs::storage::ReplicaUrl;
+use litestream_vfs::replica::{FileIndex, FileRef, Places, Snapshot};
+use litestream_vfs::storage::{FileId, Level, ReplicaUrl};
 
 /// The B-tree page parser and the predictor on arbitrary bytes: the first
 /// byte picks the page number (1 has the database header) and the usable
@@ -85,6 +88,57 @@ pub fn ltx_file(data: &[u8]) {
     let again = decode_file(&builder.build()).expect("the builder writes valid files");
     assert_eq!(again.pages, file.pages);
     assert_eq!(again.header.commit, h.commit);
+    build_on(h, &file.index, data.len() as u64);
+}
+
+/// What a reader builds on a file it loaded: a snapshot on its index (on a
+/// base snapshot of one page when the file is not a snapshot itself). A
+/// number the file merely claims, a `commit` or a page number of billions,
+/// must not cost memory: the fuzzer's RSS limit (`scripts/fuzz.sh`) fails
+/// an input that does, as it would have failed the 16 GiB of chunks such
+/// a file once cost.
+fn build_on(header: &Header, index: &impl Places, len: u64) {
+    let name = FileName {
+        min: header.min_txid,
+        max: header.max_txid,
+    };
+    let level = if header.is_snapshot() {
+        Level::SNAPSHOT
+    } else {
+        Level::L0
+    };
+    let file = Arc::new(FileRef::new(FileId { level, name }, len, header.clone()));
+    let snap = if header.is_snapshot() {
+        Snapshot::build([(&file, index)])
+    } else {
+        let base_header = Header {
+            min_txid: Txid(1),
+            max_txid: Txid(header.min_txid.0.saturating_sub(1).max(1)),
+            commit: 1,
+            ..header.clone()
+        };
+        let base_name = FileName {
+            min: base_header.min_txid,
+            max: base_header.max_txid,
+        };
+        let base_id = FileId {
+            level: Level::SNAPSHOT,
+            name: base_name,
+        };
+        let base = Arc::new(FileRef::new(base_id, len, base_header));
+        let one = PageIndex {
+            entries: vec![IndexEntry {
+                pgno: PageNo(1),
+                offset: 100,
+                size: 10,
+            }],
+        };
+        Snapshot::build([(&base, &one)]).and_then(|s| s.apply(&file, index))
+    };
+    if let Ok(snap) = snap {
+        assert_eq!(snap.page_count, header.commit);
+        assert!(snap.chunk_count() <= (header.commit as usize).div_ceil(1024));
+    }
 }
 
 /// Every decoding entry point a reader uses on parts of a file: header,
@@ -103,7 +157,25 @@ pub fn ltx_parts(data: &[u8]) {
             .and_then(|(s, e)| data.get(s..e));
         if let Some(bytes) = bytes {
             let _ = PageIndex::decode(bytes, region.start);
+            // As a loaded file keeps it (a snapshot's straight into
+            // snapshot chunks), then a snapshot built on it.
+            if let Ok(header) = Header::decode(data)
+                && let Ok(index) = FileIndex::decode(&header, bytes, region.start)
+            {
+                if header.is_snapshot() {
+                    assert!(
+                        index.len() as u64 <= u64::from(header.commit),
+                        "a snapshot holds no page beyond its commit"
+                    );
+                }
+                build_on(&header, &index, data.len() as u64);
+            }
         }
+    }
+    // A frame's length from its header: never more than the largest page
+    // compresses to (a reader fetches that many bytes to find its end).
+    if let Ok(len) = frame_len(data) {
+        assert!(len <= data.len() || len <= 6 + 4 + 65536 + 65536 / 255 + 16);
     }
     // The index decoder alone, at a file offset taken from the input.
     if let Some((start, rest)) = data.split_first_chunk::<8>()

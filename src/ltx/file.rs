@@ -5,6 +5,7 @@ use super::error::LtxError;
 use super::frame::{FRAME_HEADER_SIZE, decode_frame};
 use super::header::{HEADER_SIZE, Header};
 use super::index::{INDEX_LOCATOR_SIZE, IndexEntry, PageIndex, index_region};
+use super::snapshot_pages::SnapshotPages;
 use super::trailer::{TRAILER_SIZE, Trailer};
 use super::types::PageNo;
 
@@ -13,7 +14,9 @@ use super::types::PageNo;
 pub struct DecodedFile {
     pub header: Header,
     pub index: PageIndex,
-    /// The decompressed pages, in the order of `index.entries`.
+    /// The decompressed pages of the first entries of `index.entries`, in
+    /// its order: all of them from [`decode_file`], as many as fit the
+    /// bound given to [`decode_file_keeping`].
     pub pages: Vec<(PageNo, Vec<u8>)>,
     pub trailer: Trailer,
 }
@@ -21,16 +24,31 @@ pub struct DecodedFile {
 /// Decodes every part of `bytes` and verifies the file checksum, so that a
 /// file read whole is known to be exactly what Litestream wrote.
 pub fn decode_file(bytes: &[u8]) -> Result<DecodedFile, LtxError> {
+    decode_file_keeping(bytes, usize::MAX)
+}
+
+/// [`decode_file`], keeping at most `keep` bytes of decompressed pages (those
+/// of the first entries): every page is still decompressed and checked. A
+/// page compresses up to 255 times (an empty 64 KiB page takes some 280
+/// bytes), so the pages of a file of 1 MiB may take 230 MiB held at once.
+pub fn decode_file_keeping(bytes: &[u8], keep: usize) -> Result<DecodedFile, LtxError> {
     let header = Header::decode(bytes)?;
     let len = bytes.len() as u64;
     let region = index_region(len, bytes)?;
     let index_bytes = slice(bytes, region.start, region.end)?;
     let index = PageIndex::decode(index_bytes, region.start)?;
+    if header.is_snapshot() {
+        SnapshotPages::check_all(&header, index.entries.iter().map(|e| e.pgno))?;
+    }
     let trailer = Trailer::decode(bytes)?;
 
     let mut crc = Crc64::new();
     crc.update(slice(bytes, 0, HEADER_SIZE as u64)?);
-    let mut pages = Vec::with_capacity(index.entries.len());
+    let fit = keep
+        .checked_div(header.page_size.bytes())
+        .unwrap_or(0)
+        .min(index.entries.len());
+    let mut pages = Vec::with_capacity(fit);
     let mut expected_offset = HEADER_SIZE as u64;
     for entry in &index.entries {
         if entry.offset != expected_offset {
@@ -61,7 +79,9 @@ pub fn decode_file(bytes: &[u8]) -> Result<DecodedFile, LtxError> {
             crc.update(&size);
         }
         crc.update(&frame.page);
-        pages.push((entry.pgno, frame.page));
+        if pages.len() < fit {
+            pages.push((entry.pgno, frame.page));
+        }
         expected_offset = entry.offset.saturating_add(u64::from(entry.size));
     }
     let end_marker = slice(
@@ -168,7 +188,7 @@ mod tests {
                     .iter()
                     .map(|p| (*p, page(size as usize, *p as u8)))
                     .collect();
-                let mut b = LtxBuilder::new(ps(size), 1, 3, 77)
+                let mut b = LtxBuilder::new(ps(size), 2, 3, 77)
                     .legacy_frames(legacy)
                     .timestamp_ms(123);
                 for (p, data) in &pages {
@@ -183,8 +203,41 @@ mod tests {
                 assert_eq!(got, pages, "legacy={legacy} size={size}");
                 assert_eq!(f.index.entries.len(), 4);
                 assert_eq!(f.index.entries[0].offset, HEADER_SIZE as u64);
+                // The same pages as a snapshot: it must hold every page.
+                let mut b = LtxBuilder::new(ps(size), 1, 3, 77).legacy_frames(legacy);
+                for (p, data) in &pages {
+                    b = b.page(*p, data);
+                }
+                let e = decode_file(&b.build()).unwrap_err().to_string();
+                assert!(e.contains("snapshot page 5 where page 3 is due"), "{e}");
             }
         }
+    }
+
+    #[test]
+    fn keeping_fewer_pages_still_checks_every_one() {
+        let mut b = LtxBuilder::new(ps(4096), 2, 2, 9);
+        for p in 1..=9u32 {
+            b = b.page(p, &page(4096, p as u8));
+        }
+        let bytes = b.build();
+        let all = decode_file(&bytes).unwrap();
+        for (keep, n) in [
+            (0, 0),
+            (4095, 0),
+            (4096, 1),
+            (3 * 4096 + 7, 3),
+            (usize::MAX, 9),
+        ] {
+            let f = decode_file_keeping(&bytes, keep).unwrap();
+            assert_eq!(f.pages[..], all.pages[..n], "{keep}");
+            assert_eq!(f.index, all.index);
+        }
+        // A damaged last page is found with none kept.
+        let last = all.index.entries[8];
+        let mut bad = bytes.clone();
+        bad[(last.offset + u64::from(last.size)) as usize - 3] ^= 0x10;
+        assert!(decode_file_keeping(&bad, 0).is_err());
     }
 
     #[test]

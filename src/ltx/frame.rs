@@ -13,6 +13,11 @@ const FLAG_SIZED_BLOCK: u16 = 0x0001;
 /// Bytes of the compressed-size field of a sized frame.
 const SIZE_FIELD: usize = 4;
 
+/// The most bytes LZ4 compresses SQLite's largest page (65536 bytes) to:
+/// its worst case `n + n / 255 + 16`. A sized frame that names more is
+/// corrupt, and nobody reads (or allocates) the 4 GiB its field may claim.
+const MAX_COMPRESSED: u32 = 65536 + 65536 / 255 + 16;
+
 /// The fixed part of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHeader {
@@ -64,6 +69,9 @@ pub fn frame_len(buf: &[u8]) -> Result<usize, LtxError> {
     let rest = buf.get(FRAME_HEADER_SIZE..).unwrap_or_default();
     let payload = if header.is_sized_block() {
         let csize = be_u32(rest, 0, "frame size")?;
+        if csize > MAX_COMPRESSED {
+            return Err(too_large(header.pgno, csize));
+        }
         usize::try_from(csize)
             .ok()
             .and_then(|c| c.checked_add(SIZE_FIELD))
@@ -122,6 +130,9 @@ fn decode_frame_parts(
     let rest = buf.get(FRAME_HEADER_SIZE..).unwrap_or_default();
     if header.is_sized_block() {
         let csize = be_u32(rest, 0, "frame size")?;
+        if csize > MAX_COMPRESSED {
+            return Err(too_large(header.pgno, csize));
+        }
         let payload = rest.get(SIZE_FIELD..).unwrap_or_default();
         if usize::try_from(csize).ok() != Some(payload.len()) {
             return Err(LtxError::invalid(
@@ -169,6 +180,17 @@ fn decompress_frame(
         return Err(wrong_length(pgno, n, page_size));
     }
     Ok(())
+}
+
+fn too_large(pgno: PageNo, csize: u32) -> LtxError {
+    LtxError::invalid(
+        "frame",
+        format!(
+            "page {}: compressed size {csize} is more than any page compresses to \
+             ({MAX_COMPRESSED})",
+            pgno.0
+        ),
+    )
 }
 
 fn wrong_length(pgno: PageNo, got: usize, page_size: PageSize) -> LtxError {
@@ -321,6 +343,25 @@ mod tests {
         for csize in [0, n - 1, n + 1, u32::MAX] {
             let frame = sized_frame(1, FLAG_SIZED_BLOCK, Some(csize), &block);
             assert!(decode_frame(&frame, ps(4096)).is_err(), "{csize}");
+        }
+    }
+
+    #[test]
+    fn a_compressed_size_beyond_any_page_is_refused_before_it_is_read() {
+        // The worst case of LZ4 for the largest page still fits.
+        let noise: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let worst = block_frame(1, &noise);
+        assert!(worst.len() - 10 <= MAX_COMPRESSED as usize);
+        assert_eq!(frame_len(&worst).unwrap(), worst.len());
+        // A size field that claims more: the frame's length is not taken
+        // from it (a reader would fetch that many bytes to find its end).
+        for csize in [MAX_COMPRESSED + 1, 1 << 30, u32::MAX] {
+            let frame = sized_frame(5, FLAG_SIZED_BLOCK, Some(csize), b"abc");
+            let e = frame_len(&frame).unwrap_err().to_string();
+            assert!(e.contains("page 5: compressed size"), "{e}");
+            assert!(decode_frame(&frame, ps(4096)).is_err());
         }
     }
 

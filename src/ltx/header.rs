@@ -1,7 +1,7 @@
 //! The 100-byte file header.
 
 use super::error::{LtxError, be_bytes, be_u32, be_u64};
-use super::types::{PageSize, Txid};
+use super::types::{MAX_PAGE_COUNT, PageSize, Txid};
 
 /// Size of the header in bytes.
 pub const HEADER_SIZE: usize = 100;
@@ -55,6 +55,12 @@ impl Header {
         let max_txid = Txid(be_u64(buf, 24, what)?);
         if commit == 0 {
             return Err(LtxError::invalid(what, "commit is 0"));
+        }
+        if commit > MAX_PAGE_COUNT {
+            return Err(LtxError::invalid(
+                what,
+                format!("commit {commit} is more pages than SQLite allows ({MAX_PAGE_COUNT})"),
+            ));
         }
         if min_txid.0 == 0 || max_txid < min_txid {
             return Err(LtxError::invalid(
@@ -211,6 +217,14 @@ mod tests {
     #[test]
     fn rejects_bad_commit_and_txids() {
         assert!(Header::decode(&with(12, &0u32.to_be_bytes())).is_err());
+        // SQLite's largest database is 4294967294 pages.
+        let e = Header::decode(&with(12, &u32::MAX.to_be_bytes())).unwrap_err();
+        assert!(
+            e.to_string().contains("more pages than SQLite allows"),
+            "{e}"
+        );
+        let h = Header::decode(&with(12, &4_294_967_294u32.to_be_bytes())).unwrap();
+        assert_eq!(h.commit, 4_294_967_294);
         assert!(Header::decode(&with(16, &0u64.to_be_bytes())).is_err());
         // max < min
         assert!(Header::decode(&with(24, &2u64.to_be_bytes())).is_err());

@@ -26,6 +26,7 @@ mod header;
 mod index;
 mod lz4_frame;
 mod name;
+mod snapshot_pages;
 mod trailer;
 mod types;
 mod verify;
@@ -34,7 +35,7 @@ mod verify;
 pub use builder::LtxBuilder;
 pub use checksum::{Crc64, file_checksum_of};
 pub use error::LtxError;
-pub use file::{DecodedFile, decode_file};
+pub use file::{DecodedFile, decode_file, decode_file_keeping};
 pub use frame::{
     FRAME_HEADER_SIZE, FrameHeader, decode_frame, decode_frame_into, frame_len, max_frame_len,
 };
@@ -43,6 +44,7 @@ pub use index::{
     INDEX_LOCATOR_SIZE, IndexDecoder, IndexEntry, PageIndex, encode_entries, index_region,
 };
 pub use name::{FileName, parse_name};
+pub use snapshot_pages::SnapshotPages;
 pub use trailer::{TRAILER_SIZE, Trailer};
-pub use types::{PageNo, PageSize, Txid, lock_page};
+pub use types::{MAX_PAGE_COUNT, PageNo, PageSize, Txid, lock_page};
 pub use verify::Verifier;

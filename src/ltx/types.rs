@@ -25,6 +25,10 @@ impl fmt::Display for Txid {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PageNo(pub u32);
 
+/// The most pages an SQLite database can hold (`SQLITE_MAX_PAGE_COUNT`'s
+/// ceiling): a header's `commit` beyond it is not a database size.
+pub const MAX_PAGE_COUNT: u32 = 4_294_967_294;
+
 /// A page size in bytes: a power of two in `512..=65536`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PageSize(u32);

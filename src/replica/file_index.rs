@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::ltx::{FRAME_HEADER_SIZE, HEADER_SIZE, Header, IndexDecoder, IndexEntry, LtxError};
-use crate::ltx::{PageIndex, PageNo};
+use crate::ltx::{PageIndex, PageNo, SnapshotPages};
 
 use super::chunk::{CHUNK, CHUNK_BITS, Chunk, OFFSET_BITS, OFFSET_MASK};
 use super::snapshot::Places;
@@ -126,8 +126,10 @@ pub enum Building {
     Entries(Vec<IndexEntry>),
     Dense {
         dense: Dense,
-        /// Database size: a snapshot holds no page beyond it.
-        commit: u32,
+        /// The page numbers so far: every page from 1 to `commit` in
+        /// order, so that the chunks grow with the entries actually read,
+        /// never with a page number or `commit` the file merely claims.
+        pages: SnapshotPages,
         /// Where the next frame must start.
         next: u64,
     },
@@ -147,7 +149,7 @@ impl Building {
                     block_end: index_start.saturating_sub(FRAME_HEADER_SIZE as u64),
                     pages: 0,
                 },
-                commit: header.commit,
+                pages: SnapshotPages::new(header),
                 next: HEADER_SIZE as u64,
             }
         } else {
@@ -157,27 +159,18 @@ impl Building {
 
     /// Takes the next entry of the index (checked by [`IndexDecoder`]).
     pub fn push(&mut self, e: IndexEntry) -> Result<(), LtxError> {
-        let (dense, commit, next) = match self {
+        let (dense, pages, next) = match self {
             Building::Entries(entries) => {
                 entries.push(e);
                 return Ok(());
             }
-            Building::Dense {
-                dense,
-                commit,
-                next,
-            } => (dense, *commit, next),
+            Building::Dense { dense, pages, next } => (dense, pages, next),
         };
         let invalid = |detail: String| LtxError::Invalid {
             what: "page index",
             detail,
         };
-        if e.pgno.0 > commit {
-            return Err(invalid(format!(
-                "page {} of a snapshot of {commit} pages",
-                e.pgno.0
-            )));
-        }
+        pages.check(e.pgno)?;
         if e.offset != *next {
             return Err(invalid(format!(
                 "page {} at offset {}, expected {}",
@@ -190,12 +183,16 @@ impl Building {
         *next = e.offset.saturating_add(u64::from(e.size));
         let i = (e.pgno.0 as usize).saturating_sub(1);
         let c = i >> CHUNK_BITS;
-        while dense.chunks.len() <= c {
+        // Pages come in order, each the one due (checked above): a chunk is
+        // added at its first page, one at a time, never a run of them.
+        if c == dense.chunks.len() {
             dense.chunks.push(Arc::default());
         }
-        if let Some(chunk) = dense.chunks.get_mut(c) {
-            Arc::make_mut(chunk).set(i & (CHUNK - 1), SLOT_0 | e.offset);
-        }
+        let chunk = dense
+            .chunks
+            .get_mut(c)
+            .ok_or_else(|| invalid(format!("page {} out of order", e.pgno.0)))?;
+        Arc::make_mut(chunk).set(i & (CHUNK - 1), SLOT_0 | e.offset);
         dense.pages = dense.pages.saturating_add(1);
         Ok(())
     }
@@ -204,7 +201,8 @@ impl Building {
     pub fn finish(self) -> Result<FileIndex, LtxError> {
         match self {
             Building::Entries(entries) => Ok(FileIndex::Entries(PageIndex { entries })),
-            Building::Dense { dense, next, .. } => {
+            Building::Dense { dense, pages, next } => {
+                pages.finish()?;
                 if next != dense.block_end {
                     return Err(LtxError::Invalid {
                         what: "page block",
@@ -299,10 +297,26 @@ mod tests {
         let raw = crate::ltx::encode_entries(d.index.entries.iter().copied());
         let e = FileIndex::decode(&small, &raw, region.start).unwrap_err();
         assert!(e.to_string().contains("snapshot of 9 pages"), "{e}");
-        // Frames that stop short of the page block's end.
+        // Pages that stop short of the snapshot's size.
         let short = crate::ltx::encode_entries(d.index.entries.iter().take(9).copied());
         let e = FileIndex::decode(&h, &short, region.start).unwrap_err();
+        assert!(e.to_string().contains("holds pages 1 to 9 only"), "{e}");
+        // Frames that stop short of the page block's end.
+        let e = FileIndex::decode(&small, &short, region.start).unwrap_err();
         assert!(e.to_string().contains("frames end at"), "{e}");
+        // A page left out, or one of billions.
+        for (skip, to) in [(5, 7), (9, 4_000_000_000)] {
+            let mut gapped = d.index.entries.clone();
+            gapped[skip].pgno = PageNo(to);
+            gapped.truncate(skip + 1);
+            let raw = crate::ltx::encode_entries(gapped.into_iter());
+            let h = Header {
+                commit: 4_000_000_000,
+                ..h.clone()
+            };
+            let e = FileIndex::decode(&h, &raw, region.start).unwrap_err();
+            assert!(e.to_string().contains("is due"), "{e}");
+        }
         assert!(FileIndex::decode(&h, &raw, region.start).is_ok());
     }
 }

@@ -179,9 +179,16 @@ pub async fn load(storage: &dyn Storage, info: FileInfo, blobs: Option<&Blobs>) 
     })
 }
 
+/// Bytes of decompressed pages a file read whole hands to the cache at
+/// most: every page of a file of 1 MiB whose pages compress two to eight
+/// times, the first 8 MiB of one that compresses more (empty pages
+/// compress 15 to 255 times: all of them would be up to 230 MiB held at
+/// once, per file loaded). The rest are read when asked for.
+const WHOLE_PAGES_MAX: usize = 8 << 20;
+
 /// A file read whole: decoded and checksum verified.
 fn whole(bytes: &[u8], info: FileInfo, describe: impl Fn() -> String) -> Result<Loaded> {
-    let decoded = match ltx::decode_file(bytes) {
+    let decoded = match ltx::decode_file_keeping(bytes, WHOLE_PAGES_MAX) {
         Ok(decoded) => decoded,
         Err(e @ ltx::LtxError::Checksum { .. }) => {
             return structure_only(bytes, info, e, describe);
@@ -304,6 +311,12 @@ fn structure_only(
         .and_then(|(s, e)| bytes.get(s..e))
         .ok_or_else(|| Error::Missing(format!("{}: short page index", describe())))?;
     let index = ltx::PageIndex::decode(index_bytes, region.start)
+        .and_then(|index| {
+            if header.is_snapshot() {
+                ltx::SnapshotPages::check_all(&header, index.entries.iter().map(|e| e.pgno))?;
+            }
+            Ok(index)
+        })
         .map_err(|e| Error::corrupt(describe(), e))?
         .into();
     let file = Arc::new(FileRef::listed(info, header));

@@ -342,7 +342,15 @@ impl Snapshot {
             return;
         };
         let (c, slot) = (i >> CHUNK_BITS, i & (CHUNK - 1));
-        while self.chunks.len() <= c {
+        if self.chunks.len() <= c {
+            // The chunks no page of any file reaches share one empty chunk:
+            // a file of a few pages that names a page number of billions
+            // (its header's `commit` allows it) costs a pointer per 1024
+            // pages (at most 32 MiB for SQLite's largest database), not a
+            // chunk of 4 KiB each (16 GiB, an abort of the host).
+            self.chunks.reserve(c + 1 - self.chunks.len());
+            let empty: Arc<Chunk> = Arc::default();
+            self.chunks.resize(c, empty);
             self.chunks.push(Arc::default());
         }
         if let Some(chunk) = self.chunks.get_mut(c) {

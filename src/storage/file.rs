@@ -188,21 +188,30 @@ impl Folder {
                 ),
             ));
         }
+        let past_end = || {
+            StorageError::new(
+                BACKEND,
+                StorageErrorKind::Other,
+                format!(
+                    "{}: range {}..{} is past the end of the file",
+                    path.display(),
+                    range.start,
+                    range.end
+                ),
+            )
+        };
+        // Before the buffer is sized by the range: a range that a damaged
+        // index names may be far larger than the file.
+        let file_len = f.metadata().map_err(|e| io_error(&path, &e))?.len();
+        if range.end > file_len {
+            return Err(past_end());
+        }
         let len = usize::try_from(range.end.saturating_sub(range.start))
             .map_err(|_| StorageError::new(BACKEND, StorageErrorKind::Other, "range too large"))?;
         let mut buf = vec![0u8; len];
         read_exact_at(&f, &mut buf, range.start).map_err(|e| {
             if e.kind() == ErrorKind::UnexpectedEof {
-                StorageError::new(
-                    BACKEND,
-                    StorageErrorKind::Other,
-                    format!(
-                        "{}: range {}..{} is past the end of the file",
-                        path.display(),
-                        range.start,
-                        range.end
-                    ),
-                )
+                past_end()
             } else {
                 io_error(&path, &e)
             }
@@ -314,6 +323,34 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::mpsc;
+
+    /// A range past the end of a file fails before anything is sized by
+    /// it: 64 TiB asked of a file of 10 bytes is an error, not an abort.
+    #[test]
+    fn a_range_past_the_end_fails_without_a_buffer_of_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let level0 = dir.path().join("ltx").join("0");
+        std::fs::create_dir_all(&level0).unwrap();
+        let name = FileName {
+            min: crate::ltx::Txid(1),
+            max: crate::ltx::Txid(1),
+        };
+        std::fs::write(level0.join(name.to_string()), b"ten bytes!").unwrap();
+        let storage = FileStorage::new(dir.path().to_path_buf());
+        let file = FileId {
+            level: Level::L0,
+            name,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        for range in [0..11, 5..(1 << 46), (1 << 46)..(1 << 47)] {
+            let e = rt.block_on(storage.read(file, range.clone())).unwrap_err();
+            assert!(e.to_string().contains("past the end"), "{range:?}: {e}");
+        }
+        assert_eq!(rt.block_on(storage.read(file, 4..10)).unwrap(), b"bytes!");
+    }
 
     /// A file system call that never returns (a FIFO in place of an LTX
     /// file: its open waits for a writer, as a call on a hung network file

@@ -180,6 +180,8 @@ impl ObjectStorage {
             .await
             .map_err(|e| self.error("read", path.as_ref(), &e))?;
         if self.checks_served_etag() {
+            // Also where `If-Match` was sent: a server that ignores it
+            // (fake-gcs-server, s3s-fs) answers with the object's new ETag.
             self.tags.check_served(
                 self.cx.backend,
                 &self.cx.describe,
@@ -193,13 +195,16 @@ impl ObjectStorage {
     }
 
     /// Whether the ETag a read is answered with is held to the listed (or
-    /// first answered) one: on S3 and OSS, whose listings and GETs name an
-    /// object by the same tag, and where some servers ignore `If-Match`
-    /// (s3s-fs does, and lists no ETag at all). GCS and Azure may spell a
-    /// listed tag differently from the header, and answer `If-Match`
-    /// themselves.
+    /// first answered) one: on every object store, whose listings and GETs
+    /// name an object by the same tag, up to quotes (compared without
+    /// them): S3 and OSS; GCS, whose XML listing and `ETag` header both
+    /// carry the object's MD5 (fake-gcs-server lists it bare and quotes
+    /// the header, and ignores `If-Match`); Azure, which lists
+    /// `0x8D…` and answers `"0x8D…"`. Some servers ignore `If-Match`
+    /// (s3s-fs and fake-gcs-server do, and s3s-fs lists no ETag at all):
+    /// the answer's tag is what ties their reads to the listed version.
     fn checks_served_etag(&self) -> bool {
-        matches!(self.cx.backend, "s3" | "oss")
+        matches!(self.cx.backend, "s3" | "oss" | "gs" | "abs")
     }
 
     async fn read_plain(&self, file: FileId, range: Range<u64>) -> Result<Vec<u8>, StorageError> {
@@ -448,9 +453,13 @@ mod tests {
     }
 
     fn storage(layout: Layout) -> (Arc<InMemory>, ObjectStorage) {
+        storage_of("test", layout)
+    }
+
+    fn storage_of(backend: &'static str, layout: Layout) -> (Arc<InMemory>, ObjectStorage) {
         let mem = Arc::new(InMemory::new());
         let cx = Context {
-            backend: "test",
+            backend,
             describe: "test://b/db".into(),
             bucket: "b".into(),
             credential_hint: "nothing",
@@ -547,5 +556,33 @@ mod tests {
             s.read(missing, 0..1).await.unwrap_err().kind,
             StorageErrorKind::NotFound
         );
+    }
+
+    /// A listing that named no ETag ties no read by `If-Match`: the first
+    /// answer's ETag is held to (what catches a server that ignores
+    /// `If-Match`, whose answer is all there is to check), on every
+    /// object-store backend.
+    #[tokio::test]
+    async fn every_object_store_holds_a_read_to_the_tag_it_was_answered_with() {
+        for backend in ["s3", "oss", "gs", "abs"] {
+            let (mem, s) = storage_of(backend, Layout::Decimal);
+            let key = "db/ltx/0/0000000000000001-0000000000000001.ltx";
+            put(&mem, key, b"old bytes").await;
+            let listed = s.list(Level::L0, None).await.unwrap()[0];
+            // As a server that lists no ETag (s3s-fs) would have.
+            s.tags.keep_only([]);
+            s.tags
+                .remember([(listed.id, listed.version, None, None)], false);
+            let first = s.read_version(listed.id, listed.version, 0..3).await;
+            assert_eq!(first.unwrap(), b"old", "{backend}");
+            put(&mem, key, b"new bytes").await;
+            let e = s
+                .read_version(listed.id, listed.version, 0..3)
+                .await
+                .expect_err("the new bytes were served for the old version");
+            assert_eq!(e.kind, StorageErrorKind::Changed, "{backend}: {e}");
+            assert!(e.to_string().contains("written again"), "{e}");
+            assert!(crate::error::Error::Storage(e).is_rewritten());
+        }
     }
 }

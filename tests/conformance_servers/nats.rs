@@ -58,6 +58,12 @@ impl Nats {
 
     /// Stores `bytes` as the object `name`, in chunks, each acknowledged.
     pub fn put(&mut self, name: &str, bytes: &[u8], nuid: &str) {
+        self.put_claiming(name, bytes, nuid, bytes.len());
+    }
+
+    /// [`Nats::put`], with metadata that claims `size` bytes (a hostile or
+    /// damaged bucket when it is not `bytes.len()`).
+    pub fn put_claiming(&mut self, name: &str, bytes: &[u8], nuid: &str, size: usize) {
         let bucket = self.bucket.clone();
         let mut chunks = 0;
         for c in bytes.chunks(CHUNK) {
@@ -66,7 +72,7 @@ impl Nats {
         }
         let meta = json!({
             "name": name, "bucket": bucket, "nuid": nuid,
-            "size": bytes.len(), "chunks": chunks,
+            "size": size, "chunks": chunks,
         });
         self.request(
             &format!("$O.{bucket}.M.{}", URL_SAFE.encode(name)),

@@ -97,7 +97,10 @@ async fn chunks(bucket: &Bucket, info: &ObjectInfo, t: Duration) -> Result<Vec<u
     let mut messages = bounded(t, consumer.messages())
         .await?
         .map_err(|e| transient(&e))?;
-    let mut bytes = Vec::with_capacity(info.size);
+    // The listed size is the object's metadata, which whoever may write the
+    // bucket sets: reserved up to a bound, so that a size the chunks do not
+    // hold (a petabyte) costs nothing, and held to as the chunks arrive.
+    let mut bytes = Vec::with_capacity(info.size.min(RESERVE_MAX));
     for _ in 0..info.chunks {
         let msg = bounded(t, messages.next())
             .await?
@@ -108,10 +111,23 @@ async fn chunks(bucket: &Bucket, info: &ObjectInfo, t: Duration) -> Result<Vec<u
                 )
             })?
             .map_err(|e| transient(&e))?;
+        if bytes.len().saturating_add(msg.payload.len()) > info.size {
+            return Err(Failure::new(
+                StorageErrorKind::Transient,
+                format!(
+                    "reading {}: its chunks hold more than its {} bytes",
+                    info.name, info.size
+                ),
+            ));
+        }
         bytes.extend_from_slice(&msg.payload);
     }
     Ok(bytes)
 }
+
+/// Bytes of an object's body reserved before its chunks arrive: its listed
+/// size up to this (a snapshot of 16 MiB; larger bodies grow as they come).
+const RESERVE_MAX: usize = 16 << 20;
 
 /// `SHA-256=<base64url>` (padded or not) against the bytes; other
 /// algorithms are not checked.
