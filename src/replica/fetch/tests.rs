@@ -6,7 +6,7 @@ use crate::ltx::{FileName, LtxBuilder, PageIndex, PageSize, Txid, decode_file};
 use crate::replica::FileRef;
 use crate::storage::{FileId, FileStorage, Level};
 
-const PAGES: u32 = 300;
+pub(super) const PAGES: u32 = 300;
 
 /// A replica folder with one snapshot of `PAGES` distinct pages, its
 /// snapshot, and a fetcher over it with a cache of `budget` bytes.
@@ -25,7 +25,7 @@ fn fixture_over(
 }
 
 /// [`fixture_over`] with pages of `content`.
-fn fixture_of(
+pub(super) fn fixture_of(
     budget: u64,
     wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
     content: impl Fn(u32) -> Vec<u8>,
@@ -79,7 +79,7 @@ fn settle(fetcher: &Fetcher) {
     }
 }
 
-fn reads(stats: &Stats) -> u64 {
+pub(super) fn reads(stats: &Stats) -> u64 {
     stats.reads.load(std::sync::atomic::Ordering::Relaxed)
 }
 
