@@ -31,9 +31,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::cache::FrameKey;
+use crate::cache::{FrameKey, Page};
 use crate::error::{Error, Result};
-use crate::ltx::{self, PageNo};
+use crate::ltx::{self, PageNo, Txid};
 use crate::storage::{StorageError, StorageErrorKind};
 use crate::{log, pause, runtime};
 
@@ -61,6 +61,8 @@ const CLAIM_AHEAD_BYTES: u64 = 1024 * 1024;
 /// resumes it and finds its next frames claimed), then lets go of them
 /// (another connection that waits for one of them waits no longer).
 const CLAIM_HOLD: Duration = Duration::from_millis(250);
+/// Pages a stream writes to the local store at once.
+const STORE_BATCH: usize = 256;
 /// Fewer frames than this left in the file are not streamed: a demand
 /// read's read-ahead brings them.
 const STREAM_MIN_FRAMES: usize = 64;
@@ -143,8 +145,8 @@ impl Fetcher {
 
     /// Starts a stream of the pages of `snap` from `from` on (from the end
     /// of the connection's running stream, if that holds `from`) for the
-    /// scan of `scan`. `false` when its pages are not for a stream (a local
-    /// store to fill, a corrupt file): the caller reads ahead as before.
+    /// scan of `scan`. `false` when its pages are not for a stream (a
+    /// corrupt file): the caller reads ahead as before.
     /// Otherwise `true`, also when none started for now (nothing worth
     /// streaming, no request or read budget left: demand reads go on).
     pub fn stream_ahead(
@@ -162,9 +164,11 @@ impl Fetcher {
         let Some(head) = snap.frame(from) else {
             return true;
         };
-        if head.file.corrupt.get().is_some() || self.local.keep_until(snap, &head).is_some() {
+        if head.file.corrupt.get().is_some() {
             return false;
         }
+        // A local store is filled from the stream too.
+        let keep_until = self.local.keep_until(snap, &head);
         let Some(held) = self.in_flight.try_hold(self.stream_lead_bytes) else {
             return true;
         };
@@ -208,6 +212,7 @@ impl Fetcher {
             scan.epoch(),
         );
         let page_size = snap.page_size;
+        let owned_snap = Arc::clone(snap);
         // Should the blocking job never run (the runtime going away), it is
         // dropped with the plan: its claim lands failed, the flag drops,
         // the lease goes back.
@@ -229,6 +234,9 @@ impl Fetcher {
                 kept: VecDeque::new(),
                 keep: false,
                 scan: weak,
+                snap: owned_snap,
+                keep_until,
+                to_store: Vec::new(),
                 moved,
                 epoch,
                 lease,
@@ -273,7 +281,10 @@ impl Fetcher {
                     return None;
                 }
                 let key = loc.key();
-                if self.cache.get(&key).is_some() || scan.holds(&key) {
+                if self.cache.get(&key).is_some()
+                    || scan.holds(&key)
+                    || self.local.holds(snap, PageNo(p), &loc)
+                {
                     continue;
                 }
                 // Fetched already (a demand read's read-ahead): the stream
@@ -331,6 +342,11 @@ struct Stream<'a> {
     /// Pages go to the scan buffer (the cache is full), not the cache.
     keep: bool,
     scan: Weak<ScanBuf>,
+    snap: Arc<Snapshot>,
+    /// Pages fetched go to the local store too, constant up to this TXID
+    /// (see `Local::keep_until`), in batches.
+    keep_until: Option<Txid>,
+    to_store: Vec<(PageNo, Page)>,
     moved: Arc<Notify>,
     epoch: u64,
     lease: Arc<Lease>,
@@ -344,6 +360,7 @@ impl Stream<'_> {
     /// time it waited paused and the last page it decoded.
     async fn run(mut self, plan: Plan) -> (Result<&'static str>, u32, Duration, u32) {
         let result = self.read(plan).await;
+        self.store();
         if let Some(scan) = self.scan.upgrade() {
             scan.wake_at(0);
         }
@@ -449,6 +466,7 @@ impl Stream<'_> {
                     self.furthest
                 );
                 self.drop_passed();
+                self.store();
                 pause::point_async("fetch.stream_paused", self.fetcher.storage.describe()).await;
             }
             // Woken when the scan is half a lead behind, not at each read
@@ -515,7 +533,14 @@ impl Stream<'_> {
             let i = self.next_claim;
             self.next_claim += 1;
             let key = self.file.key(offset);
-            if f.cache.get(&key).is_some() || scan.as_ref().is_some_and(|s| s.holds(&key)) {
+            let pgno = frames.get(i).map_or(PageNo(0), |fr| fr.0);
+            let local = self.keep_until.is_some()
+                && self
+                    .snap
+                    .frame(pgno)
+                    .is_some_and(|loc| f.local.holds(&self.snap, pgno, &loc));
+            if local || f.cache.get(&key).is_some() || scan.as_ref().is_some_and(|s| s.holds(&key))
+            {
                 continue;
             }
             // A queued prefetch's frame it takes over; a frame being
@@ -541,7 +566,8 @@ impl Stream<'_> {
         while self.claims.front().is_some_and(|(j, _)| *j < i) {
             self.claims.pop_front();
         }
-        if !self.claims.front().is_some_and(|(j, _)| *j == i) {
+        // Not claimed: someone else has it, or it is in memory.
+        if self.claims.front().is_none_or(|(j, _)| *j != i) {
             return Ok(());
         }
         let Some((_, claim)) = self.claims.pop_front() else {
@@ -558,8 +584,22 @@ impl Stream<'_> {
             }
             _ => self.fetcher.cache.insert(key, Arc::clone(&page)),
         }
+        if self.keep_until.is_some() {
+            self.to_store.push((pgno, Arc::clone(&page)));
+        }
         claim.land(Some(page));
+        if self.to_store.len() >= STORE_BATCH {
+            self.store();
+        }
         Ok(())
+    }
+
+    /// Writes the pages fetched since the last write to the local store.
+    fn store(&mut self) {
+        let pages = std::mem::take(&mut self.to_store);
+        if let (Some(until), false) = (self.keep_until, pages.is_empty()) {
+            self.fetcher.local.keep(&self.file, until, &pages);
+        }
     }
 
     /// Drops the pages kept for the scan that it passed by a lead without

@@ -69,20 +69,21 @@ impl Storage for Chunked {
     }
 }
 
-/// A fetcher over `PAGES` pages that do not compress (frames of ~4 KiB),
-/// streamed in 4 KiB chunks, with a read budget of 1 MiB and streams that
-/// keep `lead` bytes ahead; the chunk counter.
-fn streamed(
-    name: &str,
-    lead: u64,
-) -> (
+/// The folder, the fetcher, its snapshot and stats, the chunks polled and
+/// the read budget.
+type Streamed = (
     tempfile::TempDir,
     Arc<Fetcher>,
     Arc<Snapshot>,
     Arc<Stats>,
     Arc<AtomicU64>,
     Arc<InFlight>,
-) {
+);
+
+/// A fetcher over `PAGES` pages that do not compress (frames of ~4 KiB),
+/// streamed in 4 KiB chunks, with a read budget of 1 MiB and streams that
+/// keep `lead` bytes ahead; the chunk counter.
+fn streamed(name: &str, lead: u64) -> Streamed {
     let polled = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&polled);
     let describe = name.to_string();
