@@ -136,6 +136,12 @@ impl Fetcher {
         true
     }
 
+    /// Scan streams running now (tests).
+    #[cfg(test)]
+    pub(super) fn streams_running(&self) -> usize {
+        self.streaming.running.lock().map_or(0, |n| *n)
+    }
+
     /// Pages a stream keeps ahead of its scan at most.
     pub fn stream_lead(&self, page_size: ltx::PageSize) -> u32 {
         u32::try_from(self.stream_lead_bytes / u64::from(page_size.get()))

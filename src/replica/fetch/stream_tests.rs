@@ -112,7 +112,7 @@ fn streamed(name: &str, lead: u64) -> Streamed {
 /// stopped and every flight landed.
 fn stopped(fetcher: &Fetcher, scan: &ScanBuf) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while scan.stream_end(2).is_some() || fetcher.in_flight() > 0 {
+    while scan.stream_end(2).is_some() || fetcher.streams_running() > 0 || fetcher.in_flight() > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the stream did not stop within 20 s"

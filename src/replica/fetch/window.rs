@@ -276,6 +276,13 @@ impl ScanBuf {
     pub fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.moved.notify_waiters();
+        // The stream stops: the next transaction's scan starts its own at
+        // once.
+        if let Ok(mut s) = self.stream.lock() {
+            *s = None;
+        }
+        self.tried.store(0, Ordering::Release);
+        self.wake_at.store(0, Ordering::SeqCst);
         let dropped = self.ahead.lock().map(|mut a| std::mem::take(&mut *a));
         drop(dropped);
         if let Ok(mut pages) = self.pages.lock() {
