@@ -37,9 +37,9 @@ use std::time::Duration;
 
 use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
-use crate::log;
 use crate::ltx::{self, PageNo};
 use crate::storage::{Storage, StorageError, StorageErrorKind};
+use crate::{log, pause};
 
 use super::flight::{Claim, Flights, Waited};
 use super::local::Local;
@@ -205,9 +205,17 @@ impl Fetcher {
             return Ok(Some((page, false)));
         }
         let mut waited = false;
+        pause::point("fetch.demand_claim", self.storage.describe());
         let flight = loop {
             match self.flights.claim_demand(key) {
                 Claim::Mine(c) => {
+                    // A fetch that landed it between the look into memory
+                    // and the claim (the page went in before its flight
+                    // was forgotten): no request for it.
+                    if let Some(page) = self.cache.get(&key).or_else(|| scan.take(&key)) {
+                        c.land(Some(Arc::clone(&page)));
+                        return Ok(Some((page, false)));
+                    }
                     // Dropped on a refusal, the claim lands failed.
                     budget::charge_demand()?;
                     break c;

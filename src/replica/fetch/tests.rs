@@ -439,3 +439,34 @@ fn reads_in_flight_never_hold_more_than_the_budget() {
 fn expect_noise(page: &[u8], p: u32) {
     assert!(page == noise(p).as_slice(), "page {p}");
 }
+
+#[test]
+fn a_page_that_lands_between_the_look_and_the_claim_costs_no_request() {
+    let (_dir, fetcher, snap, stats) = fixture(64 << 20);
+    let snap = Arc::new(snap);
+    let gate = crate::pause::arm_in("fetch.demand_claim", fetcher.storage.describe());
+    // A read that found page 7 in no memory parks before it claims it...
+    let reader = {
+        let (fetcher, snap) = (Arc::clone(&fetcher), Arc::clone(&snap));
+        std::thread::spawn(move || {
+            let scan = ScanBuf::default();
+            fetcher
+                .read(&snap, PageNo(7), 1, &scan)
+                .map(|p| p.map(|(page, _)| page))
+        })
+    };
+    gate.wait_reached(std::time::Duration::from_secs(20))
+        .unwrap();
+    // ...while a prefetch fetches it and lands it (its flight forgotten).
+    assert_eq!(fetcher.prefetch(&snap, &[PageNo(7)], None), 1);
+    settle(&fetcher);
+    assert_eq!(reads(&stats), 1);
+    gate.release();
+    let page = reader.join().unwrap().unwrap().unwrap();
+    expect(&page, 7);
+    assert_eq!(
+        reads(&stats),
+        1,
+        "the read found the landed page, no second request"
+    );
+}
