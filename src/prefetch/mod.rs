@@ -113,6 +113,11 @@ impl Prefetcher {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Whether SQLite reads the leaves of one parent in order (a scan).
+    pub fn scanning(&self) -> bool {
+        self.predictor.lock().is_ok_and(|p| p.scanning())
+    }
+
     /// SQLite read `page` (`missed`: it came from storage). Returns the
     /// pages to fetch ahead.
     pub fn on_read(&self, pgno: u32, page: &[u8], missed: bool, pages: &dyn Pages) -> Vec<u32> {

@@ -140,6 +140,11 @@ impl Predictor {
     }
 
     /// A page SQLite read. Returns the pages to fetch ahead.
+    /// Whether leaves of one parent are being read in order (a scan).
+    pub fn scanning(&self) -> bool {
+        self.scan.as_ref().is_some_and(|s| s.run >= 2)
+    }
+
     pub fn on_read(&mut self, pgno: u32, page: &[u8], missed: bool, pages: &dyn Pages) -> Vec<u32> {
         let mut wants = Vec::new();
         self.active |= missed;

@@ -14,6 +14,14 @@ use super::fetch::{Fetcher, Landed, MAX_WINDOW, SCAN_AHEAD_WINDOWS, ScanBuf};
 /// A scan is taken as confirmed once the read-ahead window reaches this
 /// many pages (a few reads in a row in page order).
 const SCAN_FROM_WINDOW: u32 = 64;
+/// Over storage that streams bodies, a scan is streamed from the third
+/// read in a row (the window at 16 pages): a stream dropped early costs
+/// only what it transferred (its lead and the socket buffers), and each
+/// read of a growing window it saves is a round trip.
+const STREAM_FROM_WINDOW: u32 = 16;
+/// A scan that has no stream (or whose stream nears its end) tries to
+/// start one at a miss, or this many pages past its last try.
+const STREAM_STEP: u32 = 64;
 /// While a scan goes on, the pages in flight ahead of it are topped up
 /// each time it crosses a multiple of this many pages (and at each miss).
 /// A top-up asks only for pages not asked for yet, so it is about one
@@ -54,15 +62,31 @@ pub fn after_read(
     if !fetcher.prefetches() {
         return;
     }
-    let wants = pf.on_read(pgno.0, page, missed, &InMemory { fetcher, snap });
+    let mut wants = pf.on_read(pgno.0, page, missed, &InMemory { fetcher, snap });
+    let from = pgno.0.saturating_add(1);
+    let fetched = scan.take_fetched();
+    // Over storage that streams bodies, a scan reads ahead in one long
+    // request consumed as it reads (`fetch/stream.rs`), from the third
+    // read in a row or the second leaf of one parent read in order.
+    let streamed = fetcher.streams()
+        && (window >= STREAM_FROM_WINDOW || pf.scanning())
+        && (scan.streams(from, fetcher.stream_lead(snap.page_size))
+            || !scan.try_stream_at(from, missed, STREAM_STEP)
+            || fetcher.stream_ahead(snap, PageNo(from), scan));
+    // A scan's stream brings the pages ahead of it: no requests of their
+    // own for them.
+    if let Some(end) = scan.stream_end(from) {
+        wants.retain(|p| !(from..end).contains(p));
+    }
     launch(fetcher, snap, Arc::downgrade(pf), pf.generation(), wants);
+    if streamed {
+        return;
+    }
     // A confirmed scan keeps a few windows in flight ahead of itself, in
     // parallel requests, so that it reads near the bandwidth of one large
     // request.
-    let fetched = scan.take_fetched();
     if window >= SCAN_FROM_WINDOW && (missed || pgno.0.is_multiple_of(SCAN_STEP)) {
         let window = MAX_WINDOW;
-        let from = pgno.0.saturating_add(1);
         let ahead = window
             .saturating_mul(SCAN_AHEAD_WINDOWS)
             .min(fetcher.scan_ahead_limit(snap.page_size));

@@ -121,6 +121,12 @@ pub(super) fn charge_demand() -> Result<()> {
     }
 }
 
+/// Charges a scan stream's one request to the current budget; `false`
+/// when none is left (the stream is not sent).
+pub(super) fn charge_stream() -> bool {
+    current().is_none_or(|b| b.take_up_to(1) == 1)
+}
+
 /// Charges a prefetch's runs to the current budget: the runs that fit go
 /// out, the rest are dropped (their claims land failed, so a reader that
 /// waits for one of them fetches it itself, and is charged then). `None`

@@ -71,6 +71,15 @@ impl InFlight {
             .clamp(1, self.units)
     }
 
+    /// Holds `bytes` (capped at the whole budget) if they are free now.
+    pub fn try_hold(&self, bytes: u64) -> Option<Held> {
+        let units = self.units_of(bytes);
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_many_owned(units)
+            .ok()?;
+        Some(Held { _permit: permit })
+    }
+
     /// Holds `bytes` (capped at the whole budget), waiting at most `wait`
     /// for others to give them back. `scope` names the replica in the
     /// error and scopes the pause point of tests.

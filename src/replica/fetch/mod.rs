@@ -28,6 +28,7 @@ mod inflight;
 mod land;
 mod runs;
 mod schedule;
+mod stream;
 mod warm;
 mod window;
 
@@ -36,9 +37,9 @@ use std::time::Duration;
 
 use crate::cache::{Page, PageCache};
 use crate::error::{Error, Result};
-use crate::log;
 use crate::ltx::{self, PageNo};
 use crate::storage::{Storage, StorageError, StorageErrorKind};
+use crate::{log, pause};
 
 use super::flight::{Claim, Flights, Waited};
 use super::local::Local;
@@ -48,6 +49,7 @@ pub use budget::{Budget, Scope as BudgetScope};
 pub(super) use decode::decode_frames;
 pub use inflight::{Held, InFlight};
 pub use schedule::{Landed, PREFETCH_IN_FLIGHT};
+pub use stream::STREAM_LEAD_BYTES;
 pub use window::{MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf};
 
 use land::Dest;
@@ -72,6 +74,13 @@ pub struct Fetcher {
     in_flight: Arc<InFlight>,
     /// How long a read waits for its bytes of the in-flight budget.
     in_flight_wait: Duration,
+    /// One storage call's budget: a scan stream waits this long for bytes
+    /// and for its scan to move.
+    storage_timeout: Duration,
+    /// Bytes of pages a scan stream keeps ahead of its scan.
+    stream_lead_bytes: u64,
+    /// Scan streams running now (the warm-up waits for them).
+    streaming: Arc<stream::Streaming>,
 }
 
 impl Fetcher {
@@ -91,6 +100,9 @@ impl Fetcher {
             slots: Arc::new(tokio::sync::Semaphore::new(PREFETCH_IN_FLIGHT)),
             in_flight: InFlight::process(),
             in_flight_wait: storage_timeout.saturating_mul(FLIGHT_WAIT_CALLS),
+            storage_timeout,
+            stream_lead_bytes: STREAM_LEAD_BYTES,
+            streaming: Arc::default(),
         }
     }
 
@@ -98,6 +110,13 @@ impl Fetcher {
     #[cfg(test)]
     pub(crate) fn with_in_flight(mut self, in_flight: Arc<InFlight>) -> Fetcher {
         self.in_flight = in_flight;
+        self
+    }
+
+    /// This fetcher with scan streams that keep `bytes` ahead (tests).
+    #[cfg(test)]
+    pub(crate) fn with_stream_lead(mut self, bytes: u64) -> Fetcher {
+        self.stream_lead_bytes = bytes;
         self
     }
 
@@ -174,6 +193,8 @@ impl Fetcher {
             return Err(Error::Missing(format!("page {}: {reason}", pgno.0)));
         }
         let key = loc.key();
+        // A scan stream keeps at most its lead ahead of this position.
+        scan.moved_to(pgno);
         if let Some(page) = self.cache.get(&key).or_else(|| scan.take(&key)) {
             Stats::add(&self.stats.cache_hits, 1);
             return Ok(Some((page, false)));
@@ -184,9 +205,17 @@ impl Fetcher {
             return Ok(Some((page, false)));
         }
         let mut waited = false;
+        pause::point("fetch.demand_claim", self.storage.describe());
         let flight = loop {
             match self.flights.claim_demand(key) {
                 Claim::Mine(c) => {
+                    // A fetch that landed it between the look into memory
+                    // and the claim (the page went in before its flight
+                    // was forgotten): no request for it.
+                    if let Some(page) = self.cache.get(&key).or_else(|| scan.take(&key)) {
+                        c.land(Some(Arc::clone(&page)));
+                        return Ok(Some((page, false)));
+                    }
                     // Dropped on a refusal, the claim lands failed.
                     budget::charge_demand()?;
                     break c;
@@ -265,5 +294,7 @@ impl Fetcher {
     }
 }
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 pub(super) mod tests;

@@ -6,7 +6,7 @@ use crate::ltx::{FileName, LtxBuilder, PageIndex, PageSize, Txid, decode_file};
 use crate::replica::FileRef;
 use crate::storage::{FileId, FileStorage, Level};
 
-const PAGES: u32 = 300;
+pub(super) const PAGES: u32 = 300;
 
 /// A replica folder with one snapshot of `PAGES` distinct pages, its
 /// snapshot, and a fetcher over it with a cache of `budget` bytes.
@@ -25,7 +25,7 @@ fn fixture_over(
 }
 
 /// [`fixture_over`] with pages of `content`.
-fn fixture_of(
+pub(super) fn fixture_of(
     budget: u64,
     wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
     content: impl Fn(u32) -> Vec<u8>,
@@ -79,7 +79,7 @@ fn settle(fetcher: &Fetcher) {
     }
 }
 
-fn reads(stats: &Stats) -> u64 {
+pub(super) fn reads(stats: &Stats) -> u64 {
     stats.reads.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -438,4 +438,35 @@ fn reads_in_flight_never_hold_more_than_the_budget() {
 
 fn expect_noise(page: &[u8], p: u32) {
     assert!(page == noise(p).as_slice(), "page {p}");
+}
+
+#[test]
+fn a_page_that_lands_between_the_look_and_the_claim_costs_no_request() {
+    let (_dir, fetcher, snap, stats) = fixture(64 << 20);
+    let snap = Arc::new(snap);
+    let gate = crate::pause::arm_in("fetch.demand_claim", fetcher.storage.describe());
+    // A read that found page 7 in no memory parks before it claims it...
+    let reader = {
+        let (fetcher, snap) = (Arc::clone(&fetcher), Arc::clone(&snap));
+        std::thread::spawn(move || {
+            let scan = ScanBuf::default();
+            fetcher
+                .read(&snap, PageNo(7), 1, &scan)
+                .map(|p| p.map(|(page, _)| page))
+        })
+    };
+    gate.wait_reached(std::time::Duration::from_secs(20))
+        .unwrap();
+    // ...while a prefetch fetches it and lands it (its flight forgotten).
+    assert_eq!(fetcher.prefetch(&snap, &[PageNo(7)], None), 1);
+    settle(&fetcher);
+    assert_eq!(reads(&stats), 1);
+    gate.release();
+    let page = reader.join().unwrap().unwrap().unwrap();
+    expect(&page, 7);
+    assert_eq!(
+        reads(&stats),
+        1,
+        "the read found the landed page, no second request"
+    );
 }

@@ -10,6 +10,8 @@
 //!   prefetch's, and started one small group at a time
 //!   ([`WARM_IN_FLIGHT`] requests): a demand read that wants a frame still
 //!   queued takes it over and fetches it at once. It takes no prefetch slot.
+//! - **Behind a scan's stream.** While a scan streams on this replica,
+//!   it waits (at most `storage_timeout`) before each group.
 //! - **Local first.** A page in memory or in the local store costs no
 //!   request: a process whose disk tier holds the interiors fetches nothing.
 
@@ -77,6 +79,13 @@ impl Fetcher {
         // A group holds its bytes of the in-flight budget while it reads:
         // at most a quarter of it, so demand reads keep the rest.
         for mut group in Run::groups(runs, WARM_IN_FLIGHT, self.in_flight.bytes() / 4) {
+            // Behind a scan's stream too: it reads the whole table (its
+            // interior pages on the way), and each warm-up request would
+            // compete with it for the server. Meanwhile the frames stay
+            // queued: a reader or the stream takes them over.
+            if self.wait_for_streams() {
+                log::debug!("warm-up waited for a scan stream");
+            }
             for run in &mut group {
                 // A frame a demand read took over is its now.
                 run.frames.retain(|(_, _, c)| c.start());

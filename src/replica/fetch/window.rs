@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
 
 use crate::cache::{FrameKey, Page};
 use crate::ltx::PageNo;
@@ -21,6 +23,11 @@ const SEQUENTIAL_SLACK: u32 = 8;
 /// Windows (of `MAX_WINDOW` pages) a confirmed scan keeps in flight ahead
 /// of itself: 8 × 2 MiB, capped at a quarter of the cache.
 pub const SCAN_AHEAD_WINDOWS: u32 = 8;
+
+/// A read this many pages before where a running scan stream began still
+/// belongs to it (an interior page of the scan's B-tree read on the way,
+/// a page the stream found in memory): no second stream starts for it.
+const BEHIND_STREAM: u32 = MAX_WINDOW;
 
 /// The access pattern of one connection.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,6 +74,22 @@ pub struct ScanBuf {
     /// The last read of this connection fetched its page itself: it was
     /// neither in memory nor on the wire (a hole in what was read ahead).
     fetched: AtomicBool,
+    /// The page this connection reads now (its scan's position).
+    at: AtomicU32,
+    /// Bumped when the buffer is cleared (the read transaction ended): a
+    /// scan stream of an older epoch stops.
+    epoch: AtomicU64,
+    /// Woken when the scan moves, the buffer is cleared or dropped: a scan
+    /// stream that waits for its scan to catch up.
+    moved: Arc<Notify>,
+    /// The newest scan stream of this connection: pages `from..to`, and
+    /// whether it still runs.
+    stream: std::sync::Mutex<Option<(u32, u32, Arc<AtomicBool>)>>,
+    /// A paused scan stream is woken when the scan reaches this page (0:
+    /// at every move).
+    wake_at: AtomicU32,
+    /// The page from which a stream was last tried (plus one; 0: none).
+    tried: AtomicU32,
 }
 
 /// The bytes one scan-ahead request of a [`ScanBuf`] takes (its pages,
@@ -96,6 +119,14 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.of.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+impl Drop for ScanBuf {
+    fn drop(&mut self) {
+        // A scan stream waiting for this connection stops now.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.moved.notify_waiters();
     }
 }
 
@@ -162,9 +193,96 @@ impl ScanBuf {
         self.leased.load(Ordering::Acquire)
     }
 
+    /// The scan reads `pgno` now.
+    pub(super) fn moved_to(&self, pgno: PageNo) {
+        self.at.store(pgno.0, Ordering::SeqCst);
+        if pgno.0 >= self.wake_at.load(Ordering::SeqCst) {
+            self.moved.notify_waiters();
+        }
+    }
+
+    /// A paused stream is woken once the scan reaches `pgno` (0: at every
+    /// move), not at every read before it.
+    pub(super) fn wake_at(&self, pgno: u32) {
+        self.wake_at.store(pgno, Ordering::SeqCst);
+    }
+
+    /// The page the scan reads now.
+    pub(super) fn at(&self) -> u32 {
+        self.at.load(Ordering::SeqCst)
+    }
+
+    /// The epoch of what the buffer holds (see [`ScanBuf::clear`]).
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// What a scan stream waits on for its scan to move.
+    pub(super) fn moved(&self) -> Arc<Notify> {
+        Arc::clone(&self.moved)
+    }
+
+    /// Whether a running scan stream of this connection brings the pages
+    /// `from..from + lead` (or up to its end, if it ends before them and
+    /// the next one need not start yet).
+    pub fn streams(&self, from: u32, lead: u32) -> bool {
+        self.stream.lock().is_ok_and(|s| {
+            s.as_ref().is_some_and(|(start, end, running)| {
+                running.load(Ordering::Acquire)
+                    && *start <= from.saturating_add(BEHIND_STREAM)
+                    && from < *end
+                    && from.saturating_add(lead) < *end
+            })
+        })
+    }
+
+    /// Whether a scan stream should be tried from `from`: at a miss, or
+    /// `step` pages past the last try (planning one walks the index).
+    pub fn try_stream_at(&self, from: u32, missed: bool, step: u32) -> bool {
+        let last = self.tried.load(Ordering::Acquire);
+        let due = missed || last == 0 || from < last || from - last >= step;
+        if due {
+            self.tried.store(from.saturating_add(1), Ordering::Release);
+        }
+        due
+    }
+
+    /// The end of the newest scan stream if it runs and holds `from` (the
+    /// next one starts there).
+    pub fn stream_end(&self, from: u32) -> Option<u32> {
+        self.stream_span(from).map(|(_, end)| end)
+    }
+
+    /// The pages of the newest scan stream if it runs and holds `from`.
+    pub(super) fn stream_span(&self, from: u32) -> Option<(u32, u32)> {
+        let s = self.stream.lock().ok()?;
+        let (start, end, running) = s.as_ref()?;
+        let holds = *start <= from.saturating_add(BEHIND_STREAM) && from < *end;
+        (running.load(Ordering::Acquire) && holds).then_some((*start, *end))
+    }
+
+    /// Records a new scan stream of pages `from..to`; its flag says it
+    /// runs until it is cleared.
+    pub(super) fn stream_started(&self, from: u32, to: u32) -> Arc<AtomicBool> {
+        let running = Arc::new(AtomicBool::new(true));
+        if let Ok(mut s) = self.stream.lock() {
+            *s = Some((from, to, Arc::clone(&running)));
+        }
+        running
+    }
+
     /// Drops the pages read ahead (and gives their budget back): the read
-    /// transaction ended, or the scan went elsewhere.
+    /// transaction ended, or the scan went elsewhere. A scan stream stops.
     pub fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.moved.notify_waiters();
+        // The stream stops: the next transaction's scan starts its own at
+        // once.
+        if let Ok(mut s) = self.stream.lock() {
+            *s = None;
+        }
+        self.tried.store(0, Ordering::Release);
+        self.wake_at.store(0, Ordering::SeqCst);
         let dropped = self.ahead.lock().map(|mut a| std::mem::take(&mut *a));
         drop(dropped);
         if let Ok(mut pages) = self.pages.lock() {

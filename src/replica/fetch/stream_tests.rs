@@ -1,0 +1,209 @@
+//! The scan stream over a storage that hands bodies over in small chunks
+//! and counts the chunks it was asked for.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+
+use super::tests::{fixture_of, noise, reads};
+use super::*;
+use crate::ltx::FileName;
+use crate::storage::{Chunks, FileId, FileInfo, FileStorage, Level};
+
+/// A folder's storage as an object store answers: bodies streamed in
+/// 4 KiB chunks; counts the chunks polled.
+#[derive(Debug)]
+struct Chunked {
+    inner: FileStorage,
+    describe: String,
+    polled: Arc<AtomicU64>,
+}
+
+impl Storage for Chunked {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn list(
+        &self,
+        level: Level,
+        after: Option<FileName>,
+    ) -> BoxFuture<'_, std::result::Result<Vec<FileInfo>, StorageError>> {
+        self.inner.list(level, after)
+    }
+
+    fn read(
+        &self,
+        file: FileId,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, std::result::Result<Vec<u8>, StorageError>> {
+        self.inner.read(file, range)
+    }
+
+    fn streams_bodies(&self) -> bool {
+        true
+    }
+
+    fn read_version_chunks(
+        &self,
+        file: FileId,
+        version: u64,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, std::result::Result<Chunks<'_>, StorageError>> {
+        Box::pin(async move {
+            let body = self.inner.read_version(file, version, range).await?;
+            let chunks: Vec<_> = body
+                .chunks(4096)
+                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                .collect();
+            let polled = Arc::clone(&self.polled);
+            let chunks: Chunks<'_> =
+                Box::pin(futures_util::stream::iter(chunks).inspect(move |_| {
+                    polled.fetch_add(1, Ordering::SeqCst);
+                }));
+            Ok(chunks)
+        })
+    }
+}
+
+/// The folder, the fetcher, its snapshot and stats, the chunks polled and
+/// the read budget.
+type Streamed = (
+    tempfile::TempDir,
+    Arc<Fetcher>,
+    Arc<Snapshot>,
+    Arc<Stats>,
+    Arc<AtomicU64>,
+    Arc<InFlight>,
+);
+
+/// A fetcher over `PAGES` pages that do not compress (frames of ~4 KiB),
+/// streamed in 4 KiB chunks, with a read budget of 1 MiB and streams that
+/// keep `lead` bytes ahead; the chunk counter.
+fn streamed(name: &str, lead: u64) -> Streamed {
+    let polled = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&polled);
+    let describe = name.to_string();
+    let (dir, fetcher, snap, stats) = fixture_of(
+        64 << 20,
+        move |inner| {
+            Arc::new(Chunked {
+                inner,
+                describe,
+                polled: counter,
+            })
+        },
+        noise,
+    );
+    let budget = Arc::new(InFlight::new(1 << 20));
+    let fetcher = Arc::new(
+        Arc::into_inner(fetcher)
+            .unwrap()
+            .with_in_flight(Arc::clone(&budget))
+            .with_stream_lead(lead),
+    );
+    (dir, fetcher, Arc::new(snap), stats, polled, budget)
+}
+
+/// Waits (bounded, never a timed assertion) until the connection's stream
+/// stopped and every flight landed.
+fn stopped(fetcher: &Fetcher, scan: &ScanBuf) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while scan.stream_end(2).is_some() || fetcher.streams_running() > 0 || fetcher.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not stop within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_scan_reads_the_rest_of_the_file_in_one_request() {
+    let (_dir, fetcher, snap, stats, _polled, budget) = streamed("test://stream-one", 4 << 20);
+    let scan = Arc::new(ScanBuf::default());
+    assert!(fetcher.stream_ahead(&snap, PageNo(2), &scan));
+    for p in 2..=super::tests::PAGES {
+        let (page, _) = fetcher.read(&snap, PageNo(p), 1, &scan).unwrap().unwrap();
+        assert!(page[..] == noise(p)[..], "page {p}");
+    }
+    // Every page came from the stream: one request, none of the reads'
+    // own.
+    assert_eq!(reads(&stats), 1);
+    stopped(&fetcher, &scan);
+    assert_eq!(scan.leased(), 0);
+    assert!(
+        budget.try_hold(budget.bytes()).is_some(),
+        "the budget is back"
+    );
+}
+
+#[test]
+fn a_stream_stops_reading_a_lead_ahead_and_a_dropped_one_gives_all_back() {
+    let name = "test://stream-pause";
+    // A lead of 16 pages; 300 pages of ~4 KiB in 4 KiB chunks.
+    let (_dir, fetcher, snap, stats, polled, budget) = streamed(name, 16 * 4096);
+    let paused = crate::pause::arm_in("fetch.stream_paused", name);
+    let scan = Arc::new(ScanBuf::default());
+    assert!(fetcher.stream_ahead(&snap, PageNo(2), &scan));
+    paused.wait_reached(Duration::from_secs(20)).unwrap();
+    // It decoded its lead (pages 2..=17) and stopped polling the body:
+    // about 17 of its ~310 chunks, not the rest.
+    let at_pause = polled.load(Ordering::SeqCst);
+    assert!((16..=24).contains(&at_pause), "{at_pause} chunks polled");
+    assert!(fetcher.cached(&snap, PageNo(17)).is_some());
+    // Paused, it keeps its claims a while (its own scan wakes it), then
+    // lets go of them: nobody waits on a stalled scan's stream.
+    let released = crate::pause::arm_in("fetch.stream_released", name);
+    paused.release();
+    released.wait_reached(Duration::from_secs(20)).unwrap();
+    assert_eq!(fetcher.in_flight(), 0);
+    assert_eq!(polled.load(Ordering::SeqCst), at_pause, "still paused");
+    drop(released);
+    // The scan moves on: it goes on, a lead ahead again.
+    let resumed = crate::pause::arm_in("fetch.stream_resumed", name);
+    for p in 2..=12 {
+        fetcher.read(&snap, PageNo(p), 1, &scan).unwrap().unwrap();
+    }
+    resumed.wait_reached(Duration::from_secs(20)).unwrap();
+    drop(resumed);
+    // The read transaction ends: the stream stops where it is, the body
+    // dropped, every claim landed, the budget and the lease given back.
+    scan.clear();
+    stopped(&fetcher, &scan);
+    let at_end = polled.load(Ordering::SeqCst);
+    assert!(at_end < 60, "{at_end} chunks polled: the body was drained");
+    assert_eq!(reads(&stats), 1);
+    assert_eq!(scan.leased(), 0);
+    assert!(
+        budget.try_hold(budget.bytes()).is_some(),
+        "the budget is back"
+    );
+}
+
+#[test]
+fn a_closed_connection_stops_its_stream() {
+    let name = "test://stream-closed";
+    let (_dir, fetcher, snap, _stats, polled, budget) = streamed(name, 16 * 4096);
+    let paused = crate::pause::arm_in("fetch.stream_paused", name);
+    let scan = Arc::new(ScanBuf::default());
+    assert!(fetcher.stream_ahead(&snap, PageNo(2), &scan));
+    paused.wait_reached(Duration::from_secs(20)).unwrap();
+    let running = scan.stream_end(2).is_some();
+    assert!(running);
+    // The connection (its scan buffer) goes away while the stream waits.
+    drop(scan);
+    paused.release();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while budget.try_hold(budget.bytes()).is_none() || fetcher.in_flight() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream kept its budget"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(polled.load(Ordering::SeqCst) < 40);
+}
