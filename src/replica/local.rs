@@ -386,12 +386,18 @@ impl Local {
                 .filter(|p| p.0 <= h.commit)
                 .collect();
             let identity = file_identity(&l.file);
-            store.follow(&Followed {
+            let proven = store.follow(&Followed {
                 min: h.min_txid,
                 max: h.max_txid,
                 identity,
                 pages: &pages,
             });
+            if !proven {
+                // Not known to the stored lineage: its pages are neither
+                // read from the store nor written to it (an attach of a
+                // state that holds it may prove it later).
+                continue;
+            }
             self.followed(store, identity);
             if l.file.corrupt.get().is_some() {
                 continue;

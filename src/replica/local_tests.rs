@@ -217,3 +217,38 @@ fn a_scan_of_a_copy_reads_runs_and_keeps_them_out_of_memory() {
     assert!(cached(1), "read on its own");
     assert!(!cached(2) && !cached(3) && !cached(4), "a scan's pages");
 }
+
+/// The replica is reset: its TXIDs start again, so the new lineage's files
+/// carry numbers the stored lineage also has. A's poller follows TXID 4 of
+/// the new lineage before anything attached the new state, while another
+/// process holds the store's lock: the follow is skipped. That file is not
+/// proven to be of the stored lineage, so its pages must not come from the
+/// store, whose page 3 is the old lineage's. (Before: the skipped follow
+/// still made the file known, and page 3 of the new state read 33, the
+/// old lineage's bytes: what the churn test saw as reads that mixed two
+/// lineages.)
+#[test]
+fn a_file_whose_follow_was_skipped_is_not_read_from_the_store() {
+    let (_dir, path) = store_path();
+    let a = process_a(&path, &[l0(2, 2_000), l0(3, 3_000), l0(4, 4_000)]);
+    let old = build(&[
+        &file(Level::SNAPSHOT, 1, 1, 1_000, &[1, 2, 3, 4]),
+        &l0(2, 2_000),
+        &l0(3, 3_000),
+        &l0(4, 4_000),
+    ]);
+    assert_eq!(read(&a, &old, 3), Some(33), "the old lineage's page 3");
+
+    let (new_snap, new4) = (
+        file(Level::SNAPSHOT, 1, 3, 9_000, &[1, 2, 3, 4]),
+        file(Level::L0, 4, 4, 9_500, &[3]),
+    );
+    let new = build(&[&new_snap, &new4]);
+    let store = a.get().unwrap();
+    store.bound_lock_wait(std::time::Duration::from_millis(20));
+    let other = std::fs::OpenOptions::new().read(true).open(&path).unwrap();
+    other.try_lock().expect("the other holder takes the lock");
+    a.follow_loaded(std::slice::from_ref(&new4));
+    other.unlock().unwrap();
+    assert_eq!(read(&a, &new, 3), None, "page 3 of the new lineage");
+}

@@ -417,14 +417,16 @@ impl DiskStore {
 
     /// Runs `f` under the write lock with the current header, writing the
     /// header back if `f` says it changed.
-    pub(super) fn with_header(&self, what: &str, f: impl FnOnce(&mut FileHeader) -> bool) {
+    /// Whether `f` ran on the header and what it changed was written (a
+    /// lock that stayed taken, or a failed write, is `false`).
+    pub(super) fn with_header(&self, what: &str, f: impl FnOnce(&mut FileHeader) -> bool) -> bool {
         if self.writes_paused() {
-            return;
+            return false;
         }
         let result = (|| {
             let _lock = self.lock()?;
             let Some(mut h) = self.read_header() else {
-                return Ok(());
+                return Ok(false);
             };
             if f(&mut h) {
                 self.write_header(&h)?;
@@ -432,11 +434,12 @@ impl DiskStore {
             if h.lineage == self.view.load().lineage {
                 self.view.store(Arc::new(View::of(&h)));
             }
-            Ok::<_, std::io::Error>(())
+            Ok::<_, std::io::Error>(true)
         })();
-        if let Err(e) = result {
+        result.unwrap_or_else(|e| {
             self.op_failed(what, &e);
-        }
+            false
+        })
     }
 
     /// Whether the slot `old` should give way to a new entry for `pgno`
@@ -521,7 +524,7 @@ impl DiskStore {
 
     pub fn set_fill(&self, fill: Fill) {
         let mine = self.view.load().lineage;
-        self.with_header("recording progress", |h| {
+        let _ = self.with_header("recording progress", |h| {
             if h.lineage != mine {
                 return false;
             }

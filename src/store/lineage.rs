@@ -47,12 +47,18 @@ impl DiskStore {
     }
 
     /// Follows one applied LTX file of the chain: pages it changes stop
-    /// being valid past the state before it.
-    pub fn follow(&self, f: &Followed<'_>) {
+    /// being valid past the state before it. Whether the file is now known
+    /// to be of the stored lineage (this call followed it, or it was
+    /// already a checkpoint): only then may its pages be read from the
+    /// store. A follow skipped (the lock stayed taken), or of a file the
+    /// horizon passed that no checkpoint proves (a reset replica's TXIDs
+    /// start again below it), proves nothing.
+    pub fn follow(&self, f: &Followed<'_>) -> bool {
         let mine = self.view.load().lineage;
         let ours = [f.identity];
         let mut adopted = None;
-        self.with_header("following", |h| {
+        let mut proven = false;
+        let ran = self.with_header("following", |h| {
             if h.lineage == 0 {
                 return false;
             }
@@ -77,6 +83,7 @@ impl DiskStore {
             }
             let horizon = h.horizon;
             if f.max.0 <= horizon {
+                proven = compare(&h.checkpoints, &ours) == Verdict::Match;
                 return false;
             }
             if f.min.0 <= horizon.saturating_add(1) {
@@ -91,11 +98,13 @@ impl DiskStore {
                 h.next_era(f.max.0, true);
             }
             h.add_checkpoint(f.identity.0, f.identity.1);
+            proven = true;
             true
         });
         if let Some(v) = adopted {
             self.view.store(Arc::new(v));
         }
+        ran && proven
     }
 
     /// Binds the store to the lineage of a state the replica built (at
