@@ -160,6 +160,14 @@ async fn fill(
     if done.is_some_and(|d| Arc::ptr_eq(d, &snap)) {
         return Ok(snap);
     }
+    // After a wait for the store's lock timed out, a round starts only
+    // once the lock is free again (tried once, on the blocking pool).
+    let s = Arc::clone(store);
+    if store.recently_busy()
+        && !runtime::off_worker("the store lock", move || s.lock_is_free()).await?
+    {
+        return Err(lock_held(store));
+    }
     let (rr, s, sn, d) = (
         Arc::clone(r),
         Arc::clone(store),
@@ -230,6 +238,13 @@ async fn fill(
 fn not_written(store: &DiskStore, what: &str) -> Error {
     Error::Unavailable(format!(
         "{what} could not be written to the local store {}",
+        store.path().display()
+    ))
+}
+
+fn lock_held(store: &DiskStore) -> Error {
+    Error::Unavailable(format!(
+        "the write lock of the local store {} is held elsewhere",
         store.path().display()
     ))
 }
@@ -363,6 +378,13 @@ async fn fetch_run(
 ) -> Result<u64> {
     if let Some(reason) = run.file.corrupt.get() {
         return Err(Error::Missing(reason.clone()));
+    }
+    // A lock that another process or thread sits on skips the write this
+    // run is for: it is not fetched (the round ends, and the next one
+    // comes at the next poll), instead of downloading what will be thrown
+    // away.
+    if store.recently_busy() {
+        return Err(lock_held(store));
     }
     // The run's bytes of the read budget, until its pages are stored.
     let held = r.io.fetcher.hold(run.bytes.end - run.bytes.start).await?;

@@ -234,12 +234,12 @@ fn hydration_writes_the_store_off_the_async_worker() {
 }
 
 /// Another holder sits on the copy's write lock (here a thread of this
-/// process, parked inside a store write): the runs whose writes wait for
-/// it past the bound skip them. Those pages are not counted as filled and
-/// the round is not remembered as done, so the next round fetches them:
-/// at 100 % every page is in the copy.
+/// process, parked inside a store write): once a write's wait for it timed
+/// out, hydration fetches no more runs for writes that would be skipped
+/// (a stopped process would otherwise cost a download of the whole
+/// database per poll), and it finishes once the lock is free.
 #[test]
-fn hydration_that_skipped_writes_is_not_done_until_it_wrote_them() {
+fn hydration_fetches_nothing_for_writes_a_held_lock_would_skip() {
     let (dir, disk) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // About 12 MiB: 12 runs of 1 MiB, 4 of them in flight at a time.
     write_big_snapshot(dir.path(), 3000);
@@ -256,8 +256,8 @@ fn hydration_that_skipped_writes_is_not_done_until_it_wrote_them() {
         ],
     );
     let (replica, gate) = hydrate_into_a_parked_write(&rt, cfg, &copy);
-    // The first run's write parks holding the lock; the runs beside it
-    // wait for the lock, time out and skip their writes.
+    // The first run's write parks holding the lock; the three runs beside
+    // it wait for the lock, time out and skip their writes.
     gate.wait_reached(Duration::from_secs(20)).unwrap();
     let stat = |name: &str| {
         let s = replica.io.local.render();
@@ -277,6 +277,14 @@ fn hydration_that_skipped_writes_is_not_done_until_it_wrote_them() {
     eventually("hydration never completed", || {
         replica.hydration_progress() == Some(100.0)
     });
+    // 12 runs, and the 3 skipped ones again: the runs after the timeouts
+    // were not fetched to be thrown away (before: 12 in the first round,
+    // 11 again in the next).
+    let requests = replica.hydration_requests();
+    assert!(
+        requests <= 12 + 4,
+        "{requests} hydration requests for 12 runs"
+    );
     // 100 % means every page is in the copy (before, the skipped runs were
     // counted as filled, and the round remembered as done never fetched
     // them again: 100 % with 1,222 of 3,000 pages written).

@@ -175,8 +175,10 @@ pub(super) struct Counters {
     pub(super) writes: AtomicU64,
     write_errors: AtomicU64,
     /// Operations that went on without the store: the lock stayed taken
-    /// past `LOCK_WAIT`.
+    /// past `LOCK_WAIT`, or was taken when tried once (see `lock`).
     pub(super) lock_timeouts: AtomicU64,
+    /// Of those, the ones that waited the whole bound for it.
+    pub(super) lock_waits: AtomicU64,
 }
 
 /// A store file. See the module documentation.
@@ -196,6 +198,9 @@ pub struct DiskStore {
     /// Longest wait for the lock, in microseconds: `LOCK_WAIT`, or less
     /// (see `bound_lock_wait`).
     pub(super) lock_wait_us: AtomicU64,
+    /// Until then, an operation tries the lock once instead of waiting for
+    /// it: a wait just timed out (see `lock`).
+    pub(super) lock_busy_until: Mutex<Option<std::time::Instant>>,
     /// Writes are off until this Unix millisecond (after a failure).
     writes_off_until: AtomicI64,
     warned: AtomicBool,
@@ -277,6 +282,7 @@ impl DiskStore {
             view: ArcSwap::from_pointee(View::default()),
             write: Mutex::new(()),
             lock_wait_us: AtomicU64::new(LOCK_WAIT.as_micros() as u64),
+            lock_busy_until: Mutex::new(None),
             writes_off_until: AtomicI64::new(0),
             warned: AtomicBool::new(false),
             remove_on_drop,
@@ -546,14 +552,15 @@ impl DiskStore {
         let c = &self.counters;
         format!(
             "store_hits={} store_misses={} store_bad={} store_dropped={} store_writes={} \
-             store_write_errors={} store_lock_timeouts={}",
+             store_write_errors={} store_lock_timeouts={} store_lock_waits={}",
             g(&c.hits),
             g(&c.misses),
             g(&c.bad),
             g(&c.dropped),
             g(&c.writes),
             g(&c.write_errors),
-            g(&c.lock_timeouts)
+            g(&c.lock_timeouts),
+            g(&c.lock_waits)
         )
     }
 }

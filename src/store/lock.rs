@@ -4,7 +4,10 @@
 //! Windows, see `os::try_lock`), taken with a bounded wait: tries, with
 //! pauses between them, never a blocking `lock` that could not be
 //! bounded. Past the bound the operation goes on without the store: a
-//! read from storage, a write skipped, never a hang.
+//! read from storage, a write skipped, never a hang. After a wait timed
+//! out, the next operations try the lock once and do not wait (for
+//! `BUSY_RETRY`, or until one takes it): a holder that stays stopped
+//! costs a query one wait, not one per page it misses.
 
 use std::sync::TryLockError;
 use std::sync::atomic::Ordering;
@@ -31,6 +34,13 @@ pub(super) const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// little CPU.
 const LOCK_RETRY_MIN: Duration = Duration::from_micros(100);
 const LOCK_RETRY_MAX: Duration = Duration::from_millis(20);
+/// After a wait for the lock timed out, operations try it once, without
+/// waiting, for this long (or until one of them takes it). A query that
+/// misses many pages while another process sits on the lock (stopped, or
+/// stuck on a dying disk) then waits once, not once per page: each of
+/// those waits would be within `storage_timeout`, but a query making
+/// dozens of them would hang its host for minutes.
+const BUSY_RETRY: Duration = Duration::from_secs(10);
 
 /// Holds the exclusive file lock (and the process mutex) while alive.
 pub(super) struct Locked<'a> {
@@ -46,9 +56,51 @@ impl Drop for Locked<'_> {
 
 impl DiskStore {
     /// Takes the write lock (the process mutex, then the file lock), waiting
-    /// at most `lock_wait()`; a `LockBusy` error past it.
+    /// at most `lock_wait()`, or trying once while a recent wait timed out
+    /// (`BUSY_RETRY`); a `LockBusy` error past it.
     pub(super) fn lock(&self) -> std::io::Result<Locked<'_>> {
-        let limit = self.lock_wait();
+        let busy = self.recently_busy();
+        let limit = if busy {
+            Duration::ZERO
+        } else {
+            self.lock_wait()
+        };
+        let result = self.lock_within(limit);
+        match &result {
+            Ok(_) if busy => *self.busy_until() = None,
+            Err(e) if !busy && is_lock_busy(e) => {
+                self.counters.lock_waits.fetch_add(1, Ordering::Relaxed);
+                *self.busy_until() = Some(Instant::now() + BUSY_RETRY);
+            }
+            _ => {}
+        }
+        result
+    }
+
+    fn busy_until(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.lock_busy_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a wait for the lock timed out less than `BUSY_RETRY` ago
+    /// and no one took the lock since: writes now are likely skipped, so
+    /// work whose only purpose is a write (a hydration fetch) waits.
+    pub fn recently_busy(&self) -> bool {
+        self.busy_until().is_some_and(|t| Instant::now() < t)
+    }
+
+    /// Whether the write lock can be taken right now (tried once, never
+    /// waited for); taking it ends a `recently_busy` spell.
+    pub fn lock_is_free(&self) -> bool {
+        let free = self.lock_within(Duration::ZERO).is_ok();
+        if free {
+            *self.busy_until() = None;
+        }
+        free
+    }
+
+    fn lock_within(&self, limit: Duration) -> std::io::Result<Locked<'_>> {
         let deadline = Instant::now() + limit;
         let mut pause = LOCK_RETRY_MIN;
         let mut wait = || {
@@ -99,11 +151,19 @@ struct LockBusy(Duration);
 
 impl std::fmt::Display for LockBusy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "another process or thread held the store's write lock for more than {:?}",
-            self.0
-        )
+        if self.0.is_zero() {
+            // Tried once, as a wait timed out a moment ago (`BUSY_RETRY`).
+            write!(
+                f,
+                "another process or thread still held the store's write lock"
+            )
+        } else {
+            write!(
+                f,
+                "another process or thread held the store's write lock for more than {:?}",
+                self.0
+            )
+        }
     }
 }
 
@@ -175,6 +235,33 @@ mod tests {
         assert!(!s.writes_paused(), "a busy lock is not a failing disk");
         os::unlock(&other).unwrap();
         drop(s.lock().unwrap());
+    }
+
+    /// A holder that stays: the first operation waits the bound, the next
+    /// ones try once and go on at once (a query that misses many pages
+    /// waits once, not once per page). A lock taken again ends that; a new
+    /// hold is waited for again.
+    #[test]
+    fn a_holder_that_stays_costs_one_wait_not_one_per_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.bound_lock_wait(Duration::from_millis(30));
+        let waits = || s.counters.lock_waits.load(Ordering::Relaxed);
+        let other = other_open(&s);
+        assert!(os::try_lock(&other).unwrap());
+        for _ in 0..5 {
+            let e = s.lock().err().expect("the lock is held elsewhere");
+            assert!(is_lock_busy(&e), "{e}");
+            assert!(e.to_string().contains("write lock"), "{e}");
+        }
+        assert_eq!(waits(), 1, "the operations after the first did not wait");
+
+        os::unlock(&other).unwrap();
+        drop(s.lock().expect("a free lock is taken at the first try"));
+        assert!(!s.recently_busy());
+        assert!(os::try_lock(&other).unwrap());
+        assert!(s.lock().is_err());
+        assert_eq!(waits(), 2, "a new hold is waited for again");
     }
 
     /// A bound of zero (a `storage_timeout` that small) still tries once:

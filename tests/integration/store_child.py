@@ -14,6 +14,9 @@ line with the extension's counters at open and after the action:
 - `travel TIME`: the digest at TIME (time travel), then at the newest state;
 - `dropped N`: waits until the fill dropped N damaged pages of the copy
   and is at 100 % again, then computes the digest.
+- `locked FOLDER`: holds the write lock of the store file in FOLDER
+  through another open of it (as a process stopped while holding it
+  would), then computes the digest.
 - `bank SECONDS`: reads the bank tables of test_follow for SECONDS,
   checking the transfer invariant at every read.
 """
@@ -108,6 +111,13 @@ def main() -> None:
         out["digest_then"] = lsvfs.digest(conn)
         conn.execute("SELECT litestream_set_time('latest')").fetchone()
         out["digest"] = lsvfs.digest(conn)
+    elif action == "locked":
+        import fcntl
+        (pages,) = Path(arg).glob("*.pages")
+        with open(pages, "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            out["before_reads"] = stats(conn)
+            out["digest"] = lsvfs.digest(conn)
     elif action == "bank":
         deadline = time.monotonic() + float(arg)
         seen, last = 0, 0

@@ -492,6 +492,24 @@ def test_a_process_holding_the_store_lock_never_stalls_a_reader(tmp_path):
     assert out["after"]["store_hits"] == 0, "an unattached store is not used"
 
 
+def test_a_lock_that_stays_held_is_waited_for_once_per_query_not_once_per_page(replica, tmp_path):
+    """The store's lock taken by another holder after the reader attached
+    (the churn test's stopped process): a full read misses every page, and
+    each batch of pages it fetches skips its store write. Only the first
+    skip waits for the lock (up to storage_timeout); the others try once
+    and go on. Before, each waited the whole bound: a query missing dozens
+    of batches hung its host for that many times storage_timeout."""
+    _, _, local, want = replica
+    cache = tmp_path / "cache"
+    u = uri(lsvfs.file_url(local), disk_cache=cache, storage_timeout="1s", cache_size="1MiB")
+    out = run_child(u, "locked", cache, timeout=170)
+    assert out["digest"] == want
+    skipped = out["after"]["store_lock_timeouts"] - out["before_reads"]["store_lock_timeouts"]
+    assert skipped >= 5, out["after"]
+    assert out["after"]["store_lock_waits"] == 1, out["after"]
+    assert out["after"]["store_hits"] == 0 and out["after"]["store_writes"] == out["before_reads"]["store_writes"]
+
+
 FORK_FILLER = """
 import os, sqlite3, sys, time
 sys.path.insert(0, {here!r})
