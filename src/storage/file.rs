@@ -324,17 +324,21 @@ mod tests {
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::mpsc;
 
+    /// The level-0 folder of a replica at `root` (created) and the name of
+    /// its file of TXID 1.
+    fn first_level0_file(root: &std::path::Path) -> (std::path::PathBuf, FileName) {
+        let level0 = root.join("ltx").join("0");
+        std::fs::create_dir_all(&level0).unwrap();
+        let one = crate::ltx::Txid(1);
+        (level0, FileName { min: one, max: one })
+    }
+
     /// A range past the end of a file fails before anything is sized by
     /// it: 64 TiB asked of a file of 10 bytes is an error, not an abort.
     #[test]
     fn a_range_past_the_end_fails_without_a_buffer_of_its_size() {
         let dir = tempfile::tempdir().unwrap();
-        let level0 = dir.path().join("ltx").join("0");
-        std::fs::create_dir_all(&level0).unwrap();
-        let name = FileName {
-            min: crate::ltx::Txid(1),
-            max: crate::ltx::Txid(1),
-        };
+        let (level0, name) = first_level0_file(dir.path());
         std::fs::write(level0.join(name.to_string()), b"ten bytes!").unwrap();
         let storage = FileStorage::new(dir.path().to_path_buf());
         let file = FileId {
@@ -359,12 +363,7 @@ mod tests {
     #[test]
     fn a_read_that_hangs_is_bounded_by_the_timeout_and_leaves_the_worker_free() {
         let dir = tempfile::tempdir().unwrap();
-        let level0 = dir.path().join("ltx").join("0");
-        std::fs::create_dir_all(&level0).unwrap();
-        let name = FileName {
-            min: crate::ltx::Txid(1),
-            max: crate::ltx::Txid(1),
-        };
+        let (level0, name) = first_level0_file(dir.path());
         let fifo = level0.join(name.to_string());
         let c = CString::new(fifo.as_os_str().as_bytes()).unwrap();
         // SAFETY: `c` is a NUL-terminated path that outlives the call.
