@@ -186,16 +186,25 @@ fn write_big_snapshot(root: &Path, pages: u32) {
     std::fs::write(dir.join(format!("{:016x}-{:016x}.ltx", 1, 1)), b.build()).unwrap();
 }
 
-/// Opens the replica of `cfg` (hydrating into `copy`) with a gate armed at
-/// the store's write of pages: hydration's first write will park there.
+/// Opens the replica at `root` hydrating into `copy` (`verify=fetched`,
+/// and `more`) with a gate armed at the store's write of pages:
+/// hydration's first write will park there.
 /// The worker is held while the replica opens (the open keeps what it read
 /// in the store itself), so hydration, which the open spawns, starts only
 /// once the gate is armed.
 fn hydrate_into_a_parked_write(
     rt: &tokio::runtime::Runtime,
-    cfg: Config,
+    root: &Path,
     copy: &Path,
+    more: &[(&str, String)],
 ) -> (Arc<Replica>, crate::pause::Gate) {
+    let mut settings = vec![
+        ("hydration_enabled", "true".to_string()),
+        ("hydration_path", copy.display().to_string()),
+        ("verify", "fetched".to_string()),
+    ];
+    settings.extend_from_slice(more);
+    let cfg = config_with(root, &settings);
     let (started, hold) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
     rt.spawn(async move {
         let _ = started.0.send(());
@@ -215,15 +224,7 @@ fn hydration_writes_the_store_off_the_async_worker() {
     let copy = disk.path().join("h.db");
     // One worker: if hydration wrote on it, nothing else could run.
     let rt = one_worker();
-    let cfg = config_with(
-        dir.path(),
-        &[
-            ("hydration_enabled", "true".to_string()),
-            ("hydration_path", copy.display().to_string()),
-            ("verify", "fetched".to_string()),
-        ],
-    );
-    let (replica, gate) = hydrate_into_a_parked_write(&rt, cfg, &copy);
+    let (replica, gate) = hydrate_into_a_parked_write(&rt, dir.path(), &copy, &[]);
     // Hydration's first write parks inside the store write...
     gate.wait_reached(Duration::from_secs(20)).unwrap();
     // ...and another task still gets the worker.
@@ -245,17 +246,11 @@ fn hydration_fetches_nothing_for_writes_a_held_lock_would_skip() {
     write_big_snapshot(dir.path(), 3000);
     let copy = disk.path().join("h.db");
     let rt = one_worker();
-    let cfg = config_with(
-        dir.path(),
-        &[
-            ("hydration_enabled", "true".to_string()),
-            ("hydration_path", copy.display().to_string()),
-            ("verify", "fetched".to_string()),
-            ("storage_timeout", "200ms".to_string()),
-            ("poll_interval", "100ms".to_string()),
-        ],
-    );
-    let (replica, gate) = hydrate_into_a_parked_write(&rt, cfg, &copy);
+    let more = [
+        ("storage_timeout", "200ms".to_string()),
+        ("poll_interval", "100ms".to_string()),
+    ];
+    let (replica, gate) = hydrate_into_a_parked_write(&rt, dir.path(), &copy, &more);
     // The first run's write parks holding the lock; the three runs beside
     // it wait for the lock, time out and skip their writes.
     gate.wait_reached(Duration::from_secs(20)).unwrap();
