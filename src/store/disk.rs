@@ -483,12 +483,6 @@ impl DiskStore {
         self.slots == 0
     }
 
-    /// Writes that failed or were skipped (the lock stayed taken) so far.
-    pub fn write_failures(&self) -> u64 {
-        let c = &self.counters;
-        c.write_errors.load(Ordering::Relaxed) + c.lock_timeouts.load(Ordering::Relaxed)
-    }
-
     /// The page of `slot` failed its check (see `SUSPECTS_MAX`).
     pub(super) fn suspect(&self, slot: u64) {
         let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
