@@ -409,3 +409,38 @@ impl Pages for Held2<'_> {
         self.0.get(&pgno).map(Arc::clone)
     }
 }
+
+#[test]
+fn a_read_on_a_tables_leftmost_path_names_the_table() {
+    let (_dir, db) = db();
+    let table = db.root("orders");
+    let index = db.root("orders_customer");
+    let pages = Held {
+        db: &db,
+        held: [1].into_iter().collect(),
+    };
+    let mut p = Predictor::new(PAGE, 4096);
+    // Nothing read yet: no page is known to lie on a leftmost path.
+    let first_child = db.page(table).children()[0];
+    assert_eq!(p.leftmost_of_table(first_child), None);
+    // The descent a full scan makes: the root, then the first child at
+    // every level down to the first leaf.
+    let mut at = table;
+    let mut path = Vec::new();
+    while db.page(at).kind() == Kind::TableInterior {
+        p.on_read(at, &db.pages[&at], false, &pages);
+        let kids = db.page(at).children();
+        // A read of any other child is not a scan's descent.
+        assert_eq!(p.leftmost_of_table(kids[1]), None);
+        at = kids[0];
+        assert_eq!(p.leftmost_of_table(at), Some(table), "page {at}");
+        path.push(at);
+    }
+    assert!(path.len() >= 2, "a table three levels deep: {path:?}");
+    assert_eq!(leaves_in_order(&db, table)[0], at);
+    // An index's leftmost path is a lookup of its smallest key as often as
+    // a scan: not named.
+    p.on_read(index, &db.pages[&index], false, &pages);
+    let kid = db.page(index).children()[0];
+    assert_eq!(p.leftmost_of_table(kid), None);
+}

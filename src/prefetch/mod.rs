@@ -118,6 +118,15 @@ impl Prefetcher {
         self.predictor.lock().is_ok_and(|p| p.scanning())
     }
 
+    /// The root of the table whose leftmost path a read of `pgno` goes
+    /// down (see [`Predictor::leftmost_of_table`]).
+    pub fn leftmost_of_table(&self, pgno: u32) -> Option<u32> {
+        self.predictor
+            .lock()
+            .ok()
+            .and_then(|p| p.leftmost_of_table(pgno))
+    }
+
     /// SQLite read `page` (`missed`: it came from storage). Returns the
     /// pages to fetch ahead.
     pub fn on_read(&self, pgno: u32, page: &[u8], missed: bool, pages: &dyn Pages) -> Vec<u32> {

@@ -139,12 +139,35 @@ impl Predictor {
         self.budget = self.max_budget;
     }
 
-    /// A page SQLite read. Returns the pages to fetch ahead.
     /// Whether leaves of one parent are being read in order (a scan).
     pub fn scanning(&self) -> bool {
         self.scan.as_ref().is_some_and(|s| s.run >= 2)
     }
 
+    /// The root of the table whose B-tree a read of `pgno` descends on its
+    /// leftmost path (`pgno` is the first child of its parent at every
+    /// level up to the root), as far as the interior pages read so far
+    /// tell. That is how SQLite starts a full scan of a table (and a
+    /// lookup of its smallest rowids); `None` for any other page, for an
+    /// index's tree and for the schema's.
+    pub fn leftmost_of_table(&self, pgno: u32) -> Option<u32> {
+        let schema = self.schema()?;
+        let mut at = pgno;
+        for _ in 0..MAX_DEPTH {
+            let &(parent, index) = self.parent.get(&at)?;
+            if index != 0 {
+                return None;
+            }
+            if schema.is_root(parent) {
+                let table = parent != 1 && schema.table_of_index(parent).is_none();
+                return table.then_some(parent);
+            }
+            at = parent;
+        }
+        None
+    }
+
+    /// A page SQLite read. Returns the pages to fetch ahead.
     pub fn on_read(&mut self, pgno: u32, page: &[u8], missed: bool, pages: &dyn Pages) -> Vec<u32> {
         let mut wants = Vec::new();
         self.active |= missed;

@@ -47,6 +47,25 @@ impl Pages for InMemory<'_> {
     }
 }
 
+/// SQLite is about to read `pgno` through a connection. A read on the
+/// leftmost path of a table's B-tree (how a full scan starts) that would
+/// miss starts the scan's stream at once, which brings the page on its way
+/// (`Fetcher::stream_descent`): one request where the descent's demand read
+/// and then the stream were two.
+pub fn before_read(
+    fetcher: &Arc<Fetcher>,
+    snap: &Arc<Snapshot>,
+    (pf, scan): (&Arc<Prefetcher>, &Arc<ScanBuf>),
+    pgno: PageNo,
+) {
+    if !fetcher.prefetches() || !fetcher.streams() {
+        return;
+    }
+    if let Some(root) = pf.leftmost_of_table(pgno.0) {
+        fetcher.stream_descent(snap, pgno, PageNo(root), scan);
+    }
+}
+
 /// SQLite read `page` (`missed`: from storage; `window`: the read-ahead
 /// window of that read) through a connection (its predictor and its scan
 /// buffer). Starts whatever prefetch that predicts.

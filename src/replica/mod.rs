@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::log;
 use crate::storage::{self, Storage, StorageErrorKind};
 
-pub use ahead::after_read;
+pub use ahead::{after_read, before_read};
 pub use catalog::{AtTime, Catalog, State};
 pub use fetch::{
     Budget, BudgetScope, Fetcher, Landed, MAX_WINDOW, ReadAhead, SCAN_AHEAD_WINDOWS, ScanBuf,

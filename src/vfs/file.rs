@@ -387,6 +387,7 @@ fn read_at(
         } else if pgno == lock_page(snap.page_size) {
             dst.fill(0);
         } else {
+            replica::before_read(&replica.io.fetcher, snap, (pf, scan), pgno);
             let (page, missed) = replica
                 .io
                 .fetcher

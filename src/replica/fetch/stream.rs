@@ -51,8 +51,17 @@ use super::window::{Lease, MAX_WINDOW, ScanBuf};
 pub const STREAM_LEAD_BYTES: u64 = 4 * 1024 * 1024;
 /// Bytes one stream asks for at most. A stream dropped early costs what
 /// was transferred (the lead and the socket buffers), not the range; the
-/// range bounds the frame list a stream keeps (16 bytes a frame).
-pub const STREAM_MAX_BYTES: u64 = 64 * 1024 * 1024;
+/// range bounds the frame list a stream keeps (16 bytes a frame). Large
+/// enough that a scan of a snapshot of a few hundred megabytes is one
+/// request: each new one costs a round trip (and, on some servers, a pass
+/// over the whole object: s3s-fs hashes it for its ETag on every GET,
+/// 0.2 s for 87 MB), which measured 64 MiB streams paid in the middle of
+/// the 1,000,001-row scan.
+pub const STREAM_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Frames one stream reads at most (its frame list holds 16 bytes a frame,
+/// twice: a file of pages that compress to a few bytes would otherwise
+/// make the list of a [`STREAM_MAX_BYTES`] range large).
+const STREAM_MAX_FRAMES: usize = 65_536;
 /// Bytes past those received whose frames a stream claims: a reader that
 /// wants one of them waits for the stream rather than asking storage for
 /// bytes that are already on their way.
@@ -78,6 +87,9 @@ struct Plan {
     end: u64,
     /// The first frame's claim.
     first: Claimed,
+    /// The claim of a frame a reader waits for further on (a leftmost
+    /// descent's page), by frame index.
+    want: Option<(usize, Claimed)>,
 }
 
 /// The scan streams running on one fetcher: the warm-up waits for them
@@ -167,6 +179,53 @@ impl Fetcher {
         let running = scan.stream_span(from.0);
         let from = running.map_or(from, |(_, end)| PageNo(end));
         let asked = running.map_or(asked, |(start, _)| start.min(asked));
+        self.start_stream(snap, from, asked, None, scan)
+    }
+
+    /// SQLite is about to read `want` on a leftmost descent of the table
+    /// rooted at `root` (how a full scan starts): if the read would go to
+    /// storage, the scan's stream starts now, from the first page after
+    /// the root not in memory, and brings `want` on its way (the reader
+    /// waits for its claim). One request, where the descent's demand read
+    /// and then the stream started behind the first leaves were two, each
+    /// a round trip. Not when `want` lies further into the stream than
+    /// half its lead (the reader would wait for the pages before it), nor
+    /// more than once per read transaction. Returns whether it started.
+    pub fn stream_descent(
+        self: &Arc<Self>,
+        snap: &Arc<Snapshot>,
+        want: PageNo,
+        root: PageNo,
+        scan: &Arc<ScanBuf>,
+    ) -> bool {
+        if !self.streams() || scan.stream_span(want.0).is_some() {
+            return false;
+        }
+        let Some(loc) = snap.frame(want) else {
+            return false;
+        };
+        if self.cache.get(&loc.key()).is_some()
+            || scan.holds(&loc.key())
+            || self.local.holds(snap, want, &loc)
+            || !scan.try_descent()
+        {
+            return false;
+        }
+        let from = root.0.saturating_add(1);
+        self.start_stream(snap, PageNo(from), from, Some(want), scan)
+            && scan.stream_span(want.0).is_some()
+    }
+
+    /// Starts a stream from `from` (`asked`: where the scan asked, which
+    /// it holds the pages from) that brings `want` too, if given.
+    fn start_stream(
+        self: &Arc<Self>,
+        snap: &Arc<Snapshot>,
+        from: PageNo,
+        asked: u32,
+        want: Option<PageNo>,
+        scan: &Arc<ScanBuf>,
+    ) -> bool {
         let Some(head) = snap.frame(from) else {
             return true;
         };
@@ -178,9 +237,18 @@ impl Fetcher {
         let Some(held) = self.in_flight.try_hold(self.stream_lead_bytes) else {
             return true;
         };
-        let Some(plan) = self.plan_stream(snap, from, scan) else {
+        let Some(mut plan) = self.plan_stream(snap, from, scan) else {
             return true;
         };
+        // A descent's page that is the stream's first is claimed already.
+        if let Some(want) = want.filter(|w| plan.frames.first().is_none_or(|f| f.0 != *w)) {
+            let lead = self.stream_lead(snap.page_size);
+            match self.claim_want(snap, &plan, want, lead) {
+                Some(claim) => plan.want = Some(claim),
+                // Dropped, the first claim lands failed.
+                None => return true,
+            }
+        }
         // Dropped on a refusal, the first claim lands failed.
         if !super::budget::charge_stream() {
             return true;
@@ -198,10 +266,14 @@ impl Fetcher {
             _ => return true,
         };
         log::debug!(
-            "scan stream: pages {first}..={last}, bytes {}..{} of {}",
+            "scan stream: pages {first}..={last}, bytes {}..{} of {}{}",
             plan.frames.first().map_or(0, |f| f.1),
             plan.end,
-            plan.file.id
+            plan.file.id,
+            want.map_or(String::new(), |w| format!(
+                " (it brings page {}, which a leftmost descent reads)",
+                w.0
+            ))
         );
         Stats::add(&self.stats.prefetched, plan.frames.len() as u64);
         // It holds the pages from where the scan asked (those before its
@@ -239,6 +311,8 @@ impl Fetcher {
                 range_pages: (first, last),
                 kept: VecDeque::new(),
                 keep: false,
+                speculative: want.is_some(),
+                want: plan.want.as_ref().map(|w| w.0),
                 scan: weak,
                 snap: owned_snap,
                 keep_until,
@@ -302,6 +376,7 @@ impl Fetcher {
                 start = loc.offset;
             } else if frames.last().is_some_and(|&(_, last)| loc.offset <= last)
                 || loc.end().saturating_sub(start) > STREAM_MAX_BYTES
+                || frames.len() >= STREAM_MAX_FRAMES
             {
                 break;
             }
@@ -317,7 +392,30 @@ impl Fetcher {
             frames,
             end,
             first: first?,
+            want: None,
         })
+    }
+
+    /// The claim of `want`'s frame in `plan`, by frame index, if the
+    /// stream brings it within half a lead of its start (before it would
+    /// wait for its scan) and nobody holds or fetches it.
+    fn claim_want(
+        &self,
+        snap: &Snapshot,
+        plan: &Plan,
+        want: PageNo,
+        lead: u32,
+    ) -> Option<(usize, Claimed)> {
+        let first = plan.frames.first()?.0;
+        if want.0 <= first.0 || want.0 >= first.0.saturating_add(lead / 2) {
+            return None;
+        }
+        let i = plan.frames.iter().position(|&(p, _)| p == want)?;
+        let loc = snap.frame(want)?;
+        match self.flights.claim_demand(loc.key()) {
+            Claim::Mine(c) => Some((i, c)),
+            Claim::Wait(_) => None,
+        }
     }
 }
 
@@ -347,6 +445,13 @@ struct Stream<'a> {
     kept: VecDeque<(u32, FrameKey)>,
     /// Pages go to the scan buffer (the cache is full), not the cache.
     keep: bool,
+    /// A descent's stream whose scan has not read a page of its range yet:
+    /// it may be a lookup of the table's smallest rows, not a scan, so
+    /// what it decodes stays with the connection (its scan buffer, dropped
+    /// at the end of the transaction) rather than in the shared cache.
+    speculative: bool,
+    /// The frame index of the descent's page (see [`Plan::want`]).
+    want: Option<usize>,
     scan: Weak<ScanBuf>,
     snap: Arc<Snapshot>,
     /// Pages fetched go to the local store too, constant up to this TXID
@@ -382,6 +487,9 @@ impl Stream<'_> {
         let start = plan.frames.first().map_or(plan.end, |fr| fr.1);
         let range = start..plan.end;
         self.claims.push_back((0, plan.first));
+        if let Some((i, claim)) = plan.want {
+            self.claims.push_back((i, claim));
+        }
         // The first megabyte's frames are claimed before the request goes
         // out: the scan reads them next.
         self.received = range.start;
@@ -524,6 +632,11 @@ impl Stream<'_> {
         {
             self.furthest = self.furthest.max(at);
         }
+        // The first page of the range read (the descent's first leaf, or
+        // the first after those in memory): a scan, not a lookup.
+        if at == self.range_pages.0 {
+            self.speculative = false;
+        }
     }
 
     /// Claims the frames that start before [`CLAIM_AHEAD_BYTES`] past the
@@ -552,7 +665,10 @@ impl Stream<'_> {
             // A queued prefetch's frame it takes over; a frame being
             // fetched it skips.
             if let Claim::Mine(c) = f.flights.claim_demand(key) {
-                self.claims.push_back((i, c));
+                // In frame order: a descent's page, claimed at the start,
+                // may lie further on.
+                let at = self.claims.partition_point(|(j, _)| *j < i);
+                self.claims.insert(at, (i, c));
                 self.claimed_to = frames.get(i).map_or(0, |fr| fr.0.0);
             }
         }
@@ -581,8 +697,11 @@ impl Stream<'_> {
         };
         let page = decode_page(raw, pgno, self.page_size, describe)?;
         let key = self.file.key(frames.get(i).map_or(0, |fr| fr.1));
+        // The descent's own page goes to the cache: the descent reads it
+        // whether it is a scan's or a lookup's.
+        let speculative = self.speculative && Some(i) != self.want;
         match self.scan.upgrade() {
-            Some(scan) if self.keep => {
+            Some(scan) if self.keep || speculative => {
                 // Before it lands: a reader woken by the landing finds it
                 // there, and takes it out.
                 scan.keep_ahead(key, Arc::clone(&page), &self.lease);

@@ -207,3 +207,54 @@ fn a_closed_connection_stops_its_stream() {
     }
     assert!(polled.load(Ordering::SeqCst) < 40);
 }
+
+#[test]
+fn a_leftmost_descents_read_that_misses_is_the_scan_streams_first_request() {
+    let (_dir, fetcher, snap, stats, _polled, budget) = streamed("test://stream-descent", 4 << 20);
+    let scan = Arc::new(ScanBuf::default());
+    // SQLite reads page 40 on the leftmost path of the table rooted at
+    // page 1 (its first leaves are before it): the stream starts at the
+    // first page after the root and brings page 40 on its way.
+    assert!(fetcher.stream_descent(&snap, PageNo(40), PageNo(1), &scan));
+    let (page, _) = fetcher.read(&snap, PageNo(40), 1, &scan).unwrap().unwrap();
+    assert!(page[..] == noise(40)[..]);
+    // Once per read transaction.
+    assert!(!fetcher.stream_descent(&snap, PageNo(41), PageNo(1), &scan));
+    // The scan goes on from its first leaf: every page is the stream's.
+    for p in 2..=super::tests::PAGES {
+        let (page, _) = fetcher.read(&snap, PageNo(p), 1, &scan).unwrap().unwrap();
+        assert!(page[..] == noise(p)[..], "page {p}");
+    }
+    assert_eq!(
+        reads(&stats),
+        1,
+        "the descent's read and the scan: one request"
+    );
+    scan.clear();
+    stopped(&fetcher, &scan);
+    assert_eq!(scan.leased(), 0);
+    assert!(
+        budget.try_hold(budget.bytes()).is_some(),
+        "the budget is back"
+    );
+}
+
+#[test]
+fn a_descents_page_further_than_half_a_lead_is_a_demand_read() {
+    // A lead of 16 pages: page 40 is 38 pages into a stream from page 2.
+    let (_dir, fetcher, snap, stats, _polled, budget) = streamed("test://stream-far", 16 * 4096);
+    let scan = Arc::new(ScanBuf::default());
+    assert!(!fetcher.stream_descent(&snap, PageNo(40), PageNo(1), &scan));
+    assert_eq!(
+        (reads(&stats), fetcher.in_flight()),
+        (0, 0),
+        "no request, no claim"
+    );
+    // Nor when the page is in memory already.
+    fetcher.read(&snap, PageNo(2), 1, &scan).unwrap().unwrap();
+    scan.clear();
+    assert!(!fetcher.stream_descent(&snap, PageNo(2), PageNo(1), &scan));
+    assert_eq!(reads(&stats), 1);
+    stopped(&fetcher, &scan);
+    assert!(budget.try_hold(budget.bytes()).is_some());
+}

@@ -90,6 +90,8 @@ pub struct ScanBuf {
     wake_at: AtomicU32,
     /// The page from which a stream was last tried (plus one; 0: none).
     tried: AtomicU32,
+    /// A stream was tried for a leftmost descent in this transaction.
+    descended: AtomicBool,
 }
 
 /// The bytes one scan-ahead request of a [`ScanBuf`] takes (its pages,
@@ -236,6 +238,12 @@ impl ScanBuf {
         })
     }
 
+    /// Whether a stream for a leftmost descent may be tried (once per read
+    /// transaction: the descent of a scan reaches its first leaf once).
+    pub(super) fn try_descent(&self) -> bool {
+        !self.descended.swap(true, Ordering::AcqRel)
+    }
+
     /// Whether a scan stream should be tried from `from`: at a miss, or
     /// `step` pages past the last try (planning one walks the index).
     pub fn try_stream_at(&self, from: u32, missed: bool, step: u32) -> bool {
@@ -282,6 +290,7 @@ impl ScanBuf {
             *s = None;
         }
         self.tried.store(0, Ordering::Release);
+        self.descended.store(false, Ordering::Release);
         self.wake_at.store(0, Ordering::SeqCst);
         let dropped = self.ahead.lock().map(|mut a| std::mem::take(&mut *a));
         drop(dropped);
