@@ -312,6 +312,7 @@ impl Fetcher {
                 kept: VecDeque::new(),
                 keep: false,
                 speculative: want.is_some(),
+                want_page: want.map_or(0, |w| w.0),
                 want: plan.want.as_ref().map(|w| w.0),
                 scan: weak,
                 snap: owned_snap,
@@ -445,13 +446,15 @@ struct Stream<'a> {
     kept: VecDeque<(u32, FrameKey)>,
     /// Pages go to the scan buffer (the cache is full), not the cache.
     keep: bool,
-    /// A descent's stream whose scan has not read a page of its range yet:
-    /// it may be a lookup of the table's smallest rows, not a scan, so
+    /// A descent's stream whose scan has not read past the descent's page
+    /// yet: it may be a lookup of the table's smallest rows, not a scan, so
     /// what it decodes stays with the connection (its scan buffer, dropped
     /// at the end of the transaction) rather than in the shared cache.
     speculative: bool,
     /// The frame index of the descent's page (see [`Plan::want`]).
     want: Option<usize>,
+    /// The descent's page: a scan reads on past it, a lookup does not.
+    want_page: u32,
     scan: Weak<ScanBuf>,
     snap: Arc<Snapshot>,
     /// Pages fetched go to the local store too, constant up to this TXID
@@ -631,11 +634,13 @@ impl Stream<'_> {
             && at <= self.decoded.max(self.claimed_to)
         {
             self.furthest = self.furthest.max(at);
-        }
-        // The first page of the range read (the descent's first leaf, or
-        // the first after those in memory): a scan, not a lookup.
-        if at == self.range_pages.0 {
-            self.speculative = false;
+            // Read on past the descent's page: a scan, not a lookup (whose
+            // leaf, under the descent's page, lies before it in a table
+            // written in rowid order; if not, its pages only go to the
+            // cache).
+            if at > self.want_page {
+                self.speculative = false;
+            }
         }
     }
 
@@ -704,8 +709,12 @@ impl Stream<'_> {
             Some(scan) if self.keep || speculative => {
                 // Before it lands: a reader woken by the landing finds it
                 // there, and takes it out.
-                scan.keep_ahead(key, Arc::clone(&page), &self.lease);
-                self.kept.push_back((pgno.0, key));
+                pause::point("fetch.stream_keep", self.fetcher.storage.describe());
+                // Not once the transaction ended: nothing would take the
+                // page out, nor give its lease back, before the next end.
+                if scan.keep_ahead_in(self.epoch, key, Arc::clone(&page), &self.lease) {
+                    self.kept.push_back((pgno.0, key));
+                }
             }
             _ => self.fetcher.cache.insert(key, Arc::clone(&page)),
         }

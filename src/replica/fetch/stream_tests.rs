@@ -210,7 +210,9 @@ fn a_closed_connection_stops_its_stream() {
 
 #[test]
 fn a_leftmost_descents_read_that_misses_is_the_scan_streams_first_request() {
-    let (_dir, fetcher, snap, stats, _polled, budget) = streamed("test://stream-descent", 4 << 20);
+    // A lead of 96 pages: page 40 lies within half of it.
+    let (_dir, fetcher, snap, stats, _polled, budget) =
+        streamed("test://stream-descent", 96 * 4096);
     let scan = Arc::new(ScanBuf::default());
     // SQLite reads page 40 on the leftmost path of the table rooted at
     // page 1 (its first leaves are before it): the stream starts at the
@@ -230,6 +232,11 @@ fn a_leftmost_descents_read_that_misses_is_the_scan_streams_first_request() {
         1,
         "the descent's read and the scan: one request"
     );
+    // Read on past the descent's page, it is a scan: the pages decoded
+    // from then on went to the cache (which has room), as any stream's;
+    // the lead decoded before, to the scan, which took them.
+    assert!(fetcher.cached(&snap, PageNo(super::tests::PAGES)).is_some());
+    assert!(fetcher.cached(&snap, PageNo(20)).is_none());
     scan.clear();
     stopped(&fetcher, &scan);
     assert_eq!(scan.leased(), 0);
@@ -257,4 +264,54 @@ fn a_descents_page_further_than_half_a_lead_is_a_demand_read() {
     assert_eq!(reads(&stats), 1);
     stopped(&fetcher, &scan);
     assert!(budget.try_hold(budget.bytes()).is_some());
+}
+
+#[test]
+fn a_lookup_down_the_leftmost_path_leaves_the_streams_pages_to_its_transaction() {
+    let (_dir, fetcher, snap, stats, _polled, budget) = streamed("test://stream-lookup", 4 << 20);
+    let scan = Arc::new(ScanBuf::default());
+    // A lookup of one of the table's smallest rows descends as a scan
+    // does: the stream starts and brings page 40...
+    assert!(fetcher.stream_descent(&snap, PageNo(40), PageNo(1), &scan));
+    let (page, _) = fetcher.read(&snap, PageNo(40), 1, &scan).unwrap().unwrap();
+    assert!(page[..] == noise(40)[..]);
+    // ...then reads its leaf, under page 40, and the transaction ends.
+    let (page, _) = fetcher.read(&snap, PageNo(20), 1, &scan).unwrap().unwrap();
+    assert!(page[..] == noise(20)[..]);
+    assert_eq!(reads(&stats), 1);
+    scan.clear();
+    stopped(&fetcher, &scan);
+    // The descent's page is in the cache; what the stream decoded for a
+    // scan that never came is not (it went with the transaction).
+    assert!(fetcher.cached(&snap, PageNo(40)).is_some());
+    for p in [2, 20, 39, 41, 100] {
+        assert!(fetcher.cached(&snap, PageNo(p)).is_none(), "page {p}");
+    }
+    assert_eq!(scan.leased(), 0);
+    assert!(
+        budget.try_hold(budget.bytes()).is_some(),
+        "the budget is back"
+    );
+}
+
+#[test]
+fn a_page_decoded_as_the_transaction_ends_is_not_kept_past_it() {
+    let name = "test://stream-kept-late";
+    let (_dir, fetcher, snap, _stats, _polled, budget) = streamed(name, 4 << 20);
+    let keep = crate::pause::arm_in("fetch.stream_keep", name);
+    let scan = Arc::new(ScanBuf::default());
+    // A descent's stream keeps what it decodes for its transaction...
+    assert!(fetcher.stream_descent(&snap, PageNo(40), PageNo(1), &scan));
+    keep.wait_reached(Duration::from_secs(20)).unwrap();
+    // ...which ends while it is about to keep a page.
+    scan.clear();
+    keep.release();
+    stopped(&fetcher, &scan);
+    // Nothing kept after the end: no page waits for a read that will not
+    // come, holding the stream's lease and its share of the read budget.
+    assert_eq!((scan.ahead_len(), scan.leased()), (0, 0));
+    assert!(
+        budget.try_hold(budget.bytes()).is_some(),
+        "the budget is back"
+    );
 }

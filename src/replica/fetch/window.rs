@@ -163,6 +163,27 @@ impl ScanBuf {
         }
     }
 
+    /// [`ScanBuf::keep_ahead`] for the transaction of `epoch` only: `false`
+    /// (and nothing kept) once the buffer was cleared since. Checked under
+    /// the lock that `clear` takes after it moves the epoch on, so a page
+    /// kept is either dropped by that `clear` or refused.
+    pub(super) fn keep_ahead_in(
+        &self,
+        epoch: u64,
+        key: FrameKey,
+        page: Page,
+        lease: &Arc<Lease>,
+    ) -> bool {
+        let Ok(mut ahead) = self.ahead.lock() else {
+            return false;
+        };
+        if self.epoch() != epoch {
+            return false;
+        }
+        ahead.insert(key, (page, Arc::clone(lease)));
+        true
+    }
+
     /// Notes that a read fetched its page itself.
     pub(super) fn note_fetched(&self) {
         self.fetched.store(true, Ordering::Release);
