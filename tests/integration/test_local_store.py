@@ -306,7 +306,10 @@ def test_time_travel_reads_old_versions_through_the_store(tmp_path):
                        == lsvfs.digest(conn), 60, interval=0.5, what="the first state")
         then = lsvfs.digest(conn)
         time.sleep(1.5)
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 0.7))
+        # With its milliseconds: a time cut to the second could fall up to
+        # a second earlier, before the first state was written.
+        t = time.time() - 0.7
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
         conn.execute("UPDATE items SET data = randomblob(400) WHERE id % 3 = 0")
         now = lsvfs.digest(conn)
         lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"] == now,
