@@ -267,3 +267,31 @@ fn a_store_of_the_old_format_is_started_afresh() {
     let header = s.read_header().unwrap();
     assert_ne!(header.lineage, 7, "a new lineage, not the old file's");
 }
+
+/// The sweep found page 3 torn (valid metadata, other bytes) but could not
+/// drop it: another process held the store's lock. The fill then fetches
+/// the page again and writes it: that write must replace the torn page,
+/// not find the slot "already held" and skip it. (Skipped, the round would
+/// count the page as stored and report the copy complete, while the page
+/// stays a miss for every reader until one of them trips over it.)
+#[test]
+fn a_torn_page_whose_drop_was_skipped_is_replaced_by_the_fill_that_fetches_it_again() {
+    let d = Dir::new();
+    let s = filled(&d, Capacity::Unbounded, 4);
+    d.damage(Geometry::new(PS).page_at(2).unwrap() + 7, &[0xa5]);
+    s.bound_lock_wait(Duration::from_millis(20));
+    let other = OpenOptions::new().read(true).open(d.path()).unwrap();
+    assert!(
+        os::try_lock(&other).unwrap(),
+        "the other holder has the lock"
+    );
+    let wants = [sp(5, 10); 4];
+    assert_eq!(
+        s.sweep_run(PageNo(1), &wants),
+        vec![true, true, false, true]
+    );
+    assert_eq!(stat(&s, "store_dropped"), 0, "the drop was skipped");
+    os::unlock(&other).unwrap();
+    assert!(s.put(&[(PageNo(3), sp(5, 10), &page(3))]));
+    assert_eq!(get(&s, 3), Some(3), "the page fetched again replaced it");
+}

@@ -192,6 +192,12 @@ impl DiskStore {
             .filter(|(_, f)| **f == Found::Bad)
             .map(|(i, _)| PageNo(first.0.saturating_add(i as u32)))
             .collect();
+        // Suspect as a read's failed check makes them: if the drop below is
+        // skipped (the lock stayed taken), the fill's next write of such a
+        // page still replaces it instead of finding its version held.
+        for slot in bad.iter().filter_map(|&p| self.slot(p)) {
+            self.suspect(slot);
+        }
         if !bad.is_empty() {
             self.drop_corrupt(&bad);
         }
