@@ -522,10 +522,12 @@ impl DiskStore {
         })
     }
 
-    pub fn set_fill(&self, fill: Fill) {
-        let mine = self.view.load().lineage;
+    /// Records hydration progress for `lineage`, the one the fill proved
+    /// its state in; nothing if the store serves another one now (a
+    /// reset's new lineage starts at nothing filled).
+    pub fn set_fill(&self, lineage: u64, fill: Fill) {
         let _ = self.with_header("recording progress", |h| {
-            if h.lineage != mine {
+            if h.lineage != lineage {
                 return false;
             }
             h.filled = fill.filled;

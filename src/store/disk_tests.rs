@@ -56,7 +56,7 @@ fn attach(s: &DiskStore, txid: u64, lineage: u64, since: u64, pages: u32) -> Att
 }
 
 fn get(s: &DiskStore, p: u32, span: Span) -> Option<u8> {
-    s.get(PageNo(p), span).map(|pg| pg[0])
+    s.get(s.lineage(), PageNo(p), span).map(|pg| pg[0])
 }
 
 #[test]
@@ -64,10 +64,13 @@ fn a_page_is_served_to_any_overlapping_span_and_to_another_process() {
     let d = Dir::new();
     let a = d.open(Capacity::Bytes(1 << 20));
     attach(&a, 10, 1, 5, 4);
-    a.put(&[
-        (PageNo(1), sp(5, 10), &page(1)),
-        (PageNo(2), sp(3, 10), &page(2)),
-    ]);
+    a.put(
+        a.lineage(),
+        &[
+            (PageNo(1), sp(5, 10), &page(1)),
+            (PageNo(2), sp(3, 10), &page(2)),
+        ],
+    );
     assert_eq!(get(&a, 1, sp(7, 12)), Some(1));
     assert_eq!(get(&a, 1, sp(2, 4)), None, "no shared state");
     assert_eq!(get(&a, 3, sp(1, 10)), None, "never written");
@@ -85,10 +88,13 @@ fn following_extends_open_entries_and_closes_changed_ones() {
     let d = Dir::new();
     let s = d.open(Capacity::Unbounded);
     attach(&s, 10, 1, 5, 4);
-    s.put(&[
-        (PageNo(1), sp(5, 10), &page(1)),
-        (PageNo(2), sp(5, 10), &page(2)),
-    ]);
+    s.put(
+        s.lineage(),
+        &[
+            (PageNo(1), sp(5, 10), &page(1)),
+            (PageNo(2), sp(5, 10), &page(2)),
+        ],
+    );
     // File 11..=11 changes page 2.
     s.follow(&Followed {
         min: t(11),
@@ -96,7 +102,7 @@ fn following_extends_open_entries_and_closes_changed_ones() {
         identity: ident(11, 1),
         pages: &[PageNo(2)],
     });
-    s.put(&[(PageNo(2), sp(11, 11), &page(22))]);
+    s.put(s.lineage(), &[(PageNo(2), sp(11, 11), &page(22))]);
     // A reader at 11 whose plan was compacted: page 1 in a file ending at 11.
     assert_eq!(get(&s, 1, sp(11, 11)), Some(1), "unchanged: still valid");
     assert_eq!(get(&s, 2, sp(11, 11)), Some(22));
@@ -119,10 +125,13 @@ fn a_restarted_process_catches_up_from_its_snapshot() {
     {
         let s = d.open(Capacity::Unbounded);
         attach(&s, 10, 1, 5, 3);
-        s.put(&[
-            (PageNo(1), sp(5, 10), &page(1)),
-            (PageNo(2), sp(5, 10), &page(2)),
-        ]);
+        s.put(
+            s.lineage(),
+            &[
+                (PageNo(1), sp(5, 10), &page(1)),
+                (PageNo(2), sp(5, 10), &page(2)),
+            ],
+        );
     }
     let s = d.open(Capacity::Unbounded);
     // At 12, page 2 lives in a file ending at 12; pages 1 and 3 are older.
@@ -143,12 +152,12 @@ fn another_lineage_never_sees_old_pages() {
     let d = Dir::new();
     let old = d.open(Capacity::Bytes(1 << 20));
     attach(&old, 10, 1, 5, 4);
-    old.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+    old.put(old.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]);
     // The replica was reset: TXID 10 exists again with other content.
     let new = d.open(Capacity::Bytes(1 << 20));
     attach(&new, 10, 2, 5, 4);
     assert_eq!(get(&new, 1, sp(5, 10)), None);
-    new.put(&[(PageNo(1), sp(5, 10), &page(9))]);
+    new.put(new.lineage(), &[(PageNo(1), sp(5, 10), &page(9))]);
     assert_eq!(get(&new, 1, sp(5, 10)), Some(9));
     // The process still on the old lineage does not take the new pages.
     assert_eq!(get(&old, 1, sp(5, 10)), None);
@@ -163,10 +172,13 @@ fn damage_is_a_miss_never_data() {
     let d = Dir::new();
     let s = d.open(Capacity::Unbounded);
     attach(&s, 10, 1, 5, 4);
-    s.put(&[
-        (PageNo(1), sp(5, 10), &page(1)),
-        (PageNo(2), sp(5, 10), &page(2)),
-    ]);
+    s.put(
+        s.lineage(),
+        &[
+            (PageNo(1), sp(5, 10), &page(1)),
+            (PageNo(2), sp(5, 10), &page(2)),
+        ],
+    );
     let f = OpenOptions::new().write(true).open(d.path()).unwrap();
     let g = Geometry::new(PS);
     // A flipped byte inside page 1 and inside page 2's metadata.
@@ -191,12 +203,12 @@ fn a_bounded_store_keeps_one_page_per_slot() {
     let bytes = Geometry::new(PS).bytes_for(16);
     let s = d.open(Capacity::Bytes(bytes));
     attach(&s, 10, 1, 5, 100);
-    s.put(&[(PageNo(1), sp(5, 10), &page(1))]);
-    s.put(&[(PageNo(17), sp(5, 10), &page(17))]);
+    s.put(s.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]);
+    s.put(s.lineage(), &[(PageNo(17), sp(5, 10), &page(17))]);
     assert_eq!(get(&s, 1, sp(5, 10)), None, "evicted by page 17");
     assert_eq!(get(&s, 17, sp(5, 10)), Some(17));
     // An older version does not push out a newer one (time travel).
-    s.put(&[(PageNo(17), sp(1, 2), &page(3))]);
+    s.put(s.lineage(), &[(PageNo(17), sp(1, 2), &page(3))]);
     assert_eq!(get(&s, 17, sp(5, 10)), Some(17));
     let len = std::fs::metadata(d.path()).unwrap().len();
     assert!(len <= bytes, "{len} > {bytes}");
@@ -260,8 +272,8 @@ fn stat(s: &DiskStore, name: &str) -> u64 {
 fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
     let d = Dir::new();
     let a = d.open(Capacity::Unbounded);
-    assert_eq!(attach(&a, 10, 1, 5, 4), Attached::Serving);
-    a.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+    assert!(matches!(attach(&a, 10, 1, 5, 4), Attached::Serving(_)));
+    a.put(a.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]);
 
     let other = OpenOptions::new().read(true).open(d.path()).unwrap();
     assert!(
@@ -269,7 +281,7 @@ fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
         "the other holder has the lock"
     );
     a.bound_lock_wait(Duration::from_millis(50));
-    a.put(&[(PageNo(2), sp(5, 10), &page(2))]);
+    a.put(a.lineage(), &[(PageNo(2), sp(5, 10), &page(2))]);
     assert_eq!(get(&a, 2, sp(5, 10)), None, "the write was skipped");
     assert_eq!(get(&a, 1, sp(5, 10)), Some(1), "reads take no lock");
     assert_eq!(stat(&a, "store_lock_timeouts"), 1);
@@ -286,9 +298,9 @@ fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
 
     // The holder goes: everything works again, nothing was paused.
     drop(other);
-    assert_eq!(attach(&b, 10, 1, 5, 4), Attached::Serving);
+    assert!(matches!(attach(&b, 10, 1, 5, 4), Attached::Serving(_)));
     assert_eq!(get(&b, 1, sp(5, 10)), Some(1));
-    a.put(&[(PageNo(2), sp(5, 10), &page(2))]);
+    a.put(a.lineage(), &[(PageNo(2), sp(5, 10), &page(2))]);
     assert_eq!(get(&b, 2, sp(5, 10)), Some(2));
 }
 
@@ -301,7 +313,7 @@ fn a_thread_holding_the_lock_bounds_the_wait_too() {
     attach(&a, 10, 1, 5, 4);
     a.bound_lock_wait(Duration::from_millis(50));
     let held = a.write.lock().unwrap();
-    a.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+    a.put(a.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]);
     drop(held);
     assert_eq!(stat(&a, "store_lock_timeouts"), 1);
     assert_eq!(get(&a, 1, sp(5, 10)), None);
