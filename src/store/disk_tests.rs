@@ -2,6 +2,7 @@ use std::fs::OpenOptions;
 use std::time::Instant;
 
 use super::*;
+use crate::pause;
 use crate::store::layout::Geometry;
 use crate::store::{Attached, Followed, Identity, StateFacts};
 
@@ -605,4 +606,38 @@ fn a_skipped_catch_up_serves_nothing_until_it_ran() {
     assert!(matches!(attach(&c, 10, 2, 5, 3), Attached::Serving(_)));
     assert_eq!(get(&c, 1, sp(5, 10)), None, "the old lineage's page");
     assert_eq!(get(&c, 2, sp(5, 10)), None, "the old lineage's page");
+}
+
+/// A follow that joins the lineage another process started (this process
+/// had none: its attach was skipped) publishes that while it holds the
+/// lock. Another thread's attach right after it, of the reset replica's
+/// state, starts a newer lineage: the follow, finishing late, must not
+/// move the store's view back to the lineage it joined (the view moves
+/// only forward; moved back, every read and write of this process would
+/// be refused until an attach fixed it).
+#[test]
+fn a_follow_that_joins_a_lineage_does_not_undo_a_newer_attach() {
+    let d = Dir::new();
+    let a = d.open(Capacity::Unbounded);
+    attach(&a, 10, 1, 5, 4);
+    let b = d.open(Capacity::Unbounded);
+    assert_eq!(b.lineage(), 0, "B never attached");
+    let gate = pause::arm_in("store.followed", &d.path().to_string_lossy());
+    std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            b.follow(&Followed {
+                min: t(10),
+                max: t(10),
+                identity: ident(10, 1),
+                pages: &[],
+            })
+        });
+        gate.wait_reached(Duration::from_secs(20)).unwrap();
+        assert!(matches!(attach(&b, 10, 2, 5, 4), Attached::Serving(_)));
+        let newer = b.lineage();
+        assert_ne!(newer, a.lineage());
+        gate.release();
+        assert_eq!(follower.join().unwrap(), Some(a.lineage()), "proven in A's");
+        assert_eq!(b.lineage(), newer, "the view moved back");
+    });
 }

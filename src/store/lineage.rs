@@ -57,8 +57,12 @@ impl DiskStore {
     pub fn follow(&self, f: &Followed<'_>) -> Option<u64> {
         let mine = self.view.load().lineage;
         let ours = [f.identity];
-        let mut adopted = None;
         let mut proven = None;
+        // A lineage this follow joins or starts is published while the
+        // lock is held (`with_header` then keeps the view current with
+        // the header it writes): published after, it could undo a newer
+        // lineage another thread's attach published in between.
+        let adopt = |h: &FileHeader| self.view.store(Arc::new(View::of(h)));
         let ran = self.with_header("following", |h| {
             if h.lineage == 0 {
                 return false;
@@ -69,7 +73,7 @@ impl DiskStore {
                 if compare(&h.checkpoints, &ours) != Verdict::Match {
                     return false;
                 }
-                adopted = Some(View::of(h));
+                adopt(h);
             }
             if compare(&h.checkpoints, &ours) == Verdict::Conflict {
                 log::info!(
@@ -79,7 +83,7 @@ impl DiskStore {
                     f.max
                 );
                 self.new_lineage(h, f.max, &ours);
-                adopted = Some(View::of(h));
+                adopt(h);
                 return true;
             }
             let horizon = h.horizon;
@@ -102,9 +106,7 @@ impl DiskStore {
             proven = Some(h.lineage);
             true
         });
-        if let Some(v) = adopted {
-            self.view.store(Arc::new(v));
-        }
+        crate::pause::point("store.followed", &self.path.to_string_lossy());
         proven.filter(|_| ran)
     }
 
