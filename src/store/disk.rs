@@ -388,16 +388,24 @@ impl DiskStore {
     }
 
     /// Refreshes the readers' view from the header, if it is still the
-    /// lineage this process verified.
+    /// lineage this process verified. Published by compare-and-swap: the
+    /// header is read without the lock, so a view another thread published
+    /// meanwhile (a follow, an attach) is newer than what this read, and
+    /// wins (the view moves only forward).
     pub(super) fn refresh(&self) -> Arc<View> {
         let cur = self.view.load_full();
-        if let Some(h) = self.read_header()
+        let header = self.read_header();
+        crate::pause::point("store.refresh_read", &self.path.to_string_lossy());
+        if let Some(h) = header
             && h.lineage == cur.lineage
             && (h.era != cur.era || h.horizon != cur.horizon)
         {
             let v = Arc::new(View::of(&h));
-            self.view.store(Arc::clone(&v));
-            return v;
+            let before = self.view.compare_and_swap(&cur, Arc::clone(&v));
+            if Arc::ptr_eq(&before, &cur) {
+                return v;
+            }
+            return self.view.load_full();
         }
         cur
     }

@@ -641,3 +641,41 @@ fn a_follow_that_joins_a_lineage_does_not_undo_a_newer_attach() {
         assert_eq!(b.lineage(), newer, "the view moved back");
     });
 }
+
+/// A reader refreshes the view (an open entry looked older than its span:
+/// another process may have moved the horizon) and is parked between its
+/// read of the header and its publishing of it; meanwhile this process
+/// follows a file and publishes a later horizon. The late refresh must not
+/// put the older horizon back (the view moves only forward; moved back,
+/// open entries stop being served past the older horizon).
+#[test]
+fn a_late_refresh_does_not_move_the_horizon_back() {
+    let d = Dir::new();
+    let a = d.open(Capacity::Unbounded);
+    attach(&a, 10, 1, 5, 4);
+    assert!(a.put(a.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]));
+    let follow = |s: &DiskStore, txid: u64| {
+        s.follow(&Followed {
+            min: t(txid),
+            max: t(txid),
+            identity: ident(txid, 1),
+            pages: &[PageNo(2)],
+        })
+    };
+    // Another process follows TXID 11: A's view is still at 10.
+    let b = d.open(Capacity::Unbounded);
+    attach(&b, 10, 1, 5, 4);
+    assert!(follow(&b, 11).is_some());
+    assert_eq!(a.view.load().horizon, 10);
+    let gate = pause::arm_in("store.refresh_read", &d.path().to_string_lossy());
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| get(&a, 1, sp(11, 11)));
+        gate.wait_reached(Duration::from_secs(20)).unwrap();
+        assert!(follow(&a, 12).is_some());
+        assert_eq!(a.view.load().horizon, 12);
+        gate.release();
+        assert_eq!(reader.join().unwrap(), Some(1));
+    });
+    assert_eq!(a.view.load().horizon, 12, "the horizon moved back");
+    assert_eq!(get(&a, 1, sp(12, 12)), Some(1));
+}
