@@ -33,6 +33,13 @@
 //!   and the old entries are dead for everyone who verified the new one.
 //!   A state wholly newer than the stored lineage, while another process
 //!   still follows it, waits for that process instead (`Attached::Behind`).
+//!   The proof is in one lineage, and a reset's attach (this process's or
+//!   another's) may start a new one between a proof and its use: so
+//!   `attach` and `follow` return the lineage they proved, every read and
+//!   write (`get`, `get_run`, `has`, `put`, `sweep_run`, `set_fill`) names
+//!   it, and the store refuses one named for a lineage it no longer serves
+//!   (a write, under the lock, against the header). An operation skipped
+//!   because the lock stayed taken proves nothing and writes nothing.
 //! - **Open entries and the horizon.** An entry written by a reader at
 //!   the store's horizon `H` is *open*: constant from `lo` to `H`, for as
 //!   long as every later file is followed. Following file `[a, b]` closes
