@@ -510,7 +510,7 @@ fn an_attach_skipped_after_the_reset_serves_the_new_state_nothing_of_the_old_lin
 /// skipped: the new state's page 3 stays a miss (never the old lineage's
 /// page at the same TXIDs), is not taken as held (the fill fetches it
 /// again; `hydrate::fetch_run` fails the round on the skipped write, see
-/// `poller::tests::hydration_that_skipped_writes_is_not_done_until_it_wrote_them`),
+/// `poller::tests::hydration_fetches_nothing_for_writes_a_held_lock_would_skip`),
 /// and the write made once the lock is free serves it.
 /// Guards the argument: passes on the code before the lineage fixes too.
 #[test]
