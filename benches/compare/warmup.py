@@ -32,6 +32,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -88,6 +89,7 @@ def child(spec: dict) -> dict:
             time.sleep(0.02)
         out["warm"] = time.time()
         out["stats"] = dict(re.findall(r"(warmup_\w+)=(\S+)", s))
+        out["warm_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     w = spec["workload"]
     if w == "none":
         out["end"] = time.time()
@@ -183,6 +185,7 @@ def lookup_cells(lk: dict | None) -> str:
         st = lk.get("stats", {})
         warm = (f"; warm-up {lk['warm'] - lk['opened']:.1f} s, {lk.get('warmup_requests_proxy')} requests, "
                 f"{lk.get('warmup_trips')} round trips, {lk.get('warmup_bytes_asked', 0) / 1e6:.1f} MB asked, "
+                f"peak RSS {lk.get('warm_rss_mb', 0):.0f} MB, "
                 f"{st.get('warmup_pages')} interior pages")
     return (f"{lk.get('requests')} ({lk.get('process_requests')}{warm}) "
             f"| {lk.get('trips')} ({lk.get('mean_trips', 0):.2f}, worst {lk.get('worst_trips')}) | {secs(lk)}")

@@ -322,3 +322,34 @@ fn a_read_stops_when_the_replica_goes_away() {
     assert!(got.read_bytes <= 2 * CHUNK as u64, "{}", got.read_bytes);
     assert_eq!(f.in_flight(), 0, "every claim landed");
 }
+
+#[test]
+fn a_long_read_holds_only_its_frames_of_the_read_budget() {
+    let (_dir, f, snap, storage) = fixture("test://warm-budget");
+    // A read budget of 1 MiB, and one read of ~7.5 MiB.
+    let budget = Arc::new(InFlight::new(MIB));
+    let f = Arc::new(
+        Arc::into_inner(f)
+            .unwrap()
+            .with_in_flight(Arc::clone(&budget)),
+    );
+    let (stalled, release) = stall(&storage, 64 * 1024);
+    let warming = {
+        let (f, snap) = (Arc::clone(&f), Arc::clone(&snap));
+        std::thread::spawn(move || warm(&f, &snap, &WAVE, 64 * MIB, alive()))
+    };
+    stalled
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the warm-up's read started");
+    // Mid-read, it holds its five frames and a chunk's slack (~280 KiB):
+    // 700 KiB of the budget are free.
+    assert!(
+        budget.try_hold(700 * 1024).is_some(),
+        "the read holds more than its frames"
+    );
+    drop(release);
+    let got = warming.join().unwrap();
+    check(&got, &WAVE);
+    assert_eq!(got.requests, 1);
+    assert!(got.read_bytes > 7 * MIB, "{}", got.read_bytes);
+}
