@@ -25,6 +25,12 @@ each. Every cell is a fresh process. Rows:
 - **one customer's orders**: round trips and requests of the query, in a
   fresh process (ours after the warm-up).
 
+For a waited-for warm-up it also reports the warm-up's requests and round
+trips at the proxy, the bytes its ranged reads asked for (`MB asked`: gaps
+included) and the process's peak RSS when it ended. `--params k=v,...` adds
+URI parameters to ours (e.g. `warmup_read_max=0`, the fixed merging);
+`--ours LIB` compares another build.
+
 The report goes to stdout and to --out (markdown).
 """
 import argparse
