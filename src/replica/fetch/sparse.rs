@@ -13,6 +13,11 @@
 //! - **Bounded waits.** Every chunk comes within `storage_timeout`, or the
 //!   read fails; a reader waits for a started frame at most the flights'
 //!   bound.
+//! - **Cut, it goes on.** The HTTP client bounds one request, body included,
+//!   by `storage_timeout`: a long read over a slow link is cut, as is one
+//!   whose connection resets. A read cut after it brought some frames goes
+//!   on with a new request from the first frame it did not bring; one that
+//!   brought none fails.
 //! - **Cancelled** when `alive` says the replica went away: the body is
 //!   dropped (the request cancelled). On every failure the caller lands
 //!   the claims not landed as failed (the claims' guards do too).
@@ -24,8 +29,8 @@ use futures_util::StreamExt;
 use crate::cache::Page;
 use crate::error::{Error, Result};
 use crate::ltx::{self, PageNo};
-use crate::pause;
 use crate::storage::{StorageError, StorageErrorKind};
+use crate::{log, pause};
 
 use super::super::Stats;
 use super::Fetcher;
@@ -47,17 +52,28 @@ pub(super) struct Sparse {
     pub pages: Vec<(PageNo, Page)>,
     /// Bytes received, gaps included.
     pub bytes: u64,
-    /// Whether its request went out (not when a demand read took every
-    /// frame over first).
-    pub sent: bool,
+    /// Requests it sent (none when a demand read took every frame over
+    /// first; more than one when a body was cut and the read went on).
+    pub requests: u64,
+}
+
+/// Where a sparse read is, across the requests of a read that was cut.
+struct At {
+    /// Each frame's claim: `None` not started yet, `Some(true)` this
+    /// read's, `Some(false)` a demand read took it over.
+    mine: Vec<Option<bool>>,
+    /// Frames the bodies brought so far (the next read starts there).
+    done: usize,
 }
 
 impl Fetcher {
     /// Reads the frames of `run` (claimed as queued) in one ranged read
     /// from its first frame a demand read did not take over to its last,
-    /// streaming; lands each claim it starts. `alive` is asked between
-    /// chunks. On an error the pages fetched before it are in `got` and
-    /// landed; the caller fails the rest.
+    /// streaming; lands each claim it starts. A body cut after some frames
+    /// (a client's time limit on one request, a reset connection) goes on
+    /// in a new read from the first frame it did not bring. `alive` is
+    /// asked between chunks. On an error the pages fetched before it are in
+    /// `got` and landed; the caller fails the rest.
     pub(super) async fn read_sparse(
         &self,
         run: &Run,
@@ -71,9 +87,61 @@ impl Fetcher {
             .map(|(_, loc, _)| u64::from(loc.size))
             .sum();
         let _held = self.hold(kept.saturating_add(SPAN_SLACK)).await?;
+        let mut at = At {
+            mine: vec![None; run.frames.len()],
+            done: 0,
+        };
+        loop {
+            let from = at.done;
+            match self
+                .read_sparse_from(run, page_size, alive, &mut at, got)
+                .await
+            {
+                Err(Error::Storage(e))
+                    if e.kind == StorageErrorKind::Transient
+                        && at.done > from
+                        && at.done < run.frames.len()
+                        && alive() =>
+                {
+                    log::debug!(
+                        "warm-up read of {} cut after {} of {} frames, going on: {e}",
+                        run.file.id,
+                        at.done,
+                        run.frames.len()
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One ranged read of the frames of `run` from `at.done` on; `at.done`
+    /// moves past each frame the body brings.
+    async fn read_sparse_from(
+        &self,
+        run: &Run,
+        page_size: ltx::PageSize,
+        alive: &(dyn Fn() -> bool + Sync),
+        at: &mut At,
+        got: &mut Sparse,
+    ) -> Result<()> {
+        let (mine, done) = (&mut at.mine, &mut at.done);
+        let from = *done;
         // The first frame still queued is claimed as the request goes out;
         // those before it a demand read took over.
-        let Some(first) = run.frames.iter().position(|(_, _, c)| c.start()) else {
+        let start = |i: usize, mine: &mut [Option<bool>]| -> bool {
+            match mine.get(i).copied().flatten() {
+                Some(m) => m,
+                None => {
+                    let m = run.frames.get(i).is_some_and(|(_, _, c)| c.start());
+                    if let Some(slot) = mine.get_mut(i) {
+                        *slot = Some(m);
+                    }
+                    m
+                }
+            }
+        };
+        let Some(first) = (from..run.frames.len()).find(|&i| start(i, mine)) else {
             return Ok(());
         };
         let frames = run.frames.get(first..).unwrap_or_default();
@@ -84,7 +152,7 @@ impl Fetcher {
         let describe = || format!("{} {}", self.storage.describe(), run.file.id);
         let wait = self.storage_timeout;
         Stats::add(&self.stats.reads, 1);
-        got.sent = true;
+        got.requests += 1;
         let chunks = self
             .storage
             .read_version_chunks(run.file.id, run.file.version, range.clone());
@@ -92,20 +160,17 @@ impl Fetcher {
             .await
             .map_err(|_| timed_out(&describe(), wait))??;
         pause::point_async("fetch.fetched", self.storage.describe()).await;
-        // Whether each frame's claim is this read's (started), by index in
-        // `frames`; the first was started above.
-        let mut mine = vec![false; frames.len()];
-        if let Some(m) = mine.first_mut() {
-            *m = true;
-        }
-        let mut next = 1usize;
+        let mut next = first + 1;
         let mut received = range.start;
         let mut cutter = Cutter::new(
             range,
             frames.iter().map(|(p, loc, _)| (*p, loc.offset)).collect(),
         );
-        let mut each = |i: usize, pgno: PageNo, raw: &[u8], mine: &[bool]| -> Result<()> {
-            let (Some((_, loc, claim)), Some(true)) = (frames.get(i), mine.get(i)) else {
+        let mut each = |i: usize, pgno: PageNo, raw: &[u8], mine: &[Option<bool>]| -> Result<()> {
+            let at = first + i;
+            *done = at + 1;
+            let (Some((_, loc, claim)), Some(Some(true))) = (run.frames.get(at), mine.get(at))
+            else {
                 // A demand read took it over: it is that read's.
                 return Ok(());
             };
@@ -124,13 +189,11 @@ impl Fetcher {
             }
             // Started only near the wire: a reader of a frame further on
             // takes it over.
-            while let Some((_, loc, claim)) = frames.get(next) {
+            while let Some((_, loc, _)) = run.frames.get(next) {
                 if loc.offset >= received.saturating_add(CLAIM_NEAR) {
                     break;
                 }
-                if let Some(m) = mine.get_mut(next) {
-                    *m = claim.start();
-                }
+                start(next, mine);
                 next += 1;
             }
             let chunk = tokio::time::timeout(wait, chunks.next())
@@ -143,24 +206,22 @@ impl Fetcher {
             Stats::add(&self.stats.read_bytes, chunk.len() as u64);
             // Every frame that starts in this chunk is started before it
             // is cut.
-            while let Some((_, loc, claim)) = frames.get(next) {
+            while let Some((_, loc, _)) = run.frames.get(next) {
                 if loc.offset >= received {
                     break;
                 }
-                if let Some(m) = mine.get_mut(next) {
-                    *m = claim.start();
-                }
+                start(next, mine);
                 next += 1;
             }
-            cutter.push(&chunk, &describe, &mut |i, p, raw| each(i, p, raw, &mine))?;
+            cutter.push(&chunk, &describe, &mut |i, p, raw| each(i, p, raw, mine))?;
         }
         drop(chunks);
         // The last frame, when longer than its bound: read it exactly.
         while let Ended::Exact(offset, len) =
-            cutter.finish(&describe, &mut |i, p, raw| each(i, p, raw, &mine))?
+            cutter.finish(&describe, &mut |i, p, raw| each(i, p, raw, mine))?
         {
             let raw = self.read_exact(run, offset, len).await?;
-            cutter.exact(&raw, &mut |i, p, raw| each(i, p, raw, &mine))?;
+            cutter.exact(&raw, &mut |i, p, raw| each(i, p, raw, mine))?;
         }
         Ok(())
     }

@@ -200,9 +200,7 @@ impl Fetcher {
             let all = futures_util::future::join_all(reads);
             let results = tokio::runtime::Handle::current().block_on(all);
             for (run, (got, result)) in group.iter().zip(results) {
-                if got.sent {
-                    out.requests += 1;
-                }
+                out.requests += got.requests;
                 out.fetched += got.pages.len() as u64;
                 out.read_bytes += got.bytes;
                 if let Err(e) = result {

@@ -28,8 +28,8 @@ const MIB: u64 = 1024 * 1024;
 /// A folder's storage as an object store answers: bodies streamed in
 /// [`CHUNK`]s. Counts requests and the bytes they asked for; a body longer
 /// than [`Chunked::stall_over`] bytes stops after its first chunk until
-/// released (reported on `stalled`); a body may fail after `cut_after`
-/// chunks.
+/// released (reported on `stalled`); the next body fails after
+/// `cut_after` chunks.
 struct Chunked {
     inner: FileStorage,
     describe: String,
@@ -92,7 +92,8 @@ impl Storage for Chunked {
                     .collect(),
             );
             let stall = len > self.stall_over.load(Ordering::SeqCst);
-            let cut = self.cut_after.load(Ordering::SeqCst);
+            // One body is cut.
+            let cut = self.cut_after.swap(u64::MAX, Ordering::SeqCst);
             let stream = futures_util::stream::unfold(0usize, move |i| {
                 let chunks = Arc::clone(&chunks);
                 async move {
@@ -284,17 +285,27 @@ fn a_demand_read_of_a_frame_a_running_read_has_not_reached_is_served_at_once() {
 }
 
 #[test]
-fn a_read_cut_half_way_lands_every_claim() {
+fn a_read_cut_half_way_goes_on_from_where_it_was_cut() {
     let (_dir, f, snap, storage) = fixture("test://warm-cut");
     // One read of the whole wave, cut after its 10th chunk (160 KiB):
-    // page 100 (and 110) came, the others did not.
+    // pages 100 and 110 came; a second read brings the rest.
     storage.cut_after.store(10, Ordering::SeqCst);
     let got = warm(&f, &snap, &WAVE, 64 * MIB, alive());
-    check(&got, &[100, 110]);
+    check(&got, &WAVE);
+    assert_eq!((got.requests, got.failed), (2, 0));
+    assert_eq!(storage.requests.load(Ordering::SeqCst), 2);
+    assert_eq!(f.in_flight(), 0, "every claim landed");
+}
+
+#[test]
+fn a_read_that_fails_before_its_first_frame_lands_every_claim_failed() {
+    let (_dir, f, snap, storage) = fixture("test://warm-fail");
+    storage.cut_after.store(0, Ordering::SeqCst);
+    let got = warm(&f, &snap, &WAVE, 64 * MIB, alive());
+    check(&got, &[]);
     assert_eq!((got.requests, got.failed), (1, 1));
     assert_eq!(f.in_flight(), 0, "every claim landed");
     // A reader of a page it did not bring fetches it itself.
-    storage.cut_after.store(u64::MAX, Ordering::SeqCst);
     let (page, missed) = f
         .read(&snap, PageNo(1000), 1, &ScanBuf::default())
         .unwrap()
