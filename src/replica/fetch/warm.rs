@@ -137,15 +137,15 @@ impl Fetcher {
             if self.wait_for_streams() {
                 log::debug!("warm-up waited for a scan stream");
             }
+            if !alive() {
+                // Dropped, the claims land failed.
+                return;
+            }
             for run in &mut group {
                 // A frame a demand read took over is its now.
                 run.frames.retain(|(_, _, c)| c.start());
             }
             group.retain(|r| !r.frames.is_empty());
-            if !alive() {
-                // Dropped, the group's claims land failed.
-                return;
-            }
             out.requests += group.len() as u64;
             out.read_bytes += Run::bytes(&group);
             for (run, result) in
