@@ -52,9 +52,9 @@ pub const DEFAULT_WARMUP_SHARE: u64 = 4;
 /// about a second of one in-region connection in the background, and
 /// nothing in-region on S3, where transfer is free and a request is not;
 /// a 10 GB database reads at most this per level, not the file. Across
-/// regions or the internet, transfer is billed (about $0.02–0.09/GB, some
-/// thousand times a GET's price per MB): set `warmup_read_max=0` there,
-/// which keeps the fixed merging of frames up to 512 KiB apart.
+/// regions or the internet, transfer is billed (about $0.02–0.09/GB: a
+/// MB costs as much as 50–225 GETs): set `warmup_read_max=0` there, which
+/// keeps the fixed merging of frames up to 512 KiB apart.
 pub const DEFAULT_WARMUP_READ_MAX: u64 = 128 * 1024 * 1024;
 
 /// Smallest cache we accept: a few 64 KiB pages.
