@@ -24,8 +24,7 @@ use super::warm::WARM_GAP;
 
 /// A gap longer than this is never read to save a request: 4 MiB take
 /// about 40 ms to stream on one in-region connection (~100 MB/s), two
-/// round trips, and cost about 400 KB of transfer per KB of interior page
-/// kept. The interior pages of one level of a table lie up to a few MB
+/// round trips, and as much transfer as a thousand 4 KiB pages. The interior pages of one level of a table lie up to a few MB
 /// apart (1.3 MB for 1,000,000 rows of ~80 bytes), and are joined.
 pub(super) const SPAN_GAP_MAX: u64 = 4 * 1024 * 1024;
 
