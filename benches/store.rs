@@ -34,7 +34,7 @@ fn filled(dir: &std::path::Path, name: &str, cap: Capacity) -> DiskStore {
     let span = Span::new(Txid(5), Txid(10));
     let batch: Vec<(PageNo, Span, &[u8])> =
         (1..=PAGES).map(|p| (PageNo(p), span, &page[..])).collect();
-    store.put(&batch);
+    store.put(store.lineage(), &batch);
     store
 }
 
@@ -51,8 +51,9 @@ fn store_hit(c: &mut Criterion) {
         ("hydrated", Capacity::Unbounded),
     ] {
         let store = filled(dir.path(), name, cap);
+        let lineage = store.lineage();
         c.bench_function(&format!("store_hit_{name}"), |b| {
-            b.iter(|| black_box(store.get(PageNo(next()), span).unwrap()))
+            b.iter(|| black_box(store.get(lineage, PageNo(next()), span).unwrap()))
         });
         if name == "hydrated" {
             let wants = [span; RUN_MAX];
@@ -61,13 +62,13 @@ fn store_hit(c: &mut Criterion) {
                     let t = std::time::Instant::now();
                     for i in 0..iters.div_ceil(RUN_MAX as u64) {
                         let first = (i * RUN_MAX as u64) % u64::from(PAGES - RUN_MAX as u32) + 1;
-                        black_box(store.get_run(PageNo(first as u32), &wants));
+                        black_box(store.get_run(lineage, PageNo(first as u32), &wants));
                     }
                     t.elapsed()
                 })
             });
             c.bench_function("store_miss_absent", |b| {
-                b.iter(|| black_box(store.get(PageNo(PAGES + 5), span)))
+                b.iter(|| black_box(store.get(lineage, PageNo(PAGES + 5), span)))
             });
         }
     }

@@ -41,6 +41,22 @@ pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
 /// quarters to the pages queries read.
 pub const DEFAULT_WARMUP_SHARE: u64 = 4;
 
+/// Bytes one wave of the warm-up (one B-tree level of every tree) may read
+/// from storage, the gaps between its pages included, where storage
+/// streams bodies (S3, GCS, Azure, OSS): the gaps arrive and are thrown
+/// away as they stream, so this bounds transfer, not memory. A level's
+/// interior pages lie up to a few hundred KiB (an index) or MB (a table
+/// with long rows) apart: reading the gaps is what makes it one request
+/// instead of one per page. 128 MiB covers the whole file of a database
+/// up to that size (its waves are then one request per file region), costs
+/// about a second of one in-region connection in the background, and
+/// nothing in-region on S3, where transfer is free and a request is not;
+/// a 10 GB database reads at most this per level, not the file. Across
+/// regions or the internet, transfer is billed (about $0.02–0.09/GB: a
+/// MB costs as much as 50–225 GETs): set `warmup_read_max=0` there, which
+/// keeps the fixed merging of frames up to 512 KiB apart.
+pub const DEFAULT_WARMUP_READ_MAX: u64 = 128 * 1024 * 1024;
+
 /// Smallest cache we accept: a few 64 KiB pages.
 const MIN_CACHE_SIZE: u64 = 1024 * 1024;
 
@@ -115,6 +131,9 @@ pub struct Config {
     /// The warm-up of interior B-tree pages after the open: the bytes of
     /// pages it may fetch at most (`None`: off).
     pub warmup: Option<u64>,
+    /// Bytes one wave of the warm-up may read, gaps included, over storage
+    /// that streams bodies (0: only the fixed merging of nearby frames).
+    pub warmup_read_max: u64,
     /// Storage requests one statement of a connection may cause before its
     /// read fails (`None`: no budget); `PRAGMA
     /// litestream_max_requests_per_query` changes it per connection.
@@ -209,6 +228,10 @@ const WARMUP_MAX: Param = Param {
     uri: "warmup_max",
     env: "LITESTREAM_WARMUP_MAX",
 };
+const WARMUP_READ_MAX: Param = Param {
+    uri: "warmup_read_max",
+    env: "LITESTREAM_WARMUP_READ_MAX",
+};
 const MAX_REQUESTS_PER_QUERY: Param = Param {
     uri: "max_requests_per_query",
     env: "LITESTREAM_MAX_REQUESTS_PER_QUERY",
@@ -240,6 +263,7 @@ const ALL: &[&Param] = &[
     &DISK_CACHE_SIZE,
     &WARMUP,
     &WARMUP_MAX,
+    &WARMUP_READ_MAX,
     &MAX_REQUESTS_PER_QUERY,
     &WRITE_ENABLED,
     &SYNC_INTERVAL,
@@ -353,6 +377,8 @@ impl Config {
             cache_size,
             disk_cache.as_ref().map(|_| disk_cache_size),
         )?;
+        let warmup_read_max =
+            parse_with(src, &WARMUP_READ_MAX, parse_size)?.unwrap_or(DEFAULT_WARMUP_READ_MAX);
         // 0 is "no budget", as for the PRAGMA.
         let max_requests_per_query =
             parse_with(src, &MAX_REQUESTS_PER_QUERY, |v| v.parse::<u64>().ok())?.filter(|n| *n > 0);
@@ -368,6 +394,7 @@ impl Config {
             disk_cache_size,
             hydration,
             warmup,
+            warmup_read_max,
             max_requests_per_query,
         })
     }
@@ -659,6 +686,19 @@ mod tests {
             "never more than the cache"
         );
         assert_eq!(c.max_requests_per_query, Some(50));
+        assert_eq!(c.warmup_read_max, DEFAULT_WARMUP_READ_MAX);
+        let c = parse(
+            &[("replica_url", "s3://b/p"), ("warmup_read_max", "0")],
+            &[("LITESTREAM_WARMUP_READ_MAX", "1GiB")],
+        )
+        .unwrap();
+        assert_eq!(c.warmup_read_max, 0, "the URI first, 0 kept");
+        let c = parse(
+            &[("replica_url", "s3://b/p")],
+            &[("LITESTREAM_WARMUP_READ_MAX", "16MiB")],
+        )
+        .unwrap();
+        assert_eq!(c.warmup_read_max, 16 << 20);
         let c = parse(&[("replica_url", "s3://b/p"), ("warmup", "off")], &[]).unwrap();
         assert_eq!(c.warmup, None);
         let c = parse(&[("replica_url", "s3://b/p"), ("warmup_max", "0")], &[]).unwrap();
@@ -672,6 +712,7 @@ mod tests {
         for (k, v) in [
             ("warmup", "maybe"),
             ("warmup_max", "lots"),
+            ("warmup_read_max", "-1"),
             ("max_requests_per_query", "-1"),
         ] {
             let e = parse(&[("replica_url", "s3://b/p"), (k, v)], &[])

@@ -25,6 +25,12 @@ each. Every cell is a fresh process. Rows:
 - **one customer's orders**: round trips and requests of the query, in a
   fresh process (ours after the warm-up).
 
+For a waited-for warm-up it also reports the warm-up's requests and round
+trips at the proxy, the bytes its ranged reads asked for (`MB asked`: gaps
+included) and the process's peak RSS when it ended. `--params k=v,...` adds
+URI parameters to ours (e.g. `warmup_read_max=0`, the fixed merging);
+`--ours LIB` compares another build.
+
 The report goes to stdout and to --out (markdown).
 """
 import argparse
@@ -32,6 +38,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -74,6 +81,7 @@ def child(spec: dict) -> dict:
                       "warmup": "on" if spec.get("warmup", True) else "off"}
             if spec.get("disk_cache"):
                 params["disk_cache"] = spec["disk_cache"]
+            params.update(spec.get("params", {}))
             uri = "file:replica.db?" + urllib.parse.urlencode(params, quote_via=urllib.parse.quote)
         conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
@@ -87,6 +95,7 @@ def child(spec: dict) -> dict:
             time.sleep(0.02)
         out["warm"] = time.time()
         out["stats"] = dict(re.findall(r"(warmup_\w+)=(\S+)", s))
+        out["warm_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     w = spec["workload"]
     if w == "none":
         out["end"] = time.time()
@@ -137,11 +146,26 @@ def measure(r: dict, log: Path, rtt: float) -> dict:
     r["process_requests"] = cold.waves(log, r["start"], r["end"] + 1, rtt)[1]
     if "warm" in r:
         r["warmup_trips"], r["warmup_requests_proxy"] = cold.waves(log, r["opened"], r["warm"], rtt)
+        r["warmup_bytes_asked"] = asked_bytes(log, r["opened"], r["warm"])
     if "windows" in r:
         per = [cold.waves(log, a, b, rtt) for a, b in r.pop("windows")]
         r["worst_trips"] = max(t for t, _ in per)
         r["mean_trips"] = sum(t for t, _ in per) / len(per)
     return r
+
+
+def asked_bytes(log: Path, t0: float, t1: float) -> int:
+    """Bytes the ranged reads logged between t0 and t1 asked for (a read
+    of a body that streams to its end transfers them all)."""
+    total = 0
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if not parts or not t0 <= float(parts[0]) <= t1:
+            continue
+        m = re.search(r"range=bytes=(\d+)-(\d+)", line)
+        if m:
+            total += int(m.group(2)) - int(m.group(1)) + 1
+    return total
 
 
 def secs(r: dict) -> str:
@@ -166,7 +190,9 @@ def lookup_cells(lk: dict | None) -> str:
     if "warm" in lk:
         st = lk.get("stats", {})
         warm = (f"; warm-up {lk['warm'] - lk['opened']:.1f} s, {lk.get('warmup_requests_proxy')} requests, "
-                f"{lk.get('warmup_trips')} round trips, {st.get('warmup_pages')} interior pages")
+                f"{lk.get('warmup_trips')} round trips, {lk.get('warmup_bytes_asked', 0) / 1e6:.1f} MB asked, "
+                f"peak RSS {lk.get('warm_rss_mb', 0):.0f} MB, "
+                f"{st.get('warmup_pages')} interior pages")
     return (f"{lk.get('requests')} ({lk.get('process_requests')}{warm}) "
             f"| {lk.get('trips')} ({lk.get('mean_trips', 0):.2f}, worst {lk.get('worst_trips')}) | {secs(lk)}")
 
@@ -206,6 +232,8 @@ def main():
     ap.add_argument("--out", default=str(HERE / "warmup-results.md"))
     ap.add_argument("--kinds", default="native,ours-warm,ours-nowait,ours-off,ours-next,official")
     ap.add_argument("--workloads", default="lookups,customer")
+    ap.add_argument("--params", default="",
+                    help="extra URI parameters of ours, k=v,k=v (e.g. warmup_read_max=0)")
     a = ap.parse_args()
     if a.child:
         print("RESULT " + json.dumps(child(json.loads(Path(a.child).read_text()))), flush=True)
@@ -249,6 +277,10 @@ def main():
             "official": ({"kind": "official", "lib": litestream_vfs.loadable_path(), "url": s3url},
                          {**s3env, "LITESTREAM_REPLICA_URL": s3url}),
         }
+        extra = dict(kv.split("=", 1) for kv in a.params.split(",") if kv)
+        for key, (spec, _) in configs.items():
+            if spec["kind"] == "ours" and extra:
+                spec["params"] = extra
         workloads = a.workloads.split(",")
         for key in a.kinds.split(","):
             spec, env = configs[key]

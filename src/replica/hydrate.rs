@@ -174,8 +174,11 @@ async fn fill(
         Arc::clone(&snap),
         done.cloned(),
     );
-    let (wanted, missing) =
-        runtime::off_worker("a hydration scan", move || scan(&rr, &s, &sn, d.as_ref())).await??;
+    let Scanned {
+        lineage,
+        wanted,
+        missing,
+    } = runtime::off_worker("a hydration scan", move || scan(&rr, &s, &sn, d.as_ref())).await??;
     let progress = &r.hydration;
     progress.wanted.store(wanted, Ordering::Relaxed);
     progress
@@ -184,17 +187,20 @@ async fn fill(
     let record = {
         let (r, store, txid) = (Arc::clone(r), Arc::clone(store), snap.txid);
         move || {
-            store.set_fill(Fill {
-                filled: r.hydration.filled.load(Ordering::Relaxed),
-                wanted,
-                txid,
-            })
+            store.set_fill(
+                lineage,
+                Fill {
+                    filled: r.hydration.filled.load(Ordering::Relaxed),
+                    wanted,
+                    txid,
+                },
+            )
         }
     };
     let rec = record.clone();
     runtime::off_worker("a hydration record", rec).await?;
     if missing.is_empty() {
-        r.io.local.set_complete(&snap);
+        r.io.local.set_complete(&snap, lineage);
         return Ok(snap);
     }
     log::debug!(
@@ -204,9 +210,11 @@ async fn fill(
         snap.txid
     );
     let runs = plan_runs(missing);
-    let mut results =
-        futures_util::stream::iter(runs.into_iter().map(|run| fetch_run(r, store, &snap, run)))
-            .buffer_unordered(FILL_PARALLEL);
+    let mut results = futures_util::stream::iter(
+        runs.into_iter()
+            .map(|run| fetch_run(r, store, lineage, &snap, run)),
+    )
+    .buffer_unordered(FILL_PARALLEL);
     let mut first_error = None;
     while let Some(result) = results.next().await {
         match result {
@@ -229,7 +237,7 @@ async fn fill(
     match first_error {
         Some(e) => Err(e),
         None => {
-            r.io.local.set_complete(&snap);
+            r.io.local.set_complete(&snap, lineage);
             Ok(snap)
         }
     }
@@ -249,23 +257,34 @@ fn lock_held(store: &DiskStore) -> Error {
     ))
 }
 
+/// What a round's scan found.
+struct Scanned {
+    /// The lineage the store serves the state in: the round reads, writes
+    /// and records in it only, so that a reset's new lineage, started
+    /// meanwhile, gets nothing of this round.
+    lineage: u64,
+    /// How many pages the state has.
+    wanted: u64,
+    /// The frames to fetch.
+    missing: Vec<(PageNo, FrameLoc)>,
+}
+
 /// The pages of `snap` the store lacks (one metadata read each, on the
 /// blocking pool; the first round of a process reads and checks the pages
-/// too, see `held`), after storing those the memory cache holds. Returns
-/// how many pages the state has and the frames to fetch.
+/// too, see `held`), after storing those the memory cache holds.
 fn scan(
     r: &Replica,
     store: &DiskStore,
     snap: &Snapshot,
     done: Option<&Arc<Snapshot>>,
-) -> Result<(u64, Vec<(PageNo, FrameLoc)>)> {
-    if !r.io.local.covers(snap) {
+) -> Result<Scanned> {
+    let Some(lineage) = r.io.local.covers(snap) else {
         return Err(Error::Unavailable(format!(
             "the local store {} does not serve the lineage of TXID {} (yet)",
             store.path().display(),
             snap.txid
         )));
-    }
+    };
     let lock = lock_page(snap.page_size);
     let mut wanted = 0u64;
     let mut todo = Vec::new();
@@ -280,7 +299,7 @@ fn scan(
             todo.push((p, loc));
         }
     }
-    let held = held(store, snap, &todo, done.is_none());
+    let held = held(store, lineage, snap, &todo, done.is_none());
     let mut missing = Vec::new();
     let mut cached = Vec::new();
     for ((p, loc), held) in todo.into_iter().zip(held) {
@@ -297,20 +316,30 @@ fn scan(
     }
     let batch: Vec<(PageNo, Span, &[u8])> =
         cached.iter().map(|(p, s, b)| (*p, *s, &b[..])).collect();
-    if !store.put(&batch) {
+    if !store.put(lineage, &batch) {
         return Err(not_written(store, "pages of the memory cache"));
     }
-    Ok((wanted, missing))
+    Ok(Scanned {
+        lineage,
+        wanted,
+        missing,
+    })
 }
 
 /// Whether the store holds each page of `todo` for `snap`: by its metadata,
 /// or when `sweep`, by reading and hashing runs of neighbours and dropping
 /// those that fail (`DiskStore::sweep_run`).
-fn held(store: &DiskStore, snap: &Snapshot, todo: &[(PageNo, FrameLoc)], sweep: bool) -> Vec<bool> {
+fn held(
+    store: &DiskStore,
+    lineage: u64,
+    snap: &Snapshot,
+    todo: &[(PageNo, FrameLoc)],
+    sweep: bool,
+) -> Vec<bool> {
     if !sweep {
         return todo
             .iter()
-            .map(|(p, loc)| store.has(*p, span(snap, loc)))
+            .map(|(p, loc)| store.has(lineage, *p, span(snap, loc)))
             .collect();
     }
     let mut out = Vec::with_capacity(todo.len());
@@ -324,7 +353,7 @@ fn held(store: &DiskStore, snap: &Snapshot, todo: &[(PageNo, FrameLoc)], sweep: 
             .take_while(|(i, (p, _))| p.0 == first.0.saturating_add(*i as u32))
             .map(|(_, (_, loc))| span(snap, loc))
             .collect();
-        let checked = store.sweep_run(first, &run);
+        let checked = store.sweep_run(lineage, first, &run);
         if checked.is_empty() {
             out.push(false);
         }
@@ -373,6 +402,7 @@ fn plan_runs(mut missing: Vec<(PageNo, FrameLoc)>) -> Vec<Run> {
 async fn fetch_run(
     r: &Replica,
     store: &Arc<DiskStore>,
+    lineage: u64,
     snap: &Arc<Snapshot>,
     run: Run,
 ) -> Result<u64> {
@@ -407,7 +437,7 @@ async fn fetch_run(
             .zip(&run.pages)
             .map(|((p, page), (_, loc))| (*p, span(&snap, loc), page.as_slice()))
             .collect();
-        let stored = store.put(&batch);
+        let stored = store.put(lineage, &batch);
         drop(held);
         if stored {
             Ok(batch.len() as u64)

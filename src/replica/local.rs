@@ -49,6 +49,12 @@ pub struct Local {
 /// snapshot built elsewhere (time travel, a re-plan after compaction) from
 /// files not in the set is attached first, so a replica that was reset
 /// under this process never mixes with the stored lineage.
+///
+/// Every file in the set was proven in `lineage` (an attach or a follow
+/// that returned it), and every read and write of its pages names that
+/// lineage to the store, which refuses it once another lineage is served:
+/// an attach of a reset replica may start a new lineage at any moment,
+/// between any proof and the read or write that relies on it.
 #[derive(Default)]
 struct Known {
     lineage: u64,
@@ -66,6 +72,15 @@ impl Known {
         self.files.insert(id, self.added);
         self.added += 1;
     }
+
+    /// The lineage in which every file of `ids` is known, if the store
+    /// still serves it.
+    fn proves(&self, store: &DiskStore, ids: &[Identity]) -> Option<u64> {
+        (self.lineage != 0
+            && self.lineage == store.lineage()
+            && ids.iter().all(|id| self.files.contains_key(id)))
+        .then_some(self.lineage)
+    }
 }
 
 impl Local {
@@ -73,18 +88,16 @@ impl Local {
         self.store.get()
     }
 
-    /// Whether pages of `loc`'s file in `snap` may use the store; attaches
-    /// `snap` when its files are new to the store's lineage.
-    fn verified(&self, snap: &Snapshot, loc: &FrameLoc) -> Option<&Arc<DiskStore>> {
+    /// Whether pages of `loc`'s file in `snap` may use the store, and in
+    /// which lineage; attaches `snap` when its files are new to the
+    /// store's lineage.
+    fn verified(&self, snap: &Snapshot, loc: &FrameLoc) -> Option<(&Arc<DiskStore>, u64)> {
         let store = self.get()?;
         let id = file_identity(&loc.file);
         {
             let known = self.known.lock().ok()?;
-            if known.lineage != 0
-                && known.lineage == store.lineage()
-                && known.files.contains_key(&id)
-            {
-                return Some(store);
+            if let Some(lineage) = known.proves(store, &[id]) {
+                return Some((store, lineage));
             }
             if super::now_ms() < known.retry_at_ms {
                 return None;
@@ -92,54 +105,52 @@ impl Local {
         }
         self.attach(store, snap);
         let known = self.known.lock().ok()?;
-        (known.lineage == store.lineage() && known.files.contains_key(&id)).then_some(store)
+        known.proves(store, &[id]).map(|lineage| (store, lineage))
     }
 
-    /// Whether `loc`'s file is known to the lineage the store serves (no
-    /// attach: what a run's neighbours of a verified page check).
-    fn known(&self, store: &DiskStore, loc: &FrameLoc) -> bool {
+    /// Whether `loc`'s file is known in `lineage` (no attach: what a run's
+    /// neighbours of a verified page check).
+    fn known(&self, lineage: u64, loc: &FrameLoc) -> bool {
         let id = file_identity(&loc.file);
-        self.known.lock().is_ok_and(|k| {
-            k.lineage != 0 && k.lineage == store.lineage() && k.files.contains_key(&id)
-        })
+        self.known
+            .lock()
+            .is_ok_and(|k| k.lineage == lineage && k.files.contains_key(&id))
     }
 
-    /// The fill found every page of `snap` held in the store.
-    pub(super) fn set_complete(&self, snap: &Snapshot) {
-        if let (Some(store), Ok(mut c)) = (self.get(), self.complete.lock()) {
-            *c = Some((store.lineage(), snap.txid));
+    /// The fill found every page of `snap` held in the store, in `lineage`
+    /// (the one `covers` returned).
+    pub(super) fn set_complete(&self, snap: &Snapshot, lineage: u64) {
+        if let Ok(mut c) = self.complete.lock() {
+            *c = Some((lineage, snap.txid));
         }
     }
 
-    fn is_complete(&self, store: &DiskStore, snap: &Snapshot) -> bool {
+    fn is_complete(&self, lineage: u64, snap: &Snapshot) -> bool {
         self.complete
             .lock()
-            .is_ok_and(|c| *c == Some((store.lineage(), snap.txid)))
+            .is_ok_and(|c| *c == Some((lineage, snap.txid)))
     }
 
-    /// Whether every file of `snap` may use the store (attaching it first
-    /// if needed): what a hydration round checks before it fills.
-    pub(super) fn covers(&self, snap: &Snapshot) -> bool {
-        let Some(store) = self.get() else {
-            return false;
-        };
-        let all_known = |files: &[Identity]| {
-            self.known.lock().is_ok_and(|k| {
-                k.lineage != 0
-                    && k.lineage == store.lineage()
-                    && files.iter().all(|f| k.files.contains_key(f))
-            })
-        };
+    /// The lineage in which every file of `snap` may use the store
+    /// (attaching it first if needed): what a hydration round checks
+    /// before it fills, and names in each write and record it makes.
+    pub(super) fn covers(&self, snap: &Snapshot) -> Option<u64> {
+        let store = self.get()?;
         let files = identities(snap);
-        if all_known(&files) {
-            return true;
+        let proven = || self.known.lock().ok()?.proves(store, &files);
+        if let Some(lineage) = proven() {
+            return Some(lineage);
         }
         self.attach(store, snap);
-        all_known(&files)
+        proven()
     }
 
-    /// Attaches `snap` and records its files as known in the lineage that
-    /// results.
+    /// Attaches `snap` and records its files as known in the lineage the
+    /// attach bound them to. If another attach moved the store to another
+    /// lineage meanwhile, they are not recorded at all (a later read
+    /// attaches again): recorded in the lineage the store serves now, they
+    /// would read and write that lineage's pages, which another history
+    /// wrote.
     fn attach(&self, store: &DiskStore, snap: &Snapshot) {
         let files = identities(snap);
         let attached = store.attach(&StateFacts {
@@ -148,17 +159,23 @@ impl Local {
             checkpoints: &files,
             since: &|p: PageNo| snap.frame(p).map(|l| l.file.header.max_txid),
         });
+        #[cfg(any(test, feature = "test-hooks"))]
+        crate::pause::point("local.attached", &pause_scope(store, snap));
         let Ok(mut known) = self.known.lock() else {
             return;
         };
-        let lineage = store.lineage();
-        let wait = match attached {
-            Attached::Serving if lineage != 0 => 0,
-            Attached::Behind => BEHIND_RETRY_MS,
-            Attached::Serving | Attached::Failed => ATTACH_RETRY_MS,
+        let lineage = match attached {
+            Attached::Serving(lineage) if lineage != 0 => lineage,
+            Attached::Behind => {
+                known.retry_at_ms = super::now_ms() + BEHIND_RETRY_MS;
+                return;
+            }
+            Attached::Serving(_) | Attached::Failed => {
+                known.retry_at_ms = super::now_ms() + ATTACH_RETRY_MS;
+                return;
+            }
         };
-        if wait > 0 {
-            known.retry_at_ms = super::now_ms() + wait;
+        if lineage != store.lineage() {
             return;
         }
         if known.lineage != lineage {
@@ -172,11 +189,13 @@ impl Local {
         }
     }
 
-    /// A file the poller applied on top of a known state: known too.
-    fn followed(&self, store: &DiskStore, id: Identity) {
+    /// A file the poller applied on top of a known state, proven in
+    /// `lineage` (by `DiskStore::follow`): known too, if the files known
+    /// are that lineage's.
+    fn followed(&self, id: Identity, lineage: u64) {
         if let Ok(mut known) = self.known.lock()
             && known.lineage != 0
-            && known.lineage == store.lineage()
+            && known.lineage == lineage
         {
             known.add(id);
         }
@@ -224,8 +243,9 @@ impl Local {
     /// Whether the store holds the page (its metadata read, no page; no
     /// read at all for a state the fill found wholly held).
     pub(super) fn holds(&self, snap: &Snapshot, pgno: PageNo, loc: &FrameLoc) -> bool {
-        self.verified(snap, loc)
-            .is_some_and(|s| self.is_complete(s, snap) || s.has(pgno, span(snap, loc)))
+        self.verified(snap, loc).is_some_and(|(s, lineage)| {
+            self.is_complete(lineage, snap) || s.has(lineage, pgno, span(snap, loc))
+        })
     }
 
     /// The TXID up to which pages of `loc`'s file fetched for `snap` may be
@@ -236,9 +256,22 @@ impl Local {
     }
 
     /// Keeps pages fetched from one file, constant from the end of that
-    /// file to `until`, in the store.
+    /// file to `until` (what `keep_until` gave), in the store: in the
+    /// lineage the file is known in now, which is the one `keep_until`
+    /// proved it in (a lineage started since knows none of the files known
+    /// before it, and the store refuses a write named for a lineage it no
+    /// longer serves).
     pub(super) fn keep(&self, file: &super::FileRef, until: Txid, pages: &[(PageNo, Page)]) {
         let Some(store) = self.get() else {
+            return;
+        };
+        let id = file_identity(file);
+        let Some(lineage) = self
+            .known
+            .lock()
+            .ok()
+            .and_then(|k| (k.lineage != 0 && k.files.contains_key(&id)).then_some(k.lineage))
+        else {
             return;
         };
         let span = Span::new(file.header.max_txid, until);
@@ -246,7 +279,7 @@ impl Local {
             .iter()
             .map(|(p, page)| (*p, span, &page[..]))
             .collect();
-        store.put(&batch);
+        store.put(lineage, &batch);
     }
 
     /// Keeps in the store the first `pages` pages of `snap` that the open
@@ -292,6 +325,13 @@ impl Local {
             .map(|s| format!(" {}", s.render()))
             .unwrap_or_default()
     }
+}
+
+/// The scope of this module's pause points: the store file and the TXID
+/// of the state at hand.
+#[cfg(any(test, feature = "test-hooks"))]
+fn pause_scope(store: &DiskStore, snap: &Snapshot) -> String {
+    format!("{} at {}", store.path().to_string_lossy(), snap.txid)
 }
 
 /// What names the files of a replica in a shared folder.
@@ -392,13 +432,14 @@ impl Local {
                 identity,
                 pages: &pages,
             });
-            if !proven {
+            crate::pause::point("local.follow_proven", &store.path().to_string_lossy());
+            let Some(lineage) = proven else {
                 // Not known to the stored lineage: its pages are neither
                 // read from the store nor written to it (an attach of a
                 // state that holds it may prove it later).
                 continue;
-            }
-            self.followed(store, identity);
+            };
+            self.followed(identity, lineage);
             if l.file.corrupt.get().is_some() {
                 continue;
             }
@@ -409,7 +450,7 @@ impl Local {
                 .filter(|(p, _)| p.0 <= h.commit)
                 .map(|(p, page)| (*p, span, page.as_slice()))
                 .collect();
-            store.put(&batch);
+            store.put(lineage, &batch);
         }
     }
 

@@ -52,7 +52,9 @@ impl Local {
         pgno: PageNo,
         loc: &FrameLoc,
     ) -> Option<Page> {
-        let store = self.verified(snap, loc)?;
+        let (store, lineage) = self.verified(snap, loc)?;
+        #[cfg(any(test, feature = "test-hooks"))]
+        crate::pause::point("local.verified", &super::pause_scope(store, snap));
         let key = loc.key();
         let (buffered, sequential) = lock(&self.ahead).take(&key, pgno);
         let (page, single) = match buffered {
@@ -60,8 +62,8 @@ impl Local {
                 store.note_hit();
                 (page, false)
             }
-            None if sequential => (self.read_run(store, snap, pgno, loc)?, false),
-            None => (store.get(pgno, span(snap, loc))?, true),
+            None if sequential => (self.read_run(store, lineage, snap, pgno, loc)?, false),
+            None => (store.get(lineage, pgno, span(snap, loc))?, true),
         };
         if (single || !store.is_copy()) && cache.has_room(page.len() as u64) {
             cache.insert(key, Arc::clone(&page));
@@ -80,13 +82,13 @@ impl Local {
         pgno: PageNo,
         loc: &FrameLoc,
     ) -> bool {
-        let Some(store) = self.verified(snap, loc) else {
+        let Some((store, lineage)) = self.verified(snap, loc) else {
             return false;
         };
         if store.is_copy() || !cache.has_room(u64::from(snap.page_size.get())) {
             return self.holds(snap, pgno, loc);
         }
-        let Some(page) = store.get(pgno, span(snap, loc)) else {
+        let Some(page) = store.get(lineage, pgno, span(snap, loc)) else {
             return false;
         };
         cache.insert(loc.key(), page);
@@ -94,10 +96,12 @@ impl Local {
     }
 
     /// `pgno` and the pages behind it from the store in one run; those
-    /// after `pgno` wait in the buffer for the scan's next reads.
+    /// after `pgno` wait in the buffer for the scan's next reads. Its
+    /// neighbours are read only if their files are known in `lineage`.
     fn read_run(
         &self,
         store: &DiskStore,
+        lineage: u64,
         snap: &Snapshot,
         pgno: PageNo,
         loc: &FrameLoc,
@@ -111,13 +115,13 @@ impl Local {
             let Some(l) = snap.frame(PageNo(q)) else {
                 break;
             };
-            if !Arc::ptr_eq(&l.file, &loc.file) && !self.known(store, &l) {
+            if !Arc::ptr_eq(&l.file, &loc.file) && !self.known(lineage, &l) {
                 break;
             }
             keys.push(l.key());
             wants.push(span(snap, &l));
         }
-        let mut pages = store.get_run(pgno, &wants).into_iter();
+        let mut pages = store.get_run(lineage, pgno, &wants).into_iter();
         let first = pages.next().flatten();
         let rest: Vec<(FrameKey, Page)> = keys
             .into_iter()

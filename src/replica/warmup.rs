@@ -8,7 +8,9 @@
 //! not say: each wave first fetches one child per tree (the probe), and
 //! fetches the whole level only for trees whose probe is interior. A wave
 //! is fetched in wide ranged reads behind demand reads
-//! ([`super::fetch::Fetcher::warm`]); its pages land in the memory cache and
+//! ([`super::fetch::Fetcher::warm`]; over storage that streams bodies, the
+//! fewest reads within `warmup_read_max` bytes a wave, gaps included);
+//! its pages land in the memory cache and
 //! in the local store, so the next process has them without a request.
 //!
 //! It warms the snapshot current when it starts, pinned for the whole walk:
@@ -86,6 +88,8 @@ pub struct Progress {
     levels: AtomicU64,
     /// Ranged reads that failed: the walk went on without their pages.
     failed: AtomicU64,
+    /// Bytes it read from storage, the gaps between its pages included.
+    read_bytes: AtomicU64,
 }
 
 impl Progress {
@@ -104,11 +108,12 @@ impl Replica {
         let w = &self.warmup;
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            " warmup_state={} warmup_pages={} warmup_fetched={} warmup_requests={} warmup_levels={} warmup_failed_reads={}",
+            " warmup_state={} warmup_pages={} warmup_fetched={} warmup_requests={} warmup_read_bytes={} warmup_levels={} warmup_failed_reads={}",
             w.state().name(),
             g(&w.pages),
             g(&w.fetched),
             g(&w.requests),
+            g(&w.read_bytes),
             g(&w.levels),
             g(&w.failed)
         )
@@ -170,14 +175,21 @@ async fn run(weak: Weak<Replica>) {
 type Level = Vec<(u32, Page)>;
 
 /// Fetches `pgnos` for the warm-up, counting; `None` once the replica is
-/// gone.
+/// gone. The replica is not held while the pages come: a long read stops
+/// when it goes away.
 fn fetch(weak: &Weak<Replica>, snap: &Snapshot, pgnos: &[u32]) -> Option<Vec<(u32, Page)>> {
-    let r = weak.upgrade()?;
+    let (fetcher, read_max) = {
+        let r = weak.upgrade()?;
+        (Arc::clone(&r.io.fetcher), r.config.warmup_read_max)
+    };
     let pgnos: Vec<PageNo> = pgnos.iter().copied().map(PageNo).collect();
-    let got = r.io.fetcher.warm(snap, &pgnos);
+    let alive = || weak.strong_count() > 0;
+    let got = fetcher.warm(snap, &pgnos, read_max, &alive);
+    let r = weak.upgrade()?;
     Stats::add(&r.warmup.requests, got.requests);
     Stats::add(&r.warmup.fetched, got.fetched);
     Stats::add(&r.warmup.failed, got.failed);
+    Stats::add(&r.warmup.read_bytes, got.read_bytes);
     Some(got.pages.into_iter().map(|(p, page)| (p.0, page)).collect())
 }
 

@@ -33,6 +33,13 @@
 //!   and the old entries are dead for everyone who verified the new one.
 //!   A state wholly newer than the stored lineage, while another process
 //!   still follows it, waits for that process instead (`Attached::Behind`).
+//!   The proof is in one lineage, and a reset's attach (this process's or
+//!   another's) may start a new one between a proof and its use: so
+//!   `attach` and `follow` return the lineage they proved, every read and
+//!   write (`get`, `get_run`, `has`, `put`, `sweep_run`, `set_fill`) names
+//!   it, and the store refuses one named for a lineage it no longer serves
+//!   (a write, under the lock, against the header). An operation skipped
+//!   because the lock stayed taken proves nothing and writes nothing.
 //! - **Open entries and the horizon.** An entry written by a reader at
 //!   the store's horizon `H` is *open*: constant from `lo` to `H`, for as
 //!   long as every later file is followed. Following file `[a, b]` closes
@@ -388,16 +395,24 @@ impl DiskStore {
     }
 
     /// Refreshes the readers' view from the header, if it is still the
-    /// lineage this process verified.
+    /// lineage this process verified. Published by compare-and-swap: the
+    /// header is read without the lock, so a view another thread published
+    /// meanwhile (a follow, an attach) is newer than what this read, and
+    /// wins (the view moves only forward).
     pub(super) fn refresh(&self) -> Arc<View> {
         let cur = self.view.load_full();
-        if let Some(h) = self.read_header()
+        let header = self.read_header();
+        crate::pause::point("store.refresh_read", &self.path.to_string_lossy());
+        if let Some(h) = header
             && h.lineage == cur.lineage
             && (h.era != cur.era || h.horizon != cur.horizon)
         {
             let v = Arc::new(View::of(&h));
-            self.view.store(Arc::clone(&v));
-            return v;
+            let before = self.view.compare_and_swap(&cur, Arc::clone(&v));
+            if Arc::ptr_eq(&before, &cur) {
+                return v;
+            }
+            return self.view.load_full();
         }
         cur
     }
@@ -522,10 +537,12 @@ impl DiskStore {
         })
     }
 
-    pub fn set_fill(&self, fill: Fill) {
-        let mine = self.view.load().lineage;
+    /// Records hydration progress for `lineage`, the one the fill proved
+    /// its state in; nothing if the store serves another one now (a
+    /// reset's new lineage starts at nothing filled).
+    pub fn set_fill(&self, lineage: u64, fill: Fill) {
         let _ = self.with_header("recording progress", |h| {
-            if h.lineage != mine {
+            if h.lineage != lineage {
                 return false;
             }
             h.filled = fill.filled;

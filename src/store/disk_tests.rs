@@ -2,6 +2,7 @@ use std::fs::OpenOptions;
 use std::time::Instant;
 
 use super::*;
+use crate::pause;
 use crate::store::layout::Geometry;
 use crate::store::{Attached, Followed, Identity, StateFacts};
 
@@ -56,7 +57,7 @@ fn attach(s: &DiskStore, txid: u64, lineage: u64, since: u64, pages: u32) -> Att
 }
 
 fn get(s: &DiskStore, p: u32, span: Span) -> Option<u8> {
-    s.get(PageNo(p), span).map(|pg| pg[0])
+    s.get(s.lineage(), PageNo(p), span).map(|pg| pg[0])
 }
 
 #[test]
@@ -64,10 +65,13 @@ fn a_page_is_served_to_any_overlapping_span_and_to_another_process() {
     let d = Dir::new();
     let a = d.open(Capacity::Bytes(1 << 20));
     attach(&a, 10, 1, 5, 4);
-    a.put(&[
-        (PageNo(1), sp(5, 10), &page(1)),
-        (PageNo(2), sp(3, 10), &page(2)),
-    ]);
+    a.put(
+        a.lineage(),
+        &[
+            (PageNo(1), sp(5, 10), &page(1)),
+            (PageNo(2), sp(3, 10), &page(2)),
+        ],
+    );
     assert_eq!(get(&a, 1, sp(7, 12)), Some(1));
     assert_eq!(get(&a, 1, sp(2, 4)), None, "no shared state");
     assert_eq!(get(&a, 3, sp(1, 10)), None, "never written");
@@ -85,10 +89,13 @@ fn following_extends_open_entries_and_closes_changed_ones() {
     let d = Dir::new();
     let s = d.open(Capacity::Unbounded);
     attach(&s, 10, 1, 5, 4);
-    s.put(&[
-        (PageNo(1), sp(5, 10), &page(1)),
-        (PageNo(2), sp(5, 10), &page(2)),
-    ]);
+    s.put(
+        s.lineage(),
+        &[
+            (PageNo(1), sp(5, 10), &page(1)),
+            (PageNo(2), sp(5, 10), &page(2)),
+        ],
+    );
     // File 11..=11 changes page 2.
     s.follow(&Followed {
         min: t(11),
@@ -96,7 +103,7 @@ fn following_extends_open_entries_and_closes_changed_ones() {
         identity: ident(11, 1),
         pages: &[PageNo(2)],
     });
-    s.put(&[(PageNo(2), sp(11, 11), &page(22))]);
+    s.put(s.lineage(), &[(PageNo(2), sp(11, 11), &page(22))]);
     // A reader at 11 whose plan was compacted: page 1 in a file ending at 11.
     assert_eq!(get(&s, 1, sp(11, 11)), Some(1), "unchanged: still valid");
     assert_eq!(get(&s, 2, sp(11, 11)), Some(22));
@@ -119,10 +126,13 @@ fn a_restarted_process_catches_up_from_its_snapshot() {
     {
         let s = d.open(Capacity::Unbounded);
         attach(&s, 10, 1, 5, 3);
-        s.put(&[
-            (PageNo(1), sp(5, 10), &page(1)),
-            (PageNo(2), sp(5, 10), &page(2)),
-        ]);
+        s.put(
+            s.lineage(),
+            &[
+                (PageNo(1), sp(5, 10), &page(1)),
+                (PageNo(2), sp(5, 10), &page(2)),
+            ],
+        );
     }
     let s = d.open(Capacity::Unbounded);
     // At 12, page 2 lives in a file ending at 12; pages 1 and 3 are older.
@@ -143,12 +153,12 @@ fn another_lineage_never_sees_old_pages() {
     let d = Dir::new();
     let old = d.open(Capacity::Bytes(1 << 20));
     attach(&old, 10, 1, 5, 4);
-    old.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+    old.put(old.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]);
     // The replica was reset: TXID 10 exists again with other content.
     let new = d.open(Capacity::Bytes(1 << 20));
     attach(&new, 10, 2, 5, 4);
     assert_eq!(get(&new, 1, sp(5, 10)), None);
-    new.put(&[(PageNo(1), sp(5, 10), &page(9))]);
+    new.put(new.lineage(), &[(PageNo(1), sp(5, 10), &page(9))]);
     assert_eq!(get(&new, 1, sp(5, 10)), Some(9));
     // The process still on the old lineage does not take the new pages.
     assert_eq!(get(&old, 1, sp(5, 10)), None);
@@ -163,10 +173,13 @@ fn damage_is_a_miss_never_data() {
     let d = Dir::new();
     let s = d.open(Capacity::Unbounded);
     attach(&s, 10, 1, 5, 4);
-    s.put(&[
-        (PageNo(1), sp(5, 10), &page(1)),
-        (PageNo(2), sp(5, 10), &page(2)),
-    ]);
+    s.put(
+        s.lineage(),
+        &[
+            (PageNo(1), sp(5, 10), &page(1)),
+            (PageNo(2), sp(5, 10), &page(2)),
+        ],
+    );
     let f = OpenOptions::new().write(true).open(d.path()).unwrap();
     let g = Geometry::new(PS);
     // A flipped byte inside page 1 and inside page 2's metadata.
@@ -191,12 +204,12 @@ fn a_bounded_store_keeps_one_page_per_slot() {
     let bytes = Geometry::new(PS).bytes_for(16);
     let s = d.open(Capacity::Bytes(bytes));
     attach(&s, 10, 1, 5, 100);
-    s.put(&[(PageNo(1), sp(5, 10), &page(1))]);
-    s.put(&[(PageNo(17), sp(5, 10), &page(17))]);
+    s.put(s.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]);
+    s.put(s.lineage(), &[(PageNo(17), sp(5, 10), &page(17))]);
     assert_eq!(get(&s, 1, sp(5, 10)), None, "evicted by page 17");
     assert_eq!(get(&s, 17, sp(5, 10)), Some(17));
     // An older version does not push out a newer one (time travel).
-    s.put(&[(PageNo(17), sp(1, 2), &page(3))]);
+    s.put(s.lineage(), &[(PageNo(17), sp(1, 2), &page(3))]);
     assert_eq!(get(&s, 17, sp(5, 10)), Some(17));
     let len = std::fs::metadata(d.path()).unwrap().len();
     assert!(len <= bytes, "{len} > {bytes}");
@@ -260,8 +273,8 @@ fn stat(s: &DiskStore, name: &str) -> u64 {
 fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
     let d = Dir::new();
     let a = d.open(Capacity::Unbounded);
-    assert_eq!(attach(&a, 10, 1, 5, 4), Attached::Serving);
-    a.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+    assert!(matches!(attach(&a, 10, 1, 5, 4), Attached::Serving(_)));
+    a.put(a.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]);
 
     let other = OpenOptions::new().read(true).open(d.path()).unwrap();
     assert!(
@@ -269,7 +282,7 @@ fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
         "the other holder has the lock"
     );
     a.bound_lock_wait(Duration::from_millis(50));
-    a.put(&[(PageNo(2), sp(5, 10), &page(2))]);
+    a.put(a.lineage(), &[(PageNo(2), sp(5, 10), &page(2))]);
     assert_eq!(get(&a, 2, sp(5, 10)), None, "the write was skipped");
     assert_eq!(get(&a, 1, sp(5, 10)), Some(1), "reads take no lock");
     assert_eq!(stat(&a, "store_lock_timeouts"), 1);
@@ -286,9 +299,9 @@ fn a_lock_held_elsewhere_skips_the_store_instead_of_waiting() {
 
     // The holder goes: everything works again, nothing was paused.
     drop(other);
-    assert_eq!(attach(&b, 10, 1, 5, 4), Attached::Serving);
+    assert!(matches!(attach(&b, 10, 1, 5, 4), Attached::Serving(_)));
     assert_eq!(get(&b, 1, sp(5, 10)), Some(1));
-    a.put(&[(PageNo(2), sp(5, 10), &page(2))]);
+    a.put(a.lineage(), &[(PageNo(2), sp(5, 10), &page(2))]);
     assert_eq!(get(&b, 2, sp(5, 10)), Some(2));
 }
 
@@ -301,7 +314,7 @@ fn a_thread_holding_the_lock_bounds_the_wait_too() {
     attach(&a, 10, 1, 5, 4);
     a.bound_lock_wait(Duration::from_millis(50));
     let held = a.write.lock().unwrap();
-    a.put(&[(PageNo(1), sp(5, 10), &page(1))]);
+    a.put(a.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]);
     drop(held);
     assert_eq!(stat(&a, "store_lock_timeouts"), 1);
     assert_eq!(get(&a, 1, sp(5, 10)), None);
@@ -531,4 +544,138 @@ mod private_store {
              parent let go)"
         );
     }
+}
+
+/// The catch-up skipped. A stored pages 1 and 2 at TXID 10 and stopped; B
+/// restarts at TXID 12, where page 2 changed (its file ends at 12). B's
+/// attach would close page 2's open entry and move the horizon to 12, but
+/// the lock is held elsewhere: it fails, and B serves nothing (the store
+/// neither moved its horizon without the close, nor let B read unattached).
+/// Once the lock is free, the catch-up runs: page 1 is served, page 2 is a
+/// miss. A restart on a reset replica (TXID 10 again, other files) whose
+/// attach is skipped serves nothing either, and once it runs, its new
+/// lineage holds none of the old pages.
+/// Guards the argument: passes on the code before the lineage fixes too.
+#[test]
+fn a_skipped_catch_up_serves_nothing_until_it_ran() {
+    let d = Dir::new();
+    let a = d.open(Capacity::Unbounded);
+    attach(&a, 10, 1, 5, 3);
+    let pages = [
+        (PageNo(1), sp(5, 10), &page(1)[..]),
+        (PageNo(2), sp(5, 10), &page(2)[..]),
+    ];
+    assert!(a.put(a.lineage(), &pages));
+    let cps = [ident(10, 1), ident(12, 1)];
+    let since = |p: PageNo| Some(if p.0 == 2 { t(12) } else { t(5) });
+    let at_12 = StateFacts {
+        txid: t(12),
+        page_count: 3,
+        checkpoints: &cps,
+        since: &since,
+    };
+
+    let b = d.open(Capacity::Unbounded);
+    b.bound_lock_wait(Duration::from_millis(20));
+    let other = OpenOptions::new().read(true).open(d.path()).unwrap();
+    assert!(
+        os::try_lock(&other).unwrap(),
+        "the other holder has the lock"
+    );
+    assert_eq!(
+        b.attach(&at_12),
+        Attached::Failed,
+        "the catch-up was skipped"
+    );
+    assert_eq!(b.lineage(), 0);
+    assert_eq!(get(&b, 1, sp(5, 12)), None);
+    assert_eq!(get(&b, 2, sp(12, 12)), None);
+    assert_eq!(get(&a, 2, sp(12, 12)), None, "the horizon did not move");
+    os::unlock(&other).unwrap();
+    assert!(matches!(b.attach(&at_12), Attached::Serving(_)));
+    assert_eq!(get(&b, 1, sp(5, 12)), Some(1));
+    assert_eq!(get(&b, 2, sp(12, 12)), None, "changed after the horizon");
+
+    // A reset replica: TXID 10 again, written at another time.
+    let c = d.open(Capacity::Unbounded);
+    c.bound_lock_wait(Duration::from_millis(20));
+    assert!(os::try_lock(&other).unwrap());
+    assert_eq!(attach(&c, 10, 2, 5, 3), Attached::Failed);
+    assert_eq!(get(&c, 1, sp(5, 10)), None);
+    os::unlock(&other).unwrap();
+    assert!(matches!(attach(&c, 10, 2, 5, 3), Attached::Serving(_)));
+    assert_eq!(get(&c, 1, sp(5, 10)), None, "the old lineage's page");
+    assert_eq!(get(&c, 2, sp(5, 10)), None, "the old lineage's page");
+}
+
+/// A follow that joins the lineage another process started (this process
+/// had none: its attach was skipped) publishes that while it holds the
+/// lock. Another thread's attach right after it, of the reset replica's
+/// state, starts a newer lineage: the follow, finishing late, must not
+/// move the store's view back to the lineage it joined (the view moves
+/// only forward; moved back, every read and write of this process would
+/// be refused until an attach fixed it).
+#[test]
+fn a_follow_that_joins_a_lineage_does_not_undo_a_newer_attach() {
+    let d = Dir::new();
+    let a = d.open(Capacity::Unbounded);
+    attach(&a, 10, 1, 5, 4);
+    let b = d.open(Capacity::Unbounded);
+    assert_eq!(b.lineage(), 0, "B never attached");
+    let gate = pause::arm_in("store.followed", &d.path().to_string_lossy());
+    std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            b.follow(&Followed {
+                min: t(10),
+                max: t(10),
+                identity: ident(10, 1),
+                pages: &[],
+            })
+        });
+        gate.wait_reached(Duration::from_secs(20)).unwrap();
+        assert!(matches!(attach(&b, 10, 2, 5, 4), Attached::Serving(_)));
+        let newer = b.lineage();
+        assert_ne!(newer, a.lineage());
+        gate.release();
+        assert_eq!(follower.join().unwrap(), Some(a.lineage()), "proven in A's");
+        assert_eq!(b.lineage(), newer, "the view moved back");
+    });
+}
+
+/// A reader refreshes the view (an open entry looked older than its span:
+/// another process may have moved the horizon) and is parked between its
+/// read of the header and its publishing of it; meanwhile this process
+/// follows a file and publishes a later horizon. The late refresh must not
+/// put the older horizon back (the view moves only forward; moved back,
+/// open entries stop being served past the older horizon).
+#[test]
+fn a_late_refresh_does_not_move_the_horizon_back() {
+    let d = Dir::new();
+    let a = d.open(Capacity::Unbounded);
+    attach(&a, 10, 1, 5, 4);
+    assert!(a.put(a.lineage(), &[(PageNo(1), sp(5, 10), &page(1))]));
+    let follow = |s: &DiskStore, txid: u64| {
+        s.follow(&Followed {
+            min: t(txid),
+            max: t(txid),
+            identity: ident(txid, 1),
+            pages: &[PageNo(2)],
+        })
+    };
+    // Another process follows TXID 11: A's view is still at 10.
+    let b = d.open(Capacity::Unbounded);
+    attach(&b, 10, 1, 5, 4);
+    assert!(follow(&b, 11).is_some());
+    assert_eq!(a.view.load().horizon, 10);
+    let gate = pause::arm_in("store.refresh_read", &d.path().to_string_lossy());
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| get(&a, 1, sp(11, 11)));
+        gate.wait_reached(Duration::from_secs(20)).unwrap();
+        assert!(follow(&a, 12).is_some());
+        assert_eq!(a.view.load().horizon, 12);
+        gate.release();
+        assert_eq!(reader.join().unwrap(), Some(1));
+    });
+    assert_eq!(a.view.load().horizon, 12, "the horizon moved back");
+    assert_eq!(get(&a, 1, sp(12, 12)), Some(1));
 }

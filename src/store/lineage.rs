@@ -50,14 +50,19 @@ impl DiskStore {
     /// being valid past the state before it. Whether the file is now known
     /// to be of the stored lineage (this call followed it, or it was
     /// already a checkpoint): only then may its pages be read from the
-    /// store. A follow skipped (the lock stayed taken), or of a file the
-    /// horizon passed that no checkpoint proves (a reset replica's TXIDs
-    /// start again below it), proves nothing.
-    pub fn follow(&self, f: &Followed<'_>) -> bool {
+    /// store, and only in the lineage returned: its pages are read and
+    /// written with it. A follow skipped (the lock stayed taken), or of a
+    /// file the horizon passed that no checkpoint proves (a reset
+    /// replica's TXIDs start again below it), proves nothing.
+    pub fn follow(&self, f: &Followed<'_>) -> Option<u64> {
         let mine = self.view.load().lineage;
         let ours = [f.identity];
-        let mut adopted = None;
-        let mut proven = false;
+        let mut proven = None;
+        // A lineage this follow joins or starts is published while the
+        // lock is held (`with_header` then keeps the view current with
+        // the header it writes): published after, it could undo a newer
+        // lineage another thread's attach published in between.
+        let adopt = |h: &FileHeader| self.view.store(Arc::new(View::of(h)));
         let ran = self.with_header("following", |h| {
             if h.lineage == 0 {
                 return false;
@@ -68,7 +73,7 @@ impl DiskStore {
                 if compare(&h.checkpoints, &ours) != Verdict::Match {
                     return false;
                 }
-                adopted = Some(View::of(h));
+                adopt(h);
             }
             if compare(&h.checkpoints, &ours) == Verdict::Conflict {
                 log::info!(
@@ -78,12 +83,12 @@ impl DiskStore {
                     f.max
                 );
                 self.new_lineage(h, f.max, &ours);
-                adopted = Some(View::of(h));
+                adopt(h);
                 return true;
             }
             let horizon = h.horizon;
             if f.max.0 <= horizon {
-                proven = compare(&h.checkpoints, &ours) == Verdict::Match;
+                proven = (compare(&h.checkpoints, &ours) == Verdict::Match).then_some(h.lineage);
                 return false;
             }
             if f.min.0 <= horizon.saturating_add(1) {
@@ -98,19 +103,17 @@ impl DiskStore {
                 h.next_era(f.max.0, true);
             }
             h.add_checkpoint(f.identity.0, f.identity.1);
-            proven = true;
+            proven = Some(h.lineage);
             true
         });
-        if let Some(v) = adopted {
-            self.view.store(Arc::new(v));
-        }
-        ran && proven
+        crate::pause::point("store.followed", &self.path.to_string_lossy());
+        proven.filter(|_| ran)
     }
 
     /// Binds the store to the lineage of a state the replica built (at
     /// open and after a re-plan): checks the lineage, catches up. A lock
     /// that stays taken past `LOCK_WAIT` fails it (the caller reads from
-    /// storage and tries again later).
+    /// storage and tries again later). Serving: in which lineage.
     pub fn attach(&self, s: &StateFacts<'_>) -> Attached {
         if self.writes_paused() {
             return Attached::Failed;
@@ -158,7 +161,7 @@ impl DiskStore {
             h.boot = boot;
             self.write_header(&h)?;
             self.view.store(Arc::new(View::of(&h)));
-            Ok::<_, std::io::Error>(Attached::Serving)
+            Ok::<_, std::io::Error>(Attached::Serving(h.lineage))
         })();
         result.unwrap_or_else(|e| {
             self.op_failed("opening", &e);

@@ -111,8 +111,10 @@ pub struct Fill {
 /// What an `attach` made of a state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attached {
-    /// The store serves the state's lineage.
-    Serving,
+    /// The store serves the state's lineage, this one: what the caller
+    /// passes to the reads and writes of the state's pages, so that none
+    /// of them lands in a lineage another attach started since.
+    Serving(u64),
     /// The state is newer than everything the stored lineage has seen, and
     /// another process is still following that lineage: it may reach the
     /// state's files soon, so ask again shortly instead of starting over

@@ -46,10 +46,12 @@ impl DiskStore {
 
     /// The bytes of `pgno` in some state of `want`, if held and intact: the
     /// slot's metadata, then the page read straight into the buffer it is
-    /// served in, then its checksum.
-    pub fn get(&self, pgno: PageNo, want: Span) -> Option<Page> {
+    /// served in, then its checksum. `lineage`: the one the caller proved
+    /// `want` in (`attach`, `follow`); if the store serves another one now
+    /// (an attach of a reset replica started it meanwhile), nothing.
+    pub fn get(&self, lineage: u64, pgno: PageNo, want: Span) -> Option<Page> {
         let mut view = self.view.load_full();
-        if view.lineage == 0 {
+        if view.lineage == 0 || view.lineage != lineage {
             return None;
         }
         let miss = || {
@@ -94,8 +96,14 @@ impl DiskStore {
     /// slot read, fewer than asked at a chunk's end; the caller reads the
     /// rest in the next run. Misses and hits are counted as by `get`.
     /// `keep`: hits come back as pages (else as `Held`, uncounted: a
-    /// sweep).
-    pub(super) fn read_run(&self, first: PageNo, wants: &[Span], keep: bool) -> Vec<Found> {
+    /// sweep). `lineage` as for `get`.
+    pub(super) fn read_run(
+        &self,
+        lineage: u64,
+        first: PageNo,
+        wants: &[Span],
+        keep: bool,
+    ) -> Vec<Found> {
         let mut view = self.view.load_full();
         let Some(slot) = self.slot(first) else {
             return Vec::new();
@@ -132,7 +140,10 @@ impl DiskStore {
             }
         };
         let mut metas = vec![0u8; n * META_LEN];
-        if view.lineage == 0 || os::read_at(&self.file, &mut metas, meta_at).is_err() {
+        if view.lineage == 0
+            || view.lineage != lineage
+            || os::read_at(&self.file, &mut metas, meta_at).is_err()
+        {
             count(&out);
             return out;
         }
@@ -175,8 +186,8 @@ impl DiskStore {
     /// Pages `first`, `first + 1`, … read as `read_run` reads them (one
     /// `pread` for their metadata, one for their pages, at most
     /// [`RUN_MAX`], never past their chunk): `None` for a page not served.
-    pub fn get_run(&self, first: PageNo, wants: &[Span]) -> Vec<Option<Page>> {
-        self.read_run(first, wants, true)
+    pub fn get_run(&self, lineage: u64, first: PageNo, wants: &[Span]) -> Vec<Option<Page>> {
+        self.read_run(lineage, first, wants, true)
             .into_iter()
             .map(|f| match f {
                 Found::Hit(p) => Some(p),
@@ -186,8 +197,11 @@ impl DiskStore {
     }
 
     /// Whether `get` would find the page (checks the metadata only).
-    pub fn has(&self, pgno: PageNo, want: Span) -> bool {
+    pub fn has(&self, lineage: u64, pgno: PageNo, want: Span) -> bool {
         let view = self.view.load();
+        if view.lineage != lineage {
+            return false;
+        }
         self.read_slot_header(pgno)
             .and_then(|h| view.span_of(&h))
             .is_some_and(|s| s.overlaps(&want))

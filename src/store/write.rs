@@ -41,15 +41,20 @@ use super::read::Found;
 use super::{Span, os};
 
 impl DiskStore {
-    /// Keeps pages, each known constant over its span. Skipped when the
-    /// lock stays taken past `LOCK_WAIT`. Whether they were written: a
-    /// write skipped (the lock, a failing disk, another lineage now) is
-    /// `false`, and its pages are not in the store.
-    pub fn put(&self, pages: &[(PageNo, Span, &[u8])]) -> bool {
+    /// Keeps pages, each known constant over its span in `lineage`, the
+    /// lineage the caller proved the spans in (`attach`, `follow`): a
+    /// write that waited for the lock while another attach started a new
+    /// lineage (a reset replica) must not label the old lineage's pages
+    /// as the new one's. Skipped when the lock stays taken past
+    /// `LOCK_WAIT`. Whether they were written: a write skipped (the lock, a
+    /// failing disk, another lineage now) is `false`, and its pages are not
+    /// in the store.
+    pub fn put(&self, lineage: u64, pages: &[(PageNo, Span, &[u8])]) -> bool {
         if pages.is_empty() {
             return true;
         }
-        if self.view.load().lineage == 0 || self.writes_paused() {
+        let serves = || self.view.load().lineage == lineage;
+        if lineage == 0 || !serves() || self.writes_paused() {
             return false;
         }
         let result = (|| {
@@ -57,7 +62,7 @@ impl DiskStore {
             let Some(h) = self.read_header() else {
                 return Ok(false);
             };
-            if h.lineage != self.view.load().lineage {
+            if h.lineage != lineage || !serves() {
                 return Ok(false);
             }
             let view = View::of(&h);
@@ -183,15 +188,22 @@ impl DiskStore {
     /// pages `first`, `first + 1`, … as in `read_run`, read and hashed;
     /// those that fail their checksum are dropped (their metadata zeroed),
     /// so that the fill fetches them again. Returns, per slot checked,
-    /// whether it holds its page intact for its span.
-    pub fn sweep_run(&self, first: PageNo, wants: &[Span]) -> Vec<bool> {
-        let found = self.read_run(first, wants, false);
+    /// whether it holds its page intact for its span (in `lineage`, as
+    /// for `get`).
+    pub fn sweep_run(&self, lineage: u64, first: PageNo, wants: &[Span]) -> Vec<bool> {
+        let found = self.read_run(lineage, first, wants, false);
         let bad: Vec<PageNo> = found
             .iter()
             .enumerate()
             .filter(|(_, f)| **f == Found::Bad)
             .map(|(i, _)| PageNo(first.0.saturating_add(i as u32)))
             .collect();
+        // Suspect as a read's failed check makes them: if the drop below is
+        // skipped (the lock stayed taken), the fill's next write of such a
+        // page still replaces it instead of finding its version held.
+        for slot in bad.iter().filter_map(|&p| self.slot(p)) {
+            self.suspect(slot);
+        }
         if !bad.is_empty() {
             self.drop_corrupt(&bad);
         }

@@ -2,7 +2,8 @@
 reading real Litestream replicas on S3 (s3s-fs behind a counting proxy) and
 in folders: sharing between processes and across restarts, kill -9 during
 hydration, compaction and new snapshots under sharing readers, a reset
-replica, a full disk, a corrupted store file, a process holding the store's
+replica (also one first opened, or hydrated, while another process holds
+the store's lock), a full disk, a corrupted store file, a process holding the store's
 lock, and a filler that forks and exits. (Privacy: test_store_private.py.)"""
 
 import fcntl
@@ -306,7 +307,10 @@ def test_time_travel_reads_old_versions_through_the_store(tmp_path):
                        == lsvfs.digest(conn), 60, interval=0.5, what="the first state")
         then = lsvfs.digest(conn)
         time.sleep(1.5)
-        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 0.7))
+        # With its milliseconds: a time cut to the second could fall up to
+        # a second earlier, before the first state was written.
+        t = time.time() - 0.7
+        at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
         conn.execute("UPDATE items SET data = randomblob(400) WHERE id % 3 = 0")
         now = lsvfs.digest(conn)
         lsvfs.wait_for(lambda: run_child(uri(lsvfs.file_url(replica_dir)), "digest")["digest"] == now,
@@ -402,6 +406,67 @@ def test_a_reset_replica_is_never_served_from_the_old_lineage(tmp_path):
     assert out["digest"] == new
     assert out["after"]["store_hits"] == 0, "served a page of the old lineage"
     assert run_child(u, "digest")["after"]["store_hits"] > 0, "the new lineage is kept in turn"
+
+
+def test_a_reset_replica_opened_while_another_process_holds_the_lock_is_never_served_from_the_old_lineage(tmp_path):
+    """As above, but the first process to open the reset replica finds the
+    store's lock held by another process (stopped, say): its attach of the
+    new lineage is skipped. It reads the new lineage from storage, never a
+    page of the old one; the next process, with the lock free, starts the
+    new lineage in the store (no old page served either), and the one after
+    is served from it."""
+    replica_dir, cache = tmp_path / "replica", tmp_path / "cache"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old = one_shot_replica(tmp_path / "a", replica_dir, "a")
+    u = uri(lsvfs.file_url(replica_dir), disk_cache=cache, storage_timeout="1s")
+    first = run_child(u, "digest")
+    assert first["digest"] == old and first["after"]["store_writes"] > 0
+    shutil.rmtree(replica_dir)
+    new = one_shot_replica(tmp_path / "b", replica_dir, "b")
+    assert new != old
+    (pages,) = cache.glob("*.pages")
+    with open(pages, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        skipped = run_child(u, "digest", timeout=90)
+    assert skipped["digest"] == new
+    assert skipped["after"]["store_lock_timeouts"] >= 1, skipped["after"]
+    assert skipped["after"]["store_hits"] == 0, "served a page of the old lineage"
+    assert skipped["after"]["store_writes"] == 0, skipped["after"]
+    out = run_child(u, "digest")
+    assert out["digest"] == new
+    assert out["after"]["store_hits"] == 0, "served a page of the old lineage"
+    assert run_child(u, "digest")["after"]["store_hits"] > 0, "the new lineage is kept in turn"
+
+
+def test_hydration_of_a_reset_replica_while_another_process_holds_the_lock_never_serves_the_old_copy(tmp_path):
+    """A hydrated copy of the old lineage; the replica is reset. The first
+    process to open the new lineage finds the copy's lock held by another
+    process: its attach and fill writes are skipped, so it claims no
+    progress and reads the new database from storage, never a page of the
+    old copy. Once the lock is free, the next process hydrates the new
+    lineage to 100 % and reads it from the copy."""
+    replica_dir, copy = tmp_path / "replica", tmp_path / "h.db"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    old = one_shot_replica(tmp_path / "a", replica_dir, "a")
+    u = uri(lsvfs.file_url(replica_dir), hydration_enabled="true", hydration_path=copy,
+            storage_timeout="1s")
+    first = run_child(u, "hydrate")
+    assert first["progress"] == 100 and first["digest"] == old
+    shutil.rmtree(replica_dir)
+    new = one_shot_replica(tmp_path / "b", replica_dir, "b")
+    assert new != old
+    with open(copy, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        skipped = run_child(u, "hydrate", 6, timeout=90)
+    assert skipped["progress"] < 100, skipped
+    assert skipped["digest"] == new
+    assert skipped["after"]["store_hits"] == 0, "served a page of the old copy"
+    assert skipped["after"]["store_lock_timeouts"] >= 1, skipped["after"]
+    out = run_child(u, "hydrate")
+    assert out["progress"] == 100 and out["digest"] == new
+    assert out["after"]["store_hits"] > 0, "the new lineage is read from the copy"
 
 
 def test_a_full_disk_keeps_queries_working_with_one_warning(proxied, tmp_path):

@@ -125,3 +125,38 @@ def test_the_warm_up_stops_at_its_cap(proxied):  # noqa: F811
     assert s["warmup_state"] == "capped", s
     assert int(s["warmup_pages"]) <= 2, s
     assert c.execute(Q, (5,)).fetchone() == primary.execute(Q, (5,)).fetchone()
+
+
+def warm_up(proxy, url, **params) -> tuple[dict, int]:
+    """A fresh process's open and warm-up (a replica is set up by its first
+    open in a process); its stats and the requests the proxy saw."""
+    uri = lsvfs.replica_uri(url, unique("wu-span") + ".db", poll_interval="1h", **params)
+    s, trips = measured(proxy, lambda: child(uri))
+    print(params, {k: v for k, v in s.items() if k.startswith("warmup")}, trips.requests, "requests")
+    assert s["warmup_state"] == "done", s
+    return s, trips.requests
+
+
+def test_over_streamed_bodies_a_wave_is_few_reads_within_its_bound(proxied):  # noqa: F811
+    """S3 streams bodies: a wave goes in the fewest ranged reads whose
+    bytes, gaps included, stay within warmup_read_max (the gaps thrown
+    away as they stream). warmup_read_max=0 keeps the fixed merging of
+    frames up to 512 KiB apart, which the bound never does worse than."""
+    proxy, url, primary = proxied
+    fixed, fixed_sent = warm_up(proxy, url, warmup_read_max="0")
+    wide, wide_sent = warm_up(proxy, url)
+    # The same pages, in fewer requests; the open's own requests are the
+    # same in both, so the difference at the proxy is the warm-up's.
+    assert wide["warmup_pages"] == fixed["warmup_pages"], (fixed, wide)
+    assert int(wide["warmup_requests"]) < int(fixed["warmup_requests"]), (fixed, wide)
+    assert fixed_sent - wide_sent == int(fixed["warmup_requests"]) - int(wide["warmup_requests"])
+    # A bound of 4 MiB: no more requests than the fixed merging, and at
+    # most the bound a wave (page 1, the roots, then probes and a level
+    # per level walked, and the last probes).
+    small, _ = warm_up(proxy, url, warmup_read_max="4MiB")
+    waves = 2 + 2 * (int(small["warmup_levels"]) + 1)
+    assert int(small["warmup_requests"]) <= int(fixed["warmup_requests"]), (fixed, small)
+    assert int(small["warmup_read_bytes"]) <= waves * (4 << 20), small
+    # And the pages are the replica's.
+    c = lsvfs.connect(url, name=unique("wu-span-read") + ".db", poll_interval="1h")
+    assert c.execute(Q, (7,)).fetchone() == primary.execute(Q, (7,)).fetchone()

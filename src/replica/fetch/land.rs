@@ -170,7 +170,7 @@ impl Fetcher {
 
     /// `len` bytes of a run's file from `offset`: a frame longer than the
     /// bound the run was read with.
-    async fn read_exact(&self, run: &Run, offset: u64, len: usize) -> Result<Vec<u8>> {
+    pub(super) async fn read_exact(&self, run: &Run, offset: u64, len: usize) -> Result<Vec<u8>> {
         Stats::add(&self.stats.reads, 1);
         log::debug!("exact read of {len} bytes at {offset} of {}", run.file.id);
         let range = offset..offset.saturating_add(len as u64);

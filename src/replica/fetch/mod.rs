@@ -20,7 +20,9 @@
 //!
 //! Files: `window.rs` (read-ahead policy), `runs.rs` (building runs),
 //! `schedule.rs` (prefetch slots and groups), `land.rs` (fetch, decode,
-//! land), `decode.rs` (the decode loop).
+//! land), `decode.rs` (the decode loop), `warm.rs` (the warm-up's
+//! fetches), `spans.rs` (its reads planned within a byte bound),
+//! `sparse.rs` (one streamed read of far-apart frames).
 
 mod budget;
 mod decode;
@@ -28,6 +30,8 @@ mod inflight;
 mod land;
 mod runs;
 mod schedule;
+mod spans;
+mod sparse;
 mod stream;
 mod warm;
 mod window;
@@ -298,3 +302,5 @@ impl Fetcher {
 mod stream_tests;
 #[cfg(test)]
 pub(super) mod tests;
+#[cfg(test)]
+mod warm_tests;

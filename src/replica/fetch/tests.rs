@@ -268,7 +268,7 @@ fn warm(f: &Arc<Fetcher>, snap: &Arc<Snapshot>, pgnos: Vec<PageNo>) -> super::wa
     let process = crate::runtime::process();
     let rt = process.runtime().unwrap();
     let (f, snap) = (Arc::clone(f), Arc::clone(snap));
-    rt.block_on(rt.spawn_blocking(move || f.warm(&snap, &pgnos)))
+    rt.block_on(rt.spawn_blocking(move || f.warm(&snap, &pgnos, 0, &|| true)))
         .unwrap()
 }
 
