@@ -18,6 +18,12 @@
 //!   whose connection resets. A read cut after it brought some frames goes
 //!   on with a new request from the first frame it did not bring; one that
 //!   brought none fails.
+//! - **Behind a scan's stream.** When a scan starts its stream while a
+//!   sparse read runs, the read steps aside between two frames (no claim
+//!   of its own started and not landed, so no reader waits on it): it
+//!   drops its body, waits for the stream to end (at most
+//!   `storage_timeout`) and goes on with a new request from the first
+//!   frame it did not bring. After a wait that ran out it reads on.
 //! - **Cancelled** when `alive` says the replica went away: the body is
 //!   dropped (the request cancelled). On every failure the caller lands
 //!   the claims not landed as failed (the claims' guards do too).
@@ -57,13 +63,22 @@ pub(super) struct Sparse {
     pub requests: u64,
 }
 
+/// How one request of a sparse read ended without an error.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Every frame from where it started was brought (or taken over).
+    Done,
+    /// It stepped aside for a scan's stream between two frames.
+    Aside,
+}
+
 /// Where a sparse read is, across the requests of a read that was cut.
 struct At {
     /// Each frame's claim: `None` not started yet, `Some(true)` this
     /// read's, `Some(false)` a demand read took it over.
     mine: Vec<Option<bool>>,
     /// Frames the bodies brought so far (the next read starts there).
-    done: usize,
+    done: std::cell::Cell<usize>,
 }
 
 impl Fetcher {
@@ -89,44 +104,60 @@ impl Fetcher {
         let _held = self.hold(kept.saturating_add(SPAN_SLACK)).await?;
         let mut at = At {
             mine: vec![None; run.frames.len()],
-            done: 0,
+            done: std::cell::Cell::new(0),
         };
+        let mut may_step_aside = true;
         loop {
-            let from = at.done;
+            let from = at.done.get();
             match self
-                .read_sparse_from(run, page_size, alive, &mut at, got)
+                .read_sparse_from(run, page_size, alive, may_step_aside, &mut at, got)
                 .await
             {
+                Ok(Step::Done) => return Ok(()),
+                Ok(Step::Aside) => {
+                    log::debug!(
+                        "warm-up read of {} stepped aside for a scan stream after {} of {} frames",
+                        run.file.id,
+                        at.done.get(),
+                        run.frames.len()
+                    );
+                    pause::point_async("fetch.sparse_aside", self.storage.describe()).await;
+                    // A wait that ran out: the stream is long; read on.
+                    may_step_aside = self.streams_ended().await;
+                }
                 Err(Error::Storage(e))
                     if e.kind == StorageErrorKind::Transient
-                        && at.done > from
-                        && at.done < run.frames.len()
+                        && at.done.get() > from
+                        && at.done.get() < run.frames.len()
                         && alive() =>
                 {
                     log::debug!(
                         "warm-up read of {} cut after {} of {} frames, going on: {e}",
                         run.file.id,
-                        at.done,
+                        at.done.get(),
                         run.frames.len()
                     );
                 }
-                other => return other,
+                Err(e) => return Err(e),
             }
         }
     }
 
     /// One ranged read of the frames of `run` from `at.done` on; `at.done`
-    /// moves past each frame the body brings.
+    /// moves past each frame the body brings. With `may_step_aside`, it
+    /// ends early ([`Step::Aside`]) when a scan stream runs and every frame
+    /// it started has landed.
     async fn read_sparse_from(
         &self,
         run: &Run,
         page_size: ltx::PageSize,
         alive: &(dyn Fn() -> bool + Sync),
+        may_step_aside: bool,
         at: &mut At,
         got: &mut Sparse,
-    ) -> Result<()> {
-        let (mine, done) = (&mut at.mine, &mut at.done);
-        let from = *done;
+    ) -> Result<Step> {
+        let (mine, done) = (&mut at.mine, &at.done);
+        let from = done.get();
         // The first frame still queued is claimed as the request goes out;
         // those before it a demand read took over.
         let start = |i: usize, mine: &mut [Option<bool>]| -> bool {
@@ -142,11 +173,11 @@ impl Fetcher {
             }
         };
         let Some(first) = (from..run.frames.len()).find(|&i| start(i, mine)) else {
-            return Ok(());
+            return Ok(Step::Done);
         };
         let frames = run.frames.get(first..).unwrap_or_default();
         let (Some(head), Some(tail)) = (frames.first(), frames.last()) else {
-            return Ok(());
+            return Ok(Step::Done);
         };
         let range = head.1.offset..tail.1.end();
         let describe = || format!("{} {}", self.storage.describe(), run.file.id);
@@ -168,7 +199,7 @@ impl Fetcher {
         );
         let mut each = |i: usize, pgno: PageNo, raw: &[u8], mine: &[Option<bool>]| -> Result<()> {
             let at = first + i;
-            *done = at + 1;
+            done.set(at + 1);
             let (Some((_, loc, claim)), Some(Some(true))) = (run.frames.get(at), mine.get(at))
             else {
                 // A demand read took it over: it is that read's.
@@ -195,6 +226,15 @@ impl Fetcher {
                 }
                 start(next, mine);
                 next += 1;
+            }
+            // Between two frames (every one started has landed: no reader
+            // waits on this read) a scan's stream takes the server.
+            if may_step_aside
+                && next == done.get()
+                && done.get() < run.frames.len()
+                && self.streams_running() > 0
+            {
+                return Ok(Step::Aside);
             }
             let chunk = tokio::time::timeout(wait, chunks.next())
                 .await
@@ -223,7 +263,7 @@ impl Fetcher {
             let raw = self.read_exact(run, offset, len).await?;
             cutter.exact(&raw, &mut |i, p, raw| each(i, p, raw, mine))?;
         }
-        Ok(())
+        Ok(Step::Done)
     }
 }
 

@@ -98,11 +98,13 @@ struct Plan {
 pub(super) struct Streaming {
     running: Mutex<usize>,
     ended: Condvar,
+    /// The same end, for async waiters (a warm-up read that stepped aside).
+    ended_async: Notify,
 }
 
 /// One running stream: sets its flag to false and counts it out when
 /// dropped (on every path).
-struct Running(Arc<AtomicBool>, Arc<Streaming>);
+pub(super) struct Running(Arc<AtomicBool>, Arc<Streaming>);
 
 impl Running {
     fn new(flag: Arc<AtomicBool>, streaming: &Arc<Streaming>) -> Running {
@@ -120,6 +122,7 @@ impl Drop for Running {
             *n = n.saturating_sub(1);
         }
         self.1.ended.notify_all();
+        self.1.ended_async.notify_waiters();
     }
 }
 
@@ -148,8 +151,33 @@ impl Fetcher {
         true
     }
 
-    /// Scan streams running now (tests).
+    /// Waits (async, at most `storage_timeout`) until no scan stream runs.
+    /// `true` when none runs at the end, `false` when the wait ran out.
+    pub(super) async fn streams_ended(&self) -> bool {
+        let until = tokio::time::Instant::now() + self.storage_timeout;
+        loop {
+            // Registered before the count is read: an end between the two
+            // still wakes it.
+            let ended = self.streaming.ended_async.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.streams_running() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(until, ended).await.is_err() {
+                return self.streams_running() == 0;
+            }
+        }
+    }
+
+    /// Counts a scan stream as running until the guard is dropped (tests
+    /// of what yields to one).
     #[cfg(test)]
+    pub(super) fn pretend_stream(&self) -> Running {
+        Running::new(Arc::new(AtomicBool::new(true)), &self.streaming)
+    }
+
+    /// Scan streams running now.
     pub(super) fn streams_running(&self) -> usize {
         self.streaming.running.lock().map_or(0, |n| *n)
     }

@@ -1,7 +1,7 @@
 //! The warm-up's reads over a storage that streams bodies in chunks, as
 //! the object stores do, and counts requests and bytes: how many reads a
 //! wave costs within its byte bound, a demand read inside a long read, a
-//! read cut or cancelled half-way.
+//! read cut or cancelled half-way, a read that steps aside for a scan.
 
 use std::ops::Range;
 use std::sync::Mutex;
@@ -363,4 +363,41 @@ fn a_long_read_holds_only_its_frames_of_the_read_budget() {
     check(&got, &WAVE);
     assert_eq!(got.requests, 1);
     assert!(got.read_bytes > 7 * MIB, "{}", got.read_bytes);
+}
+
+#[test]
+fn a_read_steps_aside_for_a_scan_stream_and_goes_on_after_it() {
+    let (_dir, f, snap, storage) = fixture("test://warm-aside");
+    // One read of the whole wave; its body stops after the first chunk.
+    let (stalled, release) = stall(&storage, 64 * 1024);
+    let aside = crate::pause::arm_in("fetch.sparse_aside", "test://warm-aside");
+    let warming = {
+        let (f, snap) = (Arc::clone(&f), Arc::clone(&snap));
+        std::thread::spawn(move || warm(&f, &snap, &WAVE, 64 * MIB, alive()))
+    };
+    stalled
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the warm-up's read started");
+    // A scan starts its stream while the read is on its way.
+    let scan = f.pretend_stream();
+    drop(release);
+    aside
+        .wait_reached(Duration::from_secs(20))
+        .expect("the read stepped aside for the scan's stream");
+    // Between two frames, after its first two (pages 100 and 110, the
+    // next ~1.2 MiB away): its body dropped, no claim of it left started.
+    assert_eq!(storage.requests.load(Ordering::SeqCst), 1);
+    assert_eq!(f.in_flight(), 3, "only the three frames still queued");
+    aside.release();
+    // It goes on once the stream ended, from the frame it had not brought.
+    drop(scan);
+    let got = warming.join().unwrap();
+    check(&got, &WAVE);
+    assert_eq!((got.requests, got.failed, got.fetched), (2, 0, 5));
+    assert!(
+        got.read_bytes < 8 * MIB,
+        "the gap before page 400 was read once: {}",
+        got.read_bytes
+    );
+    assert_eq!(f.in_flight(), 0, "every claim landed");
 }
