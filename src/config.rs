@@ -41,17 +41,18 @@ pub const DEFAULT_DISK_CACHE_SIZE: u64 = 1 << 30;
 /// quarters to the pages queries read.
 pub const DEFAULT_WARMUP_SHARE: u64 = 4;
 
-/// Bytes one wave of the warm-up (one B-tree level of every tree) may read
-/// from storage, the gaps between its pages included, where storage
-/// streams bodies (S3, GCS, Azure, OSS): the gaps arrive and are thrown
-/// away as they stream, so this bounds transfer, not memory. A level's
+/// Bytes the warm-up may read from storage in wide reads, the gaps between
+/// its pages included, where storage streams bodies (S3, GCS, Azure,
+/// OSS): the gaps arrive and are thrown away as they stream, so this
+/// bounds transfer, not memory. The bound is the whole warm-up's: once
+/// spent, its later waves keep the fixed merging. A level's
 /// interior pages lie up to a few hundred KiB (an index) or MB (a table
 /// with long rows) apart: reading the gaps is what makes it one request
 /// instead of one per page. 128 MiB covers the whole file of a database
 /// up to that size (its waves are then one request per file region), costs
 /// about a second of one in-region connection in the background, and
 /// nothing in-region on S3, where transfer is free and a request is not;
-/// a 10 GB database reads at most this per level, not the file. Across
+/// a 10 GB database reads about this in all, not the file. Across
 /// regions or the internet, transfer is billed (about $0.02–0.09/GB: a
 /// MB costs as much as 50–225 GETs): set `warmup_read_max=0` there, which
 /// keeps the fixed merging of frames up to 512 KiB apart.

@@ -9,7 +9,8 @@
 //! fetches the whole level only for trees whose probe is interior. A wave
 //! is fetched in wide ranged reads behind demand reads
 //! ([`super::fetch::Fetcher::warm`]; over storage that streams bodies, the
-//! fewest reads within `warmup_read_max` bytes a wave, gaps included);
+//! fewest reads within what is left of `warmup_read_max`, gaps included:
+//! the bound is the whole warm-up's, see [`read_left`]);
 //! its pages land in the memory cache and
 //! in the local store, so the next process has them without a request.
 //!
@@ -180,7 +181,11 @@ type Level = Vec<(u32, Page)>;
 fn fetch(weak: &Weak<Replica>, snap: &Snapshot, pgnos: &[u32]) -> Option<Vec<(u32, Page)>> {
     let (fetcher, read_max) = {
         let r = weak.upgrade()?;
-        (Arc::clone(&r.io.fetcher), r.config.warmup_read_max)
+        let used = r.warmup.read_bytes.load(Ordering::Relaxed);
+        (
+            Arc::clone(&r.io.fetcher),
+            read_left(r.config.warmup_read_max, used),
+        )
     };
     let pgnos: Vec<PageNo> = pgnos.iter().copied().map(PageNo).collect();
     let alive = || weak.strong_count() > 0;
@@ -191,6 +196,20 @@ fn fetch(weak: &Weak<Replica>, snap: &Snapshot, pgnos: &[u32]) -> Option<Vec<(u3
     Stats::add(&r.warmup.failed, got.failed);
     Stats::add(&r.warmup.read_bytes, got.read_bytes);
     Some(got.pages.into_iter().map(|(p, page)| (p.0, page)).collect())
+}
+
+/// What the next wave may read of `warmup_read_max` (`max`) after the
+/// warm-up read `used` bytes: the bound is the warm-up's, not each
+/// wave's, so a fresh host reads at most about `max` for its interior
+/// pages whatever the database's depth. Spent, waves keep the fixed
+/// merging (a bound of one byte joins no gap the fixed merging would not);
+/// `0` is the fixed merging from the start.
+fn read_left(max: u64, used: u64) -> u64 {
+    if max == 0 {
+        0
+    } else {
+        max.saturating_sub(used).max(1)
+    }
 }
 
 /// How a walk ended.
@@ -317,5 +336,19 @@ fn count(weak: &Weak<Replica>, levels: &[Level]) {
     if let Some(r) = weak.upgrade() {
         let n: usize = levels.iter().map(Vec::len).sum();
         Stats::add(&r.warmup.pages, n as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_left;
+
+    #[test]
+    fn the_read_bound_is_the_whole_warm_ups_and_spent_keeps_the_fixed_merging() {
+        assert_eq!(read_left(0, 0), 0, "0: the fixed merging");
+        assert_eq!(read_left(100, 0), 100);
+        assert_eq!(read_left(100, 30), 70);
+        assert_eq!(read_left(100, 100), 1);
+        assert_eq!(read_left(100, 500), 1);
     }
 }

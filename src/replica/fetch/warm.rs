@@ -4,8 +4,8 @@
 //!
 //! - **Wide.** Over storage that streams bodies (S3, GCS, Azure, OSS), a
 //!   wave's frames go in the fewest ranged reads whose bytes, the gaps
-//!   between frames included, stay within `warmup_read_max` (the
-//!   smallest gaps joined first, `spans.rs`); each is read as it streams,
+//!   between frames included, stay within what the warm-up has left of
+//!   `warmup_read_max` (the smallest gaps joined first, `spans.rs`); each is read as it streams,
 //!   its wanted frames kept and the gaps thrown away as they arrive
 //!   (`sparse.rs`). Elsewhere, or with `warmup_read_max=0`, frames of one
 //!   file at most [`WARM_GAP`] bytes apart go in one read of at most
