@@ -146,7 +146,8 @@ impl Fetcher {
                     self.cache.insert(loc.key(), Arc::clone(&page));
                 } else if let Some((scan, lease)) = ahead {
                     // Before it lands: a reader woken by the landing finds
-                    // it here, and takes it out.
+                    // it here, and takes it out. Not once its transaction
+                    // ended (the page only lands then).
                     scan.keep_ahead(loc.key(), Arc::clone(&page), lease);
                 }
                 c.land(Some(Arc::clone(&page)));

@@ -21,9 +21,10 @@
 //! - **Behind a scan's stream.** When a scan starts its stream while a
 //!   sparse read runs, the read steps aside between two frames (no claim
 //!   of its own started and not landed, so no reader waits on it): it
-//!   drops its body, waits for the stream to end (at most
-//!   `storage_timeout`) and goes on with a new request from the first
-//!   frame it did not bring. After a wait that ran out it reads on.
+//!   drops its body, gives its bytes of the read budget back, waits for
+//!   the stream to end (at most `storage_timeout`), holds its bytes again
+//!   and goes on with a new request from the first frame it did not
+//!   bring. After a wait that ran out it reads on.
 //! - **Cancelled** when `alive` says the replica went away: the body is
 //!   dropped (the request cancelled). On every failure the caller lands
 //!   the claims not landed as failed (the claims' guards do too).
@@ -101,7 +102,8 @@ impl Fetcher {
             .iter()
             .map(|(_, loc, _)| u64::from(loc.size))
             .sum();
-        let _held = self.hold(kept.saturating_add(SPAN_SLACK)).await?;
+        let held_bytes = kept.saturating_add(SPAN_SLACK);
+        let mut _held = Some(self.hold(held_bytes).await?);
         let mut at = At {
             mine: vec![None; run.frames.len()],
             done: std::cell::Cell::new(0),
@@ -121,9 +123,15 @@ impl Fetcher {
                         at.done.get(),
                         run.frames.len()
                     );
+                    // Nothing of it is in flight while it waits: its bytes
+                    // go back to the budget (no hold-and-wait; a demand
+                    // read of the scan may need them), and are held again
+                    // before the next request.
+                    _held = None;
                     pause::point_async("fetch.sparse_aside", self.storage.describe()).await;
                     // A wait that ran out: the stream is long; read on.
                     may_step_aside = self.streams_ended().await;
+                    _held = Some(self.hold(held_bytes).await?);
                 }
                 Err(Error::Storage(e))
                     if e.kind == StorageErrorKind::Transient

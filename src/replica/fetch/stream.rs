@@ -277,6 +277,11 @@ impl Fetcher {
                 None => return true,
             }
         }
+        // The descent's page by frame index: its claim's, or the first.
+        let want_at = match &plan.want {
+            Some((i, _)) => Some(*i),
+            None => want.and(Some(0)),
+        };
         // Dropped on a refusal, the first claim lands failed.
         if !super::budget::charge_stream() {
             return true;
@@ -341,7 +346,7 @@ impl Fetcher {
                 keep: false,
                 speculative: want.is_some(),
                 want_page: want.map_or(0, |w| w.0),
-                want: plan.want.as_ref().map(|w| w.0),
+                want: want_at,
                 scan: weak,
                 snap: owned_snap,
                 keep_until,
@@ -479,7 +484,8 @@ struct Stream<'a> {
     /// what it decodes stays with the connection (its scan buffer, dropped
     /// at the end of the transaction) rather than in the shared cache.
     speculative: bool,
-    /// The frame index of the descent's page (see [`Plan::want`]).
+    /// The frame index of the descent's page (see [`Plan::want`]; 0 when
+    /// it is the stream's first frame).
     want: Option<usize>,
     /// The descent's page: a scan reads on past it, a lookup does not.
     want_page: u32,

@@ -315,3 +315,25 @@ fn a_page_decoded_as_the_transaction_ends_is_not_kept_past_it() {
         "the budget is back"
     );
 }
+
+#[test]
+fn a_descents_page_that_is_the_streams_first_goes_to_the_cache_too() {
+    let (_dir, fetcher, snap, stats, _polled, budget) = streamed("test://stream-first", 4 << 20);
+    let scan = Arc::new(ScanBuf::default());
+    // The descent reads page 2, the first page after the root: the
+    // stream's first frame is the descent's page.
+    assert!(fetcher.stream_descent(&snap, PageNo(2), PageNo(1), &scan));
+    let (page, _) = fetcher.read(&snap, PageNo(2), 1, &scan).unwrap().unwrap();
+    assert!(page[..] == noise(2)[..]);
+    assert_eq!(reads(&stats), 1);
+    // A lookup: the transaction ends there.
+    scan.clear();
+    stopped(&fetcher, &scan);
+    // As any descent's page: the next descent finds it in memory.
+    assert!(
+        fetcher.cached(&snap, PageNo(2)).is_some(),
+        "the descent's page went with the transaction"
+    );
+    assert_eq!(scan.leased(), 0);
+    assert!(budget.try_hold(budget.bytes()).is_some());
+}

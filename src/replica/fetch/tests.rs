@@ -470,3 +470,54 @@ fn a_page_that_lands_between_the_look_and_the_claim_costs_no_request() {
         "the read found the landed page, no second request"
     );
 }
+
+#[test]
+fn a_scan_ahead_page_landing_after_its_transaction_is_not_kept_past_it() {
+    let scope = "test://ahead-late";
+    let (_dir, fetcher, snap, _stats) = fixture_over(64 << 20, |s| {
+        Arc::new(BeforeRead::new(
+            s,
+            Some(scope),
+            |_: &std::ops::Range<u64>| {},
+        ))
+    });
+    let budget = Arc::new(InFlight::new(1 << 20));
+    let fetcher = Arc::new(
+        Arc::into_inner(fetcher)
+            .unwrap()
+            .with_in_flight(Arc::clone(&budget)),
+    );
+    let scan = Arc::new(ScanBuf::default());
+    // The scan-ahead of a scan through a full cache: its pages go to the
+    // connection's scan buffer. Its read parks once sent...
+    let fetched = crate::pause::arm_in("fetch.fetched", scope);
+    let pages: Vec<PageNo> = (10..20).map(PageNo).collect();
+    assert!(fetcher.prefetch_runs_of(&snap, &pages, None, 1 << 20, Some(&scan)) > 0);
+    fetched
+        .wait_reached(std::time::Duration::from_secs(20))
+        .unwrap();
+    // ...and the read transaction ends meanwhile.
+    scan.clear();
+    drop(fetched);
+    settle(&fetcher);
+    // Nothing would read them (nor give their budget back) before the
+    // connection's next transaction ends: an idle connection would pin
+    // its share of the process's read budget.
+    assert_eq!(
+        scan.ahead_len(),
+        0,
+        "pages of an ended transaction's scan-ahead kept in its scan buffer"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while scan.leased() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never went back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(
+        budget.try_hold(budget.bytes()).is_some(),
+        "the budget is back"
+    );
+}

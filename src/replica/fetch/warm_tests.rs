@@ -401,3 +401,44 @@ fn a_read_steps_aside_for_a_scan_stream_and_goes_on_after_it() {
     );
     assert_eq!(f.in_flight(), 0, "every claim landed");
 }
+
+#[test]
+fn a_read_stepped_aside_for_a_scan_stream_holds_none_of_the_read_budget() {
+    let name = "test://warm-aside-budget";
+    let (_dir, f, snap, storage) = fixture(name);
+    let budget = Arc::new(InFlight::new(MIB));
+    let f = Arc::new(
+        Arc::into_inner(f)
+            .unwrap()
+            .with_in_flight(Arc::clone(&budget)),
+    );
+    let (stalled, release) = stall(&storage, 64 * 1024);
+    let aside = crate::pause::arm_in("fetch.sparse_aside", name);
+    let warming = {
+        let (f, snap) = (Arc::clone(&f), Arc::clone(&snap));
+        std::thread::spawn(move || warm(&f, &snap, &WAVE, 64 * MIB, alive()))
+    };
+    stalled
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the warm-up's read started");
+    let scan = f.pretend_stream();
+    drop(release);
+    aside
+        .wait_reached(Duration::from_secs(20))
+        .expect("the read stepped aside for the scan's stream");
+    // While it waits for the stream to end it reads nothing: a demand read
+    // (the scan's own, for a page outside its stream) must not wait for
+    // bytes the warm-up holds idle (no hold-and-wait, fetch/inflight.rs).
+    let free = budget.try_hold(budget.bytes());
+    assert!(
+        free.is_some(),
+        "the warm-up's read holds its share of the read budget while it waits for a scan stream"
+    );
+    drop(free);
+    aside.release();
+    drop(scan);
+    let got = warming.join().unwrap();
+    check(&got, &WAVE);
+    assert_eq!((got.requests, got.failed), (2, 0));
+    assert_eq!(f.in_flight(), 0, "every claim landed");
+}

@@ -103,6 +103,9 @@ pub struct Lease {
     bytes: u64,
     of: Arc<AtomicU64>,
     held: Option<Held>,
+    /// The epoch of the transaction it was taken in: its pages are kept
+    /// for that transaction only.
+    epoch: u64,
 }
 
 impl Lease {
@@ -156,11 +159,12 @@ impl ScanBuf {
         }
     }
 
-    /// A page the scan-ahead fetched, until the scan reads it.
-    pub(super) fn keep_ahead(&self, key: FrameKey, page: Page, lease: &Arc<Lease>) {
-        if let Ok(mut ahead) = self.ahead.lock() {
-            ahead.insert(key, (page, Arc::clone(lease)));
-        }
+    /// A page the scan-ahead fetched, until the scan reads it; `false`
+    /// (nothing kept) once the transaction the lease was taken in ended:
+    /// nothing would read it, nor give its budget back, before the next
+    /// transaction ends (an idle connection would pin it).
+    pub(super) fn keep_ahead(&self, key: FrameKey, page: Page, lease: &Arc<Lease>) -> bool {
+        self.keep_ahead_in(lease.epoch, key, page, lease)
     }
 
     /// [`ScanBuf::keep_ahead`] for the transaction of `epoch` only: `false`
@@ -207,6 +211,7 @@ impl ScanBuf {
             bytes,
             of: Arc::clone(&self.leased),
             held: None,
+            epoch: self.epoch(),
         }
     }
 
@@ -356,8 +361,8 @@ mod tests {
                 FrameKey::of(0, name, 1, 0, 200),
             );
             let page: Page = Arc::from(vec![7u8; 4096]);
-            scan.keep_ahead(a, Arc::clone(&page), &lease);
-            scan.keep_ahead(b, Arc::clone(&page), &lease);
+            assert!(scan.keep_ahead(a, Arc::clone(&page), &lease));
+            assert!(scan.keep_ahead(b, Arc::clone(&page), &lease));
             drop(lease);
             // The request is done, its pages wait: the budget stays held.
             assert!(budget.hold(1, wait, "t").await.is_err());
@@ -370,7 +375,7 @@ mod tests {
             assert!(budget.hold(8 * 1024, wait, "t").await.is_ok());
             // The end of a transaction drops what was never read.
             let lease = Arc::new(scan.lease(4096));
-            scan.keep_ahead(a, page, &lease);
+            assert!(scan.keep_ahead(a, page, &lease));
             drop(lease);
             assert_eq!(scan.ahead_len(), 1);
             scan.clear();
