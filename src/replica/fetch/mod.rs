@@ -299,6 +299,8 @@ impl Fetcher {
 }
 
 #[cfg(test)]
+mod chunked_tests;
+#[cfg(test)]
 mod stream_tests;
 #[cfg(test)]
 pub(super) mod tests;

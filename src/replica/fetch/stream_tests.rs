@@ -1,73 +1,12 @@
-//! The scan stream over a storage that hands bodies over in small chunks
-//! and counts the chunks it was asked for.
+//! The scan stream over a storage that hands bodies over in 4 KiB chunks
+//! and counts the chunks polled (`chunked_tests.rs`).
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
-
-use super::tests::{fixture_of, noise, reads};
+use super::chunked_tests::Chunked;
+use super::tests::{PAGES, fixture_of, noise, reads};
 use super::*;
-use crate::ltx::FileName;
-use crate::storage::{Chunks, FileId, FileInfo, FileStorage, Level};
-
-/// A folder's storage as an object store answers: bodies streamed in
-/// 4 KiB chunks; counts the chunks polled.
-#[derive(Debug)]
-struct Chunked {
-    inner: FileStorage,
-    describe: String,
-    polled: Arc<AtomicU64>,
-}
-
-impl Storage for Chunked {
-    fn describe(&self) -> &str {
-        &self.describe
-    }
-
-    fn list(
-        &self,
-        level: Level,
-        after: Option<FileName>,
-    ) -> BoxFuture<'_, std::result::Result<Vec<FileInfo>, StorageError>> {
-        self.inner.list(level, after)
-    }
-
-    fn read(
-        &self,
-        file: FileId,
-        range: Range<u64>,
-    ) -> BoxFuture<'_, std::result::Result<Vec<u8>, StorageError>> {
-        self.inner.read(file, range)
-    }
-
-    fn streams_bodies(&self) -> bool {
-        true
-    }
-
-    fn read_version_chunks(
-        &self,
-        file: FileId,
-        version: u64,
-        range: Range<u64>,
-    ) -> BoxFuture<'_, std::result::Result<Chunks<'_>, StorageError>> {
-        Box::pin(async move {
-            let body = self.inner.read_version(file, version, range).await?;
-            let chunks: Vec<_> = body
-                .chunks(4096)
-                .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
-                .collect();
-            let polled = Arc::clone(&self.polled);
-            let chunks: Chunks<'_> =
-                Box::pin(futures_util::stream::iter(chunks).inspect(move |_| {
-                    polled.fetch_add(1, Ordering::SeqCst);
-                }));
-            Ok(chunks)
-        })
-    }
-}
 
 /// The folder, the fetcher, its snapshot and stats, the chunks polled and
 /// the read budget.
@@ -84,20 +23,18 @@ type Streamed = (
 /// streamed in 4 KiB chunks, with a read budget of 1 MiB and streams that
 /// keep `lead` bytes ahead; the chunk counter.
 fn streamed(name: &str, lead: u64) -> Streamed {
-    let polled = Arc::new(AtomicU64::new(0));
-    let counter = Arc::clone(&polled);
-    let describe = name.to_string();
+    let mut polled = None;
     let (dir, fetcher, snap, stats) = fixture_of(
         64 << 20,
-        move |inner| {
-            Arc::new(Chunked {
-                inner,
-                describe,
-                polled: counter,
-            })
+        PAGES,
+        |inner| {
+            let chunked = Chunked::new(inner, name, 4096);
+            polled = Some(Arc::clone(&chunked.polled));
+            Arc::new(chunked)
         },
         noise,
     );
+    let polled = polled.unwrap();
     let budget = Arc::new(InFlight::new(1 << 20));
     let fetcher = Arc::new(
         Arc::into_inner(fetcher)

@@ -19,21 +19,22 @@ fn fixture_over(
     budget: u64,
     wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
 ) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats>) {
-    fixture_of(budget, wrap, |p| {
+    fixture_of(budget, PAGES, wrap, |p| {
         format!("page {p} ").repeat(200).into_bytes()
     })
 }
 
-/// [`fixture_over`] with pages of `content`.
+/// [`fixture_over`] with `pages` pages of `content`.
 pub(super) fn fixture_of(
     budget: u64,
+    pages: u32,
     wrap: impl FnOnce(FileStorage) -> Arc<dyn Storage>,
     content: impl Fn(u32) -> Vec<u8>,
 ) -> (tempfile::TempDir, Arc<Fetcher>, Snapshot, Arc<Stats>) {
     let dir = tempfile::tempdir().unwrap();
     let ps = PageSize::new(4096).unwrap();
-    let mut b = LtxBuilder::new(ps, 1, 1, PAGES);
-    for p in 1..=PAGES {
+    let mut b = LtxBuilder::new(ps, 1, 1, pages);
+    for p in 1..=pages {
         b = b.page(p, &content(p));
     }
     let bytes = b.build();
@@ -391,6 +392,7 @@ fn reads_in_flight_never_hold_more_than_the_budget() {
     let counter = Arc::clone(&asked);
     let (_dir, fetcher, snap, stats) = fixture_of(
         64 << 20,
+        PAGES,
         move |inner| {
             // Counts the bytes its reads asked for.
             Arc::new(BeforeRead::new(

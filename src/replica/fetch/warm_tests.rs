@@ -3,20 +3,13 @@
 //! wave costs within its byte bound, a demand read inside a long read, a
 //! read cut or cancelled half-way, a read that steps aside for a scan.
 
-use std::ops::Range;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-
-use super::tests::noise;
+use super::chunked_tests::{Chunked, Release};
+use super::tests::{fixture_of, noise};
 use super::warm::Warmed;
 use super::*;
-use crate::cache::PageCache;
-use crate::ltx::{FileName, LtxBuilder, PageIndex, PageSize, Txid, decode_file};
-use crate::replica::FileRef;
-use crate::storage::{Chunks, FileId, FileInfo, FileStorage, Level};
 
 /// Pages of the snapshot: frames of ~4.1 KiB (noise does not compress),
 /// about 8 MiB in all.
@@ -25,149 +18,21 @@ const PAGES: u32 = 2000;
 const CHUNK: usize = 16 * 1024;
 const MIB: u64 = 1024 * 1024;
 
-/// A folder's storage as an object store answers: bodies streamed in
-/// [`CHUNK`]s. Counts requests and the bytes they asked for; a body longer
-/// than [`Chunked::stall_over`] bytes stops after its first chunk until
-/// released (reported on `stalled`); the next body fails after
-/// `cut_after` chunks.
-struct Chunked {
-    inner: FileStorage,
-    describe: String,
-    requests: AtomicU64,
-    asked: AtomicU64,
-    stall_over: AtomicU64,
-    stalled: Mutex<Option<std::sync::mpsc::Sender<()>>>,
-    go: Arc<tokio::sync::Semaphore>,
-    cut_after: AtomicU64,
-}
-
-impl std::fmt::Debug for Chunked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chunked").finish_non_exhaustive()
-    }
-}
-
-impl Storage for Chunked {
-    fn describe(&self) -> &str {
-        &self.describe
-    }
-
-    fn list(
-        &self,
-        level: Level,
-        after: Option<FileName>,
-    ) -> BoxFuture<'_, std::result::Result<Vec<FileInfo>, StorageError>> {
-        self.inner.list(level, after)
-    }
-
-    fn read(
-        &self,
-        file: FileId,
-        range: Range<u64>,
-    ) -> BoxFuture<'_, std::result::Result<Vec<u8>, StorageError>> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        self.asked
-            .fetch_add(range.end - range.start, Ordering::SeqCst);
-        self.inner.read(file, range)
-    }
-
-    fn streams_bodies(&self) -> bool {
-        true
-    }
-
-    fn read_version_chunks(
-        &self,
-        file: FileId,
-        version: u64,
-        range: Range<u64>,
-    ) -> BoxFuture<'_, std::result::Result<Chunks<'_>, StorageError>> {
-        Box::pin(async move {
-            self.requests.fetch_add(1, Ordering::SeqCst);
-            let len = range.end - range.start;
-            self.asked.fetch_add(len, Ordering::SeqCst);
-            let body = self.inner.read_version(file, version, range).await?;
-            let chunks: Arc<Vec<bytes::Bytes>> = Arc::new(
-                body.chunks(CHUNK)
-                    .map(bytes::Bytes::copy_from_slice)
-                    .collect(),
-            );
-            let stall = len > self.stall_over.load(Ordering::SeqCst);
-            // One body is cut.
-            let cut = self.cut_after.swap(u64::MAX, Ordering::SeqCst);
-            let stream = futures_util::stream::unfold(0usize, move |i| {
-                let chunks = Arc::clone(&chunks);
-                async move {
-                    if stall && i == 1 {
-                        let tx = self.stalled.lock().unwrap().clone();
-                        if let Some(tx) = tx {
-                            let _ = tx.send(());
-                        }
-                        if let Ok(p) = self.go.acquire().await {
-                            p.forget();
-                        }
-                    }
-                    if i as u64 == cut {
-                        let e = StorageError::new(
-                            "test",
-                            crate::storage::StorageErrorKind::Transient,
-                            "cut",
-                        );
-                        return Some((Err(e), usize::MAX));
-                    }
-                    let chunk = chunks.get(i)?.clone();
-                    Some((Ok(chunk), i + 1))
-                }
-            });
-            let chunks: Chunks<'_> = Box::pin(stream);
-            Ok(chunks)
-        })
-    }
-}
-
 /// A fetcher over a snapshot of [`PAGES`] noise pages on a [`Chunked`]
-/// storage named `name`.
+/// storage named `name`, streaming [`CHUNK`]s.
 fn fixture(name: &str) -> (tempfile::TempDir, Arc<Fetcher>, Arc<Snapshot>, Arc<Chunked>) {
-    let dir = tempfile::tempdir().unwrap();
-    let ps = PageSize::new(4096).unwrap();
-    let mut b = LtxBuilder::new(ps, 1, 1, PAGES);
-    for p in 1..=PAGES {
-        b = b.page(p, &noise(p));
-    }
-    let bytes = b.build();
-    let id = FileId {
-        level: Level::SNAPSHOT,
-        name: FileName {
-            min: Txid(1),
-            max: Txid(1),
+    let mut storage = None;
+    let (dir, fetcher, snap, _stats) = fixture_of(
+        64 << 20,
+        PAGES,
+        |inner| {
+            let chunked = Arc::new(Chunked::new(inner, name, CHUNK));
+            storage = Some(Arc::clone(&chunked));
+            chunked
         },
-    };
-    let path = dir.path().join("ltx/9");
-    std::fs::create_dir_all(&path).unwrap();
-    std::fs::write(path.join(id.name.to_string()), &bytes).unwrap();
-    let decoded = decode_file(&bytes).unwrap();
-    let file = Arc::new(FileRef::new(id, bytes.len() as u64, decoded.header));
-    let index = PageIndex {
-        entries: decoded.index.entries,
-    };
-    let snap = Arc::new(Snapshot::build([(&file, &index)]).unwrap());
-    let storage = Arc::new(Chunked {
-        inner: FileStorage::new(dir.path().to_path_buf()),
-        describe: name.to_string(),
-        requests: AtomicU64::new(0),
-        asked: AtomicU64::new(0),
-        stall_over: AtomicU64::new(u64::MAX),
-        stalled: Mutex::new(None),
-        go: Arc::new(tokio::sync::Semaphore::new(0)),
-        cut_after: AtomicU64::new(u64::MAX),
-    });
-    let fetcher = Arc::new(Fetcher::new(
-        Arc::clone(&storage) as Arc<dyn Storage>,
-        Arc::new(PageCache::new(64 << 20)),
-        Arc::new(Stats::default()),
-        Arc::default(),
-        Duration::from_secs(10),
-    ));
-    (dir, fetcher, snap, storage)
+        noise,
+    );
+    (dir, fetcher, Arc::new(snap), storage.unwrap())
 }
 
 /// Runs [`Fetcher::warm`] on the runtime's blocking pool, as the warm-up
@@ -194,6 +59,27 @@ fn warm(
 
 fn alive() -> Arc<AtomicBool> {
     Arc::new(AtomicBool::new(true))
+}
+
+/// Starts a warm-up of `pages` (at most 64 MiB a wave) on another thread
+/// and returns once its read stopped after its first chunk: the thread,
+/// and the guard that lets the read go on.
+fn warm_stalled(
+    f: &Arc<Fetcher>,
+    snap: &Arc<Snapshot>,
+    storage: &Chunked,
+    pages: &'static [u32],
+    alive: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<Warmed>, Release) {
+    let (stalled, release) = storage.stall(64 * 1024);
+    let warming = {
+        let (f, snap) = (Arc::clone(f), Arc::clone(snap));
+        std::thread::spawn(move || warm(&f, &snap, pages, 64 * MIB, alive))
+    };
+    stalled
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the warm-up's read started");
+    (warming, release)
 }
 
 fn check(got: &Warmed, pages: &[u32]) {
@@ -234,36 +120,11 @@ fn a_wave_spread_over_a_file_is_as_few_reads_as_its_byte_bound_allows() {
     }
 }
 
-/// Makes a body longer than `over` bytes stop after its first chunk;
-/// returns where its stop is reported, and a guard that lets it go on.
-fn stall(storage: &Arc<Chunked>, over: u64) -> (std::sync::mpsc::Receiver<()>, Release) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    *storage.stalled.lock().unwrap() = Some(tx);
-    storage.stall_over.store(over, Ordering::SeqCst);
-    (rx, Release(Arc::clone(&storage.go)))
-}
-
-/// Lets stalled bodies go on when dropped (on every path of a test).
-struct Release(Arc<tokio::sync::Semaphore>);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.0.add_permits(1 << 20);
-    }
-}
-
 #[test]
 fn a_demand_read_of_a_frame_a_running_read_has_not_reached_is_served_at_once() {
     let (_dir, f, snap, storage) = fixture("test://warm-takeover");
     // Pages 100 and 200, ~410 KiB apart: one read (by any bound).
-    let (stalled, release) = stall(&storage, 64 * 1024);
-    let warming = {
-        let (f, snap) = (Arc::clone(&f), Arc::clone(&snap));
-        std::thread::spawn(move || warm(&f, &snap, &[100, 200], 64 * MIB, alive()))
-    };
-    stalled
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the warm-up's read started");
+    let (warming, release) = warm_stalled(&f, &snap, &storage, &[100, 200], alive());
     // The read stopped after its first chunk; page 200 is far from it.
     let scan = ScanBuf::default();
     let read = f.read(&snap, PageNo(200), 1, &scan);
@@ -316,15 +177,8 @@ fn a_read_that_fails_before_its_first_frame_lands_every_claim_failed() {
 #[test]
 fn a_read_stops_when_the_replica_goes_away() {
     let (_dir, f, snap, storage) = fixture("test://warm-cancel");
-    let (stalled, release) = stall(&storage, 64 * 1024);
     let flag = alive();
-    let warming = {
-        let (f, snap, flag) = (Arc::clone(&f), Arc::clone(&snap), Arc::clone(&flag));
-        std::thread::spawn(move || warm(&f, &snap, &WAVE, 64 * MIB, flag))
-    };
-    stalled
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the warm-up's read started");
+    let (warming, release) = warm_stalled(&f, &snap, &storage, &WAVE, Arc::clone(&flag));
     flag.store(false, Ordering::SeqCst);
     drop(release);
     let got = warming.join().unwrap();
@@ -344,14 +198,7 @@ fn a_long_read_holds_only_its_frames_of_the_read_budget() {
             .unwrap()
             .with_in_flight(Arc::clone(&budget)),
     );
-    let (stalled, release) = stall(&storage, 64 * 1024);
-    let warming = {
-        let (f, snap) = (Arc::clone(&f), Arc::clone(&snap));
-        std::thread::spawn(move || warm(&f, &snap, &WAVE, 64 * MIB, alive()))
-    };
-    stalled
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the warm-up's read started");
+    let (warming, release) = warm_stalled(&f, &snap, &storage, &WAVE, alive());
     // Mid-read, it holds its five frames and a chunk's slack (~280 KiB):
     // 700 KiB of the budget are free.
     assert!(
@@ -369,15 +216,8 @@ fn a_long_read_holds_only_its_frames_of_the_read_budget() {
 fn a_read_steps_aside_for_a_scan_stream_and_goes_on_after_it() {
     let (_dir, f, snap, storage) = fixture("test://warm-aside");
     // One read of the whole wave; its body stops after the first chunk.
-    let (stalled, release) = stall(&storage, 64 * 1024);
     let aside = crate::pause::arm_in("fetch.sparse_aside", "test://warm-aside");
-    let warming = {
-        let (f, snap) = (Arc::clone(&f), Arc::clone(&snap));
-        std::thread::spawn(move || warm(&f, &snap, &WAVE, 64 * MIB, alive()))
-    };
-    stalled
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the warm-up's read started");
+    let (warming, release) = warm_stalled(&f, &snap, &storage, &WAVE, alive());
     // A scan starts its stream while the read is on its way.
     let scan = f.pretend_stream();
     drop(release);
@@ -412,15 +252,8 @@ fn a_read_stepped_aside_for_a_scan_stream_holds_none_of_the_read_budget() {
             .unwrap()
             .with_in_flight(Arc::clone(&budget)),
     );
-    let (stalled, release) = stall(&storage, 64 * 1024);
     let aside = crate::pause::arm_in("fetch.sparse_aside", name);
-    let warming = {
-        let (f, snap) = (Arc::clone(&f), Arc::clone(&snap));
-        std::thread::spawn(move || warm(&f, &snap, &WAVE, 64 * MIB, alive()))
-    };
-    stalled
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the warm-up's read started");
+    let (warming, release) = warm_stalled(&f, &snap, &storage, &WAVE, alive());
     let scan = f.pretend_stream();
     drop(release);
     aside
