@@ -24,8 +24,8 @@
 //!   or dropped (its [`Lease`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -96,10 +96,9 @@ struct Plan {
 /// to end (see [`Fetcher::wait_for_streams`]).
 #[derive(Debug, Default)]
 pub(super) struct Streaming {
-    running: Mutex<usize>,
-    ended: Condvar,
-    /// The same end, for async waiters (a warm-up read that stepped aside).
-    ended_async: Notify,
+    running: AtomicUsize,
+    /// Notified when a stream ends.
+    ended: Notify,
 }
 
 /// One running stream: sets its flag to false and counts it out when
@@ -108,9 +107,7 @@ pub(super) struct Running(Arc<AtomicBool>, Arc<Streaming>);
 
 impl Running {
     fn new(flag: Arc<AtomicBool>, streaming: &Arc<Streaming>) -> Running {
-        if let Ok(mut n) = streaming.running.lock() {
-            *n += 1;
-        }
+        streaming.running.fetch_add(1, Ordering::SeqCst);
         Running(flag, Arc::clone(streaming))
     }
 }
@@ -118,11 +115,10 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
-        if let Ok(mut n) = self.1.running.lock() {
-            *n = n.saturating_sub(1);
-        }
-        self.1.ended.notify_all();
-        self.1.ended_async.notify_waiters();
+        // Counted out before the waiters are woken: a waiter registers
+        // before it reads the count (`streams_ended`).
+        self.1.running.fetch_sub(1, Ordering::SeqCst);
+        self.1.ended.notify_waiters();
     }
 }
 
@@ -136,18 +132,12 @@ impl Fetcher {
     /// Waits (blocking, at most `storage_timeout`) while a scan stream
     /// runs: the warm-up's requests would compete with the scan's one for
     /// the server, and the scan reads the interior pages on its way.
-    /// Returns whether it waited.
+    /// Returns whether it waited. Call it on tokio's blocking pool.
     pub(super) fn wait_for_streams(&self) -> bool {
-        let Ok(n) = self.streaming.running.lock() else {
-            return false;
-        };
-        if *n == 0 {
+        if self.streams_running() == 0 {
             return false;
         }
-        let _ = self
-            .streaming
-            .ended
-            .wait_timeout_while(n, self.storage_timeout, |n| *n > 0);
+        tokio::runtime::Handle::current().block_on(self.streams_ended());
         true
     }
 
@@ -158,7 +148,7 @@ impl Fetcher {
         loop {
             // Registered before the count is read: an end between the two
             // still wakes it.
-            let ended = self.streaming.ended_async.notified();
+            let ended = self.streaming.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
             if self.streams_running() == 0 {
@@ -179,7 +169,7 @@ impl Fetcher {
 
     /// Scan streams running now.
     pub(super) fn streams_running(&self) -> usize {
-        self.streaming.running.lock().map_or(0, |n| *n)
+        self.streaming.running.load(Ordering::SeqCst)
     }
 
     /// Pages a stream keeps ahead of its scan at most.
