@@ -117,6 +117,18 @@ impl Fetcher {
         out
     }
 
+    /// Before each group of warm-up reads: behind a scan's stream (at most
+    /// `storage_timeout`; it reads the whole table, its interior pages on
+    /// the way, and each warm-up request would compete with it for the
+    /// server; meanwhile the frames stay queued, for a reader or the
+    /// stream to take over). Whether the replica is still there.
+    fn group_may_start(&self, alive: &(dyn Fn() -> bool + Sync)) -> bool {
+        if self.wait_for_streams() {
+            log::debug!("warm-up waited for a scan stream");
+        }
+        alive()
+    }
+
     /// The fixed merging: frames up to [`WARM_GAP`] apart in reads of at
     /// most [`WARM_RUN_MAX`] bytes.
     fn warm_merged(
@@ -130,14 +142,7 @@ impl Fetcher {
         // A group holds its bytes of the in-flight budget while it reads:
         // at most a quarter of it, so demand reads keep the rest.
         for mut group in Run::groups(runs, WARM_IN_FLIGHT, self.in_flight.bytes() / 4) {
-            // Behind a scan's stream too: it reads the whole table (its
-            // interior pages on the way), and each warm-up request would
-            // compete with it for the server. Meanwhile the frames stay
-            // queued: a reader or the stream takes them over.
-            if self.wait_for_streams() {
-                log::debug!("warm-up waited for a scan stream");
-            }
-            if !alive() {
+            if !self.group_may_start(alive) {
                 // Dropped, the claims land failed.
                 return;
             }
@@ -179,10 +184,7 @@ impl Fetcher {
         let mut spans = spans.into_iter().peekable();
         while spans.peek().is_some() {
             let group: Vec<Run> = spans.by_ref().take(WARM_IN_FLIGHT).collect();
-            if self.wait_for_streams() {
-                log::debug!("warm-up waited for a scan stream");
-            }
-            if !alive() {
+            if !self.group_may_start(alive) {
                 // Dropped, the claims land failed.
                 return;
             }
